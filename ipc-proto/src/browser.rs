@@ -1,0 +1,245 @@
+//! Browser-facing JSON messages (`protocol.md`), server → client. Workers produce them as typed
+//! values; only the metaserver turns them into JSON text.
+
+use crate::training::TrainingConfig;
+use crate::wire::StateUpdate;
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable reason in an `error` frame (`code`); the `message` is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, or not a JSON object.
+    BadJson,
+    /// A binary WebSocket frame (the protocol is text only).
+    BinaryFrame,
+    /// `command` missing or not one we know.
+    UnknownCommand,
+    /// A field has the wrong type.
+    InvalidField,
+    /// A number outside its allowed range, or not finite.
+    OutOfRange,
+    /// `load_model` named something that is not a plain file name from the listing.
+    InvalidModelName,
+    /// The named model is not in the models directory.
+    ModelNotFound,
+    /// The model file exists but cannot be used (unreadable, wrong shapes).
+    InvalidModel,
+    /// The worker behind this session failed.
+    WorkerFailed,
+    /// `start_training` while a run is in progress.
+    TrainingInProgress,
+    /// A training command that needs a run when none is active.
+    NotTraining,
+    /// The training run failed.
+    TrainingFailed,
+    /// `--max-sessions` reached.
+    TooManySessions,
+    /// The client sends faster than it may.
+    RateLimited,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorMsg {
+    pub message: String,
+    pub code: ErrorCode,
+}
+
+/// First frame of an inference session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connected {
+    pub available_models: Vec<String>,
+    pub session_id: String,
+    pub model: Option<String>,
+    pub playing: bool,
+    pub speed: f64,
+    pub max_steps: u32,
+}
+
+/// Reply to the inference `status` command: `connected` fields plus where the session is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionStatus {
+    pub session_id: String,
+    pub model: Option<String>,
+    pub playing: bool,
+    pub speed: f64,
+    pub max_steps: u32,
+    pub episode: u32,
+    pub step: u32,
+    pub cumulative_reward: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeStart {
+    pub episode: u32,
+    /// Inference: the model playing this episode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_name: Option<String>,
+    /// Training: ε at the start of this episode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    MeterDepleted,
+    Reset,
+    MaxSteps,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeEnd {
+    pub episode: u32,
+    pub steps: u32,
+    pub total_reward: f64,
+    pub reason: EndReason,
+}
+
+/// What a model file says about itself (`metadata_props`) plus file facts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ModelDetails {
+    pub name: String,
+    pub arch: Option<String>,
+    pub obs_dim: Option<u32>,
+    pub n_actions: Option<u32>,
+    pub bytes: u64,
+    /// Seconds since the Unix epoch.
+    pub modified: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub episodes_trained: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_avg_reward: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_avg_length: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelLoaded {
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<ModelDetails>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRestarted {
+    pub reason: String,
+    pub resumed_episode: u32,
+    pub resumed_step: u32,
+}
+
+/// Latest `episode_complete` of a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeComplete {
+    pub episode: u32,
+    pub reward: f64,
+    pub length: u32,
+    pub loss: f64,
+    pub epsilon: f64,
+    pub avg_reward_5: f64,
+    pub avg_length_5: f64,
+    pub avg_loss_5: f64,
+    pub buffer_size: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingStatus {
+    pub is_training: bool,
+    pub current_episode: u32,
+    pub total_episodes: u32,
+    pub paused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<TrainingConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_episode: Option<EpisodeComplete>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingStarted {
+    pub num_episodes: u32,
+    pub config: TrainingConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingComplete {
+    pub model_saved: Option<String>,
+    pub final_avg_reward: f64,
+    pub final_avg_length: f64,
+    /// **new**: true when the run was ended early by `stop`.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRestarted {
+    pub reason: String,
+    pub resumed_from_episode: u32,
+}
+
+/// Every server → browser message; `"type"` is the snake_case variant name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Connected(Connected),
+    SessionStatus(SessionStatus),
+    EpisodeStart(EpisodeStart),
+    StateUpdate(Box<StateUpdate>),
+    EpisodeEnd(EpisodeEnd),
+    ModelLoaded(ModelLoaded),
+    Error(ErrorMsg),
+    WorkerRestarted(WorkerRestarted),
+    TrainingStatus(Box<TrainingStatus>),
+    TrainingStarted(Box<TrainingStarted>),
+    EpisodeComplete(EpisodeComplete),
+    TrainingComplete(TrainingComplete),
+    Paused {},
+    Resumed {},
+    TrainingRestarted(TrainingRestarted),
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error(ErrorMsg {
+            message: message.into(),
+            code,
+        })
+    }
+
+    /// The `"type"` string, for metrics labels and logs (a bounded set).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerMessage::Connected(_) => "connected",
+            ServerMessage::SessionStatus(_) => "session_status",
+            ServerMessage::EpisodeStart(_) => "episode_start",
+            ServerMessage::StateUpdate(_) => "state_update",
+            ServerMessage::EpisodeEnd(_) => "episode_end",
+            ServerMessage::ModelLoaded(_) => "model_loaded",
+            ServerMessage::Error(_) => "error",
+            ServerMessage::WorkerRestarted(_) => "worker_restarted",
+            ServerMessage::TrainingStatus(_) => "training_status",
+            ServerMessage::TrainingStarted(_) => "training_started",
+            ServerMessage::EpisodeComplete(_) => "episode_complete",
+            ServerMessage::TrainingComplete(_) => "training_complete",
+            ServerMessage::Paused {} => "paused",
+            ServerMessage::Resumed {} => "resumed",
+            ServerMessage::TrainingRestarted(_) => "training_restarted",
+        }
+    }
+
+    /// `state_update` frames may be dropped for a slow viewer; everything else must arrive.
+    pub fn is_droppable(&self) -> bool {
+        matches!(self, ServerMessage::StateUpdate(_))
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serialising our own types cannot fail: no maps with non-string keys, no NaN (serde_json
+        // writes `null` for non-finite floats rather than failing).
+        serde_json::to_string(self).expect("ServerMessage serialises")
+    }
+}

@@ -1,0 +1,107 @@
+//! Metaserver ⇄ `worker-inference`.
+
+use crate::browser::ServerMessage;
+use serde::{Deserialize, Serialize};
+
+/// A validated browser command for an inference session (the metaserver parsed the JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "command")]
+pub enum SessionCommand {
+    Play,
+    Pause,
+    Step,
+    Reset,
+    /// Already clamped to [`MIN_SPEED`], [`MAX_SPEED`].
+    SetSpeed {
+        speed: f64,
+    },
+    /// A plain file name from the models listing (never a path).
+    LoadModel {
+        model: String,
+    },
+    Status,
+}
+
+pub const MIN_SPEED: f64 = 0.1;
+pub const MAX_SPEED: f64 = 10.0;
+pub const DEFAULT_MAX_STEPS: u32 = 500;
+
+/// The world's raw state: enough to continue stepping bit for bit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WorldSnapshot {
+    /// energy, hygiene, satiation, money, stress, social — raw values.
+    pub meters: [f64; 6],
+    pub x: i32,
+    pub y: i32,
+    /// Steps taken in the current episode.
+    pub step: u32,
+}
+
+/// Where the session is between steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpisodePhase {
+    /// The episode is in progress.
+    Running,
+    /// The episode ended; the next starts after the inter-episode pause.
+    Ended,
+}
+
+/// Everything a replacement worker needs to continue a session where its predecessor stopped.
+/// Sent after every step (and every state change).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSnapshot {
+    pub session_id: String,
+    pub world: WorldSnapshot,
+    pub episode: u32,
+    pub cumulative_reward: f64,
+    pub last_action: Option<u8>,
+    pub last_reward: f64,
+    pub phase: EpisodePhase,
+    pub model: Option<String>,
+    pub speed: f64,
+    pub playing: bool,
+    pub max_steps: u32,
+}
+
+/// How a worker is given its session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionStart {
+    pub session_id: String,
+    /// Model for a new session (`None`: the worker has nothing to load and says so).
+    pub model: Option<String>,
+    pub max_steps: u32,
+    /// Resume from this snapshot instead of starting fresh.
+    pub snapshot: Option<SessionSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToInference {
+    /// Take a session (a warm worker waits for this after the handshake).
+    Start(Box<SessionStart>),
+    Command(SessionCommand),
+    Ping {
+        seq: u64,
+    },
+    /// Exit cleanly.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FromInference {
+    /// After the handshake: ONNX Runtime is initialised, the worker can take a session.
+    Ready,
+    /// For the browser.
+    Message(ServerMessage),
+    /// The session's state after a step or state change.
+    Snapshot(Box<SessionSnapshot>),
+    Pong {
+        seq: u64,
+    },
+    /// The worker cannot continue (e.g. ONNX Runtime failed to load); it exits after sending this.
+    Fatal {
+        reason: String,
+    },
+}
