@@ -1,0 +1,258 @@
+//! DQN as world.md describes it: ε-greedy, target network, MSE, Adam, gradient clipping,
+//! per-episode ε decay, step cap — deterministic under a seed.
+
+use crate::nn::{argmax, Adam, Cache, Grads, QNet, ACTIONS, OBS};
+use crate::replay::{Batch, ReplayBuffer};
+use hamlet_env::wire::HeatMap;
+use hamlet_env::{Action, World};
+use ipc_proto::browser::EpisodeComplete;
+use ipc_proto::training::TrainingConfig;
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64;
+use serde::{Deserialize, Serialize};
+
+const GRAD_CLIP: f32 = 10.0;
+
+/// One finished episode.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeStats {
+    pub episode: u32,
+    pub reward: f64,
+    pub length: u32,
+    /// Mean loss over the episode's updates (0 if none).
+    pub loss: f64,
+    /// ε after this episode's decay.
+    pub epsilon: f64,
+}
+
+/// What a per-step observer sees.
+pub struct StepView<'a> {
+    pub world: &'a World,
+    pub episode: u32,
+    pub action: u8,
+    pub reward: f64,
+    pub cumulative: f64,
+    pub done: bool,
+}
+
+/// An observer's answer after each step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Abandon the episode now (the run is being stopped); it is not counted.
+    Abort,
+}
+
+/// Everything needed to continue a run exactly: written atomically as a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub config: TrainingConfig,
+    pub online: QNet,
+    pub target: QNet,
+    pub adam: Adam,
+    pub rng: Pcg64,
+    pub epsilon: f64,
+    pub episodes_done: u32,
+    pub total_steps: u64,
+    pub history: Vec<EpisodeStats>,
+    pub heat: HeatMap,
+}
+
+pub struct Trainer {
+    pub state: TrainerState,
+    grads: Grads,
+    cache: Cache,
+    tcache: Cache,
+    batch: Batch,
+    replay: ReplayBuffer,
+    dq: Vec<f32>,
+}
+
+impl Trainer {
+    pub fn new(config: TrainingConfig) -> Self {
+        let mut rng = Pcg64::seed_from_u64(config.seed);
+        let online = QNet::new(config.network, &mut rng);
+        let target = online.clone();
+        let adam = Adam::new(&online, config.learning_rate as f32);
+        let epsilon = config.epsilon_start;
+        Self::from_state(TrainerState {
+            config,
+            online,
+            target,
+            adam,
+            rng,
+            epsilon,
+            episodes_done: 0,
+            total_steps: 0,
+            history: Vec::new(),
+            heat: HeatMap::new(),
+        })
+    }
+
+    /// Resumes from a checkpointed state (the replay buffer starts empty and refills).
+    pub fn from_state(state: TrainerState) -> Self {
+        Trainer {
+            grads: state.online.zero_grads(),
+            replay: ReplayBuffer::new(state.config.buffer_capacity as usize),
+            state,
+            cache: Cache::default(),
+            tcache: Cache::default(),
+            batch: Batch::default(),
+            dq: Vec::new(),
+        }
+    }
+
+    pub fn buffer_len(&self) -> usize {
+        self.replay.len()
+    }
+
+    /// Greedy Q-values for one observation.
+    pub fn q_values(&mut self, obs: &[f32; OBS]) -> [f32; ACTIONS] {
+        let q = self.state.online.forward(obs, 1, &mut self.cache);
+        std::array::from_fn(|i| q[i])
+    }
+
+    fn act(&mut self, obs: &[f32; OBS]) -> u8 {
+        if self.state.rng.random::<f64>() < self.state.epsilon {
+            self.state.rng.random_range(0..ACTIONS) as u8
+        } else {
+            argmax(&self.q_values(obs)) as u8
+        }
+    }
+
+    /// One gradient step on a sampled batch; returns the loss.
+    pub fn update(&mut self) -> f32 {
+        let n = self.state.config.batch_size as usize;
+        let gamma = self.state.config.gamma as f32;
+        self.replay.sample(n, &mut self.state.rng, &mut self.batch);
+        let qn = self.state.target.forward(&self.batch.next_obs, n, &mut self.tcache);
+        let targets: Vec<f32> = (0..n)
+            .map(|b| {
+                let next_max = qn[b * ACTIONS..(b + 1) * ACTIONS]
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+                self.batch.reward[b] + (1.0 - self.batch.done[b]) * gamma * next_max
+            })
+            .collect();
+        let q = self.state.online.forward(&self.batch.obs, n, &mut self.cache);
+        self.dq.clear();
+        self.dq.resize(n * ACTIONS, 0.0);
+        let mut loss = 0.0;
+        for b in 0..n {
+            let a = self.batch.action[b] as usize;
+            let diff = q[b * ACTIONS + a] - targets[b];
+            loss += diff * diff;
+            // d/dq of mean((q − y)²)
+            self.dq[b * ACTIONS + a] = 2.0 * diff / n as f32;
+        }
+        self.grads.zero();
+        self.state.online.backward(&mut self.cache, &self.dq, &mut self.grads);
+        self.grads.clip(GRAD_CLIP);
+        self.state.adam.step(&mut self.state.online, &self.grads);
+        loss / n as f32
+    }
+
+    /// Runs one training episode, calling `on_step` after every step.
+    /// Returns `None` if the observer aborted it (the episode is then not counted).
+    pub fn run_episode(&mut self, mut on_step: impl FnMut(&StepView) -> Flow) -> Option<EpisodeStats> {
+        let episode = self.state.episodes_done + 1;
+        let max_steps = self.state.config.max_steps;
+        let mut world = World::new();
+        let mut obs = world.observation();
+        let mut next = [0.0f32; OBS];
+        let (mut cumulative, mut loss_sum, mut updates) = (0.0f64, 0.0f64, 0u32);
+        let (x, y) = world.position();
+        self.state.heat.visit(x, y);
+        loop {
+            let a = self.act(&obs);
+            let out = world.step(Action::from_id(a as i64).expect("act returns 0..5"));
+            world.write_observation(&mut next);
+            cumulative += out.reward;
+            let (x, y) = world.position();
+            self.state.heat.visit(x, y);
+            self.replay.push(&obs, a, out.reward as f32, &next, out.done);
+            self.state.total_steps += 1;
+            if self.replay.len() >= self.state.config.batch_size as usize {
+                loss_sum += f64::from(self.update());
+                updates += 1;
+            }
+            let flow = on_step(&StepView {
+                world: &world,
+                episode,
+                action: a,
+                reward: out.reward,
+                cumulative,
+                done: out.done,
+            });
+            if flow == Flow::Abort {
+                return None;
+            }
+            obs = next;
+            if out.done || world.steps() >= max_steps {
+                break;
+            }
+        }
+        let c = &self.state.config;
+        self.state.epsilon = (self.state.epsilon * c.epsilon_decay).max(c.epsilon_min);
+        self.state.episodes_done = episode;
+        if episode % c.target_update.max(1) == 0 {
+            self.state.target = self.state.online.clone();
+        }
+        let stats = EpisodeStats {
+            episode,
+            reward: cumulative,
+            length: world.steps(),
+            loss: if updates > 0 { loss_sum / f64::from(updates) } else { 0.0 },
+            epsilon: self.state.epsilon,
+        };
+        self.state.history.push(stats);
+        Some(stats)
+    }
+
+    /// The `episode_complete` summary for the latest episode (5-episode moving averages).
+    pub fn summary(&self, s: &EpisodeStats) -> EpisodeComplete {
+        let (r, l, lo) = self.averages(5);
+        EpisodeComplete {
+            episode: s.episode,
+            reward: s.reward,
+            length: s.length,
+            loss: s.loss,
+            epsilon: s.epsilon,
+            avg_reward_5: r,
+            avg_length_5: l,
+            avg_loss_5: lo,
+            buffer_size: self.replay.len() as u32,
+        }
+    }
+
+    /// Means of reward, length and loss over the last `n` episodes.
+    pub fn averages(&self, n: usize) -> (f64, f64, f64) {
+        let h = &self.state.history;
+        let tail = &h[h.len().saturating_sub(n)..];
+        if tail.is_empty() {
+            return (0.0, 0.0, 0.0);
+        }
+        let k = tail.len() as f64;
+        (
+            tail.iter().map(|s| s.reward).sum::<f64>() / k,
+            tail.iter().map(|s| f64::from(s.length)).sum::<f64>() / k,
+            tail.iter().map(|s| s.loss).sum::<f64>() / k,
+        )
+    }
+}
+
+/// Plays one greedy episode (the world is deterministic, so one tells): (steps, total reward).
+pub fn greedy_episode(net: &QNet, max_steps: u32) -> (u32, f64) {
+    let mut cache = Cache::default();
+    let mut w = World::new();
+    let mut total = 0.0;
+    loop {
+        let q = net.forward(&w.observation(), 1, &mut cache);
+        let a = argmax(q);
+        let out = w.step(Action::from_id(a as i64).expect("argmax < 5"));
+        total += out.reward;
+        if out.done || w.steps() >= max_steps {
+            return (w.steps(), total);
+        }
+    }
+}

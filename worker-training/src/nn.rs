@@ -1,0 +1,447 @@
+//! A small neural-network core: dense layers on `matrixmultiply`'s sgemm, ReLU, the `qnetwork` and
+//! `dueling` architectures of world.md, backward passes, gradient-norm clipping and Adam.
+//!
+//! All layers of a network live in one flat `Vec<Linear>`; an architecture is a list of
+//! [`Segment`]s over it, so Adam, clipping, target copies and export just walk the vector.
+
+use ipc_proto::training::Network;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Linear {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// Row-major `[outputs, inputs]` (PyTorch's and ONNX Gemm(transB=1)'s layout).
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+}
+
+impl Linear {
+    /// PyTorch's default init: U(−1/√in, 1/√in) for weights and biases.
+    pub fn new(inputs: usize, outputs: usize, rng: &mut impl Rng) -> Self {
+        let k = 1.0 / (inputs as f32).sqrt();
+        Linear {
+            inputs,
+            outputs,
+            w: (0..inputs * outputs).map(|_| rng.random_range(-k..k)).collect(),
+            b: (0..outputs).map(|_| rng.random_range(-k..k)).collect(),
+        }
+    }
+
+    /// `y[batch, out] = x[batch, in] · Wᵀ + b`.
+    fn forward(&self, x: &[f32], batch: usize, y: &mut Vec<f32>) {
+        y.clear();
+        y.reserve(batch * self.outputs);
+        for _ in 0..batch {
+            y.extend_from_slice(&self.b);
+        }
+        // SAFETY: the slices have exactly the sizes the strides describe (checked by construction:
+        // x is batch×inputs, w is outputs×inputs, y is batch×outputs).
+        debug_assert_eq!(x.len(), batch * self.inputs);
+        unsafe {
+            matrixmultiply::sgemm(
+                batch,
+                self.inputs,
+                self.outputs,
+                1.0,
+                x.as_ptr(),
+                self.inputs as isize,
+                1,
+                self.w.as_ptr(),
+                1,
+                self.inputs as isize,
+                1.0,
+                y.as_mut_ptr(),
+                self.outputs as isize,
+                1,
+            );
+        }
+    }
+}
+
+/// A chain of layers with ReLU between them (and after the last one if `relu_last`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub start: usize,
+    pub end: usize,
+    pub relu_last: bool,
+}
+
+impl Segment {
+    fn range(&self) -> Range<usize> {
+        self.start..self.end
+    }
+    fn relu(&self, i: usize) -> bool {
+        i + 1 < self.end || self.relu_last
+    }
+}
+
+pub const OBS: usize = hamlet_env::OBS_DIM;
+pub const ACTIONS: usize = hamlet_env::N_ACTIONS;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QNet {
+    pub arch: Network,
+    pub layers: Vec<Linear>,
+}
+
+/// Saved activations of a forward pass, reused between calls to avoid allocation.
+#[derive(Debug, Default, Clone)]
+pub struct Cache {
+    input: Vec<f32>,
+    /// Post-activation output of each layer.
+    outs: Vec<Vec<f32>>,
+    /// Q-values `[batch, ACTIONS]`.
+    pub q: Vec<f32>,
+    batch: usize,
+    scratch: Vec<f32>,
+}
+
+/// Gradients, shaped like the layers.
+#[derive(Debug, Clone)]
+pub struct Grads {
+    pub layers: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl QNet {
+    pub fn new(arch: Network, rng: &mut impl Rng) -> Self {
+        let dims: &[(usize, usize)] = match arch {
+            Network::Qnetwork => &[(OBS, 128), (128, 128), (128, ACTIONS)],
+            Network::Dueling => &[
+                (OBS, 256),
+                (256, 256),
+                (256, 128),
+                (128, 128),
+                (128, 1),
+                (128, 128),
+                (128, ACTIONS),
+            ],
+        };
+        QNet {
+            arch,
+            layers: dims.iter().map(|&(i, o)| Linear::new(i, o, rng)).collect(),
+        }
+    }
+
+    pub fn segments(&self) -> Vec<Segment> {
+        match self.arch {
+            Network::Qnetwork => vec![Segment {
+                start: 0,
+                end: 3,
+                relu_last: false,
+            }],
+            Network::Dueling => vec![
+                Segment {
+                    start: 0,
+                    end: 3,
+                    relu_last: true,
+                },
+                Segment {
+                    start: 3,
+                    end: 5,
+                    relu_last: false,
+                },
+                Segment {
+                    start: 5,
+                    end: 7,
+                    relu_last: false,
+                },
+            ],
+        }
+    }
+
+    pub fn zero_grads(&self) -> Grads {
+        Grads {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| (vec![0.0; l.w.len()], vec![0.0; l.b.len()]))
+                .collect(),
+        }
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.layers.iter().map(|l| l.w.len() + l.b.len()).sum()
+    }
+
+    fn run_segment(&self, seg: Segment, x_is_input: bool, cache: &mut Cache, from: usize) {
+        for i in seg.range() {
+            let mut out = std::mem::take(&mut cache.outs[i]);
+            {
+                let x: &[f32] = if i == seg.start {
+                    if x_is_input {
+                        &cache.input
+                    } else {
+                        &cache.outs[from]
+                    }
+                } else {
+                    &cache.outs[i - 1]
+                };
+                self.layers[i].forward(x, cache.batch, &mut out);
+            }
+            if seg.relu(i) {
+                for v in out.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+            cache.outs[i] = out;
+        }
+    }
+
+    /// Forward pass for `batch` observations (`x.len() == batch * OBS`); Q-values in `cache.q`.
+    pub fn forward<'c>(&self, x: &[f32], batch: usize, cache: &'c mut Cache) -> &'c [f32] {
+        cache.batch = batch;
+        cache.input.clear();
+        cache.input.extend_from_slice(x);
+        cache.outs.resize(self.layers.len(), Vec::new());
+        let segs = self.segments();
+        match self.arch {
+            Network::Qnetwork => {
+                self.run_segment(segs[0], true, cache, 0);
+                cache.q.clear();
+                cache.q.extend_from_slice(&cache.outs[2]);
+            }
+            Network::Dueling => {
+                self.run_segment(segs[0], true, cache, 0);
+                self.run_segment(segs[1], false, cache, 2);
+                self.run_segment(segs[2], false, cache, 2);
+                cache.q.clear();
+                for b in 0..batch {
+                    let v = cache.outs[4][b];
+                    let a = &cache.outs[6][b * ACTIONS..(b + 1) * ACTIONS];
+                    let mean = a.iter().sum::<f32>() / ACTIONS as f32;
+                    cache.q.extend(a.iter().map(|ai| v + ai - mean));
+                }
+            }
+        }
+        &cache.q
+    }
+
+    /// Backward through one segment. `d` is the gradient w.r.t. the segment's output; returns the
+    /// gradient w.r.t. its input when `want_dx` (otherwise the gradient w.r.t. the first layer's output).
+    fn back_segment(&self, seg: Segment, seg_input: &[f32], cache: &mut Cache, mut d: Vec<f32>, grads: &mut Grads, want_dx: bool) -> Vec<f32> {
+        let batch = cache.batch;
+        for i in seg.range().rev() {
+            let l = &self.layers[i];
+            if seg.relu(i) {
+                for (g, y) in d.iter_mut().zip(&cache.outs[i]) {
+                    if *y <= 0.0 {
+                        *g = 0.0;
+                    }
+                }
+            }
+            let x: &[f32] = if i == seg.start { seg_input } else { &cache.outs[i - 1] };
+            let (gw, gb) = &mut grads.layers[i];
+            // SAFETY: sizes as in `Linear::forward`; dW[out,in] += dYᵀ[out,batch] · X[batch,in].
+            unsafe {
+                matrixmultiply::sgemm(
+                    l.outputs,
+                    batch,
+                    l.inputs,
+                    1.0,
+                    d.as_ptr(),
+                    1,
+                    l.outputs as isize,
+                    x.as_ptr(),
+                    l.inputs as isize,
+                    1,
+                    1.0,
+                    gw.as_mut_ptr(),
+                    l.inputs as isize,
+                    1,
+                );
+            }
+            for b in 0..batch {
+                for (g, dv) in gb.iter_mut().zip(&d[b * l.outputs..(b + 1) * l.outputs]) {
+                    *g += dv;
+                }
+            }
+            if i > seg.start || want_dx {
+                let mut dx = std::mem::take(&mut cache.scratch);
+                dx.clear();
+                dx.resize(batch * l.inputs, 0.0);
+                // SAFETY: dX[batch,in] = dY[batch,out] · W[out,in].
+                unsafe {
+                    matrixmultiply::sgemm(
+                        batch,
+                        l.outputs,
+                        l.inputs,
+                        1.0,
+                        d.as_ptr(),
+                        l.outputs as isize,
+                        1,
+                        l.w.as_ptr(),
+                        l.inputs as isize,
+                        1,
+                        0.0,
+                        dx.as_mut_ptr(),
+                        l.inputs as isize,
+                        1,
+                    );
+                }
+                cache.scratch = d;
+                d = dx;
+            }
+        }
+        d
+    }
+
+    /// Accumulates into `grads` the gradient of a loss whose gradient w.r.t. the Q-values of the
+    /// last forward pass is `dq` (`[batch, ACTIONS]`).
+    pub fn backward(&self, cache: &mut Cache, dq: &[f32], grads: &mut Grads) {
+        let segs = self.segments();
+        let input = std::mem::take(&mut cache.input);
+        match self.arch {
+            Network::Qnetwork => {
+                self.back_segment(segs[0], &input, cache, dq.to_vec(), grads, false);
+            }
+            Network::Dueling => {
+                let batch = cache.batch;
+                // Q = V + A − mean(A): dA = dQ − mean(dQ), dV = Σ dQ.
+                let mut da = Vec::with_capacity(batch * ACTIONS);
+                let mut dv = Vec::with_capacity(batch);
+                for b in 0..batch {
+                    let row = &dq[b * ACTIONS..(b + 1) * ACTIONS];
+                    let s: f32 = row.iter().sum();
+                    let m = s / ACTIONS as f32;
+                    da.extend(row.iter().map(|g| g - m));
+                    dv.push(s);
+                }
+                let feats = std::mem::take(&mut cache.outs[2]);
+                let d_from_v = self.back_segment(segs[1], &feats, cache, dv, grads, true);
+                let mut d_feat = self.back_segment(segs[2], &feats, cache, da, grads, true);
+                for (a, b) in d_feat.iter_mut().zip(&d_from_v) {
+                    *a += b;
+                }
+                cache.outs[2] = feats;
+                self.back_segment(segs[0], &input, cache, d_feat, grads, false);
+            }
+        }
+        cache.input = input;
+    }
+}
+
+impl Cache {
+    /// Which units of the last forward pass were active (> 0), layer by layer. Gradient checks use
+    /// it to recognise perturbations that cross a ReLU kink.
+    pub fn activation_pattern(&self) -> Vec<bool> {
+        self.outs.iter().flatten().map(|v| *v > 0.0).collect()
+    }
+}
+
+impl Grads {
+    pub fn zero(&mut self) {
+        for (w, b) in &mut self.layers {
+            w.iter_mut().for_each(|v| *v = 0.0);
+            b.iter_mut().for_each(|v| *v = 0.0);
+        }
+    }
+
+    pub fn norm(&self) -> f32 {
+        self.layers
+            .iter()
+            .flat_map(|(w, b)| w.iter().chain(b.iter()))
+            .map(|v| v * v)
+            .sum::<f32>()
+            .sqrt()
+    }
+
+    /// Scales gradients so their global L2 norm is at most `max` (PyTorch's `clip_grad_norm_`).
+    /// Returns the norm before clipping.
+    pub fn clip(&mut self, max: f32) -> f32 {
+        let n = self.norm();
+        let coef = max / (n + 1e-6);
+        if coef < 1.0 {
+            for (w, b) in &mut self.layers {
+                w.iter_mut().chain(b.iter_mut()).for_each(|v| *v *= coef);
+            }
+        }
+        n
+    }
+}
+
+/// Adam (β₁ 0.9, β₂ 0.999, ε 1e-8), with bias correction, as `torch.optim.Adam`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Adam {
+    pub lr: f32,
+    pub t: u64,
+    m: Vec<(Vec<f32>, Vec<f32>)>,
+    v: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl Adam {
+    pub fn new(net: &QNet, lr: f32) -> Self {
+        let z = net.zero_grads().layers;
+        Adam {
+            lr,
+            t: 0,
+            m: z.clone(),
+            v: z,
+        }
+    }
+
+    pub fn step(&mut self, net: &mut QNet, g: &Grads) {
+        const B1: f32 = 0.9;
+        const B2: f32 = 0.999;
+        const EPS: f32 = 1e-8;
+        self.t += 1;
+        let bc1 = 1.0 - B1.powi(self.t.min(i32::MAX as u64) as i32);
+        let bc2 = 1.0 - B2.powi(self.t.min(i32::MAX as u64) as i32);
+        let step = self.lr / bc1;
+        let bc2_sqrt = bc2.sqrt();
+        for (i, layer) in net.layers.iter_mut().enumerate() {
+            let (gw, gb) = &g.layers[i];
+            let (mw, mb) = &mut self.m[i];
+            let (vw, vb) = &mut self.v[i];
+            for (p, g, m, v) in [(&mut layer.w, gw, mw, vw), (&mut layer.b, gb, mb, vb)] {
+                for j in 0..p.len() {
+                    m[j] = B1 * m[j] + (1.0 - B1) * g[j];
+                    v[j] = B2 * v[j] + (1.0 - B2) * g[j] * g[j];
+                    p[j] -= step * m[j] / (v[j].sqrt() / bc2_sqrt + EPS);
+                }
+            }
+        }
+    }
+}
+
+/// Index of the largest value, ties to the first (as `torch.argmax`).
+pub fn argmax(q: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, v) in q.iter().enumerate() {
+        if *v > q[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+impl QNet {
+    /// The network as an ONNX description.
+    pub fn to_onnx_desc(&self) -> hamlet_onnx::NetworkDesc {
+        let dense = |seg: Segment| -> Vec<hamlet_onnx::Dense> {
+            seg.range()
+                .map(|i| {
+                    let l = &self.layers[i];
+                    hamlet_onnx::Dense {
+                        inputs: l.inputs,
+                        outputs: l.outputs,
+                        weight: l.w.clone(),
+                        bias: l.b.clone(),
+                        relu: seg.relu(i),
+                    }
+                })
+                .collect()
+        };
+        let s = self.segments();
+        match self.arch {
+            Network::Qnetwork => hamlet_onnx::NetworkDesc::Mlp(dense(s[0])),
+            Network::Dueling => hamlet_onnx::NetworkDesc::Dueling {
+                trunk: dense(s[0]),
+                value: dense(s[1]),
+                advantage: dense(s[2]),
+            },
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! `worker-training train`: an offline run that writes an ONNX model.
+//!
+//! The world is deterministic, so one greedy episode tells how well a network survives. Every
+//! `--eval-every` episodes the online network is evaluated greedily and the best one so far (longest
+//! survival, then highest reward) is what gets exported.
+
+use crate::dqn::{greedy_episode, Flow, Trainer};
+use crate::export::{write_model, TrainingFacts};
+use crate::nn::QNet;
+use clap::Args;
+use ipc_proto::training::{Network, TrainingConfig};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Episodes to train.
+    #[arg(long, default_value_t = 500)]
+    pub episodes: u32,
+    /// Architecture: qnetwork or dueling.
+    #[arg(long, default_value = "qnetwork", value_parser = parse_network)]
+    pub network: Network,
+    /// Seed for initial weights, exploration and replay sampling (runs are reproducible).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the ONNX model (atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: u32,
+    #[arg(long, default_value_t = 1e-3)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = 0.99)]
+    pub gamma: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub epsilon_start: f64,
+    #[arg(long, default_value_t = 0.05)]
+    pub epsilon_min: f64,
+    #[arg(long, default_value_t = 0.995)]
+    pub epsilon_decay: f64,
+    /// Episodes between target-network copies.
+    #[arg(long, default_value_t = 10)]
+    pub target_update: u32,
+    #[arg(long, default_value_t = 50_000)]
+    pub buffer_capacity: u32,
+    #[arg(long, default_value_t = 500)]
+    pub max_steps: u32,
+    /// Episodes between greedy evaluations (0: only export the final network).
+    #[arg(long, default_value_t = 10)]
+    pub eval_every: u32,
+    /// Stop early once a greedy evaluation survives the full step cap this many times in a row.
+    #[arg(long, default_value_t = 0)]
+    pub stop_after_full_evals: u32,
+    /// No progress bar (for logs and CI).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn parse_network(s: &str) -> Result<Network, String> {
+    match s {
+        "qnetwork" => Ok(Network::Qnetwork),
+        "dueling" => Ok(Network::Dueling),
+        _ => Err(format!("unknown network `{s}` (qnetwork or dueling)")),
+    }
+}
+
+/// Result of an offline run.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    pub best_greedy_steps: u32,
+    pub best_greedy_reward: f64,
+    pub best_at_episode: u32,
+    pub seconds: f64,
+    pub env_steps: u64,
+}
+
+pub fn config_from(a: &TrainArgs) -> TrainingConfig {
+    TrainingConfig {
+        num_episodes: a.episodes,
+        batch_size: a.batch_size,
+        buffer_capacity: a.buffer_capacity,
+        network: a.network,
+        learning_rate: a.learning_rate,
+        gamma: a.gamma,
+        epsilon_start: a.epsilon_start,
+        epsilon_min: a.epsilon_min,
+        epsilon_decay: a.epsilon_decay,
+        target_update: a.target_update,
+        max_steps: a.max_steps,
+        seed: a.seed,
+        ..TrainingConfig::default()
+    }
+}
+
+pub fn train(a: &TrainArgs, command: String) -> anyhow::Result<TrainReport> {
+    let t0 = Instant::now();
+    let mut tr = Trainer::new(config_from(a));
+    let bar = if a.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(u64::from(a.episodes));
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} ep  {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b
+    };
+    let mut best: Option<(u32, f64, u32, QNet)> = None;
+    let mut full_streak = 0;
+    for _ in 0..a.episodes {
+        let s = tr.run_episode(|_| Flow::Continue).expect("never aborted");
+        let (avg_r, avg_l, _) = tr.averages(10);
+        let mut line = format!(
+            "ep {:>5}  len {:>3}  reward {:>8.1}  loss {:>8.3}  eps {:.3}  avg10 len {:>5.1} reward {:>7.1}",
+            s.episode, s.length, s.reward, s.loss, s.epsilon, avg_l, avg_r
+        );
+        if a.eval_every > 0 && s.episode % a.eval_every == 0 {
+            let (g_steps, g_reward) = greedy_episode(&tr.state.online, a.max_steps);
+            line += &format!("  greedy {g_steps:>3} ({g_reward:.1})");
+            let better = best
+                .as_ref()
+                .is_none_or(|(bs, br, _, _)| (g_steps, g_reward) > (*bs, *br));
+            if better {
+                best = Some((g_steps, g_reward, s.episode, tr.state.online.clone()));
+            }
+            full_streak = if g_steps >= a.max_steps { full_streak + 1 } else { 0 };
+        }
+        bar.println(line);
+        bar.set_message(format!("avg10 len {avg_l:.0}"));
+        bar.inc(1);
+        if a.stop_after_full_evals > 0 && full_streak >= a.stop_after_full_evals {
+            bar.println("greedy policy survives the full cap repeatedly: stopping early");
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let (g_steps, g_reward, at, net) = match best {
+        Some(b) => b,
+        None => {
+            let (s, r) = greedy_episode(&tr.state.online, a.max_steps);
+            (s, r, tr.state.episodes_done, tr.state.online.clone())
+        }
+    };
+    let mut facts = TrainingFacts::from_state(&tr.state);
+    facts.greedy_steps = Some(g_steps);
+    facts.command = Some(command);
+    if let Some(dir) = a.out.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    write_model(&net, &facts, &a.out)?;
+    Ok(TrainReport {
+        best_greedy_steps: g_steps,
+        best_greedy_reward: g_reward,
+        best_at_episode: at,
+        seconds: t0.elapsed().as_secs_f64(),
+        env_steps: tr.state.total_steps,
+    })
+}
