@@ -5,6 +5,7 @@
 //!   output `q_values` [batch, 5], weights as little-endian f32 `raw_data`.
 //! - [`inspect`] reads a model's metadata and its input/output shapes (for listings and checks).
 
+pub mod catalog;
 mod proto;
 pub use proto::*;
 

@@ -1,1 +1,21 @@
-//! placeholder
+//! The metaserver: one port for browsers, one supervised worker process per session.
+//!
+//! Code map: [`app`] (state, start, shutdown) · [`http`] (routes, operator guard) · [`client`]
+//! (browser socket I/O and limits) · [`outqueue`] (bounded per-client queue) · [`validate`] (all
+//! browser input) · [`session`] (inference relay) · [`training`] (the shared training run) ·
+//! [`supervisor`] (processes) · [`budget`] (restart policy) · [`pool`] (warm workers) ·
+//! [`metrics`] · [`ui`] (embedded browser UI).
+
+pub mod app;
+pub mod budget;
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod outqueue;
+pub mod pool;
+pub mod session;
+pub mod supervisor;
+pub mod training;
+pub mod ui;
+pub mod validate;

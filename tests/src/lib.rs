@@ -1,1 +1,345 @@
-//! placeholder
+//! Helpers for end-to-end tests: start the real `metaserver` (port 0, temp models directory),
+//! talk to it over real HTTP and WebSockets, and clean up every process on drop.
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where the release binaries are (the test command builds them first).
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("release")
+}
+
+pub fn ort_lib() -> PathBuf {
+    root().join(".onnxruntime/libonnxruntime.so.1.31.1")
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "hamlet-e2e-{tag}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Trains a tiny model with the real trainer (a couple of episodes: fast, and a valid network).
+pub fn make_model(dir: &Path, name: &str, seed: u64) -> PathBuf {
+    let out = dir.join(name);
+    let st = Command::new(bin_dir().join("worker-training"))
+        .args(["train", "--episodes", "2", "--quiet", "--eval-every", "0", "--seed"])
+        .arg(seed.to_string())
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run worker-training train");
+    assert!(st.success(), "training a test model failed");
+    out
+}
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub addr: String,
+    pub models: PathBuf,
+    pub dir: PathBuf,
+    pub pid: u32,
+}
+
+pub struct ServerOpts {
+    pub workers_dir: PathBuf,
+    pub args: Vec<String>,
+    /// Train this many small models into the models directory first.
+    pub models: usize,
+}
+
+impl Default for ServerOpts {
+    fn default() -> Self {
+        ServerOpts {
+            workers_dir: bin_dir(),
+            args: vec![],
+            models: 1,
+        }
+    }
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(ServerOpts::default())
+    }
+
+    pub fn start_with(o: ServerOpts) -> Server {
+        let dir = temp_dir("srv");
+        let models = dir.join("models");
+        std::fs::create_dir_all(&models).unwrap();
+        for i in 0..o.models {
+            make_model(&models, &format!("test{i}.onnx"), i as u64);
+        }
+        let mut child = Command::new(bin_dir().join("metaserver"))
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .arg("--workers-dir")
+            .arg(&o.workers_dir)
+            .arg("--models-dir")
+            .arg(&models)
+            .arg("--ort-lib")
+            .arg(ort_lib())
+            .args(&o.args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start metaserver");
+        let pid = child.id();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(l)) => {
+                    if let Some(a) = l.strip_prefix("metaserver listening on http://") {
+                        break a.trim().to_owned();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    panic!("metaserver exited before listening");
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child: Some(child),
+            addr,
+            models,
+            dir,
+            pid,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http(&self.addr, "GET", path, &[])
+    }
+
+    pub fn get_json(&self, path: &str) -> Value {
+        let (code, body) = self.get(path);
+        assert_eq!(code, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// Live worker rows from `/api/workers`.
+    pub fn workers(&self) -> Vec<Value> {
+        self.get_json("/api/workers")["workers"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until `f` holds, polling (for states only observable from outside, like process lists).
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Server) -> bool) {
+        let t = Instant::now();
+        while t.elapsed() < timeout {
+            if f(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for: {what}");
+    }
+
+    /// Sends SIGTERM and waits for exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        signal(c.id(), nix::sys::signal::Signal::SIGTERM);
+        let t = Instant::now();
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s.code();
+            }
+            if t.elapsed() > Duration::from_secs(15) {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.terminate();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn signal(pid: u32, s: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), s);
+}
+
+pub fn alive(pid: u32) -> bool {
+    // A zombie still answers kill(0); read its state to tell.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Minimal HTTP/1.1 client (tests need no more).
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (code, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out += &rest[..n];
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket client that records every JSON frame it receives.
+pub struct Ws {
+    pub ws: WsStream,
+    pub seen: Vec<Value>,
+    pub closed: Option<(u16, String)>,
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> Result<Ws> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.context("ws connect")?;
+        Ok(Ws {
+            ws,
+            seen: vec![],
+            closed: None,
+        })
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::Text(v.to_string().into())).await.expect("ws send");
+    }
+
+    pub async fn send_text(&mut self, t: &str) {
+        self.ws.send(Message::Text(t.to_owned().into())).await.expect("ws send");
+    }
+
+    /// Next JSON frame, or error on timeout/close.
+    pub async fn next(&mut self, timeout: Duration) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| anyhow!("timeout after {timeout:?}"))?;
+            match m {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t)?;
+                    self.seen.push(v.clone());
+                    return Ok(v);
+                }
+                Some(Ok(Message::Close(f))) => {
+                    let f = f.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
+                    self.closed = Some(f.clone());
+                    bail!("closed: {f:?}");
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("ws error: {e}"),
+                None => bail!("stream ended"),
+            }
+        }
+    }
+
+    /// Waits for a frame of `type` (other frames are recorded and skipped).
+    pub async fn expect(&mut self, ty: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Ok(v) if v["type"] == ty => return v,
+                Ok(_) => continue,
+                Err(e) => panic!("waiting for `{ty}`: {e}; last frames: {:?}", self.seen.iter().rev().take(3).collect::<Vec<_>>()),
+            }
+        }
+    }
+
+    /// Waits for a frame satisfying `f`.
+    pub async fn expect_where(&mut self, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Ok(v) if f(&v) => return v,
+                Ok(_) => continue,
+                Err(e) => panic!("waiting for {what}: {e}; last frames: {:?}", self.seen.iter().rev().take(3).collect::<Vec<_>>()),
+            }
+        }
+    }
+
+    /// Waits for the server to close the connection; returns the close code.
+    pub async fn expect_close(&mut self, timeout: Duration) -> u16 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Ok(_) => continue,
+                Err(e) => {
+                    return self.closed.as_ref().map(|c| c.0).unwrap_or_else(|| panic!("no close frame: {e}"));
+                }
+            }
+        }
+    }
+}
+
+pub const T: Duration = Duration::from_secs(15);

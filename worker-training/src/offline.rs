@@ -51,7 +51,7 @@ pub struct TrainArgs {
     /// Stop early once a greedy evaluation survives the full step cap this many times in a row.
     #[arg(long, default_value_t = 0)]
     pub stop_after_full_evals: u32,
-    /// No progress bar (for logs and CI).
+    /// No progress bar: plain summary lines only (for logs and CI).
     #[arg(long)]
     pub quiet: bool,
 }
@@ -128,7 +128,11 @@ pub fn train(a: &TrainArgs, command: String) -> anyhow::Result<TrainReport> {
             }
             full_streak = if g_steps >= a.max_steps { full_streak + 1 } else { 0 };
         }
-        bar.println(line);
+        if a.quiet {
+            println!("{line}");
+        } else {
+            bar.println(line);
+        }
         bar.set_message(format!("avg10 len {avg_l:.0}"));
         bar.inc(1);
         if a.stop_after_full_evals > 0 && full_streak >= a.stop_after_full_evals {

@@ -1,0 +1,138 @@
+//! The models directory as clients see it: plain file names only, never paths.
+//!
+//! **Invariant:** a name from a client reaches the filesystem only through [`resolve`], which
+//! accepts plain `*.onnx` names and checks the result really lies inside the models directory.
+
+use ipc_proto::browser::ModelDetails;
+use std::path::{Path, PathBuf};
+
+pub const MAX_NAME_LEN: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    #[error("`{0}` is not a plain model file name (letters, digits, `._-`, ending in .onnx)")]
+    NotPlain(String),
+    #[error("no model named `{0}`")]
+    NotFound(String),
+}
+
+/// A plain model file name: `[A-Za-z0-9][A-Za-z0-9._-]*\.onnx`, at most 128 bytes, no `..`.
+pub fn is_plain_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+        && !name.contains("..")
+        && name.ends_with(".onnx")
+        && name.len() > ".onnx".len()
+}
+
+/// Sorted plain names of the `.onnx` files in `dir` (temp files of atomic writes are hidden by
+/// their leading dot).
+pub fn list(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        // Only what a client could load: plain names that resolve inside the directory.
+        .filter(|n| resolve(dir, n).is_ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The most recently modified model, for sessions that name none.
+pub fn newest(dir: &Path) -> Option<String> {
+    list(dir)
+        .into_iter()
+        .filter_map(|n| {
+            let m = std::fs::metadata(dir.join(&n)).and_then(|m| m.modified()).ok()?;
+            Some((m, n))
+        })
+        .max()
+        .map(|(_, n)| n)
+}
+
+/// Maps a client-supplied name to a file inside `dir`, or says why not.
+pub fn resolve(dir: &Path, name: &str) -> Result<PathBuf, CatalogError> {
+    if !is_plain_name(name) {
+        return Err(CatalogError::NotPlain(name.chars().take(80).collect()));
+    }
+    let p = dir.join(name);
+    let inside = match (p.canonicalize(), dir.canonicalize()) {
+        (Ok(f), Ok(d)) => f.parent() == Some(d.as_path()) && f.is_file(),
+        _ => false,
+    };
+    if inside {
+        Ok(p)
+    } else {
+        Err(CatalogError::NotFound(name.to_owned()))
+    }
+}
+
+/// File facts plus what the model says about itself.
+pub fn details(dir: &Path, name: &str) -> Result<ModelDetails, CatalogError> {
+    let path = resolve(dir, name)?;
+    let meta = std::fs::metadata(&path).map_err(|_| CatalogError::NotFound(name.into()))?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let info = crate::inspect_file(&path).unwrap_or_default();
+    let get = |k: &str| info.metadata.get(&format!("hamlet.{k}")).cloned();
+    let dim = |v: &[(String, Vec<i64>)]| v.first().and_then(|(_, d)| d.get(1)).and_then(|d| u32::try_from(*d).ok());
+    Ok(ModelDetails {
+        name: name.to_owned(),
+        arch: get("arch"),
+        obs_dim: get("obs_dim").and_then(|s| s.parse().ok()).or(dim(&info.inputs)),
+        n_actions: get("n_actions").and_then(|s| s.parse().ok()).or(dim(&info.outputs)),
+        bytes: meta.len(),
+        modified,
+        episodes_trained: get("episodes_trained").and_then(|s| s.parse().ok()),
+        final_avg_reward: get("final_avg_reward").and_then(|s| s.parse().ok()),
+        final_avg_length: get("final_avg_length").and_then(|s| s.parse().ok()),
+        seed: get("seed").and_then(|s| s.parse().ok()),
+        created: get("created"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names() {
+        for ok in ["a.onnx", "default.onnx", "dqn_q1-2026.v2.onnx", "X9.onnx"] {
+            assert!(is_plain_name(ok), "{ok}");
+        }
+        for bad in [
+            "", ".onnx", "../../etc/passwd", "/etc/passwd", "a/b.onnx", "..onnx", "a..b.onnx",
+            ".hidden.onnx", "a.onnx\0", "a\0.onnx", "a.ONNX", "a.onnx/", "model", "é.onnx",
+            "a b.onnx", "a\\b.onnx", "-a.onnx",
+        ] {
+            assert!(!is_plain_name(bad), "{bad:?}");
+        }
+        assert!(!is_plain_name(&format!("{}.onnx", "a".repeat(200))));
+    }
+
+    #[test]
+    fn resolve_stays_inside_and_symlinks_out_are_refused() {
+        let root = std::env::temp_dir().join(format!("catalog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("models");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("good.onnx"), b"x").unwrap();
+        std::fs::write(root.join("secret.onnx"), b"s").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(root.join("secret.onnx"), dir.join("escape.onnx")).unwrap();
+        assert!(resolve(&dir, "good.onnx").is_ok());
+        assert_eq!(resolve(&dir, "missing.onnx"), Err(CatalogError::NotFound("missing.onnx".into())));
+        assert!(matches!(resolve(&dir, "../secret.onnx"), Err(CatalogError::NotPlain(_))));
+        assert!(matches!(resolve(&dir, "escape.onnx"), Err(CatalogError::NotFound(_))));
+        assert_eq!(list(&dir), vec!["good.onnx".to_string()]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,131 @@
+//! Shared state of the running server, start-up and graceful shutdown.
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pool::WarmPool;
+use crate::session::SessionInfo;
+use crate::supervisor::{check_workers_dir, Supervisor};
+use crate::training::TrainingHub;
+use hamlet_onnx::catalog;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+use tracing::{info, warn};
+
+pub struct App {
+    pub cfg: Arc<Config>,
+    pub sup: Arc<Supervisor>,
+    pub pool: Arc<WarmPool>,
+    pub metrics: Arc<Metrics>,
+    pub sessions: Mutex<BTreeMap<String, SessionInfo>>,
+    pub session_permits: Arc<Semaphore>,
+    pub training: Arc<TrainingHub>,
+    pub shutdown: watch::Receiver<bool>,
+    pub started: Instant,
+}
+
+impl App {
+    /// The model a new session starts with: `--default-model`, else the newest file.
+    pub fn default_model(&self) -> Option<String> {
+        let dir = self.sup.models_dir();
+        self.cfg
+            .default_model
+            .clone()
+            .filter(|m| catalog::resolve(dir, m).is_ok())
+            .or_else(|| catalog::newest(dir))
+    }
+
+    pub fn update_session(&self, id: &str, f: impl FnOnce(&mut SessionInfo)) {
+        if let Some(s) = self.sessions.lock().expect("sessions").get_mut(id) {
+            f(s);
+        }
+    }
+}
+
+/// Runs the server until SIGTERM/Ctrl-C; returns once everything is cleaned up.
+/// `on_bound` receives the bound address (tests pass port 0 and read it from stdout).
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    check_workers_dir(&cfg.workers_dir)?;
+    if !cfg.ort_lib.is_file() {
+        anyhow::bail!(
+            "ONNX Runtime library {} not found: run scripts/setup (it fetches it from the onnxruntime wheel on PyPI) or pass --ort-lib",
+            cfg.ort_lib.display()
+        );
+    }
+    std::fs::create_dir_all(&cfg.models_dir)?;
+    let cfg = Arc::new(cfg);
+    let metrics = Arc::new(Metrics::default());
+    let sup = Arc::new(Supervisor::new(cfg.clone(), metrics.clone())?);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let pool = WarmPool::new(cfg.warm_workers);
+    let training = TrainingHub::new(sup.clone(), shutdown_rx.clone());
+    let app = Arc::new(App {
+        session_permits: Arc::new(Semaphore::new(cfg.max_sessions)),
+        cfg: cfg.clone(),
+        sup: sup.clone(),
+        pool: pool.clone(),
+        metrics,
+        sessions: Mutex::new(BTreeMap::new()),
+        training: training.clone(),
+        shutdown: shutdown_rx.clone(),
+        started: Instant::now(),
+    });
+    let pool_task = tokio::spawn(pool.clone().run(sup.clone(), shutdown_rx.clone()));
+    let hub_task = tokio::spawn(training.clone().run());
+
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.host, cfg.port)).await?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find a port-0 server.
+    println!("metaserver listening on http://{addr}");
+    info!(%addr, socket_dir = %sup.socket_dir().display(), "listening");
+
+    let router = crate::http::router(app.clone());
+    let mut sd = shutdown_rx.clone();
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            let _ = sd.changed().await;
+        });
+    let server_task = tokio::spawn(async move { server.await });
+
+    wait_for_signal().await;
+    info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let grace = Duration::from_millis(cfg.shutdown_grace_ms);
+    // Sessions close their browsers (1001) and retire their workers; the hub saves the run.
+    let _ = tokio::time::timeout(grace + Duration::from_secs(2), async {
+        let _ = hub_task.await;
+        while !app.sessions.lock().expect("sessions").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    pool_task.abort();
+    for mut w in pool.drain() {
+        w.signal(nix::sys::signal::Signal::SIGTERM);
+        if tokio::time::timeout(Duration::from_millis(500), w.wait_exit()).await.is_err() {
+            w.kill();
+            let _ = w.wait_exit().await;
+        }
+    }
+    // Whatever is still alive after the grace period is killed.
+    for w in sup.registry.list() {
+        warn!(worker = %w.id, pid = w.pid, "killing worker left after grace period");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(w.pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), server_task).await;
+    sup.cleanup();
+    info!("bye");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,191 @@
+//! The browser side of a WebSocket: a writer task draining an [`OutQueue`] (with keep-alive pings
+//! and a close code), and a reader loop that enforces size, rate and error limits and hands every
+//! text message to a validator. Shared by `/ws` and `/ws/training`.
+
+use crate::metrics::Metrics;
+use crate::outqueue::{OutFrame, OutQueue, Push};
+use crate::validate::Rejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use ipc_proto::browser::{ErrorCode, ServerMessage};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// WebSocket close codes we use.
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// A connected browser: where to send frames, and how to close it.
+#[derive(Clone)]
+pub struct Client {
+    pub out: Arc<OutQueue>,
+    close: Arc<Mutex<Option<(u16, String)>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Client {
+    /// Queues a message (encoded here); returns false if the client is hopelessly behind.
+    pub fn send(&self, m: &ServerMessage) -> bool {
+        self.send_encoded(Utf8Bytes::from(m.to_json()), m.is_droppable())
+    }
+
+    /// Queues an already encoded frame (training frames are encoded once for every viewer).
+    pub fn send_encoded(&self, text: Utf8Bytes, droppable: bool) -> bool {
+        match self.out.push(OutFrame {
+            text,
+            droppable,
+            enqueued: Instant::now(),
+        }) {
+            Push::Queued => true,
+            Push::DroppedOne => {
+                self.metrics.frames_dropped.fetch_add(1, Relaxed);
+                true
+            }
+            Push::Overflow => {
+                self.metrics.clients_overflowed.fetch_add(1, Relaxed);
+                self.close(close::POLICY, "client too slow: too many undelivered messages");
+                false
+            }
+        }
+    }
+
+    /// Closes the connection with a code after the queued frames are written.
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut c = self.close.lock().expect("close");
+        if c.is_none() {
+            *c = Some((code, reason.chars().take(120).collect()));
+        }
+        drop(c);
+        self.out.close();
+    }
+}
+
+/// Splits a socket: spawns the writer, returns the client handle and the read half.
+pub fn start(socket: WebSocket, queue: usize, metrics: Arc<Metrics>) -> (Client, SplitStream<WebSocket>) {
+    let (sink, stream) = socket.split();
+    let client = Client {
+        out: Arc::new(OutQueue::new(queue)),
+        close: Arc::new(Mutex::new(None)),
+        metrics,
+    };
+    tokio::spawn(writer(sink, client.clone()));
+    (client, stream)
+}
+
+async fn writer(mut sink: SplitSink<WebSocket, Message>, c: Client) {
+    // Pings keep idle connections alive through proxies and detect dead peers.
+    let mut ping = tokio::time::interval(Duration::from_secs(20));
+    ping.tick().await;
+    const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+    loop {
+        tokio::select! {
+            f = c.out.pop() => match f {
+                Some(f) => {
+                    match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(f.text))).await {
+                        Ok(Ok(())) => {
+                            c.metrics.frames_relayed.fetch_add(1, Relaxed);
+                            c.metrics.observe_relay(f.enqueued.elapsed());
+                        }
+                        _ => break,
+                    }
+                }
+                None => break,
+            },
+            _ = ping.tick() => {
+                if tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Ping(Default::default()))).await.map_or(true, |r| r.is_err()) {
+                    break;
+                }
+            }
+        }
+    }
+    let frame = c.close.lock().expect("close").clone().map(|(code, reason)| CloseFrame {
+        code,
+        reason: reason.into(),
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(frame))).await;
+    let _ = sink.close().await;
+}
+
+/// What the reader hands on.
+pub enum Incoming<T> {
+    Valid(T),
+    /// The client went away (or was closed).
+    Gone,
+}
+
+/// Reads browser messages, validating each with `parse`; errors are answered on `client` directly.
+/// Returns when the client disconnects or is closed for a policy violation.
+pub async fn read_loop<T: Send + 'static>(
+    mut stream: SplitStream<WebSocket>,
+    client: Client,
+    rate_per_sec: f64,
+    tx: mpsc::Sender<Incoming<T>>,
+    parse: impl Fn(&str) -> Result<T, Rejection>,
+) {
+    const MAX_ERRORS: u32 = 100;
+    let burst = (rate_per_sec * 2.0).max(1.0);
+    let mut tokens = burst;
+    let mut last = Instant::now();
+    let mut errors = 0u32;
+    let mut last_rate_warning: Option<Instant> = None;
+    while let Some(msg) = stream.next().await {
+        let text = match msg {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Binary(_)) => {
+                errors += 1;
+                client.metrics.client_errors.fetch_add(1, Relaxed);
+                client.send(&ServerMessage::error(ErrorCode::BinaryFrame, "binary frames are not supported; send JSON text"));
+                if errors > MAX_ERRORS {
+                    client.close(close::POLICY, "too many invalid messages");
+                    break;
+                }
+                continue;
+            }
+            Ok(Message::Close(_)) => break,
+            Ok(_) => continue, // ping/pong are handled by the library
+            Err(e) => {
+                let s = e.to_string();
+                if s.contains("too long") || s.contains("Space limit") || s.contains("capacity") || s.contains("size") {
+                    client.close(close::TOO_BIG, "message too big");
+                }
+                break;
+            }
+        };
+        let now = Instant::now();
+        tokens = (tokens + now.duration_since(last).as_secs_f64() * rate_per_sec).min(burst);
+        last = now;
+        if tokens < 1.0 {
+            if last_rate_warning.is_none_or(|t| now.duration_since(t) > Duration::from_secs(1)) {
+                last_rate_warning = Some(now);
+                client.send(&ServerMessage::error(ErrorCode::RateLimited, "too many messages: slow down (excess messages are ignored)"));
+            }
+            continue;
+        }
+        tokens -= 1.0;
+        match parse(&text) {
+            Ok(v) => {
+                if tx.send(Incoming::Valid(v)).await.is_err() {
+                    break;
+                }
+            }
+            Err(rej) => {
+                errors += 1;
+                client.metrics.client_errors.fetch_add(1, Relaxed);
+                client.send(&rej.to_message());
+                if errors > MAX_ERRORS {
+                    client.close(close::POLICY, "too many invalid messages");
+                    break;
+                }
+            }
+        }
+    }
+    let _ = tx.send(Incoming::Gone).await;
+}

@@ -1,0 +1,112 @@
+//! Command-line configuration. Every supervision number of design.md is a flag with that default.
+
+use clap::Parser;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "metaserver",
+    version,
+    about = "Hamlet's server: one port for browsers (inference /ws, training /ws/training, the UI, \
+             operator APIs), one supervised worker process per session"
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0", env = "HAMLET_HOST")]
+    pub host: IpAddr,
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8765, env = "HAMLET_PORT")]
+    pub port: u16,
+    /// Directory holding the `worker-inference` and `worker-training` binaries
+    /// (after `cargo build --release`: target/release).
+    #[arg(long, default_value = "target/release")]
+    pub workers_dir: PathBuf,
+    /// Directory of ONNX models offered to sessions; training runs save theirs here.
+    #[arg(long, default_value = "models")]
+    pub models_dir: PathBuf,
+    /// ONNX Runtime shared library handed to workers (scripts/setup puts it in .onnxruntime/).
+    #[arg(long, default_value = ".onnxruntime/libonnxruntime.so.1.31.1", env = "HAMLET_ORT_LIB")]
+    pub ort_lib: PathBuf,
+    /// Model for new sessions (default: the newest file in the models directory).
+    #[arg(long)]
+    pub default_model: Option<String>,
+    /// Episode step cap for inference sessions.
+    #[arg(long, default_value_t = 500)]
+    pub max_steps: u32,
+    /// Most concurrent inference sessions; more get an `error` and close code 1013.
+    #[arg(long, default_value_t = 256)]
+    pub max_sessions: usize,
+    /// Most concurrent training viewers.
+    #[arg(long, default_value_t = 512)]
+    pub max_training_viewers: usize,
+    /// Started, handshaken inference workers kept ready for new sessions.
+    #[arg(long, default_value_t = 2)]
+    pub warm_workers: usize,
+    /// Largest WebSocket message accepted from a browser, in bytes (larger: close 1009).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Frames queued per browser before `state_update`s are dropped.
+    #[arg(long, default_value_t = 256)]
+    pub client_queue: usize,
+    /// Messages per second a browser may send (burst: twice this); excess gets `rate_limited`.
+    #[arg(long, default_value_t = 100.0)]
+    pub client_rate: f64,
+    /// Restarts of one session's worker within --restart-window-secs before giving up.
+    #[arg(long, default_value_t = 5)]
+    pub max_restarts: usize,
+    #[arg(long, default_value_t = 60)]
+    pub restart_window_secs: u64,
+    /// A worker that lived this long counts as stable and resets its restart budget.
+    #[arg(long, default_value_t = 30)]
+    pub stable_after_secs: u64,
+    #[arg(long, default_value_t = 50)]
+    pub backoff_min_ms: u64,
+    #[arg(long, default_value_t = 2000)]
+    pub backoff_max_ms: u64,
+    /// Heartbeat period for workers.
+    #[arg(long, default_value_t = 1000)]
+    pub ping_interval_ms: u64,
+    /// A worker that has not answered a heartbeat for this long is killed and replaced.
+    #[arg(long, default_value_t = 5000)]
+    pub hang_timeout_ms: u64,
+    /// Time a spawned worker has to connect, authenticate and load ONNX Runtime.
+    #[arg(long, default_value_t = 15_000)]
+    pub spawn_timeout_ms: u64,
+    /// Grace period at shutdown before remaining workers are killed.
+    #[arg(long, default_value_t = 3000)]
+    pub shutdown_grace_ms: u64,
+    /// Token that grants operator endpoints from non-loopback addresses
+    /// (header `Authorization: Bearer TOKEN`). Without it they are loopback-only.
+    #[arg(long, env = "HAMLET_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// Origins allowed to open WebSockets (comma-separated, e.g. http://host:8765). Default: the
+    /// request's own host. Clients that send no Origin (non-browsers) are always allowed.
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Directory for training checkpoints (default: MODELS_DIR/.checkpoints).
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Log format: text or json. Filter with RUST_LOG (default info).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl Config {
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| self.models_dir.join(".checkpoints"))
+    }
+
+    pub fn restart_policy(&self) -> crate::budget::RestartPolicy {
+        use std::time::Duration;
+        crate::budget::RestartPolicy {
+            max_restarts: self.max_restarts,
+            window: Duration::from_secs(self.restart_window_secs),
+            stable_after: Duration::from_secs(self.stable_after_secs),
+            backoff_min: Duration::from_millis(self.backoff_min_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Routes: health, status, models, operator endpoints, metrics, the two WebSockets and the UI.
+
+use crate::app::App;
+use crate::supervisor::WorkerControl;
+use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hamlet_onnx::catalog;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/api/status", get(status))
+        .route("/api/models", get(models))
+        .route("/api/workers", get(workers))
+        .route("/api/workers/{id}/restart", post(restart_worker))
+        .route("/metrics", get(metrics))
+        .route("/ws", get(ws_inference))
+        .route("/ws/training", get(ws_training))
+        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+        .route("/ui/", get(crate::ui::index))
+        .route("/ui/{*file}", get(crate::ui::asset))
+        .with_state(app)
+}
+
+fn wants_html(h: &HeaderMap) -> bool {
+    let accept = h.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    // A browser navigation lists text/html before any JSON type.
+    match (accept.find("text/html"), accept.find("application/json")) {
+        (Some(a), Some(b)) => a < b,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+async fn root(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    if wants_html(&h) {
+        return Redirect::temporary("/ui/").into_response();
+    }
+    let t = app.training.info();
+    Json(json!({
+        "status": "running",
+        "service": "Hamlet Metaserver",
+        "version": env!("CARGO_PKG_VERSION"),
+        "endpoints": {"inference": "/ws", "training": "/ws/training"},
+        "active_sessions": {"inference": app.sessions.lock().expect("sessions").len(), "training": t.viewers},
+        "training_active": t.is_training,
+    }))
+    .into_response()
+}
+
+async fn status(State(app): State<Arc<App>>) -> Response {
+    let sessions: Vec<_> = app.sessions.lock().expect("sessions").values().cloned().collect();
+    let c = &app.cfg;
+    Json(json!({
+        "service": "Hamlet Metaserver",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": app.started.elapsed().as_secs(),
+        "modes": {"inference": true, "training": true},
+        "default_model": app.default_model(),
+        "limits": {
+            "max_sessions": c.max_sessions,
+            "max_training_viewers": c.max_training_viewers,
+            "max_frame_bytes": c.max_frame_bytes,
+            "client_queue": c.client_queue,
+            "client_rate": c.client_rate,
+            "max_steps": c.max_steps,
+            "warm_workers": c.warm_workers,
+            "max_restarts": c.max_restarts,
+            "restart_window_secs": c.restart_window_secs,
+        },
+        "warm_workers": app.pool.warm_count(),
+        "sessions": sessions,
+        "training": app.training.info(),
+        "training_status": app.training.status(),
+    }))
+    .into_response()
+}
+
+async fn models(State(app): State<Arc<App>>) -> Response {
+    let dir = app.sup.models_dir();
+    let names = catalog::list(dir);
+    let details: Vec<_> = names.iter().filter_map(|n| catalog::details(dir, n).ok()).collect();
+    Json(json!({"models": names, "count": names.len(), "details": details, "default": app.default_model()}))
+        .into_response()
+}
+
+/// Operator endpoints: loopback peers, or the configured admin token.
+fn operator_allowed(app: &App, peer: SocketAddr, h: &HeaderMap) -> bool {
+    if peer.ip().is_loopback() {
+        return true;
+    }
+    let Some(token) = app.cfg.admin_token.as_deref().filter(|t| !t.is_empty()) else {
+        return false;
+    };
+    let given = h
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+}
+
+fn forbidden() -> Response {
+    (StatusCode::FORBIDDEN, Json(json!({"error": "operator endpoints are for loopback or --admin-token holders"}))).into_response()
+}
+
+async fn workers(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, h: HeaderMap) -> Response {
+    if !operator_allowed(&app, peer, &h) {
+        return forbidden();
+    }
+    let list = app.sup.registry.list();
+    Json(json!({"workers": list, "count": list.len()})).into_response()
+}
+
+async fn restart_worker(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !operator_allowed(&app, peer, &h) {
+        return forbidden();
+    }
+    match app.sup.registry.control(&id) {
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no worker `{id}`")}))).into_response(),
+        Some(Some(tx)) => {
+            let _ = tx.send(WorkerControl::Restart).await;
+            (StatusCode::ACCEPTED, Json(json!({"restarting": id}))).into_response()
+        }
+        Some(None) => {
+            // A warm worker has no session: replacing it is just ending it; the pool refills.
+            if let Some(pid) = app.sup.registry.pid(&id) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            }
+            (StatusCode::ACCEPTED, Json(json!({"restarting": id}))).into_response()
+        }
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, h: HeaderMap) -> Response {
+    if !operator_allowed(&app, peer, &h) {
+        return forbidden();
+    }
+    let list = app.sup.registry.list();
+    let count = |k: &str| list.iter().filter(|w| w.kind == k).count();
+    let body = app.metrics.render(&[("inference", count("inference")), ("training", count("training"))]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Browsers send `Origin`; only allowed origins may open WebSockets (default: the same host).
+fn origin_allowed(app: &App, h: &HeaderMap) -> bool {
+    let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true; // not a browser
+    };
+    if app.cfg.allowed_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let origin_host = origin.split("://").nth(1).unwrap_or("");
+    app.cfg.allowed_origins.is_empty() && !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+}
+
+async fn ws_inference(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if !origin_allowed(&app, &h) {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let permit = app.session_permits.clone().try_acquire_owned().ok();
+    let max = app.cfg.max_frame_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| crate::session::run(socket, app, permit))
+}
+
+async fn ws_training(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if !origin_allowed(&app, &h) {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let max = app.cfg.max_frame_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| crate::training::viewer(socket, app))
+}

@@ -1,0 +1,92 @@
+//! A warm pool of started, authenticated inference workers with ONNX Runtime loaded, so a new
+//! session's first frame does not wait for process start-up.
+
+use crate::supervisor::{Supervisor, WorkerHandle};
+use ipc_proto::inference::FromInference;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tracing::warn;
+
+pub type InferenceWorker = WorkerHandle<FromInference>;
+
+pub struct WarmPool {
+    ready: Mutex<VecDeque<InferenceWorker>>,
+    target: usize,
+    refill: Notify,
+}
+
+impl WarmPool {
+    pub fn new(target: usize) -> Arc<Self> {
+        Arc::new(WarmPool {
+            ready: Mutex::new(VecDeque::new()),
+            target,
+            refill: Notify::new(),
+        })
+    }
+
+    /// A ready worker if one is warm (dead ones are discarded), else `None`.
+    pub fn take(&self) -> Option<InferenceWorker> {
+        let mut q = self.ready.lock().expect("pool");
+        let w = std::iter::from_fn(|| q.pop_front()).find(|w| !w.has_exited());
+        drop(q);
+        self.refill.notify_one();
+        w
+    }
+
+    /// Gets a worker: warm if possible, else spawned now.
+    pub async fn get(&self, sup: &Supervisor) -> Result<InferenceWorker, crate::supervisor::SpawnError> {
+        match self.take() {
+            Some(w) => Ok(w),
+            None => sup.spawn::<FromInference>().await,
+        }
+    }
+
+    pub fn warm_count(&self) -> usize {
+        self.ready.lock().expect("pool").iter().filter(|w| !w.has_exited()).count()
+    }
+
+    /// Workers currently held warm (for shutdown).
+    pub fn drain(&self) -> Vec<InferenceWorker> {
+        self.ready.lock().expect("pool").drain(..).collect()
+    }
+
+    /// Keeps the pool filled; failures back off so a broken worker binary cannot spin.
+    pub async fn run(self: Arc<Self>, sup: Arc<Supervisor>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let missing = {
+                let mut q = self.ready.lock().expect("pool");
+                q.retain(|w| !w.has_exited());
+                self.target.saturating_sub(q.len())
+            };
+            if missing == 0 {
+                tokio::select! {
+                    _ = self.refill.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = shutdown.changed() => return,
+                }
+                continue;
+            }
+            match sup.spawn::<FromInference>().await {
+                Ok(w) => {
+                    backoff = Duration::from_millis(100);
+                    sup.registry.update(&w.id, |i| i.state = "warm");
+                    self.ready.lock().expect("pool").push_back(w);
+                }
+                Err(e) => {
+                    warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "warm worker failed to start");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! One `/ws` connection: a private inference session in its own worker process.
+//!
+//! **Architecture Invariant: sessions survive their worker.** The worker sends a snapshot after every
+//! step; when it dies (crash, `kill -9`, hang) a replacement is started from the last snapshot and
+//! the browser is told `worker_restarted`. The browser connection is closed only when the restart
+//! budget is spent (`error`, then close 1011).
+
+use crate::app::App;
+use crate::budget::{RestartBudget, Verdict};
+use crate::client::{self, close, Client, Incoming};
+use crate::pool::InferenceWorker;
+use crate::supervisor::WorkerControl;
+use crate::validate;
+use axum::extract::ws::WebSocket;
+use hamlet_onnx::catalog;
+use ipc_proto::browser::{ErrorCode, ServerMessage, WorkerRestarted};
+use ipc_proto::inference::{
+    FromInference, SessionCommand, SessionSnapshot, SessionStart, ToInference,
+};
+use ipc_proto::WorkerKind;
+use serde::Serialize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tracing::{info, warn};
+
+/// A row of `/api/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub model: Option<String>,
+    pub episode: u32,
+    pub step: u32,
+    pub playing: bool,
+    pub speed: f64,
+    pub worker_id: Option<String>,
+    pub worker_pid: Option<u32>,
+    pub restarts: u32,
+    pub connected_at: u64,
+}
+
+/// Why a worker is being replaced.
+enum Replace {
+    Crash(String),
+    Unresponsive,
+    Operator,
+}
+
+struct Relay {
+    app: Arc<App>,
+    id: String,
+    client: Client,
+    snapshot: Option<SessionSnapshot>,
+    budget: RestartBudget,
+    control_tx: mpsc::Sender<WorkerControl>,
+}
+
+pub async fn run(socket: WebSocket, app: Arc<App>, permit: Option<OwnedSemaphorePermit>) {
+    let (client, stream) = client::start(socket, app.cfg.client_queue, app.metrics.clone());
+    let Some(_permit) = permit else {
+        app.metrics.sessions_refused.fetch_add(1, Relaxed);
+        client.send(&ServerMessage::error(
+            ErrorCode::TooManySessions,
+            format!("the server is at its limit of {} sessions; try again later", app.cfg.max_sessions),
+        ));
+        client.close(close::TRY_AGAIN_LATER, "too many sessions");
+        return;
+    };
+    let id: String = (0..12).map(|_| format!("{:x}", rand::random::<u8>() & 0xf)).collect();
+    app.metrics.sessions_started.fetch_add(1, Relaxed);
+    app.metrics.sessions_active.fetch_add(1, Relaxed);
+    app.sessions.lock().expect("sessions").insert(
+        id.clone(),
+        SessionInfo {
+            id: id.clone(),
+            model: None,
+            episode: 0,
+            step: 0,
+            playing: false,
+            speed: 1.0,
+            worker_id: None,
+            worker_pid: None,
+            restarts: 0,
+            connected_at: crate::supervisor::unix_now(),
+        },
+    );
+    let (tx, rx) = mpsc::channel(32);
+    let models_dir = app.sup.models_dir().to_path_buf();
+    tokio::spawn(client::read_loop(stream, client.clone(), app.cfg.client_rate, tx, move |t| {
+        validate::parse_inference(t, |name| catalog::resolve(&models_dir, name).is_ok())
+    }));
+    let (control_tx, control_rx) = mpsc::channel(4);
+    let mut relay = Relay {
+        budget: RestartBudget::new(app.cfg.restart_policy()),
+        app: app.clone(),
+        id: id.clone(),
+        client,
+        snapshot: None,
+        control_tx,
+    };
+    info!(session = %id, "session opened");
+    relay.serve(rx, control_rx).await;
+    app.sessions.lock().expect("sessions").remove(&id);
+    app.metrics.sessions_active.fetch_sub(1, Relaxed);
+    info!(session = %id, "session closed");
+}
+
+impl Relay {
+    fn start_message(&self) -> ToInference {
+        ToInference::Start(Box::new(SessionStart {
+            session_id: self.id.clone(),
+            model: self.app.default_model(),
+            max_steps: self.app.cfg.max_steps,
+            snapshot: self.snapshot.clone(),
+        }))
+    }
+
+    /// Gets a worker (warm if possible) and gives it this session; failures count against the budget.
+    async fn attach(&mut self, mut reason: Option<Replace>) -> Option<InferenceWorker> {
+        let mut started = Instant::now();
+        loop {
+            if let Some(r) = reason.take() {
+                let (label, text) = match &r {
+                    Replace::Crash(t) => ("crash", t.clone()),
+                    Replace::Unresponsive => ("unresponsive", "worker stopped answering heartbeats".to_owned()),
+                    Replace::Operator => ("operator", "restarted by an operator".to_owned()),
+                };
+                self.app.metrics.restart(WorkerKind::Inference, label);
+                if !matches!(r, Replace::Operator) {
+                    match self.budget.record(Instant::now(), started) {
+                        Verdict::GiveUp => {
+                            warn!(session = %self.id, last_exit = %text, "restart budget spent: closing session");
+                            self.client.send(&ServerMessage::error(
+                                ErrorCode::WorkerFailed,
+                                format!(
+                                    "the worker behind this session failed {} times in {} s; giving up. Last exit: {text}",
+                                    self.app.cfg.max_restarts + 1,
+                                    self.app.cfg.restart_window_secs
+                                ),
+                            ));
+                            self.client.close(close::INTERNAL, "worker keeps failing");
+                            return None;
+                        }
+                        Verdict::RestartAfter(d) => tokio::time::sleep(d).await,
+                    }
+                }
+                self.app.update_session(&self.id, |s| s.restarts += 1);
+                reason = Some(Replace::Crash(text)); // for the notice below, once attached
+            }
+            match self.app.pool.get(&self.app.sup).await {
+                Ok(mut w) => {
+                    let msg = self.start_message();
+                    if write(&mut w, &msg).await.is_err() {
+                        w.kill();
+                        started = w.started;
+                        reason = Some(Replace::Crash("worker closed its socket on start".into()));
+                        continue;
+                    }
+                    self.app.sup.registry.update(&w.id, |i| {
+                        i.state = "active";
+                        i.session = Some(self.id.clone());
+                        i.restarts = self.budget.total;
+                    });
+                    self.app.sup.registry.set_control(&w.id, self.control_tx.clone());
+                    self.app.update_session(&self.id, |s| {
+                        s.worker_id = Some(w.id.clone());
+                        s.worker_pid = Some(w.pid);
+                    });
+                    if let (Some(Replace::Crash(text)), Some(s)) = (reason, &self.snapshot) {
+                        info!(session = %self.id, worker = %w.id, pid = w.pid, "worker restarted");
+                        self.client.send(&ServerMessage::WorkerRestarted(WorkerRestarted {
+                            reason: text,
+                            resumed_episode: s.episode,
+                            resumed_step: s.world.step,
+                        }));
+                    }
+                    return Some(w);
+                }
+                Err(e) => {
+                    started = Instant::now();
+                    reason = Some(Replace::Crash(e.to_string()));
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: FromInference, last_pong: &mut Instant) {
+        match ev {
+            FromInference::Message(m) => {
+                self.client.send(&m);
+            }
+            FromInference::Snapshot(s) => {
+                self.app.update_session(&self.id, |i| {
+                    i.model = s.model.clone();
+                    i.episode = s.episode;
+                    i.step = s.world.step;
+                    i.playing = s.playing;
+                    i.speed = s.speed;
+                });
+                self.snapshot = Some(*s);
+            }
+            FromInference::Pong { .. } => *last_pong = Instant::now(),
+            FromInference::Ready => {}
+            FromInference::Fatal { reason } => warn!(session = %self.id, %reason, "worker reported a fatal error"),
+        }
+    }
+
+    async fn serve(&mut self, mut rx: mpsc::Receiver<Incoming<SessionCommand>>, mut control: mpsc::Receiver<WorkerControl>) {
+        let mut shutdown = self.app.shutdown.clone();
+        let Some(mut w) = self.attach(None).await else { return };
+        let ping_every = Duration::from_millis(self.app.cfg.ping_interval_ms);
+        let hang = Duration::from_millis(self.app.cfg.hang_timeout_ms);
+        let mut ping = tokio::time::interval(ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_pong = Instant::now();
+        let mut seq = 0u64;
+        let mut events_open = true;
+        loop {
+            let replace: Replace = tokio::select! {
+                inc = rx.recv() => match inc {
+                    Some(Incoming::Valid(cmd)) => {
+                        if write(&mut w, &ToInference::Command(cmd)).await.is_err() {
+                            // The exit branch will report why.
+                            events_open = false;
+                        }
+                        continue;
+                    }
+                    _ => break,
+                },
+                ev = w.events.recv(), if events_open => {
+                    match ev {
+                        Some(ev) => self.on_event(ev, &mut last_pong),
+                        None => events_open = false,
+                    }
+                    continue;
+                }
+                _ = w.exit.changed() => {
+                    while let Ok(ev) = w.events.try_recv() {
+                        self.on_event(ev, &mut last_pong);
+                    }
+                    let exit = w.wait_exit().await;
+                    warn!(session = %self.id, worker = %w.id, pid = w.pid, %exit, "worker died");
+                    self.app.sup.registry.update(&w.id, |i| i.last_exit = Some(exit.to_string()));
+                    Replace::Crash(exit.to_string())
+                }
+                _ = ping.tick() => {
+                    if last_pong.elapsed() > hang {
+                        warn!(session = %self.id, worker = %w.id, pid = w.pid, "worker unresponsive: killing it");
+                        w.kill();
+                        let _ = w.wait_exit().await;
+                        Replace::Unresponsive
+                    } else {
+                        seq += 1;
+                        let _ = write(&mut w, &ToInference::Ping { seq }).await;
+                        continue;
+                    }
+                }
+                c = control.recv() => match c {
+                    Some(WorkerControl::Restart) => {
+                        self.retire(w).await;
+                        Replace::Operator
+                    }
+                    None => continue,
+                },
+                _ = shutdown.changed() => {
+                    self.client.close(close::GOING_AWAY, "server shutting down");
+                    break;
+                }
+            };
+            let Some(next) = self.attach(Some(replace)).await else { return };
+            w = next;
+            events_open = true;
+            last_pong = Instant::now();
+        }
+        self.retire(w).await;
+    }
+
+    /// Ends a worker gracefully: `Shutdown`, relay what it still sends, kill it if it lingers.
+    async fn retire(&mut self, mut w: InferenceWorker) {
+        let _ = write(&mut w, &ToInference::Shutdown).await;
+        let grace = Duration::from_millis(self.app.cfg.shutdown_grace_ms);
+        let mut pong = Instant::now();
+        let _ = tokio::time::timeout(grace, async {
+            while let Some(ev) = w.events.recv().await {
+                self.on_event(ev, &mut pong);
+            }
+        })
+        .await;
+        if tokio::time::timeout(grace, w.wait_exit()).await.is_err() {
+            w.kill();
+            let _ = w.wait_exit().await;
+        }
+    }
+}
+
+async fn write(w: &mut InferenceWorker, m: &ToInference) -> Result<(), ()> {
+    // A stopped worker stops reading; never let its full socket block the session.
+    match tokio::time::timeout(Duration::from_secs(2), w.writer.write(m)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}

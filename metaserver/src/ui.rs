@@ -1,0 +1,25 @@
+//! The browser UI, embedded in the binary (no Node build, no second server).
+
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// `(path, content type, bytes)` of every embedded file.
+const FILES: &[(&str, &str, &[u8])] = &[
+    ("index.html", "text/html; charset=utf-8", include_bytes!("../ui/index.html")),
+];
+
+fn serve(path: &str) -> Response {
+    match FILES.iter().find(|(p, _, _)| *p == path) {
+        Some((_, ct, body)) => ([(header::CONTENT_TYPE, *ct), (header::CACHE_CONTROL, "no-cache")], *body).into_response(),
+        None => (StatusCode::NOT_FOUND, "not found").into_response(),
+    }
+}
+
+pub async fn index() -> Response {
+    serve("index.html")
+}
+
+pub async fn asset(Path(file): Path<String>) -> Response {
+    serve(&file)
+}

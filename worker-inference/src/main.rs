@@ -1,0 +1,45 @@
+//! `worker-inference`: spawned by the metaserver, one per browser session. Not meant to be run by
+//! hand: it reads its socket path and one-time token from the environment.
+
+use std::process::ExitCode;
+use worker_inference::runner::{run, Exit, WorkerEnv};
+
+fn main() -> ExitCode {
+    init_logging();
+    let env = match WorkerEnv::from_env() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("worker-inference: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(env)) {
+        Ok(exit) => {
+            tracing::debug!(?exit, "worker exiting");
+            if exit == Exit::Signal {
+                tracing::info!("SIGTERM: exiting");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "worker failed");
+            eprintln!("worker-inference: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("HAMLET_LOG_FORMAT").as_deref() == Ok("json") {
+        b.json().init();
+    } else {
+        b.with_ansi(false).init();
+    }
+}

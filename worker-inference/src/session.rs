@@ -1,0 +1,332 @@
+//! One browser session's rules (protocol.md `/ws`), with no I/O: every method returns the events
+//! to send. The [`crate::runner`] owns the socket and the clock.
+
+use crate::policy::{greedy, Policy, Runtime};
+use hamlet_env::wire::{state_update, FrameFacts};
+use hamlet_env::World;
+use hamlet_onnx::catalog;
+use ipc_proto::browser::{
+    Connected, EndReason, EpisodeEnd, EpisodeStart, ErrorCode, ModelLoaded, ServerMessage,
+    SessionStatus,
+};
+use ipc_proto::inference::{
+    EpisodePhase, FromInference, SessionCommand, SessionSnapshot, SessionStart, MAX_SPEED,
+    MIN_SPEED,
+};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Step period at speed 1.
+const BASE_PERIOD: Duration = Duration::from_millis(100);
+/// Pause between episodes at speed 1.
+const BASE_EPISODE_GAP: Duration = Duration::from_secs(2);
+
+pub struct Session {
+    id: String,
+    world: World,
+    episode: u32,
+    cumulative: f64,
+    last_action: Option<u8>,
+    last_reward: f64,
+    phase: EpisodePhase,
+    speed: f64,
+    playing: bool,
+    max_steps: u32,
+    policy: Option<Policy>,
+    models_dir: PathBuf,
+    rt: &'static Runtime,
+}
+
+type Out = Vec<FromInference>;
+
+fn msg(m: ServerMessage) -> FromInference {
+    FromInference::Message(m)
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> FromInference {
+    msg(ServerMessage::error(code, message))
+}
+
+fn clamp_speed(s: f64) -> f64 {
+    if s.is_finite() {
+        s.clamp(MIN_SPEED, MAX_SPEED)
+    } else {
+        1.0
+    }
+}
+
+impl Session {
+    /// Takes a session: fresh (`connected`, `episode_start`, the step-0 frame) or resumed from a
+    /// snapshot (nothing for the browser: the metaserver tells it `worker_restarted`).
+    pub fn start(start: SessionStart, rt: &'static Runtime, models_dir: PathBuf) -> (Session, Out) {
+        let mut out = Vec::new();
+        let fresh = start.snapshot.is_none();
+        let max_steps = start.max_steps.max(1);
+        let snap = start.snapshot;
+        let model = snap.as_ref().map_or(start.model.clone(), |s| s.model.clone());
+        let policy = match &model {
+            None => None,
+            Some(name) => match Policy::load(rt, &models_dir, name) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    out.push(err(e.code(), e.to_string()));
+                    None
+                }
+            },
+        };
+        let mut s = match snap {
+            Some(sn) => Session {
+                id: start.session_id,
+                world: World::restore(&sn.world),
+                episode: sn.episode.max(1),
+                cumulative: sn.cumulative_reward,
+                last_action: sn.last_action,
+                last_reward: sn.last_reward,
+                phase: sn.phase,
+                speed: clamp_speed(sn.speed),
+                playing: sn.playing,
+                max_steps: sn.max_steps.max(1),
+                policy,
+                models_dir,
+                rt,
+            },
+            None => Session {
+                id: start.session_id,
+                world: World::new(),
+                episode: 1,
+                cumulative: 0.0,
+                last_action: None,
+                last_reward: 0.0,
+                phase: EpisodePhase::Running,
+                speed: 1.0,
+                playing: false,
+                max_steps,
+                policy,
+                models_dir,
+                rt,
+            },
+        };
+        if fresh {
+            out.insert(
+                0,
+                msg(ServerMessage::Connected(Connected {
+                    available_models: catalog::list(&s.models_dir),
+                    session_id: s.id.clone(),
+                    model: s.model_name(),
+                    playing: s.playing,
+                    speed: s.speed,
+                    max_steps: s.max_steps,
+                })),
+            );
+            if model.is_none() {
+                out.push(err(
+                    ErrorCode::ModelNotFound,
+                    "no model is available: train one in the training view or add one to models/",
+                ));
+            }
+            s.episode_start_frames(&mut out);
+        }
+        out.push(s.snapshot_event());
+        (s, out)
+    }
+
+    pub fn model_name(&self) -> Option<String> {
+        self.policy.as_ref().map(|p| p.name.clone())
+    }
+
+    pub fn playing(&self) -> bool {
+        self.playing
+    }
+
+    pub fn phase(&self) -> EpisodePhase {
+        self.phase
+    }
+
+    pub fn step_period(&self) -> Duration {
+        BASE_PERIOD.div_f64(self.speed)
+    }
+
+    pub fn episode_gap(&self) -> Duration {
+        BASE_EPISODE_GAP.div_f64(self.speed)
+    }
+
+    /// True when the clock should drive steps.
+    pub fn wants_steps(&self) -> bool {
+        self.playing && self.phase == EpisodePhase::Running
+    }
+
+    pub fn snapshot(&self) -> SessionSnapshot {
+        SessionSnapshot {
+            session_id: self.id.clone(),
+            world: self.world.snapshot(),
+            episode: self.episode,
+            cumulative_reward: self.cumulative,
+            last_action: self.last_action,
+            last_reward: self.last_reward,
+            phase: self.phase,
+            model: self.model_name(),
+            speed: self.speed,
+            playing: self.playing,
+            max_steps: self.max_steps,
+        }
+    }
+
+    fn snapshot_event(&self) -> FromInference {
+        FromInference::Snapshot(Box::new(self.snapshot()))
+    }
+
+    fn q_now(&mut self) -> Option<Vec<f32>> {
+        let obs = self.world.observation();
+        self.policy
+            .as_mut()
+            .and_then(|p| p.q_values(&obs).ok())
+            .map(|q| q.to_vec())
+    }
+
+    fn episode_start_frames(&mut self, out: &mut Out) {
+        out.push(msg(ServerMessage::EpisodeStart(EpisodeStart {
+            episode: self.episode,
+            model_name: self.model_name(),
+            epsilon: None,
+        })));
+        let q = self.q_now();
+        out.push(msg(ServerMessage::StateUpdate(Box::new(state_update(
+            &self.world,
+            FrameFacts {
+                episode: self.episode,
+                q_values: q,
+                ..FrameFacts::default()
+            },
+        )))));
+    }
+
+    /// Starts the next episode (after the inter-episode pause, or at once after `reset`).
+    pub fn start_next_episode(&mut self) -> Out {
+        let mut out = Vec::new();
+        self.episode += 1;
+        self.world.reset();
+        self.cumulative = 0.0;
+        self.last_action = None;
+        self.last_reward = 0.0;
+        self.phase = EpisodePhase::Running;
+        self.episode_start_frames(&mut out);
+        out.push(self.snapshot_event());
+        out
+    }
+
+    fn end_episode(&mut self, reason: EndReason, out: &mut Out) {
+        out.push(msg(ServerMessage::EpisodeEnd(EpisodeEnd {
+            episode: self.episode,
+            steps: self.world.steps(),
+            total_reward: self.cumulative,
+            reason,
+        })));
+        self.phase = EpisodePhase::Ended;
+    }
+
+    /// One greedy step of the agent.
+    pub fn step_once(&mut self) -> Out {
+        let mut out = Vec::new();
+        if self.phase != EpisodePhase::Running {
+            return out;
+        }
+        let obs = self.world.observation();
+        let q = match self.policy.as_mut().map(|p| p.q_values(&obs)) {
+            Some(Ok(q)) => q,
+            Some(Err(e)) => {
+                self.playing = false;
+                out.push(err(e.code(), e.to_string()));
+                out.push(self.snapshot_event());
+                return out;
+            }
+            None => {
+                self.playing = false;
+                out.push(err(ErrorCode::ModelNotFound, "no model loaded: choose one with load_model"));
+                out.push(self.snapshot_event());
+                return out;
+            }
+        };
+        let action = greedy(&q);
+        let r = self.world.step_id(i64::from(action)).expect("greedy returns 0..5");
+        self.cumulative += r.reward;
+        self.last_action = Some(action);
+        self.last_reward = r.reward;
+        out.push(msg(ServerMessage::StateUpdate(Box::new(state_update(
+            &self.world,
+            FrameFacts {
+                episode: self.episode,
+                action: Some(action),
+                reward: r.reward,
+                cumulative_reward: self.cumulative,
+                done: r.done,
+                q_values: Some(q.to_vec()),
+                heat_map: None,
+            },
+        )))));
+        if r.done {
+            self.end_episode(EndReason::MeterDepleted, &mut out);
+        } else if self.world.steps() >= self.max_steps {
+            self.end_episode(EndReason::MaxSteps, &mut out);
+        }
+        out.push(self.snapshot_event());
+        out
+    }
+
+    pub fn handle(&mut self, cmd: SessionCommand) -> Out {
+        let mut out = Vec::new();
+        match cmd {
+            SessionCommand::Play => self.playing = true,
+            SessionCommand::Pause => self.playing = false,
+            SessionCommand::Step => {
+                if !self.playing {
+                    return match self.phase {
+                        EpisodePhase::Running => self.step_once(),
+                        // Stepping between episodes begins the next one at once.
+                        EpisodePhase::Ended => self.start_next_episode(),
+                    };
+                }
+            }
+            SessionCommand::Reset => {
+                if self.phase == EpisodePhase::Running {
+                    self.end_episode(EndReason::Reset, &mut out);
+                }
+                out.extend(self.start_next_episode());
+                return out;
+            }
+            SessionCommand::SetSpeed { speed } => self.speed = clamp_speed(speed),
+            SessionCommand::LoadModel { model } => return self.load_model(&model),
+            SessionCommand::Status => {
+                out.push(msg(ServerMessage::SessionStatus(SessionStatus {
+                    session_id: self.id.clone(),
+                    model: self.model_name(),
+                    playing: self.playing,
+                    speed: self.speed,
+                    max_steps: self.max_steps,
+                    episode: self.episode,
+                    step: self.world.steps(),
+                    cumulative_reward: self.cumulative,
+                })));
+                return out;
+            }
+        }
+        out.push(self.snapshot_event());
+        out
+    }
+
+    fn load_model(&mut self, name: &str) -> Out {
+        match Policy::load(self.rt, &self.models_dir, name) {
+            Ok(p) => {
+                self.policy = Some(p);
+                let details = catalog::details(&self.models_dir, name).ok();
+                vec![
+                    msg(ServerMessage::ModelLoaded(ModelLoaded {
+                        model: name.to_owned(),
+                        details,
+                    })),
+                    self.snapshot_event(),
+                ]
+            }
+            Err(e) => vec![err(e.code(), e.to_string())],
+        }
+    }
+}
