@@ -22,7 +22,8 @@ pub fn is_plain_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= MAX_NAME_LEN
         && b[0].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
         && !name.contains("..")
         && name.ends_with(".onnx")
         && name.len() > ".onnx".len()
@@ -48,7 +49,9 @@ pub fn newest(dir: &Path) -> Option<String> {
     list(dir)
         .into_iter()
         .filter_map(|n| {
-            let m = std::fs::metadata(dir.join(&n)).and_then(|m| m.modified()).ok()?;
+            let m = std::fs::metadata(dir.join(&n))
+                .and_then(|m| m.modified())
+                .ok()?;
             Some((m, n))
         })
         .max()
@@ -83,12 +86,20 @@ pub fn details(dir: &Path, name: &str) -> Result<ModelDetails, CatalogError> {
         .map_or(0, |d| d.as_secs());
     let info = crate::inspect_file(&path).unwrap_or_default();
     let get = |k: &str| info.metadata.get(&format!("hamlet.{k}")).cloned();
-    let dim = |v: &[(String, Vec<i64>)]| v.first().and_then(|(_, d)| d.get(1)).and_then(|d| u32::try_from(*d).ok());
+    let dim = |v: &[(String, Vec<i64>)]| {
+        v.first()
+            .and_then(|(_, d)| d.get(1))
+            .and_then(|d| u32::try_from(*d).ok())
+    };
     Ok(ModelDetails {
         name: name.to_owned(),
         arch: get("arch"),
-        obs_dim: get("obs_dim").and_then(|s| s.parse().ok()).or(dim(&info.inputs)),
-        n_actions: get("n_actions").and_then(|s| s.parse().ok()).or(dim(&info.outputs)),
+        obs_dim: get("obs_dim")
+            .and_then(|s| s.parse().ok())
+            .or(dim(&info.inputs)),
+        n_actions: get("n_actions")
+            .and_then(|s| s.parse().ok())
+            .or(dim(&info.outputs)),
         bytes: meta.len(),
         modified,
         episodes_trained: get("episodes_trained").and_then(|s| s.parse().ok()),
@@ -109,9 +120,23 @@ mod tests {
             assert!(is_plain_name(ok), "{ok}");
         }
         for bad in [
-            "", ".onnx", "../../etc/passwd", "/etc/passwd", "a/b.onnx", "..onnx", "a..b.onnx",
-            ".hidden.onnx", "a.onnx\0", "a\0.onnx", "a.ONNX", "a.onnx/", "model", "é.onnx",
-            "a b.onnx", "a\\b.onnx", "-a.onnx",
+            "",
+            ".onnx",
+            "../../etc/passwd",
+            "/etc/passwd",
+            "a/b.onnx",
+            "..onnx",
+            "a..b.onnx",
+            ".hidden.onnx",
+            "a.onnx\0",
+            "a\0.onnx",
+            "a.ONNX",
+            "a.onnx/",
+            "model",
+            "é.onnx",
+            "a b.onnx",
+            "a\\b.onnx",
+            "-a.onnx",
         ] {
             assert!(!is_plain_name(bad), "{bad:?}");
         }
@@ -129,9 +154,18 @@ mod tests {
         #[cfg(unix)]
         std::os::unix::fs::symlink(root.join("secret.onnx"), dir.join("escape.onnx")).unwrap();
         assert!(resolve(&dir, "good.onnx").is_ok());
-        assert_eq!(resolve(&dir, "missing.onnx"), Err(CatalogError::NotFound("missing.onnx".into())));
-        assert!(matches!(resolve(&dir, "../secret.onnx"), Err(CatalogError::NotPlain(_))));
-        assert!(matches!(resolve(&dir, "escape.onnx"), Err(CatalogError::NotFound(_))));
+        assert_eq!(
+            resolve(&dir, "missing.onnx"),
+            Err(CatalogError::NotFound("missing.onnx".into()))
+        );
+        assert!(matches!(
+            resolve(&dir, "../secret.onnx"),
+            Err(CatalogError::NotPlain(_))
+        ));
+        assert!(matches!(
+            resolve(&dir, "escape.onnx"),
+            Err(CatalogError::NotFound(_))
+        ));
         assert_eq!(list(&dir), vec!["good.onnx".to_string()]);
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -57,15 +57,27 @@ struct GraphBuilder {
 }
 
 impl GraphBuilder {
-    fn dense_chain(&mut self, prefix: &str, layers: &[Dense], mut x: String) -> Result<String, OnnxError> {
+    fn dense_chain(
+        &mut self,
+        prefix: &str,
+        layers: &[Dense],
+        mut x: String,
+    ) -> Result<String, OnnxError> {
         for (i, l) in layers.iter().enumerate() {
             if l.weight.len() != l.inputs * l.outputs || l.bias.len() != l.outputs {
-                return Err(OnnxError::Shape(format!("{prefix}{i}: weight/bias sizes do not match")));
+                return Err(OnnxError::Shape(format!(
+                    "{prefix}{i}: weight/bias sizes do not match"
+                )));
             }
             let w = format!("{prefix}{i}.weight");
             let b = format!("{prefix}{i}.bias");
-            self.inits.push(f32_tensor(&w, &[l.outputs as i64, l.inputs as i64], &l.weight));
-            self.inits.push(f32_tensor(&b, &[l.outputs as i64], &l.bias));
+            self.inits.push(f32_tensor(
+                &w,
+                &[l.outputs as i64, l.inputs as i64],
+                &l.weight,
+            ));
+            self.inits
+                .push(f32_tensor(&b, &[l.outputs as i64], &l.bias));
             let y = format!("{prefix}{i}.gemm");
             self.nodes.push(NodeProto {
                 input: vec![x, w, b],
@@ -78,7 +90,8 @@ impl GraphBuilder {
             x = y;
             if l.relu {
                 let r = format!("{prefix}{i}.relu");
-                self.nodes.push(node("Relu", &format!("{prefix}{i}.Relu"), &[&x], &r));
+                self.nodes
+                    .push(node("Relu", &format!("{prefix}{i}.Relu"), &[&x], &r));
                 x = r;
             }
         }
@@ -144,7 +157,10 @@ fn io(name: &str, width: i64) -> ValueInfoProto {
 }
 
 /// Serialises a network as an ONNX model with the given `metadata_props`.
-pub fn export(net: &NetworkDesc, metadata: &BTreeMap<String, String>) -> Result<Vec<u8>, OnnxError> {
+pub fn export(
+    net: &NetworkDesc,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, OnnxError> {
     let mut g = GraphBuilder {
         nodes: Vec::new(),
         inits: Vec::new(),
@@ -152,7 +168,8 @@ pub fn export(net: &NetworkDesc, metadata: &BTreeMap<String, String>) -> Result<
     let (obs_dim, n_actions) = match net {
         NetworkDesc::Mlp(layers) => {
             let out = g.dense_chain("fc", layers, INPUT_NAME.into())?;
-            g.nodes.push(node("Identity", "output", &[&out], OUTPUT_NAME));
+            g.nodes
+                .push(node("Identity", "output", &[&out], OUTPUT_NAME));
             (first_in(layers)?, last_out(layers)?)
         }
         NetworkDesc::Dueling {
@@ -174,8 +191,14 @@ pub fn export(net: &NetworkDesc, metadata: &BTreeMap<String, String>) -> Result<
                 int_attr("keepdims", 1),
             ];
             g.nodes.push(mean);
-            g.nodes.push(node("Sub", "advantage.centered", &[&a, "advantage.mean"], "advantage.centered"));
-            g.nodes.push(node("Add", "q", &[&v, "advantage.centered"], OUTPUT_NAME));
+            g.nodes.push(node(
+                "Sub",
+                "advantage.centered",
+                &[&a, "advantage.mean"],
+                "advantage.centered",
+            ));
+            g.nodes
+                .push(node("Add", "q", &[&v, "advantage.centered"], OUTPUT_NAME));
             if last_out(value)? != 1 {
                 return Err(OnnxError::Shape("value head must end in one output".into()));
             }
@@ -211,17 +234,24 @@ pub fn export(net: &NetworkDesc, metadata: &BTreeMap<String, String>) -> Result<
 }
 
 fn first_in(l: &[Dense]) -> Result<usize, OnnxError> {
-    l.first().map(|d| d.inputs).ok_or_else(|| OnnxError::Shape("no layers".into()))
+    l.first()
+        .map(|d| d.inputs)
+        .ok_or_else(|| OnnxError::Shape("no layers".into()))
 }
 fn last_out(l: &[Dense]) -> Result<usize, OnnxError> {
-    l.last().map(|d| d.outputs).ok_or_else(|| OnnxError::Shape("no layers".into()))
+    l.last()
+        .map(|d| d.outputs)
+        .ok_or_else(|| OnnxError::Shape("no layers".into()))
 }
 
 /// Writes bytes to `path` atomically: a temp file in the same directory, fsync, rename. A reader
 /// (or a crash) never sees a half-written file under the final name.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".tmp-{}-{}-{name}", std::process::id(), unique()));
     let res = (|| {
@@ -264,7 +294,9 @@ impl ModelInfo {
                     let _ = name;
                     Ok(())
                 }
-                [(name, dims)] => Err(format!("{what} `{name}` has shape {dims:?}, expected [batch, {w}]")),
+                [(name, dims)] => Err(format!(
+                    "{what} `{name}` has shape {dims:?}, expected [batch, {w}]"
+                )),
                 _ => Err(format!("model has {} {what}s, expected 1", v.len())),
             }
         };
@@ -294,7 +326,11 @@ pub fn inspect(bytes: &[u8]) -> Result<ModelInfo, OnnxError> {
     };
     let g = m.graph.unwrap_or_default();
     Ok(ModelInfo {
-        metadata: m.metadata_props.into_iter().map(|e| (e.key, e.value)).collect(),
+        metadata: m
+            .metadata_props
+            .into_iter()
+            .map(|e| (e.key, e.value))
+            .collect(),
         inputs: dims(&g.input, &g.initializer),
         outputs: dims(&g.output, &[]),
     })

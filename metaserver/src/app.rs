@@ -83,10 +83,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let router = crate::http::router(app.clone());
     let mut sd = shutdown_rx.clone();
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = sd.changed().await;
-        });
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = sd.changed().await;
+    });
     let server_task = tokio::spawn(async move { server.await });
 
     wait_for_signal().await;
@@ -104,7 +107,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     pool_task.abort();
     for mut w in pool.drain() {
         w.signal(nix::sys::signal::Signal::SIGTERM);
-        if tokio::time::timeout(Duration::from_millis(500), w.wait_exit()).await.is_err() {
+        if tokio::time::timeout(Duration::from_millis(500), w.wait_exit())
+            .await
+            .is_err()
+        {
             w.kill();
             let _ = w.wait_exit().await;
         }
@@ -112,7 +118,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Whatever is still alive after the grace period is killed.
     for w in sup.registry.list() {
         warn!(worker = %w.id, pid = w.pid, "killing worker left after grace period");
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(w.pid as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(w.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), server_task).await;
     sup.cleanup();

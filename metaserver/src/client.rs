@@ -51,7 +51,10 @@ impl Client {
             }
             Push::Overflow => {
                 self.metrics.clients_overflowed.fetch_add(1, Relaxed);
-                self.close(close::POLICY, "client too slow: too many undelivered messages");
+                self.close(
+                    close::POLICY,
+                    "client too slow: too many undelivered messages",
+                );
                 false
             }
         }
@@ -69,7 +72,11 @@ impl Client {
 }
 
 /// Splits a socket: spawns the writer, returns the client handle and the read half.
-pub fn start(socket: WebSocket, queue: usize, metrics: Arc<Metrics>) -> (Client, SplitStream<WebSocket>) {
+pub fn start(
+    socket: WebSocket,
+    queue: usize,
+    metrics: Arc<Metrics>,
+) -> (Client, SplitStream<WebSocket>) {
     let (sink, stream) = socket.split();
     let client = Client {
         out: Arc::new(OutQueue::new(queue)),
@@ -106,10 +113,15 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, c: Client) {
             }
         }
     }
-    let frame = c.close.lock().expect("close").clone().map(|(code, reason)| CloseFrame {
-        code,
-        reason: reason.into(),
-    });
+    let frame = c
+        .close
+        .lock()
+        .expect("close")
+        .clone()
+        .map(|(code, reason)| CloseFrame {
+            code,
+            reason: reason.into(),
+        });
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(frame))).await;
     let _ = sink.close().await;
 }
@@ -142,7 +154,10 @@ pub async fn read_loop<T: Send + 'static>(
             Ok(Message::Binary(_)) => {
                 errors += 1;
                 client.metrics.client_errors.fetch_add(1, Relaxed);
-                client.send(&ServerMessage::error(ErrorCode::BinaryFrame, "binary frames are not supported; send JSON text"));
+                client.send(&ServerMessage::error(
+                    ErrorCode::BinaryFrame,
+                    "binary frames are not supported; send JSON text",
+                ));
                 if errors > MAX_ERRORS {
                     client.close(close::POLICY, "too many invalid messages");
                     break;
@@ -153,7 +168,11 @@ pub async fn read_loop<T: Send + 'static>(
             Ok(_) => continue, // ping/pong are handled by the library
             Err(e) => {
                 let s = e.to_string();
-                if s.contains("too long") || s.contains("Space limit") || s.contains("capacity") || s.contains("size") {
+                if s.contains("too long")
+                    || s.contains("Space limit")
+                    || s.contains("capacity")
+                    || s.contains("size")
+                {
                     client.close(close::TOO_BIG, "message too big");
                 }
                 break;
@@ -165,7 +184,10 @@ pub async fn read_loop<T: Send + 'static>(
         if tokens < 1.0 {
             if last_rate_warning.is_none_or(|t| now.duration_since(t) > Duration::from_secs(1)) {
                 last_rate_warning = Some(now);
-                client.send(&ServerMessage::error(ErrorCode::RateLimited, "too many messages: slow down (excess messages are ignored)"));
+                client.send(&ServerMessage::error(
+                    ErrorCode::RateLimited,
+                    "too many messages: slow down (excess messages are ignored)",
+                ));
             }
             continue;
         }

@@ -26,7 +26,11 @@ pub struct Config {
     #[arg(long, default_value = "models")]
     pub models_dir: PathBuf,
     /// ONNX Runtime shared library handed to workers (scripts/setup puts it in .onnxruntime/).
-    #[arg(long, default_value = ".onnxruntime/libonnxruntime.so.1.31.1", env = "HAMLET_ORT_LIB")]
+    #[arg(
+        long,
+        default_value = ".onnxruntime/libonnxruntime.so.1.31.1",
+        env = "HAMLET_ORT_LIB"
+    )]
     pub ort_lib: PathBuf,
     /// Model for new sessions (default: the newest file in the models directory).
     #[arg(long)]

@@ -29,7 +29,10 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 fn wants_html(h: &HeaderMap) -> bool {
-    let accept = h.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = h
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     // A browser navigation lists text/html before any JSON type.
     match (accept.find("text/html"), accept.find("application/json")) {
         (Some(a), Some(b)) => a < b,
@@ -55,7 +58,13 @@ async fn root(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
 }
 
 async fn status(State(app): State<Arc<App>>) -> Response {
-    let sessions: Vec<_> = app.sessions.lock().expect("sessions").values().cloned().collect();
+    let sessions: Vec<_> = app
+        .sessions
+        .lock()
+        .expect("sessions")
+        .values()
+        .cloned()
+        .collect();
     let c = &app.cfg;
     Json(json!({
         "service": "Hamlet Metaserver",
@@ -85,7 +94,10 @@ async fn status(State(app): State<Arc<App>>) -> Response {
 async fn models(State(app): State<Arc<App>>) -> Response {
     let dir = app.sup.models_dir();
     let names = catalog::list(dir);
-    let details: Vec<_> = names.iter().filter_map(|n| catalog::details(dir, n).ok()).collect();
+    let details: Vec<_> = names
+        .iter()
+        .filter_map(|n| catalog::details(dir, n).ok())
+        .collect();
     Json(json!({"models": names, "count": names.len(), "details": details, "default": app.default_model()}))
         .into_response()
 }
@@ -103,14 +115,27 @@ fn operator_allowed(app: &App, peer: SocketAddr, h: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0
 }
 
 fn forbidden() -> Response {
-    (StatusCode::FORBIDDEN, Json(json!({"error": "operator endpoints are for loopback or --admin-token holders"}))).into_response()
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({"error": "operator endpoints are for loopback or --admin-token holders"})),
+    )
+        .into_response()
 }
 
-async fn workers(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, h: HeaderMap) -> Response {
+async fn workers(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    h: HeaderMap,
+) -> Response {
     if !operator_allowed(&app, peer, &h) {
         return forbidden();
     }
@@ -128,7 +153,11 @@ async fn restart_worker(
         return forbidden();
     }
     match app.sup.registry.control(&id) {
-        None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no worker `{id}`")}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no worker `{id}`")})),
+        )
+            .into_response(),
         Some(Some(tx)) => {
             let _ = tx.send(WorkerControl::Restart).await;
             (StatusCode::ACCEPTED, Json(json!({"restarting": id}))).into_response()
@@ -136,20 +165,30 @@ async fn restart_worker(
         Some(None) => {
             // A warm worker has no session: replacing it is just ending it; the pool refills.
             if let Some(pid) = app.sup.registry.pid(&id) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
             (StatusCode::ACCEPTED, Json(json!({"restarting": id}))).into_response()
         }
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, h: HeaderMap) -> Response {
+async fn metrics(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    h: HeaderMap,
+) -> Response {
     if !operator_allowed(&app, peer, &h) {
         return forbidden();
     }
     let list = app.sup.registry.list();
     let count = |k: &str| list.iter().filter(|w| w.kind == k).count();
-    let body = app.metrics.render(&[("inference", count("inference")), ("training", count("training"))]);
+    let body = app.metrics.render(&[
+        ("inference", count("inference")),
+        ("training", count("training")),
+    ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -158,10 +197,18 @@ fn origin_allowed(app: &App, h: &HeaderMap) -> bool {
     let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true; // not a browser
     };
-    if app.cfg.allowed_origins.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
+    if app
+        .cfg
+        .allowed_origins
+        .iter()
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    {
         return true;
     }
-    let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let origin_host = origin.split("://").nth(1).unwrap_or("");
     app.cfg.allowed_origins.is_empty() && !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 /// Relay latency buckets (seconds): time from a worker's frame arriving to it being written to the
 /// browser's socket.
-const BUCKETS: [f64; 10] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
+const BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -31,7 +33,12 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn worker_spawned(&self, kind: WorkerKind) {
-        *self.spawned.lock().expect("metrics").entry(kind.as_str()).or_default() += 1;
+        *self
+            .spawned
+            .lock()
+            .expect("metrics")
+            .entry(kind.as_str())
+            .or_default() += 1;
     }
 
     /// `reason`: crash, unresponsive, operator or start_failed.
@@ -70,15 +77,48 @@ impl Metrics {
         let counter = |o: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter(&mut o, "hamlet_sessions_started_total", "Inference sessions started.", self.sessions_started.load(Relaxed));
-        counter(&mut o, "hamlet_sessions_refused_total", "Connections refused by --max-sessions.", self.sessions_refused.load(Relaxed));
-        counter(&mut o, "hamlet_frames_relayed_total", "Frames written to browsers.", self.frames_relayed.load(Relaxed));
-        counter(&mut o, "hamlet_frames_dropped_total", "state_update frames dropped for slow browsers.", self.frames_dropped.load(Relaxed));
-        counter(&mut o, "hamlet_clients_overflowed_total", "Browsers disconnected for being hopelessly behind.", self.clients_overflowed.load(Relaxed));
-        counter(&mut o, "hamlet_client_errors_total", "Browser messages rejected with an error frame.", self.client_errors.load(Relaxed));
+        counter(
+            &mut o,
+            "hamlet_sessions_started_total",
+            "Inference sessions started.",
+            self.sessions_started.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "hamlet_sessions_refused_total",
+            "Connections refused by --max-sessions.",
+            self.sessions_refused.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "hamlet_frames_relayed_total",
+            "Frames written to browsers.",
+            self.frames_relayed.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "hamlet_frames_dropped_total",
+            "state_update frames dropped for slow browsers.",
+            self.frames_dropped.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "hamlet_clients_overflowed_total",
+            "Browsers disconnected for being hopelessly behind.",
+            self.clients_overflowed.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "hamlet_client_errors_total",
+            "Browser messages rejected with an error frame.",
+            self.client_errors.load(Relaxed),
+        );
         let _ = writeln!(o, "# HELP hamlet_sessions_active Inference sessions connected now.\n# TYPE hamlet_sessions_active gauge\nhamlet_sessions_active {}", self.sessions_active.load(Relaxed));
         let _ = writeln!(o, "# HELP hamlet_training_viewers Training viewers connected now.\n# TYPE hamlet_training_viewers gauge\nhamlet_training_viewers {}", self.training_viewers.load(Relaxed));
-        let _ = writeln!(o, "# HELP hamlet_workers Live worker processes.\n# TYPE hamlet_workers gauge");
+        let _ = writeln!(
+            o,
+            "# HELP hamlet_workers Live worker processes.\n# TYPE hamlet_workers gauge"
+        );
         for (kind, n) in live_workers {
             let _ = writeln!(o, "hamlet_workers{{kind=\"{kind}\"}} {n}");
         }
@@ -88,15 +128,29 @@ impl Metrics {
         }
         let _ = writeln!(o, "# HELP hamlet_worker_restarts_total Worker replacements, by kind and reason.\n# TYPE hamlet_worker_restarts_total counter");
         for ((kind, reason), n) in self.restarts.lock().expect("metrics").iter() {
-            let _ = writeln!(o, "hamlet_worker_restarts_total{{kind=\"{kind}\",reason=\"{reason}\"}} {n}");
+            let _ = writeln!(
+                o,
+                "hamlet_worker_restarts_total{{kind=\"{kind}\",reason=\"{reason}\"}} {n}"
+            );
         }
         let _ = writeln!(o, "# HELP hamlet_relay_latency_seconds Worker frame arrival to browser socket write.\n# TYPE hamlet_relay_latency_seconds histogram");
         for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(o, "hamlet_relay_latency_seconds_bucket{{le=\"{b}\"}} {}", self.latency_buckets[i].load(Relaxed));
+            let _ = writeln!(
+                o,
+                "hamlet_relay_latency_seconds_bucket{{le=\"{b}\"}} {}",
+                self.latency_buckets[i].load(Relaxed)
+            );
         }
         let count = self.latency_count.load(Relaxed);
-        let _ = writeln!(o, "hamlet_relay_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(o, "hamlet_relay_latency_seconds_sum {}", self.latency_sum_ns.load(Relaxed) as f64 / 1e9);
+        let _ = writeln!(
+            o,
+            "hamlet_relay_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            o,
+            "hamlet_relay_latency_seconds_sum {}",
+            self.latency_sum_ns.load(Relaxed) as f64 / 1e9
+        );
         let _ = writeln!(o, "hamlet_relay_latency_seconds_count {count}");
         o
     }

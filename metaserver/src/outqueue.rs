@@ -71,6 +71,8 @@ impl OutQueue {
                 g.q.remove(i);
                 res = Push::DroppedOne;
             } else {
+                // Hopelessly behind: what is queued will never be read in time; close now.
+                g.q.clear();
                 g.closed = true;
                 drop(g);
                 self.notify.notify_one();
@@ -83,16 +85,18 @@ impl OutQueue {
         res
     }
 
-    /// Waits for the next frame; `None` once closed.
+    /// Waits for the next frame; `None` once closed and drained.
     pub async fn pop(&self) -> Option<OutFrame> {
         loop {
             {
                 let mut g = self.inner.lock().expect("queue lock");
-                if g.closed {
-                    return None;
-                }
+                // A closed queue still delivers what was queued before the close (an `error`
+                // frame explaining the close code, say).
                 if let Some(f) = g.q.pop_front() {
                     return Some(f);
+                }
+                if g.closed {
+                    return None;
                 }
             }
             self.notify.notified().await;

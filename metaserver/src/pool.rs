@@ -36,7 +36,10 @@ impl WarmPool {
     }
 
     /// Gets a worker: warm if possible, else spawned now.
-    pub async fn get(&self, sup: &Supervisor) -> Result<InferenceWorker, crate::supervisor::SpawnError> {
+    pub async fn get(
+        &self,
+        sup: &Supervisor,
+    ) -> Result<InferenceWorker, crate::supervisor::SpawnError> {
         match self.take() {
             Some(w) => Ok(w),
             None => sup.spawn::<FromInference>().await,
@@ -44,7 +47,12 @@ impl WarmPool {
     }
 
     pub fn warm_count(&self) -> usize {
-        self.ready.lock().expect("pool").iter().filter(|w| !w.has_exited()).count()
+        self.ready
+            .lock()
+            .expect("pool")
+            .iter()
+            .filter(|w| !w.has_exited())
+            .count()
     }
 
     /// Workers currently held warm (for shutdown).
@@ -53,7 +61,11 @@ impl WarmPool {
     }
 
     /// Keeps the pool filled; failures back off so a broken worker binary cannot spin.
-    pub async fn run(self: Arc<Self>, sup: Arc<Supervisor>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(
+        self: Arc<Self>,
+        sup: Arc<Supervisor>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut backoff = Duration::from_millis(100);
         loop {
             if *shutdown.borrow() {

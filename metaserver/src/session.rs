@@ -62,12 +62,17 @@ pub async fn run(socket: WebSocket, app: Arc<App>, permit: Option<OwnedSemaphore
         app.metrics.sessions_refused.fetch_add(1, Relaxed);
         client.send(&ServerMessage::error(
             ErrorCode::TooManySessions,
-            format!("the server is at its limit of {} sessions; try again later", app.cfg.max_sessions),
+            format!(
+                "the server is at its limit of {} sessions; try again later",
+                app.cfg.max_sessions
+            ),
         ));
         client.close(close::TRY_AGAIN_LATER, "too many sessions");
         return;
     };
-    let id: String = (0..12).map(|_| format!("{:x}", rand::random::<u8>() & 0xf)).collect();
+    let id: String = (0..12)
+        .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
+        .collect();
     app.metrics.sessions_started.fetch_add(1, Relaxed);
     app.metrics.sessions_active.fetch_add(1, Relaxed);
     app.sessions.lock().expect("sessions").insert(
@@ -87,9 +92,13 @@ pub async fn run(socket: WebSocket, app: Arc<App>, permit: Option<OwnedSemaphore
     );
     let (tx, rx) = mpsc::channel(32);
     let models_dir = app.sup.models_dir().to_path_buf();
-    tokio::spawn(client::read_loop(stream, client.clone(), app.cfg.client_rate, tx, move |t| {
-        validate::parse_inference(t, |name| catalog::resolve(&models_dir, name).is_ok())
-    }));
+    tokio::spawn(client::read_loop(
+        stream,
+        client.clone(),
+        app.cfg.client_rate,
+        tx,
+        move |t| validate::parse_inference(t, |name| catalog::resolve(&models_dir, name).is_ok()),
+    ));
     let (control_tx, control_rx) = mpsc::channel(4);
     let mut relay = Relay {
         budget: RestartBudget::new(app.cfg.restart_policy()),
@@ -123,7 +132,10 @@ impl Relay {
             if let Some(r) = reason.take() {
                 let (label, text) = match &r {
                     Replace::Crash(t) => ("crash", t.clone()),
-                    Replace::Unresponsive => ("unresponsive", "worker stopped answering heartbeats".to_owned()),
+                    Replace::Unresponsive => (
+                        "unresponsive",
+                        "worker stopped answering heartbeats".to_owned(),
+                    ),
                     Replace::Operator => ("operator", "restarted by an operator".to_owned()),
                 };
                 self.app.metrics.restart(WorkerKind::Inference, label);
@@ -162,18 +174,22 @@ impl Relay {
                         i.session = Some(self.id.clone());
                         i.restarts = self.budget.total;
                     });
-                    self.app.sup.registry.set_control(&w.id, self.control_tx.clone());
+                    self.app
+                        .sup
+                        .registry
+                        .set_control(&w.id, self.control_tx.clone());
                     self.app.update_session(&self.id, |s| {
                         s.worker_id = Some(w.id.clone());
                         s.worker_pid = Some(w.pid);
                     });
                     if let (Some(Replace::Crash(text)), Some(s)) = (reason, &self.snapshot) {
                         info!(session = %self.id, worker = %w.id, pid = w.pid, "worker restarted");
-                        self.client.send(&ServerMessage::WorkerRestarted(WorkerRestarted {
-                            reason: text,
-                            resumed_episode: s.episode,
-                            resumed_step: s.world.step,
-                        }));
+                        self.client
+                            .send(&ServerMessage::WorkerRestarted(WorkerRestarted {
+                                reason: text,
+                                resumed_episode: s.episode,
+                                resumed_step: s.world.step,
+                            }));
                     }
                     return Some(w);
                 }
@@ -202,13 +218,21 @@ impl Relay {
             }
             FromInference::Pong { .. } => *last_pong = Instant::now(),
             FromInference::Ready => {}
-            FromInference::Fatal { reason } => warn!(session = %self.id, %reason, "worker reported a fatal error"),
+            FromInference::Fatal { reason } => {
+                warn!(session = %self.id, %reason, "worker reported a fatal error")
+            }
         }
     }
 
-    async fn serve(&mut self, mut rx: mpsc::Receiver<Incoming<SessionCommand>>, mut control: mpsc::Receiver<WorkerControl>) {
+    async fn serve(
+        &mut self,
+        mut rx: mpsc::Receiver<Incoming<SessionCommand>>,
+        mut control: mpsc::Receiver<WorkerControl>,
+    ) {
         let mut shutdown = self.app.shutdown.clone();
-        let Some(mut w) = self.attach(None).await else { return };
+        let Some(mut w) = self.attach(None).await else {
+            return;
+        };
         let ping_every = Duration::from_millis(self.app.cfg.ping_interval_ms);
         let hang = Duration::from_millis(self.app.cfg.hang_timeout_ms);
         let mut ping = tokio::time::interval(ping_every);
@@ -268,7 +292,9 @@ impl Relay {
                     break;
                 }
             };
-            let Some(next) = self.attach(Some(replace)).await else { return };
+            let Some(next) = self.attach(Some(replace)).await else {
+                return;
+            };
             w = next;
             events_open = true;
             last_pong = Instant::now();

@@ -124,7 +124,10 @@ impl<E> WorkerHandle<E> {
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("cannot start {path}: {source}")]
-    Exec { path: String, source: std::io::Error },
+    Exec {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot create worker socket: {0}")]
     Socket(std::io::Error),
     #[error("worker {0} before it was ready")]
@@ -164,7 +167,12 @@ pub struct Registry {
 
 impl Registry {
     pub fn list(&self) -> Vec<WorkerInfo> {
-        self.workers.lock().expect("registry").values().map(|(w, _)| w.clone()).collect()
+        self.workers
+            .lock()
+            .expect("registry")
+            .values()
+            .map(|(w, _)| w.clone())
+            .collect()
     }
 
     pub fn update(&self, id: &str, f: impl FnOnce(&mut WorkerInfo)) {
@@ -180,15 +188,26 @@ impl Registry {
     }
 
     pub fn control(&self, id: &str) -> Option<Option<mpsc::Sender<WorkerControl>>> {
-        self.workers.lock().expect("registry").get(id).map(|e| e.1.clone())
+        self.workers
+            .lock()
+            .expect("registry")
+            .get(id)
+            .map(|e| e.1.clone())
     }
 
     pub fn pid(&self, id: &str) -> Option<u32> {
-        self.workers.lock().expect("registry").get(id).map(|e| e.0.pid)
+        self.workers
+            .lock()
+            .expect("registry")
+            .get(id)
+            .map(|e| e.0.pid)
     }
 
     fn insert(&self, w: WorkerInfo) {
-        self.workers.lock().expect("registry").insert(w.id.clone(), (w, None));
+        self.workers
+            .lock()
+            .expect("registry")
+            .insert(w.id.clone(), (w, None));
     }
 
     fn remove(&self, id: &str) {
@@ -208,7 +227,9 @@ pub struct Supervisor {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn socket_root() -> PathBuf {
@@ -220,7 +241,9 @@ fn socket_root() -> PathBuf {
 
 /// Removes socket directories of metaservers that no longer run (killed with SIGKILL).
 fn clean_stale_socket_dirs(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(pid) = name
@@ -282,7 +305,9 @@ impl Supervisor {
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&sock_dir)
-            .map_err(|e| anyhow::anyhow!("cannot create socket directory {}: {e}", sock_dir.display()))?;
+            .map_err(|e| {
+                anyhow::anyhow!("cannot create socket directory {}: {e}", sock_dir.display())
+            })?;
         std::fs::set_permissions(&sock_dir, std::fs::Permissions::from_mode(0o700))?;
         let checkpoint_dir = absolute(&cfg.checkpoint_dir());
         std::fs::create_dir_all(&checkpoint_dir).ok();
@@ -320,7 +345,9 @@ impl Supervisor {
         let kind = E::KIND;
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", kind.as_str());
-        let token: String = (0..32).map(|_| format!("{:x}", rand::random::<u8>() & 0xf)).collect();
+        let token: String = (0..32)
+            .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
+            .collect();
         let sock = self.sock_dir.join(format!("w-{n}.sock"));
         let _ = std::fs::remove_file(&sock);
         let listener = transport::bind(&sock).map_err(SpawnError::Socket)?;

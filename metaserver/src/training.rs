@@ -115,7 +115,10 @@ impl TrainingHub {
     }
 
     pub async fn operator_restart(&self) {
-        let _ = self.cmd_tx.send(HubCmd::Operator(WorkerControl::Restart)).await;
+        let _ = self
+            .cmd_tx
+            .send(HubCmd::Operator(WorkerControl::Restart))
+            .await;
     }
 
     /// Encodes once, queues for every viewer; viewers that are hopelessly behind are dropped.
@@ -168,7 +171,10 @@ impl TrainingHub {
             s.checkpoint = None;
         }
         warn!(%reason, "training run failed");
-        self.broadcast(&ServerMessage::error(ErrorCode::TrainingFailed, format!("training failed: {reason}")));
+        self.broadcast(&ServerMessage::error(
+            ErrorCode::TrainingFailed,
+            format!("training failed: {reason}"),
+        ));
         self.broadcast(&ServerMessage::TrainingStatus(Box::new(self.status())));
     }
 
@@ -181,8 +187,14 @@ impl TrainingHub {
             FromTraining::Checkpointed { episode, path } => {
                 self.state.lock().expect("hub").checkpoint = Some((episode, path));
             }
-            FromTraining::RunEnded { failed: Some(reason), .. } => self.fail_run(reason),
-            FromTraining::RunEnded { failed: None, model_saved } => {
+            FromTraining::RunEnded {
+                failed: Some(reason),
+                ..
+            } => self.fail_run(reason),
+            FromTraining::RunEnded {
+                failed: None,
+                model_saved,
+            } => {
                 info!(model = ?model_saved, "training run ended");
                 let mut s = self.state.lock().expect("hub");
                 s.status.is_training = false;
@@ -194,7 +206,11 @@ impl TrainingHub {
     }
 
     async fn spawn_worker(&self) -> Result<TrainingWorker, String> {
-        let w = self.sup.spawn::<FromTraining>().await.map_err(|e| e.to_string())?;
+        let w = self
+            .sup
+            .spawn::<FromTraining>()
+            .await
+            .map_err(|e| e.to_string())?;
         self.sup.registry.update(&w.id, |i| {
             i.state = "active";
             i.session = Some("training".into());
@@ -220,13 +236,21 @@ impl TrainingHub {
 
     /// Replaces a dead (or retired) worker mid-run: resume from the last checkpoint, or restart the
     /// run's configuration from scratch if no checkpoint exists yet.
-    async fn resume_run(&self, budget: &mut RestartBudget, mut reason: String, mut started: Instant, count: bool) -> Option<TrainingWorker> {
+    async fn resume_run(
+        &self,
+        budget: &mut RestartBudget,
+        mut reason: String,
+        mut started: Instant,
+        count: bool,
+    ) -> Option<TrainingWorker> {
         let config = self.state.lock().expect("hub").status.config.clone();
         loop {
             if count {
                 match budget.record(Instant::now(), started) {
                     Verdict::GiveUp => {
-                        self.fail_run(format!("the training worker failed repeatedly; last exit: {reason}"));
+                        self.fail_run(format!(
+                            "the training worker failed repeatedly; last exit: {reason}"
+                        ));
                         return None;
                     }
                     Verdict::RestartAfter(d) => tokio::time::sleep(d).await,
@@ -247,7 +271,12 @@ impl TrainingHub {
             };
             let checkpoint = self.state.lock().expect("hub").checkpoint.clone();
             let (msg, from) = match (&checkpoint, &config) {
-                (Some((ep, path)), _) => (ToTraining::ResumeFrom { checkpoint: path.clone() }, *ep),
+                (Some((ep, path)), _) => (
+                    ToTraining::ResumeFrom {
+                        checkpoint: path.clone(),
+                    },
+                    *ep,
+                ),
                 (None, Some(c)) => (ToTraining::Start(Box::new(c.clone())), 0),
                 (None, None) => {
                     self.fail_run("no configuration to resume".into());
@@ -269,7 +298,9 @@ impl TrainingHub {
     }
 
     pub async fn run(self: Arc<Self>) {
-        let Some(mut cmds) = self.cmd_rx.lock().expect("hub").take() else { return };
+        let Some(mut cmds) = self.cmd_rx.lock().expect("hub").take() else {
+            return;
+        };
         let cfg = self.sup.cfg.clone();
         let mut shutdown = self.shutdown.clone();
         let mut worker: Option<TrainingWorker> = None;
@@ -376,8 +407,12 @@ impl TrainingHub {
                     return;
                 }
             };
-            let Some((reason, label)) = died else { continue };
-            let Some(mut old) = worker.take() else { continue };
+            let Some((reason, label)) = died else {
+                continue;
+            };
+            let Some(mut old) = worker.take() else {
+                continue;
+            };
             // Frames the worker sent before dying still count (a checkpoint notice, say).
             while let Ok(ev) = old.events.try_recv() {
                 self.on_event(ev, &mut last_pong);
@@ -386,7 +421,9 @@ impl TrainingHub {
             self.state.lock().expect("hub").worker = None;
             if self.state.lock().expect("hub").status.is_training {
                 warn!(%reason, "training worker died mid-run");
-                worker = self.resume_run(&mut budget, reason, Instant::now(), true).await;
+                worker = self
+                    .resume_run(&mut budget, reason, Instant::now(), true)
+                    .await;
                 last_pong = Instant::now();
             }
         }
@@ -417,7 +454,10 @@ pub async fn viewer(socket: WebSocket, app: Arc<App>) {
         let mut s = hub.state.lock().expect("hub");
         if s.viewers.len() >= app.cfg.max_training_viewers {
             drop(s);
-            client.send(&ServerMessage::error(ErrorCode::TooManySessions, "too many training viewers; try again later"));
+            client.send(&ServerMessage::error(
+                ErrorCode::TooManySessions,
+                "too many training viewers; try again later",
+            ));
             client.close(client::close::TRY_AGAIN_LATER, "too many viewers");
             return;
         }
@@ -430,7 +470,13 @@ pub async fn viewer(socket: WebSocket, app: Arc<App>) {
     };
     app.metrics.training_viewers.fetch_add(1, Relaxed);
     let (tx, mut rx) = mpsc::channel(32);
-    tokio::spawn(client::read_loop(stream, client.clone(), app.cfg.client_rate, tx, validate::parse_training));
+    tokio::spawn(client::read_loop(
+        stream,
+        client.clone(),
+        app.cfg.client_rate,
+        tx,
+        validate::parse_training,
+    ));
     while let Some(Incoming::Valid(req)) = rx.recv().await {
         match req {
             TrainingRequest::Status => {

@@ -5,13 +5,22 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 /// `(path, content type, bytes)` of every embedded file.
-const FILES: &[(&str, &str, &[u8])] = &[
-    ("index.html", "text/html; charset=utf-8", include_bytes!("../ui/index.html")),
-];
+const FILES: &[(&str, &str, &[u8])] = &[(
+    "index.html",
+    "text/html; charset=utf-8",
+    include_bytes!("../ui/index.html"),
+)];
 
 fn serve(path: &str) -> Response {
     match FILES.iter().find(|(p, _, _)| *p == path) {
-        Some((_, ct, body)) => ([(header::CONTENT_TYPE, *ct), (header::CACHE_CONTROL, "no-cache")], *body).into_response(),
+        Some((_, ct, body)) => (
+            [
+                (header::CONTENT_TYPE, *ct),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
         None => (StatusCode::NOT_FOUND, "not found").into_response(),
     }
 }

@@ -33,7 +33,10 @@ fn object(text: &str) -> Res<Map<String, Value>> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(Rejection::new(ErrorCode::BadJson, "expected a JSON object")),
-        Err(e) => Err(Rejection::new(ErrorCode::BadJson, format!("malformed JSON: {e}"))),
+        Err(e) => Err(Rejection::new(
+            ErrorCode::BadJson,
+            format!("malformed JSON: {e}"),
+        )),
     }
 }
 
@@ -50,8 +53,14 @@ fn echo(s: &str) -> String {
 fn command(m: &Map<String, Value>) -> Res<&str> {
     match m.get("command") {
         Some(Value::String(s)) => Ok(s.as_str()),
-        Some(_) => Err(Rejection::new(ErrorCode::InvalidField, "`command` must be a string")),
-        None => Err(Rejection::new(ErrorCode::UnknownCommand, "missing `command`")),
+        Some(_) => Err(Rejection::new(
+            ErrorCode::InvalidField,
+            "`command` must be a string",
+        )),
+        None => Err(Rejection::new(
+            ErrorCode::UnknownCommand,
+            "missing `command`",
+        )),
     }
 }
 
@@ -75,13 +84,23 @@ pub fn parse_inference(text: &str, model_exists: impl Fn(&str) -> bool) -> Res<S
         "status" => SessionCommand::Status,
         "set_speed" => {
             let speed = match m.get("speed") {
-                Some(Value::Number(n)) => n.as_f64().filter(|v| v.is_finite()).ok_or_else(|| {
-                    Rejection::new(ErrorCode::OutOfRange, "`speed` must be a finite number")
-                })?,
-                Some(_) => {
-                    return Err(Rejection::new(ErrorCode::InvalidField, "`speed` must be a number"))
+                Some(Value::Number(n)) => {
+                    n.as_f64().filter(|v| v.is_finite()).ok_or_else(|| {
+                        Rejection::new(ErrorCode::OutOfRange, "`speed` must be a finite number")
+                    })?
                 }
-                None => return Err(Rejection::new(ErrorCode::InvalidField, "set_speed needs `speed`")),
+                Some(_) => {
+                    return Err(Rejection::new(
+                        ErrorCode::InvalidField,
+                        "`speed` must be a number",
+                    ))
+                }
+                None => {
+                    return Err(Rejection::new(
+                        ErrorCode::InvalidField,
+                        "set_speed needs `speed`",
+                    ))
+                }
             };
             SessionCommand::SetSpeed {
                 speed: speed.clamp(MIN_SPEED, MAX_SPEED),
@@ -91,9 +110,17 @@ pub fn parse_inference(text: &str, model_exists: impl Fn(&str) -> bool) -> Res<S
             let name = match m.get("model") {
                 Some(Value::String(s)) => s,
                 Some(_) => {
-                    return Err(Rejection::new(ErrorCode::InvalidField, "`model` must be a string"))
+                    return Err(Rejection::new(
+                        ErrorCode::InvalidField,
+                        "`model` must be a string",
+                    ))
                 }
-                None => return Err(Rejection::new(ErrorCode::InvalidField, "load_model needs `model`")),
+                None => {
+                    return Err(Rejection::new(
+                        ErrorCode::InvalidField,
+                        "load_model needs `model`",
+                    ))
+                }
             };
             if !catalog::is_plain_name(name) {
                 return Err(Rejection::new(
@@ -107,7 +134,9 @@ pub fn parse_inference(text: &str, model_exists: impl Fn(&str) -> bool) -> Res<S
                     format!("no model named `{}`", echo(name)),
                 ));
             }
-            SessionCommand::LoadModel { model: name.clone() }
+            SessionCommand::LoadModel {
+                model: name.clone(),
+            }
         }
         other => {
             return Err(Rejection::new(
@@ -132,7 +161,10 @@ fn int_field(m: &Map<String, Value>, key: &str, (lo, hi): (u32, u32), default: u
         Some(Value::Number(n)) => {
             let v = n.as_f64().unwrap_or(f64::NAN);
             if v.fract() != 0.0 || !v.is_finite() {
-                return Err(Rejection::new(ErrorCode::InvalidField, format!("`{key}` must be a whole number")));
+                return Err(Rejection::new(
+                    ErrorCode::InvalidField,
+                    format!("`{key}` must be a whole number"),
+                ));
             }
             if v < f64::from(lo) || v > f64::from(hi) {
                 return Err(Rejection::new(
@@ -142,7 +174,10 @@ fn int_field(m: &Map<String, Value>, key: &str, (lo, hi): (u32, u32), default: u
             }
             Ok(v as u32)
         }
-        Some(_) => Err(Rejection::new(ErrorCode::InvalidField, format!("`{key}` must be a number"))),
+        Some(_) => Err(Rejection::new(
+            ErrorCode::InvalidField,
+            format!("`{key}` must be a number"),
+        )),
     }
 }
 
@@ -159,7 +194,10 @@ fn float_field(m: &Map<String, Value>, key: &str, (lo, hi): (f64, f64), default:
             }
             Ok(v)
         }
-        Some(_) => Err(Rejection::new(ErrorCode::InvalidField, format!("`{key}` must be a number"))),
+        Some(_) => Err(Rejection::new(
+            ErrorCode::InvalidField,
+            format!("`{key}` must be a number"),
+        )),
     }
 }
 
@@ -175,11 +213,17 @@ fn model_stem(m: &Map<String, Value>) -> Res<Option<String>> {
             } else {
                 Err(Rejection::new(
                     ErrorCode::InvalidModelName,
-                    format!("`{}` is not a plain model name (letters, digits, `._-`)", echo(s)),
+                    format!(
+                        "`{}` is not a plain model name (letters, digits, `._-`)",
+                        echo(s)
+                    ),
                 ))
             }
         }
-        Some(_) => Err(Rejection::new(ErrorCode::InvalidField, "`model_name` must be a string")),
+        Some(_) => Err(Rejection::new(
+            ErrorCode::InvalidField,
+            "`model_name` must be a string",
+        )),
     }
 }
 
@@ -202,32 +246,68 @@ pub fn parse_training(text: &str) -> Res<TrainingRequest> {
             let seed = match m.get("seed") {
                 None | Some(Value::Null) => rand::random::<u32>() as u64,
                 Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
-                    Rejection::new(ErrorCode::InvalidField, "`seed` must be a non-negative whole number")
+                    Rejection::new(
+                        ErrorCode::InvalidField,
+                        "`seed` must be a non-negative whole number",
+                    )
                 })?,
-                Some(_) => return Err(Rejection::new(ErrorCode::InvalidField, "`seed` must be a number")),
+                Some(_) => {
+                    return Err(Rejection::new(
+                        ErrorCode::InvalidField,
+                        "`seed` must be a number",
+                    ))
+                }
             };
             let epsilon_start = float_field(&m, "epsilon_start", limits::EPSILON, d.epsilon_start)?;
             let epsilon_min = float_field(&m, "epsilon_min", limits::EPSILON, d.epsilon_min)?;
             if epsilon_min > epsilon_start {
-                return Err(Rejection::new(ErrorCode::OutOfRange, "`epsilon_min` exceeds `epsilon_start`"));
+                return Err(Rejection::new(
+                    ErrorCode::OutOfRange,
+                    "`epsilon_min` exceeds `epsilon_start`",
+                ));
             }
             TrainingRequest::Start(Box::new(TrainingConfig {
                 num_episodes: int_field(&m, "num_episodes", limits::NUM_EPISODES, d.num_episodes)?,
                 batch_size: int_field(&m, "batch_size", limits::BATCH_SIZE, d.batch_size)?,
-                buffer_capacity: int_field(&m, "buffer_capacity", limits::BUFFER_CAPACITY, d.buffer_capacity)?,
+                buffer_capacity: int_field(
+                    &m,
+                    "buffer_capacity",
+                    limits::BUFFER_CAPACITY,
+                    d.buffer_capacity,
+                )?,
                 show_every: int_field(&m, "show_every", limits::SHOW_EVERY, d.show_every)?,
                 step_delay: float_field(&m, "step_delay", limits::STEP_DELAY, d.step_delay)?,
                 network,
-                learning_rate: float_field(&m, "learning_rate", limits::LEARNING_RATE, d.learning_rate)?,
+                learning_rate: float_field(
+                    &m,
+                    "learning_rate",
+                    limits::LEARNING_RATE,
+                    d.learning_rate,
+                )?,
                 gamma: float_field(&m, "gamma", limits::GAMMA, d.gamma)?,
                 epsilon_start,
                 epsilon_min,
-                epsilon_decay: float_field(&m, "epsilon_decay", limits::EPSILON_DECAY, d.epsilon_decay)?,
-                target_update: int_field(&m, "target_update", limits::TARGET_UPDATE, d.target_update)?,
+                epsilon_decay: float_field(
+                    &m,
+                    "epsilon_decay",
+                    limits::EPSILON_DECAY,
+                    d.epsilon_decay,
+                )?,
+                target_update: int_field(
+                    &m,
+                    "target_update",
+                    limits::TARGET_UPDATE,
+                    d.target_update,
+                )?,
                 max_steps: int_field(&m, "max_steps", limits::MAX_STEPS, d.max_steps)?,
                 seed,
                 model_name: model_stem(&m)?,
-                checkpoint_every: int_field(&m, "checkpoint_every", limits::CHECKPOINT_EVERY, d.checkpoint_every)?,
+                checkpoint_every: int_field(
+                    &m,
+                    "checkpoint_every",
+                    limits::CHECKPOINT_EVERY,
+                    d.checkpoint_every,
+                )?,
             }))
         }
         "pause" => TrainingRequest::Control(RunControl::Pause),
@@ -253,8 +333,14 @@ mod tests {
 
     #[test]
     fn inference_commands() {
-        assert_eq!(inf(r#"{"type":"control","command":"play"}"#), Ok(SessionCommand::Play));
-        assert_eq!(inf(r#"{"command":"pause","extra":[1,2]}"#), Ok(SessionCommand::Pause));
+        assert_eq!(
+            inf(r#"{"type":"control","command":"play"}"#),
+            Ok(SessionCommand::Play)
+        );
+        assert_eq!(
+            inf(r#"{"command":"pause","extra":[1,2]}"#),
+            Ok(SessionCommand::Pause)
+        );
         assert_eq!(
             inf(r#"{"command":"set_speed","speed":1e300}"#),
             Ok(SessionCommand::SetSpeed { speed: 10.0 })
@@ -263,22 +349,56 @@ mod tests {
             inf(r#"{"command":"set_speed","speed":-5}"#),
             Ok(SessionCommand::SetSpeed { speed: 0.1 })
         );
-        assert_eq!(inf(r#"{"command":"set_speed","speed":"fast"}"#).unwrap_err().code, ErrorCode::InvalidField);
-        assert_eq!(inf(r#"{"command":"set_speed","speed":NaN}"#).unwrap_err().code, ErrorCode::BadJson);
-        assert_eq!(inf(r#"{"command":"set_speed","speed":1e999}"#).unwrap_err().code, ErrorCode::BadJson);
-        assert_eq!(inf(r#"{"command":"fly"}"#).unwrap_err().code, ErrorCode::UnknownCommand);
+        assert_eq!(
+            inf(r#"{"command":"set_speed","speed":"fast"}"#)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            inf(r#"{"command":"set_speed","speed":NaN}"#)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadJson
+        );
+        assert_eq!(
+            inf(r#"{"command":"set_speed","speed":1e999}"#)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadJson
+        );
+        assert_eq!(
+            inf(r#"{"command":"fly"}"#).unwrap_err().code,
+            ErrorCode::UnknownCommand
+        );
         assert_eq!(inf(r#"[1]"#).unwrap_err().code, ErrorCode::BadJson);
-        assert_eq!(inf(r#"{"command":7}"#).unwrap_err().code, ErrorCode::InvalidField);
+        assert_eq!(
+            inf(r#"{"command":7}"#).unwrap_err().code,
+            ErrorCode::InvalidField
+        );
         assert_eq!(
             inf(r#"{"command":"load_model","model":"default.onnx"}"#),
-            Ok(SessionCommand::LoadModel { model: "default.onnx".into() })
+            Ok(SessionCommand::LoadModel {
+                model: "default.onnx".into()
+            })
         );
-        for bad in [r#""../../etc/passwd""#, r#""/etc/passwd""#, r#""a\u0000.onnx""#, r#""models/x.onnx""#] {
+        for bad in [
+            r#""../../etc/passwd""#,
+            r#""/etc/passwd""#,
+            r#""a\u0000.onnx""#,
+            r#""models/x.onnx""#,
+        ] {
             let t = format!(r#"{{"command":"load_model","model":{bad}}}"#);
-            assert_eq!(inf(&t).unwrap_err().code, ErrorCode::InvalidModelName, "{bad}");
+            assert_eq!(
+                inf(&t).unwrap_err().code,
+                ErrorCode::InvalidModelName,
+                "{bad}"
+            );
         }
         assert_eq!(
-            inf(r#"{"command":"load_model","model":"other.onnx"}"#).unwrap_err().code,
+            inf(r#"{"command":"load_model","model":"other.onnx"}"#)
+                .unwrap_err()
+                .code,
             ErrorCode::ModelNotFound
         );
         let deep = "[".repeat(10_000);
@@ -287,7 +407,9 @@ mod tests {
 
     #[test]
     fn training_start_defaults_and_ranges() {
-        let TrainingRequest::Start(c) = parse_training(r#"{"command":"start_training","seed":3}"#).unwrap() else {
+        let TrainingRequest::Start(c) =
+            parse_training(r#"{"command":"start_training","seed":3}"#).unwrap()
+        else {
             panic!()
         };
         assert_eq!(c.num_episodes, 100);
@@ -318,6 +440,9 @@ mod tests {
         };
         assert_eq!(c.model_name.as_deref(), Some("mine"));
         assert_eq!(c.network, Network::Dueling);
-        assert_eq!(parse_training(r#"{"command":"stop"}"#), Ok(TrainingRequest::Control(RunControl::Stop)));
+        assert_eq!(
+            parse_training(r#"{"command":"stop"}"#),
+            Ok(TrainingRequest::Control(RunControl::Stop))
+        );
     }
 }

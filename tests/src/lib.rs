@@ -48,7 +48,15 @@ fn rand_suffix() -> u64 {
 pub fn make_model(dir: &Path, name: &str, seed: u64) -> PathBuf {
     let out = dir.join(name);
     let st = Command::new(bin_dir().join("worker-training"))
-        .args(["train", "--episodes", "2", "--quiet", "--eval-every", "0", "--seed"])
+        .args([
+            "train",
+            "--episodes",
+            "2",
+            "--quiet",
+            "--eval-every",
+            "0",
+            "--seed",
+        ])
         .arg(seed.to_string())
         .arg("--out")
         .arg(&out)
@@ -97,7 +105,11 @@ impl Server {
             make_model(&models, &format!("test{i}.onnx"), i as u64);
         }
         let mut child = Command::new(bin_dir().join("metaserver"))
-            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(if o.args.iter().any(|a| a == "--host") {
+                vec!["--port", "0"]
+            } else {
+                vec!["--host", "127.0.0.1", "--port", "0"]
+            })
             .arg("--workers-dir")
             .arg(&o.workers_dir)
             .arg("--models-dir")
@@ -105,7 +117,10 @@ impl Server {
             .arg("--ort-lib")
             .arg(ort_lib())
             .args(&o.args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -117,7 +132,8 @@ impl Server {
             match lines.next() {
                 Some(Ok(l)) => {
                     if let Some(a) = l.strip_prefix("metaserver listening on http://") {
-                        break a.trim().to_owned();
+                        // A wildcard bind is reached through loopback.
+                        break a.trim().replace("0.0.0.0", "127.0.0.1");
                     }
                 }
                 _ => {
@@ -153,7 +169,10 @@ impl Server {
 
     /// Live worker rows from `/api/workers`.
     pub fn workers(&self) -> Vec<Value> {
-        self.get_json("/api/workers")["workers"].as_array().cloned().unwrap_or_default()
+        self.get_json("/api/workers")["workers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Waits until `f` holds, polling (for states only observable from outside, like process lists).
@@ -217,7 +236,9 @@ pub fn alive(pid: u32) -> bool {
 pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
     for (k, v) in headers {
         req += &format!("{k}: {v}\r\n");
     }
@@ -226,9 +247,16 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -249,7 +277,8 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A WebSocket client that records every JSON frame it receives.
 pub struct Ws {
@@ -260,7 +289,9 @@ pub struct Ws {
 
 impl Ws {
     pub async fn connect(url: &str) -> Result<Ws> {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.context("ws connect")?;
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .context("ws connect")?;
         Ok(Ws {
             ws,
             seen: vec![],
@@ -269,11 +300,17 @@ impl Ws {
     }
 
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::Text(v.to_string().into())).await.expect("ws send");
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("ws send");
     }
 
     pub async fn send_text(&mut self, t: &str) {
-        self.ws.send(Message::Text(t.to_owned().into())).await.expect("ws send");
+        self.ws
+            .send(Message::Text(t.to_owned().into()))
+            .await
+            .expect("ws send");
     }
 
     /// Next JSON frame, or error on timeout/close.
@@ -290,7 +327,9 @@ impl Ws {
                     return Ok(v);
                 }
                 Some(Ok(Message::Close(f))) => {
-                    let f = f.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
+                    let f = f
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
                     self.closed = Some(f.clone());
                     bail!("closed: {f:?}");
                 }
@@ -309,20 +348,31 @@ impl Ws {
             match self.next(left).await {
                 Ok(v) if v["type"] == ty => return v,
                 Ok(_) => continue,
-                Err(e) => panic!("waiting for `{ty}`: {e}; last frames: {:?}", self.seen.iter().rev().take(3).collect::<Vec<_>>()),
+                Err(e) => panic!(
+                    "waiting for `{ty}`: {e}; last frames: {:?}",
+                    self.seen.iter().rev().take(3).collect::<Vec<_>>()
+                ),
             }
         }
     }
 
     /// Waits for a frame satisfying `f`.
-    pub async fn expect_where(&mut self, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+    pub async fn expect_where(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next(left).await {
                 Ok(v) if f(&v) => return v,
                 Ok(_) => continue,
-                Err(e) => panic!("waiting for {what}: {e}; last frames: {:?}", self.seen.iter().rev().take(3).collect::<Vec<_>>()),
+                Err(e) => panic!(
+                    "waiting for {what}: {e}; last frames: {:?}",
+                    self.seen.iter().rev().take(3).collect::<Vec<_>>()
+                ),
             }
         }
     }
@@ -335,7 +385,11 @@ impl Ws {
             match self.next(left).await {
                 Ok(_) => continue,
                 Err(e) => {
-                    return self.closed.as_ref().map(|c| c.0).unwrap_or_else(|| panic!("no close frame: {e}"));
+                    return self
+                        .closed
+                        .as_ref()
+                        .map(|c| c.0)
+                        .unwrap_or_else(|| panic!("no close frame: {e}"));
                 }
             }
         }

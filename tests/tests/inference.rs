@@ -10,7 +10,10 @@ fn health_models_and_status_endpoints() {
     let h = s.get_json("/");
     assert_eq!(h["status"], "running");
     assert_eq!(h["service"], "Hamlet Metaserver");
-    assert_eq!(h["endpoints"], json!({"inference": "/ws", "training": "/ws/training"}));
+    assert_eq!(
+        h["endpoints"],
+        json!({"inference": "/ws", "training": "/ws/training"})
+    );
     assert_eq!(h["training_active"], false);
     let m = s.get_json("/api/models");
     assert_eq!(m["count"], 1);
@@ -22,7 +25,12 @@ fn health_models_and_status_endpoints() {
     assert_eq!(st["limits"]["max_sessions"], 256);
     assert!(st["sessions"].as_array().unwrap().is_empty());
     // A browser navigation goes to the UI.
-    let (code, _) = http(&s.addr, "GET", "/", &[("Accept", "text/html,application/xhtml+xml")]);
+    let (code, _) = http(
+        &s.addr,
+        "GET",
+        "/",
+        &[("Accept", "text/html,application/xhtml+xml")],
+    );
     assert_eq!(code, 307);
     let (code, body) = s.get("/ui/");
     assert_eq!(code, 200);
@@ -48,15 +56,24 @@ async fn walking_skeleton_connect_spawns_worker_and_close_reaps_it() {
     // The step-0 frame shows the paused world.
     let u = ws.expect("state_update", T).await;
     assert_eq!(u["step"], 0);
-    assert_eq!(u["grid"]["agents"][0], json!({"id":"agent_0","x":4,"y":4,"color":"#3b82f6"}));
+    assert_eq!(
+        u["grid"]["agents"][0],
+        json!({"id":"agent_0","x":4,"y":4,"color":"#3b82f6"})
+    );
     assert_eq!(u["affordances"].as_array().unwrap().len(), 7);
     assert_eq!(u["agent_meters"]["agent_0"]["meters"]["money"], 50.0);
     assert_eq!(u["q_values"].as_array().unwrap().len(), 5);
 
     let workers = s.workers();
-    let w = workers.iter().find(|w| w["session"] == sid.as_str()).expect("a worker serves the session");
+    let w = workers
+        .iter()
+        .find(|w| w["session"] == sid.as_str())
+        .expect("a worker serves the session");
     let pid = w["pid"].as_u64().unwrap() as u32;
-    assert!(alive(pid), "the worker pid /api/workers shows is a real process");
+    assert!(
+        alive(pid),
+        "the worker pid /api/workers shows is a real process"
+    );
     let status = s.get_json("/api/status");
     assert_eq!(status["sessions"][0]["id"], sid.as_str());
     assert_eq!(status["sessions"][0]["worker_pid"], pid);
@@ -65,17 +82,27 @@ async fn walking_skeleton_connect_spawns_worker_and_close_reaps_it() {
     let sock_dir = std::env::temp_dir().join(format!("hamlet-metaserver-{}", s.pid));
     let socks: Vec<_> = std::fs::read_dir(&sock_dir).unwrap().flatten().collect();
     assert!(socks.is_empty(), "leftover sockets: {socks:?}");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock_dir).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&sock_dir).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o700);
 
     drop(ws);
     s.wait_for("the worker to be reaped", T, |_| !alive(pid));
-    s.wait_for("the session to be gone", T, |s| s.get_json("/api/status")["sessions"].as_array().unwrap().is_empty());
+    s.wait_for("the session to be gone", T, |s| {
+        s.get_json("/api/status")["sessions"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_session_command_and_its_errors() {
-    let s = Server::start_with(ServerOpts { models: 2, ..Default::default() });
+    let s = Server::start_with(ServerOpts {
+        models: 2,
+        ..Default::default()
+    });
     let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
     ws.expect("state_update", T).await;
 
@@ -107,7 +134,11 @@ async fn every_session_command_and_its_errors() {
     // play at speed 10, then pause: steps arrive about every 10 ms.
     ws.send(json!({"command":"set_speed","speed":10})).await;
     ws.send(json!({"command":"play"})).await;
-    let a = ws.expect_where("step 5", T, |v| v["type"] == "state_update" && v["step"] == 5).await;
+    let a = ws
+        .expect_where("step 5", T, |v| {
+            v["type"] == "state_update" && v["step"] == 5
+        })
+        .await;
     assert_eq!(a["episode"], 2);
     ws.send(json!({"command":"pause"})).await;
     ws.send(json!({"command":"status"})).await;
@@ -117,10 +148,16 @@ async fn every_session_command_and_its_errors() {
     let paused_at = st["step"].as_u64().unwrap();
     // Paused: a status round trip later, the step has not moved.
     ws.send(json!({"command":"status"})).await;
-    assert_eq!(ws.expect("session_status", T).await["step"].as_u64().unwrap(), paused_at);
+    assert_eq!(
+        ws.expect("session_status", T).await["step"]
+            .as_u64()
+            .unwrap(),
+        paused_at
+    );
 
     // load_model: success, unknown, path-like, wrong type.
-    ws.send(json!({"command":"load_model","model":"test1.onnx"})).await;
+    ws.send(json!({"command":"load_model","model":"test1.onnx"}))
+        .await;
     assert_eq!(ws.expect("model_loaded", T).await["model"], "test1.onnx");
     for (model, code) in [
         (json!("nope.onnx"), "model_not_found"),
@@ -134,7 +171,11 @@ async fn every_session_command_and_its_errors() {
         assert_eq!(e["code"], code, "{model}");
     }
     ws.send(json!({"command":"status"})).await;
-    assert_eq!(ws.expect("session_status", T).await["model"], "test1.onnx", "the session keeps its model");
+    assert_eq!(
+        ws.expect("session_status", T).await["model"],
+        "test1.onnx",
+        "the session keeps its model"
+    );
 
     // Garbage keeps the connection open.
     for (text, code) in [
@@ -148,7 +189,10 @@ async fn every_session_command_and_its_errors() {
         assert_eq!(ws.expect("error", T).await["code"], code, "{text}");
     }
     ws.send(json!({"command":"step"})).await;
-    assert_eq!(ws.expect("state_update", T).await["step"].as_u64().unwrap(), paused_at + 1);
+    assert_eq!(
+        ws.expect("state_update", T).await["step"].as_u64().unwrap(),
+        paused_at + 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -159,17 +203,28 @@ async fn wrong_shape_model_is_refused_and_previous_kept() {
     ws.expect("state_update", T).await;
     // Added after the session started (the newest file would otherwise be the default model).
     std::fs::write(s.models.join("wrong.onnx"), hamlet_onnx_bad_model()).unwrap();
-    ws.send(json!({"command":"load_model","model":"wrong.onnx"})).await;
+    ws.send(json!({"command":"load_model","model":"wrong.onnx"}))
+        .await;
     let e = ws.expect("error", T).await;
     assert_eq!(e["code"], "invalid_model");
     assert!(e["message"].as_str().unwrap().contains("72"), "{e}");
     ws.send(json!({"command":"step"})).await;
-    assert_eq!(ws.expect("state_update", T).await["step"], 1, "the old model still plays");
+    assert_eq!(
+        ws.expect("state_update", T).await["step"],
+        1,
+        "the old model still plays"
+    );
 }
 
 /// A valid ONNX file whose network takes 10 inputs instead of 72.
 fn hamlet_onnx_bad_model() -> Vec<u8> {
-    let d = hamlet_onnx::Dense { inputs: 10, outputs: 5, weight: vec![0.1; 50], bias: vec![0.0; 5], relu: false };
+    let d = hamlet_onnx::Dense {
+        inputs: 10,
+        outputs: 5,
+        weight: vec![0.1; 50],
+        bias: vec![0.0; 5],
+        relu: false,
+    };
     hamlet_onnx::export(&hamlet_onnx::NetworkDesc::Mlp(vec![d]), &Default::default()).unwrap()
 }
 
@@ -186,12 +241,20 @@ async fn two_sessions_are_independent() {
     a.send(json!({"command":"set_speed","speed":10})).await;
     a.send(json!({"command":"play"})).await;
     b.send(json!({"command":"step"})).await;
-    a.expect_where("a at step 20", T, |v| v["type"] == "state_update" && v["step"] == 20).await;
+    a.expect_where("a at step 20", T, |v| {
+        v["type"] == "state_update" && v["step"] == 20
+    })
+    .await;
     b.send(json!({"command":"status"})).await;
     let st = b.expect("session_status", T).await;
     assert_eq!(st["step"], 1, "b stays paused while a plays");
     assert_eq!(st["playing"], false);
-    let pids: Vec<_> = s.workers().iter().filter(|w| w["state"] == "active").map(|w| w["pid"].clone()).collect();
+    let pids: Vec<_> = s
+        .workers()
+        .iter()
+        .filter(|w| w["state"] == "active")
+        .map(|w| w["pid"].clone())
+        .collect();
     assert_eq!(pids.len(), 2, "one process per session");
     assert_ne!(pids[0], pids[1]);
 }

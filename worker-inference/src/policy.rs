@@ -65,7 +65,9 @@ pub struct Policy {
 }
 
 fn tensor_dims(o: &ort::value::Outlet) -> Option<Vec<i64>> {
-    o.dtype().tensor_shape().map(|s| s.iter().copied().collect())
+    o.dtype()
+        .tensor_shape()
+        .map(|s| s.iter().copied().collect())
 }
 
 impl Policy {

@@ -27,7 +27,9 @@ impl WorkerEnv {
     pub fn from_env() -> anyhow::Result<Self> {
         let var = |k: &str| {
             std::env::var(k).map_err(|_| {
-                anyhow::anyhow!("{k} is not set: workers are started by the metaserver, not by hand")
+                anyhow::anyhow!(
+                    "{k} is not set: workers are started by the metaserver, not by hand"
+                )
             })
         };
         Ok(WorkerEnv {
@@ -70,7 +72,11 @@ pub async fn run(env: WorkerEnv) -> anyhow::Result<Exit> {
         Ok(rt) => Box::leak(Box::new(rt)),
         Err(e) => {
             let reason = e.to_string();
-            let _ = writer.write(&FromInference::Fatal { reason: reason.clone() }).await;
+            let _ = writer
+                .write(&FromInference::Fatal {
+                    reason: reason.clone(),
+                })
+                .await;
             anyhow::bail!(reason);
         }
     };

@@ -63,7 +63,9 @@ impl Session {
         let fresh = start.snapshot.is_none();
         let max_steps = start.max_steps.max(1);
         let snap = start.snapshot;
-        let model = snap.as_ref().map_or(start.model.clone(), |s| s.model.clone());
+        let model = snap
+            .as_ref()
+            .map_or(start.model.clone(), |s| s.model.clone());
         let policy = match &model {
             None => None,
             Some(name) => match Policy::load(rt, &models_dir, name) {
@@ -241,13 +243,19 @@ impl Session {
             }
             None => {
                 self.playing = false;
-                out.push(err(ErrorCode::ModelNotFound, "no model loaded: choose one with load_model"));
+                out.push(err(
+                    ErrorCode::ModelNotFound,
+                    "no model loaded: choose one with load_model",
+                ));
                 out.push(self.snapshot_event());
                 return out;
             }
         };
         let action = greedy(&q);
-        let r = self.world.step_id(i64::from(action)).expect("greedy returns 0..5");
+        let r = self
+            .world
+            .step_id(i64::from(action))
+            .expect("greedy returns 0..5");
         self.cumulative += r.reward;
         self.last_action = Some(action);
         self.last_reward = r.reward;

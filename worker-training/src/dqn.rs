@@ -125,7 +125,10 @@ impl Trainer {
         let n = self.state.config.batch_size as usize;
         let gamma = self.state.config.gamma as f32;
         self.replay.sample(n, &mut self.state.rng, &mut self.batch);
-        let qn = self.state.target.forward(&self.batch.next_obs, n, &mut self.tcache);
+        let qn = self
+            .state
+            .target
+            .forward(&self.batch.next_obs, n, &mut self.tcache);
         let targets: Vec<f32> = (0..n)
             .map(|b| {
                 let next_max = qn[b * ACTIONS..(b + 1) * ACTIONS]
@@ -134,7 +137,10 @@ impl Trainer {
                 self.batch.reward[b] + (1.0 - self.batch.done[b]) * gamma * next_max
             })
             .collect();
-        let q = self.state.online.forward(&self.batch.obs, n, &mut self.cache);
+        let q = self
+            .state
+            .online
+            .forward(&self.batch.obs, n, &mut self.cache);
         self.dq.clear();
         self.dq.resize(n * ACTIONS, 0.0);
         let mut loss = 0.0;
@@ -146,7 +152,9 @@ impl Trainer {
             self.dq[b * ACTIONS + a] = 2.0 * diff / n as f32;
         }
         self.grads.zero();
-        self.state.online.backward(&mut self.cache, &self.dq, &mut self.grads);
+        self.state
+            .online
+            .backward(&mut self.cache, &self.dq, &mut self.grads);
         self.grads.clip(GRAD_CLIP);
         self.state.adam.step(&mut self.state.online, &self.grads);
         loss / n as f32
@@ -154,7 +162,10 @@ impl Trainer {
 
     /// Runs one training episode, calling `on_step` after every step.
     /// Returns `None` if the observer aborted it (the episode is then not counted).
-    pub fn run_episode(&mut self, mut on_step: impl FnMut(&StepView) -> Flow) -> Option<EpisodeStats> {
+    pub fn run_episode(
+        &mut self,
+        mut on_step: impl FnMut(&StepView) -> Flow,
+    ) -> Option<EpisodeStats> {
         let episode = self.state.episodes_done + 1;
         let max_steps = self.state.config.max_steps;
         let mut world = World::new();
@@ -170,7 +181,8 @@ impl Trainer {
             cumulative += out.reward;
             let (x, y) = world.position();
             self.state.heat.visit(x, y);
-            self.replay.push(&obs, a, out.reward as f32, &next, out.done);
+            self.replay
+                .push(&obs, a, out.reward as f32, &next, out.done);
             self.state.total_steps += 1;
             if self.replay.len() >= self.state.config.batch_size as usize {
                 loss_sum += f64::from(self.update());
@@ -202,7 +214,11 @@ impl Trainer {
             episode,
             reward: cumulative,
             length: world.steps(),
-            loss: if updates > 0 { loss_sum / f64::from(updates) } else { 0.0 },
+            loss: if updates > 0 {
+                loss_sum / f64::from(updates)
+            } else {
+                0.0
+            },
             epsilon: self.state.epsilon,
         };
         self.state.history.push(stats);

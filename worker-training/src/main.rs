@@ -5,7 +5,10 @@ use clap::{Parser, Subcommand};
 use worker_training::offline::{train, TrainArgs};
 
 #[derive(Parser)]
-#[command(version, about = "Hamlet DQN training: the live worker (spawned by the metaserver) or an offline trainer")]
+#[command(
+    version,
+    about = "Hamlet DQN training: the live worker (spawned by the metaserver) or an offline trainer"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

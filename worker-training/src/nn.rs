@@ -25,7 +25,9 @@ impl Linear {
         Linear {
             inputs,
             outputs,
-            w: (0..inputs * outputs).map(|_| rng.random_range(-k..k)).collect(),
+            w: (0..inputs * outputs)
+                .map(|_| rng.random_range(-k..k))
+                .collect(),
             b: (0..outputs).map(|_| rng.random_range(-k..k)).collect(),
         }
     }
@@ -221,7 +223,15 @@ impl QNet {
 
     /// Backward through one segment. `d` is the gradient w.r.t. the segment's output; returns the
     /// gradient w.r.t. its input when `want_dx` (otherwise the gradient w.r.t. the first layer's output).
-    fn back_segment(&self, seg: Segment, seg_input: &[f32], cache: &mut Cache, mut d: Vec<f32>, grads: &mut Grads, want_dx: bool) -> Vec<f32> {
+    fn back_segment(
+        &self,
+        seg: Segment,
+        seg_input: &[f32],
+        cache: &mut Cache,
+        mut d: Vec<f32>,
+        grads: &mut Grads,
+        want_dx: bool,
+    ) -> Vec<f32> {
         let batch = cache.batch;
         for i in seg.range().rev() {
             let l = &self.layers[i];
@@ -232,7 +242,11 @@ impl QNet {
                     }
                 }
             }
-            let x: &[f32] = if i == seg.start { seg_input } else { &cache.outs[i - 1] };
+            let x: &[f32] = if i == seg.start {
+                seg_input
+            } else {
+                &cache.outs[i - 1]
+            };
             let (gw, gb) = &mut grads.layers[i];
             // SAFETY: sizes as in `Linear::forward`; dW[out,in] += dYᵀ[out,batch] · X[batch,in].
             unsafe {

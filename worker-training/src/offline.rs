@@ -126,7 +126,11 @@ pub fn train(a: &TrainArgs, command: String) -> anyhow::Result<TrainReport> {
             if better {
                 best = Some((g_steps, g_reward, s.episode, tr.state.online.clone()));
             }
-            full_streak = if g_steps >= a.max_steps { full_streak + 1 } else { 0 };
+            full_streak = if g_steps >= a.max_steps {
+                full_streak + 1
+            } else {
+                0
+            };
         }
         if a.quiet {
             println!("{line}");

@@ -47,7 +47,14 @@ impl ReplayBuffer {
         self.len == 0
     }
 
-    pub fn push(&mut self, obs: &[f32; OBS], action: u8, reward: f32, next: &[f32; OBS], done: bool) {
+    pub fn push(
+        &mut self,
+        obs: &[f32; OBS],
+        action: u8,
+        reward: f32,
+        next: &[f32; OBS],
+        done: bool,
+    ) {
         let i = self.next;
         self.obs[i * OBS..(i + 1) * OBS].copy_from_slice(obs);
         self.next_obs[i * OBS..(i + 1) * OBS].copy_from_slice(next);

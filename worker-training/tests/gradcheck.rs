@@ -10,7 +10,11 @@ use worker_training::nn::{Adam, Cache, QNet, ACTIONS, OBS};
 fn loss(net: &QNet, x: &[f32], batch: usize, c: &[f32]) -> (f64, Vec<bool>) {
     let mut cache = Cache::default();
     let q = net.forward(x, batch, &mut cache);
-    let l = q.iter().zip(c).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+    let l = q
+        .iter()
+        .zip(c)
+        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+        .sum();
     (l, cache.activation_pattern())
 }
 
@@ -18,8 +22,12 @@ fn check(arch: Network, seed: u64) {
     let mut rng = Pcg64::seed_from_u64(seed);
     let net = QNet::new(arch, &mut rng);
     let batch = 3;
-    let x: Vec<f32> = (0..batch * OBS).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let c: Vec<f32> = (0..batch * ACTIONS).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let x: Vec<f32> = (0..batch * OBS)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let c: Vec<f32> = (0..batch * ACTIONS)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
     let mut cache = Cache::default();
     net.forward(&x, batch, &mut cache);
     let mut grads = net.zero_grads();
@@ -30,7 +38,9 @@ fn check(arch: Network, seed: u64) {
     let (mut total, mut skipped) = (0, 0);
     for (li, layer) in net.layers.iter().enumerate() {
         // Probe a handful of weights and biases of every layer (all would take minutes).
-        let probes_w: Vec<usize> = (0..10).map(|_| rng.random_range(0..layer.w.len())).collect();
+        let probes_w: Vec<usize> = (0..10)
+            .map(|_| rng.random_range(0..layer.w.len()))
+            .collect();
         let probes_b: Vec<usize> = (0..4).map(|_| rng.random_range(0..layer.b.len())).collect();
         for (is_bias, idx) in probes_w
             .iter()
@@ -67,7 +77,10 @@ fn check(arch: Network, seed: u64) {
             );
         }
     }
-    assert!(skipped * 3 < total, "{skipped} of {total} probes sat on kinks");
+    assert!(
+        skipped * 3 < total,
+        "{skipped} of {total} probes sat on kinks"
+    );
 }
 
 #[test]
@@ -121,7 +134,10 @@ fn adam_first_step_moves_each_weight_by_lr() {
     adam.step(&mut net, &g);
     assert!((before.layers[0].w[5] - net.layers[0].w[5] - 0.01).abs() < 1e-6);
     assert!((net.layers[2].b[1] - before.layers[2].b[1] - 0.01).abs() < 1e-6);
-    assert_eq!(before.layers[1].w, net.layers[1].w, "zero gradient, no movement");
+    assert_eq!(
+        before.layers[1].w, net.layers[1].w,
+        "zero gradient, no movement"
+    );
 }
 
 #[test]

@@ -1,0 +1,290 @@
+//! End-to-end supervision: crashes, hangs, crash loops, operator restarts, and the metaserver's own
+//! death, all with real processes and signals.
+
+use hamlet_tests::*;
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn worker_pid_of(s: &Server, sid: &Value) -> u32 {
+    let ws = s.workers();
+    let w = ws
+        .iter()
+        .find(|w| w["session"] == *sid)
+        .unwrap_or_else(|| panic!("no worker for {sid}: {ws:?}"));
+    w["pid"].as_u64().unwrap() as u32
+}
+
+fn metric(s: &Server, line_prefix: &str) -> f64 {
+    let (code, body) = s.get("/metrics");
+    assert_eq!(code, 200);
+    body.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_episode_continues_the_same_episode() {
+    let s = Server::start();
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    let sid = ws.expect("connected", T).await["session_id"].clone();
+    ws.send(json!({"command":"set_speed","speed":10})).await;
+    ws.send(json!({"command":"play"})).await;
+    let before = ws
+        .expect_where("step 15", T, |v| {
+            v["type"] == "state_update" && v["step"] == 15
+        })
+        .await;
+    let pid = worker_pid_of(&s, &sid);
+    signal(pid, Signal::SIGKILL);
+    let r = ws.expect("worker_restarted", T).await;
+    assert!(r["reason"].as_str().unwrap().contains("signal 9"), "{r}");
+    assert_eq!(r["resumed_episode"], before["episode"]);
+    let resumed = r["resumed_step"].as_u64().unwrap();
+    assert!(resumed >= 15, "resumed at {resumed}");
+    // The same episode continues (no episode_start for a new one), step numbers carry on.
+    let next = ws.expect("state_update", T).await;
+    assert_eq!(next["episode"], before["episode"]);
+    assert_eq!(next["step"].as_u64().unwrap(), resumed + 1);
+    let new_pid = worker_pid_of(&s, &sid);
+    assert_ne!(new_pid, pid);
+    assert!(!alive(pid));
+    assert!(
+        metric(
+            &s,
+            "hamlet_worker_restarts_total{kind=\"inference\",reason=\"crash\"}"
+        ) >= 1.0
+    );
+    let st = s.get_json("/api/status");
+    assert_eq!(st["sessions"][0]["restarts"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stopped_worker_is_detected_and_replaced() {
+    let s = Server::start_with(ServerOpts {
+        args: vec![
+            "--hang-timeout-ms".into(),
+            "1500".into(),
+            "--ping-interval-ms".into(),
+            "250".into(),
+        ],
+        ..Default::default()
+    });
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    let sid = ws.expect("connected", T).await["session_id"].clone();
+    ws.send(json!({"command":"set_speed","speed":10})).await;
+    ws.send(json!({"command":"play"})).await;
+    ws.expect_where("step 5", T, |v| {
+        v["type"] == "state_update" && v["step"] == 5
+    })
+    .await;
+    let pid = worker_pid_of(&s, &sid);
+    signal(pid, Signal::SIGSTOP);
+    let r = ws.expect("worker_restarted", T).await;
+    assert!(r["reason"].as_str().unwrap().contains("heartbeat"), "{r}");
+    ws.expect("state_update", T).await;
+    assert!(!alive(pid), "the stopped worker was killed and reaped");
+    assert!(
+        metric(
+            &s,
+            "hamlet_worker_restarts_total{kind=\"inference\",reason=\"unresponsive\"}"
+        ) >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_restart_carries_the_session_over() {
+    let s = Server::start();
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    let sid = ws.expect("connected", T).await["session_id"].clone();
+    for _ in 0..7 {
+        ws.send(json!({"command":"step"})).await;
+    }
+    ws.expect_where("step 7", T, |v| {
+        v["type"] == "state_update" && v["step"] == 7
+    })
+    .await;
+    let id = s.workers().iter().find(|w| w["session"] == sid).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, _) = http(&s.addr, "POST", &format!("/api/workers/{id}/restart"), &[]);
+    assert_eq!(code, 202);
+    let r = ws.expect("worker_restarted", T).await;
+    assert_eq!(r["reason"], "restarted by an operator");
+    assert_eq!(r["resumed_step"], 7);
+    ws.send(json!({"command":"step"})).await;
+    assert_eq!(ws.expect("state_update", T).await["step"], 8);
+    let (code, _) = http(&s.addr, "POST", "/api/workers/nope-1/restart", &[]);
+    assert_eq!(code, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_loop_ends_the_session_but_not_the_server() {
+    // A worker binary that dies at once, as a broken build would.
+    let dir = temp_dir("crashloop");
+    let script = dir.join("worker-inference");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'boom: cannot start' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&script).unwrap().permissions(),
+        0o755,
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(
+        bin_dir().join("worker-training"),
+        dir.join("worker-training"),
+    )
+    .unwrap();
+    let s = Server::start_with(ServerOpts {
+        workers_dir: dir.clone(),
+        ..Default::default()
+    });
+    let t0 = std::time::Instant::now();
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    let e = ws.expect("error", T).await;
+    assert_eq!(e["code"], "worker_failed");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("exited with code 3") && msg.contains("boom"),
+        "{msg}"
+    );
+    assert_eq!(ws.expect_close(T).await, 1011);
+    let elapsed = t0.elapsed();
+    // The server is still healthy, and the spawn rate was bounded by backoff.
+    assert_eq!(s.get_json("/")["status"], "running");
+    let failed = metric(
+        &s,
+        "hamlet_worker_restarts_total{kind=\"inference\",reason=\"start_failed\"}",
+    );
+    assert!(
+        failed >= 6.0,
+        "budget of 5 restarts + the first try: {failed}"
+    );
+    let bound = 6.0 + 4.0 + 2.0 * elapsed.as_secs_f64(); // session budget + pool backoff
+    assert!(failed <= bound, "{failed} spawns in {elapsed:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn missing_worker_binary_stops_start_with_a_clear_message() {
+    let dir = temp_dir("noworkers");
+    let out = std::process::Command::new(bin_dir().join("metaserver"))
+        .args(["--port", "0", "--workers-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("worker-inference") && err.contains("cargo build --release"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_the_metaserver_leaves_no_worker_behind() {
+    let mut s = Server::start();
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    ws.expect("connected", T).await;
+    let pids: Vec<u32> = s
+        .workers()
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap() as u32)
+        .collect();
+    assert!(
+        pids.len() >= 2,
+        "a session worker and warm workers: {pids:?}"
+    );
+    s.kill9();
+    let t = std::time::Instant::now();
+    while pids.iter().any(|p| alive(*p)) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "orphans survived: {pids:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_closes_browsers_with_1001_and_leaves_nothing() {
+    let mut s = Server::start();
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    ws.expect("connected", T).await;
+    let pids: Vec<u32> = s
+        .workers()
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap() as u32)
+        .collect();
+    let sock_dir = std::env::temp_dir().join(format!("hamlet-metaserver-{}", s.pid));
+    assert!(sock_dir.exists());
+    let t = std::time::Instant::now();
+    let code = tokio::task::spawn_blocking(move || {
+        let c = s.terminate();
+        (c, s)
+    });
+    assert_eq!(ws.expect_close(T).await, 1001);
+    let (code, _s) = code.await.unwrap();
+    assert_eq!(code, Some(0), "clean exit");
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    assert!(pids.iter().all(|p| !alive(*p)), "workers left: {pids:?}");
+    assert!(!sock_dir.exists(), "socket directory left behind");
+}
+
+#[test]
+fn operator_endpoints_need_loopback_or_token() {
+    // The server sees a non-loopback peer when we connect through this machine's own address.
+    let s = Server::start_with(ServerOpts {
+        args: vec![
+            "--host".into(),
+            "0.0.0.0".into(),
+            "--admin-token".into(),
+            "sekret".into(),
+        ],
+        ..Default::default()
+    });
+    let port = s.addr.rsplit(':').next().unwrap().to_owned();
+    let (code, _) = http(&s.addr, "GET", "/api/workers", &[]);
+    assert_eq!(code, 200, "loopback is trusted");
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("no non-loopback address on this machine; skipping the remote half");
+        return;
+    };
+    let remote = format!("{ip}:{port}");
+    for path in ["/api/workers", "/metrics"] {
+        assert_eq!(http(&remote, "GET", path, &[]).0, 403, "{path}");
+        assert_eq!(
+            http(&remote, "GET", path, &[("Authorization", "Bearer wrong")]).0,
+            403
+        );
+        assert_eq!(
+            http(&remote, "GET", path, &[("Authorization", "Bearer sekret")]).0,
+            200
+        );
+    }
+    assert_eq!(http(&remote, "POST", "/api/workers/x/restart", &[]).0, 403);
+    assert_eq!(
+        http(&remote, "GET", "/api/status", &[]).0,
+        200,
+        "status is public"
+    );
+}
+
+fn non_loopback_ip() -> Option<String> {
+    // The address the kernel would use to reach outside; no packet is sent (UDP connect).
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then(|| ip.to_string())
+}
