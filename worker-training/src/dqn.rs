@@ -28,6 +28,8 @@ pub struct EpisodeStats {
 /// What a per-step observer sees.
 pub struct StepView<'a> {
     pub world: &'a World,
+    /// Visits over the whole run (for the training `heat_map`).
+    pub heat: &'a HeatMap,
     pub episode: u32,
     pub action: u8,
     pub reward: f64,
@@ -190,6 +192,7 @@ impl Trainer {
             }
             let flow = on_step(&StepView {
                 world: &world,
+                heat: &self.state.heat,
                 episode,
                 action: a,
                 reward: out.reward,

@@ -7,3 +7,4 @@ pub mod export;
 pub mod nn;
 pub mod offline;
 pub mod replay;
+pub mod worker;

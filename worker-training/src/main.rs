@@ -37,6 +37,36 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        None => anyhow::bail!("live worker mode is not built yet"),
+        None => {
+            init_logging();
+            let var = |k: &str| {
+                std::env::var(k).map_err(|_| {
+                    anyhow::anyhow!("{k} is not set: the live worker is started by the metaserver (use `train` to train offline)")
+                })
+            };
+            let paths = worker_training::worker::Paths {
+                models_dir: var(ipc_proto::ENV_MODELS_DIR)?.into(),
+                checkpoint_dir: var("HAMLET_CHECKPOINT_DIR")?.into(),
+            };
+            let socket = var(ipc_proto::ENV_SOCKET)?.into();
+            let token = var(ipc_proto::ENV_TOKEN)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(worker_training::worker::run(socket, token, paths))
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("HAMLET_LOG_FORMAT").as_deref() == Ok("json") {
+        b.json().init();
+    } else {
+        b.with_ansi(false).init();
     }
 }

@@ -1,0 +1,146 @@
+//! End-to-end: the shared training run with the real `worker-training` process.
+
+use hamlet_tests::*;
+use nix::sys::signal::Signal;
+use serde_json::json;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_viewers_share_one_run_and_its_model_loads_in_a_session() {
+    let s = Server::start();
+    let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    let mut b = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    assert_eq!(a.expect("training_status", T).await["is_training"], false);
+    b.expect("training_status", T).await;
+    a.send(
+        json!({"command":"start_training","num_episodes":30,"max_steps":60,"batch_size":8,
+                  "step_delay":0.05,"show_every":1,"seed":5,"model_name":"e2e-run"}),
+    )
+    .await;
+    for v in [&mut a, &mut b] {
+        let st = v.expect("training_started", T).await;
+        assert_eq!(st["num_episodes"], 30);
+        assert_eq!(st["config"]["seed"], 5);
+        assert_eq!(v.expect("episode_start", T).await["episode"], 1);
+        let u = v.expect("state_update", T).await;
+        assert!(
+            u["heat_map"].as_object().is_some_and(|m| !m.is_empty()),
+            "{u}"
+        );
+    }
+    // A second start during the run: status plus an error, the run goes on.
+    b.send(json!({"command":"start_training"})).await;
+    assert_eq!(b.expect("training_status", T).await["is_training"], true);
+    assert_eq!(b.expect("error", T).await["code"], "training_in_progress");
+    // Pause and resume are broadcast to both.
+    a.send(json!({"command":"pause"})).await;
+    a.expect("paused", T).await;
+    b.expect("paused", T).await;
+    b.send(json!({"command":"status"})).await;
+    assert_eq!(b.expect("training_status", T).await["paused"], true);
+    b.send(json!({"command":"resume"})).await;
+    a.expect("resumed", T).await;
+    b.expect("resumed", T).await;
+    // Stop early (after a complete episode): the model so far is saved and announced.
+    a.expect("episode_complete", LONG).await;
+    a.send(json!({"command":"stop"})).await;
+    let done = a.expect("training_complete", LONG).await;
+    assert_eq!(done["model_saved"], "e2e-run.onnx");
+    assert_eq!(
+        b.expect("training_complete", LONG).await["model_saved"],
+        "e2e-run.onnx"
+    );
+    // Every completed episode was summarised, in order.
+    let eps: Vec<u64> = a
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "episode_complete")
+        .map(|v| v["episode"].as_u64().unwrap())
+        .collect();
+    assert!(!eps.is_empty());
+    assert_eq!(eps, (1..=eps.len() as u64).collect::<Vec<_>>());
+    // The model appears in the listing and a session can load it at once.
+    assert!(s.get_json("/api/models")["models"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("e2e-run.onnx")));
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    ws.expect("state_update", T).await;
+    ws.send(json!({"command":"load_model","model":"e2e-run.onnx"}))
+        .await;
+    assert_eq!(ws.expect("model_loaded", T).await["model"], "e2e-run.onnx");
+    ws.send(json!({"command":"step"})).await;
+    assert_eq!(ws.expect("state_update", T).await["step"], 1);
+    // After the run, a new one may start.
+    a.send(json!({"command":"start_training","num_episodes":1,"max_steps":5,"step_delay":0}))
+        .await;
+    a.expect("training_started", T).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_the_training_worker_resumes_from_the_checkpoint() {
+    let s = Server::start();
+    let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    a.expect("training_status", T).await;
+    a.send(
+        json!({"command":"start_training","num_episodes":400,"max_steps":40,"batch_size":8,
+                  "step_delay":0,"show_every":1000,"checkpoint_every":2,"seed":9}),
+    )
+    .await;
+    a.expect("training_started", T).await;
+    a.expect_where("episode 6", LONG, |v| {
+        v["type"] == "episode_complete" && v["episode"] == 6
+    })
+    .await;
+    let pid = s.get_json("/api/status")["training"]["worker_pid"]
+        .as_u64()
+        .unwrap() as u32;
+    signal(pid, Signal::SIGKILL);
+    let r = a.expect("training_restarted", LONG).await;
+    let from = r["resumed_from_episode"].as_u64().unwrap();
+    // Checkpoints every 2 episodes: at most the episode in flight and one checkpoint interval lost.
+    assert!((4..=7).contains(&from), "resumed from {from}");
+    assert!(r["reason"].as_str().unwrap().contains("signal 9"), "{r}");
+    // Numbering continues after the checkpoint.
+    let next = a.expect("episode_complete", LONG).await;
+    assert_eq!(next["episode"].as_u64().unwrap(), from + 1);
+    let st = s.get_json("/api/status");
+    assert_eq!(st["training"]["is_training"], true);
+    assert_ne!(st["training"]["worker_pid"].as_u64().unwrap() as u32, pid);
+    assert!(!alive(pid));
+    a.send(json!({"command":"stop"})).await;
+    a.expect("training_complete", LONG).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_with_zero_viewers_completes_and_a_late_viewer_catches_up() {
+    let s = Server::start();
+    {
+        let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
+        a.expect("training_status", T).await;
+        a.send(json!({"command":"start_training","num_episodes":12,"max_steps":30,"batch_size":8,"step_delay":0,"model_name":"nobody"})).await;
+        a.expect("training_started", T).await;
+    }
+    s.wait_for("the unwatched run to complete", LONG, |s| {
+        s.get_json("/api/status")["training"]["state"] == "completed"
+    });
+    assert!(s.get_json("/api/models")["models"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("nobody.onnx")));
+    let mut late = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    let st = late.expect("training_status", T).await;
+    assert_eq!(st["is_training"], false);
+    assert_eq!(st["current_episode"], 12);
+    assert_eq!(st["last_episode"]["episode"], 12);
+    // Bad input on the training socket: errors, connection kept.
+    late.send(json!({"command":"start_training","num_episodes":0}))
+        .await;
+    assert_eq!(late.expect("error", T).await["code"], "out_of_range");
+    late.send(json!({"command":"pause"})).await;
+    assert_eq!(late.expect("error", T).await["code"], "not_training");
+    late.send(json!({"command":"status"})).await;
+    late.expect("training_status", T).await;
+}
