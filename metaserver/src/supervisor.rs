@@ -160,9 +160,12 @@ pub enum WorkerControl {
     Restart,
 }
 
+/// A worker's row and, once someone owns it, where to send operator requests.
+type RegistryEntry = (WorkerInfo, Option<mpsc::Sender<WorkerControl>>);
+
 #[derive(Default)]
 pub struct Registry {
-    workers: Mutex<BTreeMap<String, (WorkerInfo, Option<mpsc::Sender<WorkerControl>>)>>,
+    workers: Mutex<BTreeMap<String, RegistryEntry>>,
 }
 
 impl Registry {
@@ -254,10 +257,8 @@ fn clean_stale_socket_dirs(root: &Path) {
             continue;
         };
         let alive = kill(Pid::from_raw(pid), None).is_ok();
-        if !alive {
-            if std::fs::remove_dir_all(e.path()).is_ok() {
-                info!(path = %e.path().display(), "removed stale socket directory");
-            }
+        if !alive && std::fs::remove_dir_all(e.path()).is_ok() {
+            info!(path = %e.path().display(), "removed stale socket directory");
         }
     }
 }

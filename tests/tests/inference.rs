@@ -2,7 +2,6 @@
 
 use hamlet_tests::*;
 use serde_json::json;
-use std::time::Duration;
 
 #[test]
 fn health_models_and_status_endpoints() {

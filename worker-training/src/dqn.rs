@@ -210,7 +210,7 @@ impl Trainer {
         let c = &self.state.config;
         self.state.epsilon = (self.state.epsilon * c.epsilon_decay).max(c.epsilon_min);
         self.state.episodes_done = episode;
-        if episode % c.target_update.max(1) == 0 {
+        if episode.is_multiple_of(c.target_update.max(1)) {
             self.state.target = self.state.online.clone();
         }
         let stats = EpisodeStats {

@@ -117,7 +117,7 @@ pub fn train(a: &TrainArgs, command: String) -> anyhow::Result<TrainReport> {
             "ep {:>5}  len {:>3}  reward {:>8.1}  loss {:>8.3}  eps {:.3}  avg10 len {:>5.1} reward {:>7.1}",
             s.episode, s.length, s.reward, s.loss, s.epsilon, avg_l, avg_r
         );
-        if a.eval_every > 0 && s.episode % a.eval_every == 0 {
+        if a.eval_every > 0 && s.episode.is_multiple_of(a.eval_every) {
             let (g_steps, g_reward) = greedy_episode(&tr.state.online, a.max_steps);
             line += &format!("  greedy {g_steps:>3} ({g_reward:.1})");
             let better = best

@@ -110,7 +110,7 @@ fn train_thread(
     let mut aborted = false;
     while tr.state.episodes_done < c.num_episodes {
         let ep = tr.state.episodes_done + 1;
-        let shown = (ep - 1) % c.show_every.max(1) == 0;
+        let shown = (ep - 1).is_multiple_of(c.show_every.max(1));
         if shown {
             send(FromTraining::Message(ServerMessage::EpisodeStart(
                 EpisodeStart {
@@ -151,7 +151,7 @@ fn train_thread(
         send(FromTraining::Message(ServerMessage::EpisodeComplete(
             tr.summary(&stats),
         )));
-        if ep % c.checkpoint_every.max(1) == 0 {
+        if ep.is_multiple_of(c.checkpoint_every.max(1)) {
             match checkpoint::save(&tr.state, &ckpt) {
                 Ok(()) => send(FromTraining::Checkpointed {
                     episode: ep,

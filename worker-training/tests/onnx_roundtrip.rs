@@ -1,0 +1,110 @@
+//! The exported ONNX file, run by the real ONNX Runtime, computes what the Rust network computes.
+
+use ipc_proto::training::Network;
+use ort::session::Session;
+use ort::value::TensorRef;
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64;
+use std::path::PathBuf;
+use worker_training::export::{write_model, TrainingFacts};
+use worker_training::nn::{Cache, QNet, ACTIONS, OBS};
+
+fn ort_lib() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.onnxruntime/libonnxruntime.so.1.31.1")
+}
+
+/// ONNX Runtime allows one environment per process.
+fn env() -> &'static ort::environment::Environment {
+    static ENV: std::sync::OnceLock<ort::environment::Environment> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        ort::init_from(ort_lib())
+            .expect("ONNX Runtime (run scripts/setup)")
+            .build()
+            .unwrap()
+    })
+}
+
+fn roundtrip(arch: Network, seed: u64) {
+    let mut rng = Pcg64::seed_from_u64(seed);
+    let net = QNet::new(arch, &mut rng);
+    let path = std::env::temp_dir().join(format!("rt-{}-{seed}.onnx", std::process::id()));
+    let facts = TrainingFacts {
+        episodes_trained: 7,
+        seed,
+        ..Default::default()
+    };
+    write_model(&net, &facts, &path).unwrap();
+
+    let info = hamlet_onnx::inspect_file(&path).unwrap();
+    assert_eq!(info.metadata["hamlet.arch"], arch.as_str());
+    assert_eq!(info.metadata["hamlet.obs_dim"], "72");
+    assert_eq!(info.metadata["hamlet.n_actions"], "5");
+    assert_eq!(
+        info.metadata["hamlet.action_names"],
+        "up,down,left,right,interact"
+    );
+    assert_eq!(info.metadata["hamlet.episodes_trained"], "7");
+    assert!(info.check_shapes(72, 5).is_ok());
+
+    let mut s = Session::builder(env())
+        .unwrap()
+        .commit_from_file(&path)
+        .unwrap();
+    assert_eq!(
+        s.metadata().unwrap().custom("hamlet.seed"),
+        Some(seed.to_string())
+    );
+    let batch = 16;
+    let x: Vec<f32> = (0..batch * OBS)
+        .map(|_| rng.random_range(-2.0..8.0))
+        .collect();
+    let want = net.forward(&x, batch, &mut Cache::default()).to_vec();
+    let out = s
+        .run(ort::inputs![TensorRef::from_array_view((
+            [batch, OBS],
+            &x[..]
+        ))
+        .unwrap()])
+        .unwrap();
+    let (shape, got) = out["q_values"].try_extract_tensor::<f32>().unwrap();
+    assert_eq!(&**shape, &[batch as i64, ACTIONS as i64]);
+    let max = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(max <= 1e-5, "{arch:?}: max abs difference {max}");
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn qnetwork_and_dueling_match_onnx_runtime() {
+    roundtrip(Network::Qnetwork, 11);
+    roundtrip(Network::Dueling, 12);
+}
+
+#[test]
+fn checkpoints_restore_exactly_and_refuse_garbage() {
+    use worker_training::checkpoint;
+    use worker_training::dqn::{Flow, Trainer};
+    let cfg = ipc_proto::training::TrainingConfig {
+        max_steps: 30,
+        batch_size: 8,
+        seed: 4,
+        ..Default::default()
+    };
+    let mut a = Trainer::new(cfg);
+    for _ in 0..3 {
+        a.run_episode(|_| Flow::Continue);
+    }
+    let p = std::env::temp_dir().join(format!("ck-{}.ckpt", std::process::id()));
+    checkpoint::save(&a.state, &p).unwrap();
+    let restored = checkpoint::load(&p).unwrap();
+    assert_eq!(restored, a.state, "everything round-trips, rng included");
+    std::fs::write(&p, b"not a checkpoint").unwrap();
+    assert!(checkpoint::load(&p)
+        .unwrap_err()
+        .to_string()
+        .contains("not a Hamlet checkpoint"));
+    let _ = std::fs::remove_file(p);
+}
