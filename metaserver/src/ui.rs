@@ -5,11 +5,48 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 /// `(path, content type, bytes)` of every embedded file.
-const FILES: &[(&str, &str, &[u8])] = &[(
-    "index.html",
-    "text/html; charset=utf-8",
-    include_bytes!("../ui/index.html"),
-)];
+const FILES: &[(&str, &str, &[u8])] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../ui/index.html"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../ui/style.css"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/app.js"),
+    ),
+    (
+        "socket.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/socket.js"),
+    ),
+    (
+        "draw.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/draw.js"),
+    ),
+    (
+        "inference.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/inference.js"),
+    ),
+    (
+        "training.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/training.js"),
+    ),
+    (
+        "operator.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/operator.js"),
+    ),
+];
 
 fn serve(path: &str) -> Response {
     match FILES.iter().find(|(p, _, _)| *p == path) {
@@ -30,5 +67,5 @@ pub async fn index() -> Response {
 }
 
 pub async fn asset(Path(file): Path<String>) -> Response {
-    serve(&file)
+    serve(file.trim_start_matches('/'))
 }

@@ -1,6 +1,8 @@
 //! Helpers for end-to-end tests: start the real `metaserver` (port 0, temp models directory),
 //! talk to it over real HTTP and WebSockets, and clean up every process on drop.
 
+pub mod webdriver;
+
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;

@@ -1,0 +1,136 @@
+// The inference view: one private session, its world, meters, Q-values and survival history.
+import { Socket } from './socket.js';
+import { ACTIONS, drawWorld, drawSurvival } from './draw.js';
+
+const $ = (id) => document.getElementById(id);
+const METERS = [
+  // [key, label, (v) => bar fraction, (v) => text, higherIsBetter]
+  ['energy', 'Energy', (v) => v, (v) => `${Math.round(v * 100)}%`, true],
+  ['hygiene', 'Hygiene', (v) => v, (v) => `${Math.round(v * 100)}%`, true],
+  ['satiation', 'Satiation', (v) => v, (v) => `${Math.round(v * 100)}%`, true],
+  ['money', 'Money', (v) => (v + 100) / 200, (v) => `$${v.toFixed(0)}`, true],
+  ['stress', 'Stress', (v) => v / 100, (v) => `${v.toFixed(0)}/100`, false],
+  ['social', 'Social', (v) => v, (v) => `${Math.round(v * 100)}%`, true],
+];
+
+export class InferenceView {
+  constructor(app) {
+    this.app = app;
+    this.state = { connected: false, playing: false, speed: 1, step: null, episode: null, x: null, y: null,
+                   model: null, frames: 0, restarts: 0, lastRestartReason: null, meters: null };
+    this.episodes = []; this.trail = []; this.last = null; this.cap = 500;
+    this.socket = new Socket('/ws', {
+      onMessage: (m) => this.onMessage(m),
+      onState: (s, code, reason) => this.app.setConn('inference', s, code, reason),
+    });
+    window.hamlet.inference = this.state;
+    this.buildMeters(); this.bind();
+  }
+
+  start() { if (!this.started) { this.started = true; this.socket.connect(); } this.refreshModels(); }
+
+  send(cmd, extra = {}) { this.socket.send({ type: 'control', command: cmd, ...extra }); }
+
+  bind() {
+    $('btn-play').onclick = () => { this.send('play'); this.state.playing = true; };
+    $('btn-pause').onclick = () => { this.send('pause'); this.state.playing = false; };
+    $('btn-step').onclick = () => this.send('step');
+    $('btn-reset').onclick = () => this.send('reset');
+    $('speed').oninput = (e) => { const s = Number(e.target.value); $('speed-out').textContent = `${s.toFixed(1)}×`; };
+    $('speed').onchange = (e) => { this.send('set_speed', { speed: Number(e.target.value) }); this.state.speed = Number(e.target.value); };
+    $('model').onchange = (e) => this.send('load_model', { model: e.target.value });
+    window.addEventListener('focus', () => this.refreshModels());
+    setInterval(() => { if (!document.hidden) this.refreshModels(); }, 20000);
+  }
+
+  key(e) {
+    if (e.key === ' ') { e.preventDefault(); this.state.playing ? $('btn-pause').click() : $('btn-play').click(); }
+    else if (e.key === 'ArrowRight') { e.preventDefault(); this.send('step'); }
+    else if (e.key === 'r' || e.key === 'R') this.send('reset');
+  }
+
+  async refreshModels() {
+    try {
+      const r = await fetch('/api/models'); const j = await r.json();
+      const sel = $('model'); const current = this.state.model;
+      sel.replaceChildren(...j.models.map((name) => {
+        const d = (j.details || []).find((x) => x.name === name) || {};
+        const o = document.createElement('option'); o.value = name;
+        o.textContent = d.arch ? `${name} (${d.arch}${d.episodes_trained ? `, ${d.episodes_trained} ep` : ''})` : name;
+        return o;
+      }));
+      if (current) sel.value = current;
+    } catch (e) { /* the status line already shows connection trouble */ }
+  }
+
+  buildMeters() {
+    $('meters').replaceChildren(...METERS.flatMap(([k, label]) => {
+      const l = document.createElement('span'); l.textContent = label;
+      const b = document.createElement('div'); b.className = 'bar'; b.innerHTML = `<div id="m-${k}" style="width:0"></div>`;
+      const v = document.createElement('span'); v.className = 'num'; v.id = `mv-${k}`; v.textContent = '–';
+      return [l, b, v];
+    }));
+    $('qvalues').replaceChildren(...ACTIONS.flatMap((a, i) => {
+      const row = [document.createElement('span'), document.createElement('div'), document.createElement('span')];
+      row[0].textContent = a; row[0].id = `ql-${i}`; row[1].className = 'bar'; row[1].innerHTML = `<div id="q-${i}" style="width:0"></div>`;
+      row[2].className = 'num'; row[2].id = `qv-${i}`; row[2].textContent = '–';
+      return row;
+    }));
+  }
+
+  onMessage(m) {
+    switch (m.type) {
+      case 'connected':
+        Object.assign(this.state, { connected: true, playing: m.playing, speed: m.speed, model: m.model });
+        this.cap = m.max_steps ?? 500; $('cap').textContent = this.cap;
+        $('speed').value = m.speed; $('speed-out').textContent = `${Number(m.speed).toFixed(1)}×`;
+        this.refreshModels();
+        break;
+      case 'session_status': Object.assign(this.state, { playing: m.playing, speed: m.speed, model: m.model }); break;
+      case 'episode_start': this.trail = []; this.state.episode = m.episode; if (m.model_name) this.state.model = m.model_name; break;
+      case 'state_update': this.render(m); break;
+      case 'episode_end':
+        this.episodes.push({ episode: m.episode, steps: m.steps, reason: m.reason });
+        drawSurvival($('survival'), this.episodes, this.cap);
+        this.app.toast(`Episode ${m.episode} ended after ${m.steps} steps (${m.reason.replace('_', ' ')}), total reward ${m.total_reward.toFixed(1)}`, 'info');
+        break;
+      case 'model_loaded': this.state.model = m.model; $('model').value = m.model; this.app.toast(`Model ${m.model} loaded`, 'info'); break;
+      case 'worker_restarted':
+        this.state.restarts += 1; this.state.lastRestartReason = m.reason;
+        this.app.toast(`The process behind your session was restarted (${m.reason}). Your episode ${m.resumed_episode} continues from step ${m.resumed_step}.`, 'warn');
+        break;
+      case 'error': this.app.toast(`Server: ${m.message}`, 'error'); break;
+    }
+  }
+
+  render(u) {
+    this.last = u; this.state.frames += 1;
+    const a = (u.grid?.agents ?? u.agents ?? [])[0];
+    Object.assign(this.state, { step: u.step, episode: u.episode, x: a?.x, y: a?.y });
+    if (a) { this.trail.push({ x: a.x, y: a.y }); if (this.trail.length > 12) this.trail.shift(); }
+    drawWorld($('grid'), u, this.trail.slice(0, -1));
+    $('f-episode').textContent = u.episode; $('f-step').textContent = u.step;
+    $('f-reward').textContent = Number(u.reward).toFixed(3); $('f-total').textContent = Number(u.cumulative_reward).toFixed(2);
+    $('f-action').textContent = u.action == null ? '–' : ACTIONS[u.action];
+    const meters = u.agent_meters?.agent_0?.meters;
+    if (meters) {
+      this.state.meters = meters;
+      for (const [k, , frac, text, good] of METERS) {
+        const v = meters[k]; const f = Math.max(0, Math.min(1, frac(v))); const health = good ? f : 1 - f;
+        const bar = $(`m-${k}`); bar.style.width = `${(f * 100).toFixed(1)}%`;
+        bar.className = health < 0.2 ? 'low' : health < 0.5 ? 'mid' : '';
+        $(`mv-${k}`).textContent = text(v);
+      }
+    }
+    const q = u.q_values;
+    if (q && q.length === 5) {
+      const lo = Math.min(...q), hi = Math.max(...q), span = hi - lo || 1;
+      const chosen = u.action ?? q.indexOf(hi);
+      q.forEach((v, i) => {
+        $(`q-${i}`).style.width = `${(8 + 92 * (v - lo) / span).toFixed(1)}%`;
+        $(`qv-${i}`).textContent = v.toFixed(2);
+        for (const el of [$(`ql-${i}`), $(`q-${i}`).parentElement, $(`qv-${i}`)]) el.classList.toggle('chosen', i === chosen);
+      });
+    }
+  }
+}

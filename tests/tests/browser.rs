@@ -1,0 +1,134 @@
+//! The UI in a real headless Chromium (Debian's chromium + chromium-driver), against the real
+//! metaserver and workers. Screenshots land in target/test-artifacts/.
+
+use hamlet_tests::webdriver::Browser;
+use hamlet_tests::*;
+use nix::sys::signal::Signal;
+use std::time::Duration;
+
+const W: Duration = Duration::from_secs(30);
+
+fn artifacts() -> std::path::PathBuf {
+    root().join("target/test-artifacts")
+}
+
+#[test]
+fn inference_training_and_a_killed_worker_in_a_real_browser() {
+    let s = Server::start();
+    let b = Browser::start().expect("headless Chromium");
+    // A browser asking for `/` is sent to the UI.
+    b.goto(&format!("http://{}/", s.addr)).unwrap();
+    b.wait_for(
+        "the session's first frame",
+        W,
+        "window.hamlet.inference && window.hamlet.inference.frames >= 1",
+    )
+    .unwrap();
+    assert_eq!(b.eval("return location.pathname").unwrap(), "/ui/");
+    assert_eq!(
+        b.eval("return document.getElementById('conn').dataset.state")
+            .unwrap(),
+        "connected"
+    );
+    let models = b
+        .eval("return [...document.querySelectorAll('#model option')].map(o => o.value)")
+        .unwrap();
+    assert_eq!(models, serde_json::json!(["test0.onnx"]));
+
+    // Play: the agent moves and the meters change.
+    b.click("#btn-play").unwrap();
+    b.wait_for("ten steps", W, "window.hamlet.inference.step >= 10")
+        .unwrap();
+    let energy = b
+        .eval("return document.getElementById('mv-energy').textContent")
+        .unwrap();
+    assert_ne!(energy, "100%", "meters change as the agent lives");
+    assert_ne!(
+        b.eval("return document.getElementById('f-action').textContent")
+            .unwrap(),
+        "–"
+    );
+    let chosen = b
+        .eval("return document.querySelectorAll('#qvalues span.chosen').length")
+        .unwrap();
+    assert_eq!(
+        chosen, 2,
+        "the chosen action's label and value are highlighted"
+    );
+    b.screenshot(&artifacts().join("inference.png")).unwrap();
+
+    // Kill the worker behind the page: a visible notice, and the session carries on.
+    let pid = s
+        .workers()
+        .iter()
+        .find(|w| w["state"] == "active")
+        .map(|w| w["pid"].as_u64().unwrap() as u32)
+        .expect("an active worker");
+    let step_before = b
+        .eval("return window.hamlet.inference.step")
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    signal(pid, Signal::SIGKILL);
+    b.wait_for("the restart notice", W, "!document.getElementById('notice').hidden && document.getElementById('notice').textContent.includes('restarted')").unwrap();
+    b.wait_for(
+        "steps after the restart",
+        W,
+        &format!("window.hamlet.inference.step > {}", step_before + 3),
+    )
+    .unwrap();
+    assert_eq!(
+        b.eval("return window.hamlet.inference.restarts").unwrap(),
+        1
+    );
+    b.screenshot(&artifacts().join("inference-after-restart.png"))
+        .unwrap();
+
+    // Training: start a short run from the form; episodes arrive in the charts.
+    b.click("#tab-training").unwrap();
+    b.wait_for("the training socket", W, "window.hamlet.training.connected")
+        .unwrap();
+    b.eval(
+        "for (const [k, v] of Object.entries({num_episodes: 12, max_steps: 60, step_delay: 0.02, show_every: 1, batch_size: 16})) \
+         document.getElementById('t-' + k).value = v; return true;",
+    )
+    .unwrap();
+    b.click("#btn-train").unwrap();
+    b.wait_for(
+        "episodes in the reward chart",
+        W,
+        "Number(document.getElementById('c-reward').dataset.points) >= 4",
+    )
+    .unwrap();
+    assert!(b
+        .eval("return document.getElementById('t-progress').textContent")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .contains("Episode"));
+    b.screenshot(&artifacts().join("training.png")).unwrap();
+    b.wait_for(
+        "the run to finish",
+        Duration::from_secs(90),
+        "window.hamlet.training.lastModel",
+    )
+    .unwrap();
+    // The new model is offered to the inference view at once.
+    b.click("#tab-inference").unwrap();
+    b.wait_for(
+        "the new model in the list",
+        W,
+        "[...document.querySelectorAll('#model option')].length >= 2",
+    )
+    .unwrap();
+
+    // Operator panel lists real worker processes.
+    b.click("#tab-operator").unwrap();
+    b.wait_for(
+        "worker rows",
+        W,
+        "document.querySelectorAll('#workers tbody tr').length >= 1",
+    )
+    .unwrap();
+    b.screenshot(&artifacts().join("operator.png")).unwrap();
+}
