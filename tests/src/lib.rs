@@ -82,6 +82,8 @@ pub struct ServerOpts {
     pub args: Vec<String>,
     /// Train this many small models into the models directory first.
     pub models: usize,
+    /// Copy these model files into the models directory too.
+    pub copy_models: Vec<PathBuf>,
 }
 
 impl Default for ServerOpts {
@@ -90,6 +92,7 @@ impl Default for ServerOpts {
             workers_dir: bin_dir(),
             args: vec![],
             models: 1,
+            copy_models: vec![],
         }
     }
 }
@@ -105,6 +108,9 @@ impl Server {
         std::fs::create_dir_all(&models).unwrap();
         for i in 0..o.models {
             make_model(&models, &format!("test{i}.onnx"), i as u64);
+        }
+        for m in &o.copy_models {
+            std::fs::copy(m, models.join(m.file_name().unwrap())).unwrap();
         }
         let mut child = Command::new(bin_dir().join("metaserver"))
             .args(if o.args.iter().any(|a| a == "--host") {

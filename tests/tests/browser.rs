@@ -55,6 +55,7 @@ fn inference_training_and_a_killed_worker_in_a_real_browser() {
         chosen, 2,
         "the chosen action's label and value are highlighted"
     );
+    b.eval("window.scrollTo(0, 0); return true").unwrap();
     b.screenshot(&artifacts().join("inference.png")).unwrap();
 
     // Kill the worker behind the page: a visible notice, and the session carries on.
@@ -81,6 +82,7 @@ fn inference_training_and_a_killed_worker_in_a_real_browser() {
         b.eval("return window.hamlet.inference.restarts").unwrap(),
         1
     );
+    b.eval("window.scrollTo(0, 0); return true").unwrap();
     b.screenshot(&artifacts().join("inference-after-restart.png"))
         .unwrap();
 
@@ -106,6 +108,7 @@ fn inference_training_and_a_killed_worker_in_a_real_browser() {
         .as_str()
         .unwrap()
         .contains("Episode"));
+    b.eval("window.scrollTo(0, 0); return true").unwrap();
     b.screenshot(&artifacts().join("training.png")).unwrap();
     b.wait_for(
         "the run to finish",
@@ -130,5 +133,6 @@ fn inference_training_and_a_killed_worker_in_a_real_browser() {
         "document.querySelectorAll('#workers tbody tr').length >= 1",
     )
     .unwrap();
+    b.eval("window.scrollTo(0, 0); return true").unwrap();
     b.screenshot(&artifacts().join("operator.png")).unwrap();
 }

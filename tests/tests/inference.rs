@@ -257,3 +257,26 @@ async fn two_sessions_are_independent() {
     assert_eq!(pids.len(), 2, "one process per session");
     assert_ne!(pids[0], pids[1]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_default_model_survives_the_full_episode() {
+    let s = Server::start_with(ServerOpts {
+        models: 0,
+        copy_models: vec![root().join("models/hamlet-default.onnx")],
+        args: vec!["--default-model".into(), "hamlet-default.onnx".into()],
+        ..Default::default()
+    });
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    assert_eq!(
+        ws.expect("connected", T).await["model"],
+        "hamlet-default.onnx"
+    );
+    ws.send(json!({"command":"set_speed","speed":10})).await;
+    ws.send(json!({"command":"play"})).await;
+    let end = ws
+        .expect("episode_end", std::time::Duration::from_secs(30))
+        .await;
+    assert_eq!(end["reason"], "max_steps", "{end}");
+    assert_eq!(end["steps"], 500);
+    assert!(end["total_reward"].as_f64().unwrap() > 500.0, "{end}");
+}
