@@ -9,7 +9,7 @@ use crate::app::App;
 use crate::budget::{RestartBudget, Verdict};
 use crate::client::{self, close, Client, Incoming};
 use crate::pool::InferenceWorker;
-use crate::supervisor::WorkerControl;
+use crate::supervisor::{SendError, WorkerControl};
 use crate::validate;
 use axum::extract::ws::WebSocket;
 use hamlet_onnx::catalog;
@@ -54,6 +54,9 @@ struct Relay {
     snapshot: Option<SessionSnapshot>,
     budget: RestartBudget,
     control_tx: mpsc::Sender<WorkerControl>,
+    /// When the client was last told its commands are being dropped (told at most once a second,
+    /// so a flood cannot turn into a flood of undroppable error frames).
+    last_busy_notice: Option<Instant>,
 }
 
 pub async fn run(socket: WebSocket, app: Arc<App>, permit: Option<OwnedSemaphorePermit>) {
@@ -107,6 +110,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, permit: Option<OwnedSemaphore
         client,
         snapshot: None,
         control_tx,
+        last_busy_notice: None,
     };
     info!(session = %id, "session opened");
     relay.serve(rx, control_rx).await;
@@ -161,9 +165,9 @@ impl Relay {
                 reason = Some(Replace::Crash(text)); // for the notice below, once attached
             }
             match self.app.pool.get(&self.app.sup).await {
-                Ok(mut w) => {
+                Ok(w) => {
                     let msg = self.start_message();
-                    if write(&mut w, &msg).await.is_err() {
+                    if w.sender.send(&msg).is_err() {
                         w.kill();
                         started = w.started;
                         reason = Some(Replace::Crash("worker closed its socket on start".into()));
@@ -244,9 +248,15 @@ impl Relay {
             let replace: Replace = tokio::select! {
                 inc = rx.recv() => match inc {
                     Some(Incoming::Valid(cmd)) => {
-                        if write(&mut w, &ToInference::Command(cmd)).await.is_err() {
-                            // The exit branch will report why.
-                            events_open = false;
+                        match w.sender.send(&ToInference::Command(cmd)) {
+                            Err(SendError::Full) => {
+                                if self.last_busy_notice.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                                    self.last_busy_notice = Some(Instant::now());
+                                    self.client.send(&ServerMessage::error(ErrorCode::RateLimited, "the session is busy: too many commands in flight; excess commands are dropped"));
+                                }
+                            }
+                            // A closed connection: the exit branch reports why.
+                            Err(SendError::Closed) | Ok(()) => {}
                         }
                         continue;
                     }
@@ -276,7 +286,9 @@ impl Relay {
                         Replace::Unresponsive
                     } else {
                         seq += 1;
-                        let _ = write(&mut w, &ToInference::Ping { seq }).await;
+                        // A full queue means the worker is not keeping up: no pong, and the
+                        // hang timeout decides.
+                        let _ = w.sender.send(&ToInference::Ping { seq });
                         continue;
                     }
                 }
@@ -304,7 +316,7 @@ impl Relay {
 
     /// Ends a worker gracefully: `Shutdown`, relay what it still sends, kill it if it lingers.
     async fn retire(&mut self, mut w: InferenceWorker) {
-        let _ = write(&mut w, &ToInference::Shutdown).await;
+        let _ = w.sender.send(&ToInference::Shutdown);
         let grace = Duration::from_millis(self.app.cfg.shutdown_grace_ms);
         let mut pong = Instant::now();
         let _ = tokio::time::timeout(grace, async {
@@ -317,13 +329,5 @@ impl Relay {
             w.kill();
             let _ = w.wait_exit().await;
         }
-    }
-}
-
-async fn write(w: &mut InferenceWorker, m: &ToInference) -> Result<(), ()> {
-    // A stopped worker stops reading; never let its full socket block the session.
-    match tokio::time::timeout(Duration::from_secs(2), w.writer.write(m)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
     }
 }

@@ -77,12 +77,54 @@ impl WorkerEvent for FromTraining {
     }
 }
 
+/// Commands queued for one worker, at most this many. The queue, not the socket, absorbs bursts,
+/// so no task ever blocks writing to a worker that is busy writing back to us.
+pub const WORKER_QUEUE: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("the worker has too many commands in flight")]
+    Full,
+    #[error("the worker's connection is closed")]
+    Closed,
+}
+
+/// Where to send a worker its commands: a bounded queue drained by a writer task.
+#[derive(Clone)]
+pub struct WorkerSender {
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl WorkerSender {
+    fn start(mut writer: FrameWriter) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WORKER_QUEUE);
+        tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if writer.write_raw(&frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        WorkerSender { tx }
+    }
+
+    /// Queues a message without waiting.
+    pub fn send<T: serde::Serialize>(&self, msg: &T) -> Result<(), SendError> {
+        let frame =
+            ipc_proto::frame::encode(msg, DEFAULT_MAX_FRAME).map_err(|_| SendError::Closed)?;
+        self.tx.try_send(frame).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Full,
+            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+        })
+    }
+}
+
 /// A live, authenticated, ready worker.
 pub struct WorkerHandle<E> {
     pub id: String,
     pub pid: u32,
     pub started: Instant,
-    pub writer: FrameWriter,
+    pub sender: WorkerSender,
     pub events: mpsc::Receiver<E>,
     pub exit: watch::Receiver<Option<ExitInfo>>,
     reaped: Arc<AtomicBool>,
@@ -545,7 +587,7 @@ impl Supervisor {
             id: id.to_owned(),
             pid,
             started,
-            writer,
+            sender: WorkerSender::start(writer),
             events,
             exit: exit_rx,
             reaped,

@@ -257,7 +257,7 @@ impl TrainingHub {
                 }
             }
             self.state.lock().expect("hub").restarts += 1;
-            let mut w = match self.spawn_worker().await {
+            let w = match self.spawn_worker().await {
                 Ok(w) => w,
                 Err(e) => {
                     reason = e;
@@ -283,7 +283,7 @@ impl TrainingHub {
                     return Some(w);
                 }
             };
-            if w.writer.write(&msg).await.is_err() {
+            if w.sender.send(&msg).is_err() {
                 reason = "replacement worker closed its socket".into();
                 started = w.started;
                 continue;
@@ -345,12 +345,12 @@ impl TrainingHub {
                             s.label = "running";
                         }
                         info!(episodes = config.num_episodes, network = config.network.as_str(), seed = config.seed, "training run starting");
-                        let _ = w.writer.write(&ToTraining::Start(config)).await;
+                        let _ = w.sender.send(&ToTraining::Start(config));
                         continue;
                     }
                     Some(HubCmd::Control(c, client)) => {
                         match worker.as_mut() {
-                            Some(w) if is_training => { let _ = w.writer.write(&ToTraining::Control(c)).await; }
+                            Some(w) if is_training => { let _ = w.sender.send(&ToTraining::Control(c)); }
                             _ => { client.send(&ServerMessage::error(ErrorCode::NotTraining, "no training run is in progress")); }
                         }
                         continue;
@@ -358,7 +358,7 @@ impl TrainingHub {
                     Some(HubCmd::Operator(WorkerControl::Restart)) => {
                         let Some(mut w) = worker.take() else { continue };
                         // Graceful: the worker checkpoints on Shutdown, then a new one resumes.
-                        let _ = w.writer.write(&ToTraining::Shutdown).await;
+                        let _ = w.sender.send(&ToTraining::Shutdown);
                         let mut pong = Instant::now();
                         let grace = Duration::from_millis(cfg.shutdown_grace_ms);
                         let _ = tokio::time::timeout(grace, async {
@@ -387,13 +387,13 @@ impl TrainingHub {
                             let _ = w.wait_exit().await;
                             Some(("worker stopped answering heartbeats".to_owned(), "unresponsive"))
                         }
-                        Some(w) => { seq += 1; let _ = w.writer.write(&ToTraining::Ping { seq }).await; continue; }
+                        Some(w) => { seq += 1; let _ = w.sender.send(&ToTraining::Ping { seq }); continue; }
                         None => { last_pong = Instant::now(); continue; }
                     }
                 }
                 _ = shutdown.changed() => {
                     if let Some(mut w) = worker.take() {
-                        let _ = w.writer.write(&ToTraining::Shutdown).await;
+                        let _ = w.sender.send(&ToTraining::Shutdown);
                         let mut pong = Instant::now();
                         let grace = Duration::from_millis(cfg.shutdown_grace_ms);
                         let _ = tokio::time::timeout(grace, async {

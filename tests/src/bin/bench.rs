@@ -1,0 +1,611 @@
+//! `scripts/bench`: every speed and memory figure of this project, measured on this machine in one
+//! go. Prints a table and writes the same figures as JSON to target/bench/latest.json.
+
+use futures_util::future::join_all;
+use hamlet_env::{World, OBS_DIM};
+use hamlet_tests::*;
+use ipc_proto::inference::{FromInference, SessionCommand, SessionStart, ToInference};
+use ipc_proto::training::{Network, TrainingConfig};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+struct Report {
+    rows: Vec<(String, String, String)>,
+    json: serde_json::Map<String, Value>,
+}
+
+impl Report {
+    fn add(&mut self, key: &str, label: &str, value: String, how: &str, j: Value) {
+        println!("{label:<58} {value:>28}   {how}");
+        self.rows.push((label.into(), value, how.into()));
+        self.json.insert(key.into(), j);
+    }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Proportional set size: shared library pages divided among the processes that map them.
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s
+                .rsplit(") ")
+                .next()?
+                .split_whitespace()
+                .collect::<Vec<_>>();
+            Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+fn world(r: &mut Report) {
+    let steps = 5_000_000u64;
+    let mut rates = Vec::new();
+    for _ in 0..5 {
+        let mut w = World::new();
+        let mut obs = [0.0f32; OBS_DIM];
+        let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut sink = 0.0;
+        let t = Instant::now();
+        for _ in 0..steps {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let out = w.step_id((s % 5) as i64).unwrap();
+            w.write_observation(&mut obs);
+            sink += out.reward + f64::from(obs[2]);
+            if out.done || w.steps() >= 500 {
+                w.reset();
+            }
+        }
+        std::hint::black_box(sink);
+        rates.push(steps as f64 / t.elapsed().as_secs_f64());
+    }
+    let med = pct(&mut rates, 0.5);
+    r.add(
+        "world_steps_per_sec",
+        "world steps/s (random actions, obs encoded, 1 core)",
+        format!("{:.1} M/s", med / 1e6),
+        "median of 5 × 5M steps",
+        json!({"median": med, "min": rates[0], "max": rates[4]}),
+    );
+}
+
+fn decision(r: &mut Report) {
+    use worker_inference::policy::{greedy, Policy, Runtime};
+    let rt: &'static Runtime =
+        Box::leak(Box::new(Runtime::init(&ort_lib()).expect("ONNX Runtime")));
+    let dir = root().join("models");
+    let mut p = Policy::load(rt, &dir, "hamlet-default.onnx").expect("default model");
+    let mut w = World::new();
+    let mut lat = Vec::with_capacity(20_000);
+    for i in 0..21_000 {
+        let t = Instant::now();
+        let obs = w.observation();
+        let a = greedy(&p.q_values(&obs).unwrap());
+        if i >= 1000 {
+            lat.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        if w.step_id(i64::from(a)).unwrap().done || w.steps() >= 500 {
+            w.reset();
+        }
+    }
+    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    r.add(
+        "decision_latency_us",
+        "decision latency obs → ONNX Runtime → action (batch 1)",
+        format!("p50 {p50:.1} µs, p99 {p99:.1} µs"),
+        "20 000 decisions, worker's code path",
+        json!({"p50": p50, "p99": p99}),
+    );
+}
+
+fn dqn(r: &mut Report) {
+    use worker_training::dqn::{Flow, Trainer};
+    let mut out = serde_json::Map::new();
+    for net in [Network::Qnetwork, Network::Dueling] {
+        for batch in [32u32, 64] {
+            let cfg = TrainingConfig {
+                network: net,
+                batch_size: batch,
+                seed: 1,
+                max_steps: 200,
+                ..Default::default()
+            };
+            let mut t = Trainer::new(cfg.clone());
+            while t.buffer_len() < 2000 {
+                t.run_episode(|_| Flow::Continue);
+            }
+            let n = if net == Network::Dueling { 300 } else { 1500 };
+            let mut rates = Vec::new();
+            for _ in 0..3 {
+                let t0 = Instant::now();
+                for _ in 0..n {
+                    std::hint::black_box(t.update());
+                }
+                rates.push(n as f64 / t0.elapsed().as_secs_f64());
+            }
+            let ups = pct(&mut rates, 0.5);
+            // Env steps with learning (one update per step), from a fresh run.
+            let mut t = Trainer::new(cfg);
+            let t0 = Instant::now();
+            let mut steps = 0u64;
+            while t0.elapsed() < Duration::from_secs(3) {
+                let s = t.run_episode(|_| Flow::Continue).unwrap();
+                steps += u64::from(s.length);
+            }
+            let sps = steps as f64 / t0.elapsed().as_secs_f64();
+            let key = format!("{}_b{batch}", net.as_str());
+            r.add(
+                &format!("dqn_{key}"),
+                &format!(
+                    "DQN {} batch {batch}: updates/s | env steps/s learning",
+                    net.as_str()
+                ),
+                format!("{ups:.0} | {sps:.0}"),
+                "median of 3; 3 s of training",
+                json!({"updates_per_sec": ups, "env_steps_per_sec": sps}),
+            );
+            out.insert(
+                key,
+                json!({"updates_per_sec": ups, "env_steps_per_sec": sps}),
+            );
+        }
+    }
+}
+
+async fn relay(r: &mut Report) {
+    let s = Server::start_with(ServerOpts {
+        models: 0,
+        copy_models: vec![root().join("models/hamlet-default.onnx")],
+        args: vec![
+            "--client-rate".into(),
+            "1000000".into(),
+            "--max-steps".into(),
+            "100000".into(),
+        ],
+        ..Default::default()
+    });
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    ws.expect("state_update", T).await;
+    let mut lat = Vec::new();
+    for i in 0..1100 {
+        let t = Instant::now();
+        ws.send(json!({"command":"step"})).await;
+        ws.expect("state_update", T).await;
+        if i >= 100 {
+            lat.push(ms(t.elapsed()));
+        }
+        if ws.seen.len() > 64 {
+            ws.seen.clear();
+        }
+    }
+    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    let (d50, d99) = direct_worker_rtt().await;
+    r.add(
+        "relay_rtt_ms",
+        "round trip step → state_update through the metaserver",
+        format!("p50 {p50:.3} ms, p99 {p99:.3} ms"),
+        "1000 steps, paused session",
+        json!({"p50": p50, "p99": p99}),
+    );
+    r.add(
+        "worker_rtt_ms",
+        "same, straight to the worker (no metaserver)",
+        format!("p50 {d50:.3} ms, p99 {d99:.3} ms"),
+        "1000 steps over the Unix socket",
+        json!({"p50": d50, "p99": d99}),
+    );
+    r.add(
+        "relay_cost_ms",
+        "the relay's own cost (difference of medians)",
+        format!("{:.3} ms", p50 - d50),
+        "JSON + WebSocket + validation",
+        json!({"p50_diff": p50 - d50}),
+    );
+
+    // Throughput: a window of 32 steps in flight, refilled as frames arrive.
+    let n = 5000;
+    let window = 32;
+    let t = Instant::now();
+    for _ in 0..window {
+        ws.send(json!({"command":"step"})).await;
+    }
+    let (mut got, mut sent) = (0, window);
+    while got < n {
+        let v = ws.next(T).await.unwrap();
+        if v["type"] == "state_update" {
+            got += 1;
+        }
+        if v["type"] == "state_update" || v["type"] == "episode_end" {
+            // Every step answers with a frame; a death's episode_end means the next step begins a
+            // new episode (its step-0 frame counts as that step's answer).
+            if sent < n + window {
+                ws.send(json!({"command":"step"})).await;
+                sent += 1;
+            }
+        }
+        ws.seen.clear();
+    }
+    let fps = got as f64 / t.elapsed().as_secs_f64();
+    r.add(
+        "relay_throughput_fps",
+        "one session, steps pipelined: state_update frames/s",
+        format!("{fps:.0} frames/s"),
+        "5000 steps, 32 in flight",
+        json!({"frames_per_sec": fps}),
+    );
+}
+
+async fn direct_worker_rtt() -> (f64, f64) {
+    use ipc_proto::transport;
+    let dir = temp_dir("bench-direct");
+    let sock = dir.join("w.sock");
+    let listener = transport::bind(&sock).unwrap();
+    let mut child = tokio::process::Command::new(bin_dir().join("worker-inference"))
+        .env(ipc_proto::ENV_SOCKET, &sock)
+        .env(ipc_proto::ENV_TOKEN, "bench-token")
+        .env(ipc_proto::ENV_ORT_LIB, ort_lib())
+        .env(ipc_proto::ENV_MODELS_DIR, root().join("models"))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (mut rd, mut wr, _) = transport::accept_worker(
+        &listener,
+        ipc_proto::WorkerKind::Inference,
+        "bench-token",
+        1 << 20,
+        T,
+    )
+    .await
+    .unwrap();
+    loop {
+        if let FromInference::Ready = rd.read::<FromInference>().await.unwrap() {
+            break;
+        }
+    }
+    wr.write(&ToInference::Start(Box::new(SessionStart {
+        session_id: "bench".into(),
+        model: Some("hamlet-default.onnx".into()),
+        max_steps: 100_000,
+        snapshot: None,
+    })))
+    .await
+    .unwrap();
+    let mut lat = Vec::new();
+    for i in 0..1100 {
+        let t = Instant::now();
+        wr.write(&ToInference::Command(SessionCommand::Step))
+            .await
+            .unwrap();
+        loop {
+            match rd.read::<FromInference>().await.unwrap() {
+                FromInference::Message(m) if m.kind() == "state_update" => break,
+                FromInference::Message(m) if m.kind() == "episode_end" => {
+                    wr.write(&ToInference::Command(SessionCommand::Step))
+                        .await
+                        .unwrap();
+                }
+                _ => {}
+            }
+        }
+        if i >= 100 {
+            lat.push(ms(t.elapsed()));
+        }
+    }
+    let _ = child.kill().await;
+    let _ = std::fs::remove_dir_all(dir);
+    (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99))
+}
+
+async fn scale(r: &mut Report) {
+    let s = Server::start_with(ServerOpts {
+        models: 0,
+        copy_models: vec![root().join("models/hamlet-default.onnx")],
+        args: vec!["--max-sessions".into(), "300".into()],
+        ..Default::default()
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await; // warm pool settles: idle baseline
+    let idle_rss = rss_kib(s.pid);
+    r.add(
+        "metaserver_rss_idle_kib",
+        "metaserver RSS, idle",
+        format!("{:.1} MiB", idle_rss as f64 / 1024.0),
+        "VmRSS",
+        json!(idle_rss),
+    );
+    let idle_worker = s
+        .workers()
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap() as u32)
+        .next()
+        .unwrap();
+    let (wr, wp) = (rss_kib(idle_worker), pss_kib(idle_worker));
+    r.add(
+        "worker_idle_kib",
+        "idle inference worker with a model: RSS | PSS",
+        format!("{:.1} | {:.1} MiB", wr as f64 / 1024.0, wp as f64 / 1024.0),
+        "PSS shares library pages",
+        json!({"rss": wr, "pss": wp}),
+    );
+    let mut clients: Vec<Ws> = Vec::new();
+    let mut scale_json = serde_json::Map::new();
+    for n in [1usize, 16, 64, 100, 256] {
+        while clients.len() < n {
+            let k = (n - clients.len()).min(32);
+            let new = join_all((0..k).map(|_| async {
+                let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+                ws.expect("state_update", Duration::from_secs(60)).await;
+                ws.send(json!({"command":"set_speed","speed":10})).await;
+                ws.send(json!({"command":"play"})).await;
+                ws
+            }))
+            .await;
+            clients.extend(new);
+        }
+        // Let every session reach its pace, then measure 5 s.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let cpu0 = cpu_ticks(s.pid);
+        let t0 = Instant::now();
+        let window = Duration::from_secs(5);
+        let results = join_all(clients.iter_mut().map(|ws| async move {
+            let mut frames = 0u64;
+            let mut gaps = Vec::new();
+            let mut last = Instant::now();
+            let end = Instant::now() + window;
+            while Instant::now() < end {
+                match ws.next(end.saturating_duration_since(Instant::now())).await {
+                    Ok(v) if v["type"] == "state_update" => {
+                        frames += 1;
+                        gaps.push(ms(last.elapsed()));
+                        last = Instant::now();
+                    }
+                    _ => {}
+                }
+                ws.seen.clear();
+            }
+            (frames, gaps)
+        }))
+        .await;
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu = (cpu_ticks(s.pid) - cpu0) as f64 / 100.0 / secs * 100.0;
+        let frames: u64 = results.iter().map(|r| r.0).sum();
+        let mut gaps: Vec<f64> = results
+            .into_iter()
+            .flat_map(|r| r.1.into_iter().skip(1))
+            .collect();
+        let p99 = pct(&mut gaps, 0.99);
+        let worker_pids: Vec<u32> = s
+            .workers()
+            .iter()
+            .filter(|w| w["state"] == "active")
+            .map(|w| w["pid"].as_u64().unwrap() as u32)
+            .collect();
+        let mut pss: Vec<f64> = worker_pids
+            .iter()
+            .map(|p| pss_kib(*p) as f64 / 1024.0)
+            .collect();
+        let ms_rss = rss_kib(s.pid) as f64 / 1024.0;
+        let fps = frames as f64 / secs;
+        let per = fps / n as f64;
+        r.add(
+            &format!("scale_{n}"),
+            &format!("{n:>3} sessions at speed 10: frames/s (per session), p99 gap"),
+            format!("{fps:.0} ({per:.1}), {p99:.0} ms"),
+            &format!("metaserver {cpu:.0}% CPU, {ms_rss:.0} MiB; worker PSS {:.1} MiB", pct(&mut pss, 0.5)),
+            json!({"sessions": n, "frames_per_sec": fps, "per_session": per, "p99_gap_ms": p99, "metaserver_cpu_pct": cpu, "metaserver_rss_mib": ms_rss, "worker_pss_mib_median": pct(&mut pss, 0.5)}),
+        );
+        scale_json.insert(n.to_string(), json!(fps));
+    }
+    drop(clients);
+}
+
+async fn session_start(r: &mut Report) {
+    for (label, warm) in [("warm pool", "2"), ("cold (no pool)", "0")] {
+        let s = Server::start_with(ServerOpts {
+            models: 0,
+            copy_models: vec![root().join("models/hamlet-default.onnx")],
+            args: vec!["--warm-workers".into(), warm.into()],
+            ..Default::default()
+        });
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let (mut c, mut f) = (Vec::new(), Vec::new());
+        for _ in 0..15 {
+            let t = Instant::now();
+            let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+            ws.expect("connected", T).await;
+            c.push(ms(t.elapsed()));
+            ws.expect("state_update", T).await;
+            f.push(ms(t.elapsed()));
+            drop(ws);
+            // Give the pool time to refill, as between real students' arrivals.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let (c50, f50, f99) = (
+            pct(&mut c, 0.5),
+            pct(&mut f.clone(), 0.5),
+            pct(&mut f, 0.99),
+        );
+        r.add(
+            &format!("session_start_{warm}"),
+            &format!("session start, {label}: → connected | → first frame"),
+            format!("{c50:.1} | {f50:.1} ms (p99 {f99:.1})"),
+            "median of 15",
+            json!({"connected_p50_ms": c50, "first_frame_p50_ms": f50, "first_frame_p99_ms": f99}),
+        );
+    }
+}
+
+async fn crash_recovery(r: &mut Report) {
+    let s = Server::start_with(ServerOpts {
+        models: 0,
+        copy_models: vec![root().join("models/hamlet-default.onnx")],
+        args: vec!["--max-restarts".into(), "1000".into()],
+        ..Default::default()
+    });
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    let sid = ws.expect("connected", T).await["session_id"].clone();
+    ws.send(json!({"command":"set_speed","speed":10})).await;
+    ws.send(json!({"command":"play"})).await;
+    let mut lat = Vec::new();
+    for _ in 0..20 {
+        ws.expect("state_update", T).await;
+        let pid = s.workers().iter().find(|w| w["session"] == sid).unwrap()["pid"]
+            .as_u64()
+            .unwrap() as u32;
+        let t = Instant::now();
+        signal(pid, nix::sys::signal::Signal::SIGKILL);
+        ws.expect("worker_restarted", T).await;
+        ws.expect("state_update", T).await;
+        lat.push(ms(t.elapsed()));
+        ws.seen.clear();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (p50, p99) = (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99));
+    r.add(
+        "crash_recovery_ms",
+        "kill -9 of a session's worker → next state_update",
+        format!("p50 {p50:.0} ms, p99 {p99:.0} ms"),
+        "20 kills, speed 10 (10 ms steps)",
+        json!({"p50": p50, "p99": p99}),
+    );
+}
+
+async fn training_fanout(r: &mut Report) {
+    let s = Server::start();
+    let cfg = json!({"command":"start_training","num_episodes":15,"max_steps":200,"batch_size":32,"show_every":1,"step_delay":0,"seed":1});
+    let mut steps_total = None;
+    for viewers in [0usize, 10, 100] {
+        let mut starter = Ws::connect(&s.url("/ws/training")).await.unwrap();
+        starter.expect("training_status", T).await;
+        let mut vs = Vec::new();
+        for _ in 0..viewers {
+            let mut v = Ws::connect(&s.url("/ws/training")).await.unwrap();
+            v.expect("training_status", T).await;
+            vs.push(v);
+        }
+        let t = Instant::now();
+        starter.send(cfg.clone()).await;
+        let counting = viewers == 0;
+        let mut steps = 0u64;
+        if !counting {
+            // Only the starter is measured; the viewers must drain their sockets like browsers.
+            for mut v in vs.drain(..) {
+                tokio::spawn(async move {
+                    while v.next(Duration::from_secs(120)).await.is_ok() {
+                        v.seen.clear();
+                    }
+                });
+            }
+        }
+        loop {
+            let v = starter.next(Duration::from_secs(120)).await.unwrap();
+            if v["type"] == "episode_complete" {
+                steps += v["length"].as_u64().unwrap();
+            }
+            if v["type"] == "training_complete" {
+                break;
+            }
+            starter.seen.clear();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        steps_total.get_or_insert(steps);
+        let sps = steps as f64 / secs;
+        r.add(
+            &format!("training_fanout_{viewers}"),
+            &format!("training env steps/s, every step shown, {viewers} viewers"),
+            format!("{sps:.0} steps/s"),
+            &format!("{steps} steps (seed 1) in {secs:.2} s"),
+            json!({"viewers": viewers, "env_steps_per_sec": sps, "steps": steps, "secs": secs}),
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let mut r = Report {
+        rows: vec![],
+        json: serde_json::Map::new(),
+    };
+    let host = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    println!(
+        "Hamlet benchmarks — {} cores, {host}\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("{:<58} {:>28}   how", "figure", "value");
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    let want = |k: &str| only.is_empty() || only.iter().any(|o| o == k);
+    if want("world") {
+        world(&mut r);
+    }
+    if want("decision") {
+        decision(&mut r);
+    }
+    if want("dqn") {
+        dqn(&mut r);
+    }
+    if want("relay") {
+        relay(&mut r).await;
+    }
+    if want("start") {
+        session_start(&mut r).await;
+    }
+    if want("crash") {
+        crash_recovery(&mut r).await;
+    }
+    if want("training") {
+        training_fanout(&mut r).await;
+    }
+    if want("scale") {
+        scale(&mut r).await;
+    }
+    let out = root().join("target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    let doc = json!({"machine": {"cores": std::thread::available_parallelism().map_or(0, |n| n.get()), "cpu": host}, "figures": r.json});
+    std::fs::write(
+        out.join("latest.json"),
+        serde_json::to_string_pretty(&doc).unwrap(),
+    )
+    .unwrap();
+    println!("\nwrote target/bench/latest.json");
+}
