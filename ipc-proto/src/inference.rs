@@ -73,6 +73,14 @@ pub struct SessionStart {
     pub max_steps: u32,
     /// Resume from this snapshot instead of starting fresh.
     pub snapshot: Option<SessionSnapshot>,
+    /// Send `connected` for a fresh session. False when a worker died before its first snapshot:
+    /// the browser already has its `connected` and is told `worker_restarted` instead.
+    #[serde(default = "yes")]
+    pub announce: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -60,6 +60,7 @@ fn arb_to_inference() -> impl Strategy<Value = ToInference> {
                 model: s.model.clone(),
                 max_steps: 500,
                 snapshot: resume.then_some(s),
+                announce: !resume,
             }
         ))),
     ]

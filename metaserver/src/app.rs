@@ -55,6 +55,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
     std::fs::create_dir_all(&cfg.models_dir)?;
+    remove_interrupted_writes(&cfg.models_dir);
+    remove_interrupted_writes(&cfg.checkpoint_dir());
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::default());
     let sup = Arc::new(Supervisor::new(cfg.clone(), metrics.clone())?);
@@ -127,6 +129,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     sup.cleanup();
     info!("bye");
     Ok(())
+}
+
+/// Temp files of atomic writes that a killed process never renamed (`hamlet_onnx::write_atomic`
+/// names them `.tmp-*`). No writer runs before the server starts its workers, so all are litter.
+fn remove_interrupted_writes(dir: &std::path::Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(".tmp-"))
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            info!(file = %e.path().display(), "removed an interrupted write");
+        }
+    }
 }
 
 async fn wait_for_signal() {

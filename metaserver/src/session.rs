@@ -57,6 +57,8 @@ struct Relay {
     /// When the client was last told its commands are being dropped (told at most once a second,
     /// so a flood cannot turn into a flood of undroppable error frames).
     last_busy_notice: Option<Instant>,
+    /// The browser has been sent `connected` (by the first worker).
+    announced: bool,
 }
 
 pub async fn run(socket: WebSocket, app: Arc<App>, permit: Option<OwnedSemaphorePermit>) {
@@ -111,6 +113,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, permit: Option<OwnedSemaphore
         snapshot: None,
         control_tx,
         last_busy_notice: None,
+        announced: false,
     };
     info!(session = %id, "session opened");
     relay.serve(rx, control_rx).await;
@@ -126,6 +129,7 @@ impl Relay {
             model: self.app.default_model(),
             max_steps: self.app.cfg.max_steps,
             snapshot: self.snapshot.clone(),
+            announce: !self.announced,
         }))
     }
 
@@ -186,15 +190,21 @@ impl Relay {
                         s.worker_id = Some(w.id.clone());
                         s.worker_pid = Some(w.pid);
                     });
-                    if let (Some(Replace::Crash(text)), Some(s)) = (reason, &self.snapshot) {
+                    if let (Some(Replace::Crash(text)), true) = (reason, self.announced) {
                         info!(session = %self.id, worker = %w.id, pid = w.pid, "worker restarted");
+                        // Without a snapshot yet, the session restarts at its beginning.
+                        let (episode, step) = self
+                            .snapshot
+                            .as_ref()
+                            .map_or((1, 0), |s| (s.episode, s.world.step));
                         self.client
                             .send(&ServerMessage::WorkerRestarted(WorkerRestarted {
                                 reason: text,
-                                resumed_episode: s.episode,
-                                resumed_step: s.world.step,
+                                resumed_episode: episode,
+                                resumed_step: step,
                             }));
                     }
+                    self.announced = true;
                     return Some(w);
                 }
                 Err(e) => {

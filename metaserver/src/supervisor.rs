@@ -475,6 +475,7 @@ impl Supervisor {
                 use std::os::unix::process::ExitStatusExt;
                 let status = child.wait().await;
                 reaped.store(true, Ordering::SeqCst);
+                debug!(pid, ?status, "worker reaped");
                 // Give the stderr reader a moment to collect the last lines.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let (code, signal) = match status {

@@ -43,7 +43,9 @@ async fn kill_9_mid_episode_continues_the_same_episode() {
     assert!(r["reason"].as_str().unwrap().contains("signal 9"), "{r}");
     assert_eq!(r["resumed_episode"], before["episode"]);
     let resumed = r["resumed_step"].as_u64().unwrap();
-    assert!(resumed >= 15, "resumed at {resumed}");
+    // A step's frame is relayed before its snapshot, so a kill right after step 15's frame may
+    // resume from 14 (step 15 is then replayed, identically — checked below).
+    assert!(resumed >= 14, "resumed at {resumed}");
     // The same episode continues (no episode_start for a new one), step numbers carry on.
     let next = ws.expect("state_update", T).await;
     assert_eq!(next["episode"], before["episode"]);
@@ -235,15 +237,12 @@ async fn sigkill_of_the_metaserver_leaves_no_worker_behind() {
     let mut s = Server::start();
     let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
     ws.expect("connected", T).await;
+    s.wait_for("the warm pool to refill", T, |s| s.workers().len() >= 3);
     let pids: Vec<u32> = s
         .workers()
         .iter()
         .map(|w| w["pid"].as_u64().unwrap() as u32)
         .collect();
-    assert!(
-        pids.len() >= 2,
-        "a session worker and warm workers: {pids:?}"
-    );
     s.kill9();
     let t = std::time::Instant::now();
     while pids.iter().any(|p| alive(*p)) && t.elapsed() < Duration::from_secs(10) {
@@ -329,4 +328,27 @@ fn non_loopback_ip() -> Option<String> {
     s.connect("192.0.2.1:9").ok()?;
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then(|| ip.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_before_its_first_snapshot_still_gives_a_notice_not_a_second_connected() {
+    // Cold spawns (no pool) make the window between `connected` and the first snapshot widest.
+    let s = Server::start_with(ServerOpts {
+        args: vec!["--warm-workers".into(), "0".into()],
+        ..Default::default()
+    });
+    for _ in 0..5 {
+        let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+        let sid = ws.expect("connected", T).await["session_id"].clone();
+        signal(worker_pid_of(&s, &sid), Signal::SIGKILL);
+        let r = ws.expect("worker_restarted", T).await;
+        assert_eq!(r["resumed_episode"], 1);
+        ws.send(json!({"command":"step"})).await;
+        ws.expect_where("step 1", T, |v| {
+            v["type"] == "state_update" && v["step"] == 1
+        })
+        .await;
+        let connected = ws.seen.iter().filter(|v| v["type"] == "connected").count();
+        assert_eq!(connected, 1, "exactly one `connected` per connection");
+    }
 }

@@ -108,7 +108,7 @@ impl Session {
                 rt,
             },
         };
-        if fresh {
+        if fresh && start.announce {
             out.insert(
                 0,
                 msg(ServerMessage::Connected(Connected {
@@ -120,7 +120,9 @@ impl Session {
                     max_steps: s.max_steps,
                 })),
             );
-            if model.is_none() {
+        }
+        if fresh {
+            if model.is_none() && start.announce {
                 out.push(err(
                     ErrorCode::ModelNotFound,
                     "no model is available: train one in the training view or add one to models/",

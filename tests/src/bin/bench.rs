@@ -298,6 +298,7 @@ async fn direct_worker_rtt() -> (f64, f64) {
         }
     }
     wr.write(&ToInference::Start(Box::new(SessionStart {
+        announce: true,
         session_id: "bench".into(),
         model: Some("hamlet-default.onnx".into()),
         max_steps: 100_000,
