@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests: start the real `metaserver` (port 0, temp models directory),
 //! talk to it over real HTTP and WebSockets, and clean up every process on drop.
 
+pub mod chaos;
 pub mod webdriver;
 
 use anyhow::{anyhow, bail, Context, Result};

@@ -1,0 +1,263 @@
+//! Chaos run: sessions playing at full speed and a watched training run while workers are killed
+//! (`kill -9`) or stopped (SIGSTOP) at random. Loopback only; bounded in time; stops by itself.
+//!
+//! The killer respects the restart budget (at most 3 hits per target in any 60 s, the budget being
+//! 5), so every lost session is a defect, not the policy working as designed.
+
+use crate::{signal, Server, ServerOpts, Ws};
+use nix::sys::signal::Signal;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    pub duration: Duration,
+    pub sessions: usize,
+    pub viewers: usize,
+    pub kill_every: Duration,
+    /// Share of hits that are SIGSTOP (detected by heartbeat) rather than SIGKILL.
+    pub stop_share: f64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ChaosReport {
+    pub duration_secs: f64,
+    pub sessions_started: usize,
+    pub sessions_lost: usize,
+    pub lost_reasons: Vec<String>,
+    pub sigkills: usize,
+    pub sigstops: usize,
+    pub restarts_reported: u64,
+    pub worker_restarted_seen: usize,
+    pub longest_gap_ms: f64,
+    pub continuity_violations: usize,
+    pub violation_examples: Vec<String>,
+    pub frames: u64,
+    pub training_restarts: usize,
+    pub training_episodes_lost: u64,
+    pub training_episodes_completed: u64,
+    pub metaserver_rss_before_mib: f64,
+    pub metaserver_rss_after_mib: f64,
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+#[derive(Default)]
+struct SessionOutcome {
+    lost: Option<String>,
+    frames: u64,
+    longest_gap: f64,
+    violations: Vec<String>,
+    restarts_seen: usize,
+}
+
+/// Follows one session's frames and checks that crashes never restart or skip an episode.
+async fn watch_session(mut ws: Ws, until: Instant) -> SessionOutcome {
+    let mut o = SessionOutcome::default();
+    let mut last: Option<(u64, u64)> = None;
+    let mut last_at = Instant::now();
+    let mut resumed: Option<(u64, u64)> = None;
+    while Instant::now() < until {
+        let left = until.saturating_duration_since(Instant::now());
+        let v = match ws.next(left).await {
+            Ok(v) => v,
+            Err(e) => {
+                if Instant::now() < until {
+                    o.lost = Some(format!("{e}"));
+                }
+                break;
+            }
+        };
+        ws.seen.clear();
+        match v["type"].as_str() {
+            Some("state_update") => {
+                o.frames += 1;
+                o.longest_gap = o.longest_gap.max(last_at.elapsed().as_secs_f64() * 1e3);
+                last_at = Instant::now();
+                let cur = (
+                    v["episode"].as_u64().unwrap_or(0),
+                    v["step"].as_u64().unwrap_or(0),
+                );
+                if let Some((e, s)) = last {
+                    let ok = match resumed.take() {
+                        // After a restart: the resumed step follows (a step whose snapshot was lost
+                        // with the worker is replayed, so `s` itself may come again).
+                        Some((re, rs)) => cur.0 == re && cur.1 == rs + 1 && rs + 1 >= s,
+                        None => (cur.0 == e && cur.1 == s + 1) || (cur.0 == e + 1 && cur.1 == 0),
+                    };
+                    if !ok && o.violations.len() < 5 {
+                        o.violations.push(format!("{:?} after {:?}", cur, (e, s)));
+                    } else if !ok {
+                        o.violations.push(String::new());
+                    }
+                }
+                last = Some(cur);
+            }
+            Some("worker_restarted") => {
+                o.restarts_seen += 1;
+                resumed = Some((
+                    v["resumed_episode"].as_u64().unwrap_or(0),
+                    v["resumed_step"].as_u64().unwrap_or(0),
+                ));
+            }
+            Some("error") => {
+                if v["code"] == "worker_failed" {
+                    o.lost = Some(v["message"].to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    o
+}
+
+pub async fn run(cfg: ChaosConfig) -> ChaosReport {
+    let s = Server::start_with(ServerOpts {
+        models: 0,
+        copy_models: vec![crate::root().join("models/hamlet-default.onnx")],
+        args: vec!["--default-model".into(), "hamlet-default.onnx".into()],
+        ..Default::default()
+    });
+    let mut rep = ChaosReport {
+        metaserver_rss_before_mib: rss_mib(s.pid),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let until = t0 + cfg.duration;
+
+    // Training: a long run, one starter who counts episodes, plus viewers who just read.
+    let mut starter = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    starter.expect("training_status", crate::T).await;
+    starter
+        .send(
+            json!({"command":"start_training","num_episodes":100000,"max_steps":200,"show_every":10,
+                     "step_delay":0,"checkpoint_every":2,"batch_size":32,"seed":7}),
+        )
+        .await;
+    starter.expect("training_started", crate::T).await;
+    for _ in 0..cfg.viewers {
+        let mut v = Ws::connect(&s.url("/ws/training")).await.unwrap();
+        tokio::spawn(async move {
+            while v.next(Duration::from_secs(30)).await.is_ok() {
+                v.seen.clear();
+            }
+        });
+    }
+    let training = tokio::spawn(async move {
+        let (mut last_ep, mut lost, mut restarts, mut done) = (0u64, 0u64, 0usize, 0u64);
+        while Instant::now() < until {
+            let Ok(v) = starter
+                .next(until.saturating_duration_since(Instant::now()))
+                .await
+            else {
+                break;
+            };
+            starter.seen.clear();
+            match v["type"].as_str() {
+                Some("episode_complete") => {
+                    last_ep = v["episode"].as_u64().unwrap_or(0);
+                    done += 1;
+                }
+                Some("training_restarted") => {
+                    restarts += 1;
+                    let from = v["resumed_from_episode"].as_u64().unwrap_or(0);
+                    lost += last_ep.saturating_sub(from);
+                }
+                _ => {}
+            }
+        }
+        starter.send(json!({"command":"stop"})).await;
+        (restarts, lost, done)
+    });
+
+    // Sessions playing at full speed.
+    let mut watchers = Vec::new();
+    for _ in 0..cfg.sessions {
+        let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+        ws.expect("state_update", crate::T).await;
+        ws.send(json!({"command":"set_speed","speed":10})).await;
+        ws.send(json!({"command":"play"})).await;
+        rep.sessions_started += 1;
+        watchers.push(tokio::spawn(watch_session(ws, until)));
+    }
+
+    // The killer.
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(cfg.seed);
+    let mut hits: HashMap<String, Vec<Instant>> = HashMap::new();
+    let stop_leeway = Duration::from_secs(7); // a SIGSTOPped worker is replaced after ~5 s
+    while Instant::now() + cfg.kill_every + stop_leeway < until {
+        tokio::time::sleep(cfg.kill_every).await;
+        let workers: Vec<Value> = s
+            .workers()
+            .into_iter()
+            .filter(|w| w["state"] == "active")
+            .collect();
+        let candidates: Vec<&Value> = workers
+            .iter()
+            .filter(|w| {
+                let key = w["session"].as_str().unwrap_or("").to_owned();
+                hits.get(&key).is_none_or(|h| {
+                    h.iter()
+                        .filter(|t| t.elapsed() < Duration::from_secs(60))
+                        .count()
+                        < 3
+                })
+            })
+            .collect();
+        if candidates.is_empty() {
+            continue;
+        }
+        let w = candidates[rng.random_range(0..candidates.len())];
+        let pid = w["pid"].as_u64().unwrap() as u32;
+        hits.entry(w["session"].as_str().unwrap_or("").to_owned())
+            .or_default()
+            .push(Instant::now());
+        if rng.random::<f64>() < cfg.stop_share {
+            rep.sigstops += 1;
+            signal(pid, Signal::SIGSTOP);
+        } else {
+            rep.sigkills += 1;
+            signal(pid, Signal::SIGKILL);
+        }
+    }
+
+    for w in watchers {
+        let o = w.await.unwrap();
+        rep.frames += o.frames;
+        rep.longest_gap_ms = rep.longest_gap_ms.max(o.longest_gap);
+        rep.worker_restarted_seen += o.restarts_seen;
+        rep.continuity_violations += o.violations.len();
+        rep.violation_examples
+            .extend(o.violations.into_iter().filter(|v| !v.is_empty()).take(3));
+        if let Some(l) = o.lost {
+            rep.sessions_lost += 1;
+            rep.lost_reasons.push(l);
+        }
+    }
+    let (tr, tl, td) = training.await.unwrap();
+    rep.training_restarts = tr;
+    rep.training_episodes_lost = tl;
+    rep.training_episodes_completed = td;
+    let (_, body) = s.get("/metrics");
+    rep.restarts_reported = body
+        .lines()
+        .filter(|l| l.starts_with("hamlet_worker_restarts_total{") && !l.contains("start_failed"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    rep.metaserver_rss_after_mib = rss_mib(s.pid);
+    rep.duration_secs = t0.elapsed().as_secs_f64();
+    rep
+}

@@ -1,0 +1,27 @@
+//! The short chaos run in the test suite: nothing lost while workers die at random.
+
+use hamlet_tests::chaos::{run, ChaosConfig};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn short_chaos_loses_nothing() {
+    let r = run(ChaosConfig {
+        duration: Duration::from_secs(20),
+        sessions: 4,
+        viewers: 2,
+        kill_every: Duration::from_millis(600),
+        stop_share: 0.2,
+        seed: 1,
+    })
+    .await;
+    eprintln!("{r:#?}");
+    assert_eq!(r.sessions_lost, 0, "{:?}", r.lost_reasons);
+    assert_eq!(r.continuity_violations, 0, "{:?}", r.violation_examples);
+    assert!(
+        r.sigkills + r.sigstops >= 5,
+        "the killer hit too little: {r:?}"
+    );
+    assert!(r.worker_restarted_seen >= 1);
+    assert!(r.frames > 1000);
+    assert!(r.metaserver_rss_after_mib < r.metaserver_rss_before_mib + 200.0);
+}
