@@ -62,6 +62,10 @@ pub struct SessionSnapshot {
     pub speed: f64,
     pub playing: bool,
     pub max_steps: u32,
+    /// Sequence number of the last command the worker processed. The metaserver replays the
+    /// commands after it to a replacement worker, so none is lost with a dying worker.
+    #[serde(default)]
+    pub commands_applied: u64,
 }
 
 /// How a worker is given its session.
@@ -88,7 +92,11 @@ fn yes() -> bool {
 pub enum ToInference {
     /// Take a session (a warm worker waits for this after the handshake).
     Start(Box<SessionStart>),
-    Command(SessionCommand),
+    /// A browser command, numbered by the metaserver (1, 2, …) per session.
+    Command {
+        seq: u64,
+        command: SessionCommand,
+    },
     Ping {
         seq: u64,
     },

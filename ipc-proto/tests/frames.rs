@@ -41,6 +41,7 @@ fn arb_snapshot() -> impl Strategy<Value = SessionSnapshot> {
                     speed,
                     playing,
                     max_steps: 500,
+                    commands_applied: step as u64,
                 }
             },
         )
@@ -48,10 +49,22 @@ fn arb_snapshot() -> impl Strategy<Value = SessionSnapshot> {
 
 fn arb_to_inference() -> impl Strategy<Value = ToInference> {
     prop_oneof![
-        Just(ToInference::Command(SessionCommand::Play)),
-        Just(ToInference::Command(SessionCommand::Reset)),
-        (0.1f64..10.0).prop_map(|speed| ToInference::Command(SessionCommand::SetSpeed { speed })),
-        ".{0,64}".prop_map(|model| ToInference::Command(SessionCommand::LoadModel { model })),
+        Just(ToInference::Command {
+            seq: 1,
+            command: SessionCommand::Play
+        }),
+        Just(ToInference::Command {
+            seq: 1,
+            command: SessionCommand::Reset
+        }),
+        (0.1f64..10.0).prop_map(|speed| ToInference::Command {
+            seq: 1,
+            command: SessionCommand::SetSpeed { speed }
+        }),
+        ".{0,64}".prop_map(|model| ToInference::Command {
+            seq: 1,
+            command: SessionCommand::LoadModel { model }
+        }),
         any::<u64>().prop_map(|seq| ToInference::Ping { seq }),
         Just(ToInference::Shutdown),
         (arb_snapshot(), any::<bool>()).prop_map(|(s, resume)| ToInference::Start(Box::new(
@@ -214,9 +227,12 @@ fn wrong_message_type_is_a_decode_error_not_a_panic() {
 
 #[test]
 fn encoding_refuses_oversize_messages() {
-    let big = ToInference::Command(SessionCommand::LoadModel {
-        model: "x".repeat(5000),
-    });
+    let big = ToInference::Command {
+        seq: 1,
+        command: SessionCommand::LoadModel {
+            model: "x".repeat(5000),
+        },
+    };
     assert!(matches!(
         frame::encode(&big, 1024),
         Err(FrameError::Oversize { .. })

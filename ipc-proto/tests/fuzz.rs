@@ -21,14 +21,20 @@ fn decode_all(bytes: &[u8]) {
 fn valid_frames() -> Vec<Vec<u8>> {
     vec![
         frame::encode(
-            &ToInference::Command(SessionCommand::SetSpeed { speed: 2.5 }),
+            &ToInference::Command {
+                seq: 1,
+                command: SessionCommand::SetSpeed { speed: 2.5 },
+            },
             1 << 16,
         )
         .unwrap(),
         frame::encode(
-            &ToInference::Command(SessionCommand::LoadModel {
-                model: "default.onnx".into(),
-            }),
+            &ToInference::Command {
+                seq: 1,
+                command: SessionCommand::LoadModel {
+                    model: "default.onnx".into(),
+                },
+            },
             1 << 16,
         )
         .unwrap(),

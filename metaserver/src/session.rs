@@ -19,6 +19,7 @@ use ipc_proto::inference::{
 };
 use ipc_proto::WorkerKind;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,7 +60,15 @@ struct Relay {
     last_busy_notice: Option<Instant>,
     /// The browser has been sent `connected` (by the first worker).
     announced: bool,
+    /// Number of the last command sent to a worker.
+    last_seq: u64,
+    /// Commands sent but not yet covered by a snapshot: replayed to a replacement worker so that
+    /// none is lost with a dying one. Queries (`status`) are not kept.
+    unacked: VecDeque<(u64, SessionCommand)>,
 }
+
+/// At most this many unacknowledged commands are kept (more than a worker's queue holds).
+const MAX_UNACKED: usize = 2 * crate::supervisor::WORKER_QUEUE;
 
 pub async fn run(socket: WebSocket, app: Arc<App>, permit: Option<OwnedSemaphorePermit>) {
     let (client, stream) = client::start(socket, app.cfg.client_queue, app.metrics.clone());
@@ -114,6 +123,8 @@ pub async fn run(socket: WebSocket, app: Arc<App>, permit: Option<OwnedSemaphore
         control_tx,
         last_busy_notice: None,
         announced: false,
+        last_seq: 0,
+        unacked: VecDeque::new(),
     };
     info!(session = %id, "session opened");
     relay.serve(rx, control_rx).await;
@@ -171,7 +182,17 @@ impl Relay {
             match self.app.pool.get(&self.app.sup).await {
                 Ok(w) => {
                     let msg = self.start_message();
-                    if w.sender.send(&msg).is_err() {
+                    // The new worker gets the session, then every command its predecessor had not
+                    // confirmed, in order.
+                    let delivered = w.sender.send(&msg).is_ok()
+                        && self.unacked.iter().all(|(seq, c)| {
+                            let m = ToInference::Command {
+                                seq: *seq,
+                                command: c.clone(),
+                            };
+                            w.sender.send(&m).is_ok()
+                        });
+                    if !delivered {
                         w.kill();
                         started = w.started;
                         reason = Some(Replace::Crash("worker closed its socket on start".into()));
@@ -228,6 +249,10 @@ impl Relay {
                     i.playing = s.playing;
                     i.speed = s.speed;
                 });
+                let applied = s.commands_applied;
+                while self.unacked.front().is_some_and(|(seq, _)| *seq <= applied) {
+                    self.unacked.pop_front();
+                }
                 self.snapshot = Some(*s);
             }
             FromInference::Pong { .. } => *last_pong = Instant::now(),
@@ -258,7 +283,16 @@ impl Relay {
             let replace: Replace = tokio::select! {
                 inc = rx.recv() => match inc {
                     Some(Incoming::Valid(cmd)) => {
-                        match w.sender.send(&ToInference::Command(cmd)) {
+                        self.last_seq += 1;
+                        let seq = self.last_seq;
+                        let sent = w.sender.send(&ToInference::Command { seq, command: cmd.clone() });
+                        if sent.is_ok() && cmd != SessionCommand::Status {
+                            if self.unacked.len() == MAX_UNACKED {
+                                self.unacked.pop_front();
+                            }
+                            self.unacked.push_back((seq, cmd));
+                        }
+                        match sent {
                             Err(SendError::Full) => {
                                 if self.last_busy_notice.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
                                     self.last_busy_notice = Some(Instant::now());

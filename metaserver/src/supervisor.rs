@@ -451,7 +451,7 @@ impl Supervisor {
         let pid = child.id().unwrap_or(0);
         let started = Instant::now();
         let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
-        if let Some(stderr) = child.stderr.take() {
+        let stderr_done = child.stderr.take().map(|stderr| {
             let tail = tail.clone();
             let wid = id.to_owned();
             tokio::spawn(async move {
@@ -464,8 +464,8 @@ impl Supervisor {
                     }
                     t.push_back(line.chars().take(300).collect());
                 }
-            });
-        }
+            })
+        });
         let (exit_tx, exit_rx) = watch::channel(None);
         let reaped = Arc::new(AtomicBool::new(false));
         {
@@ -476,8 +476,11 @@ impl Supervisor {
                 let status = child.wait().await;
                 reaped.store(true, Ordering::SeqCst);
                 debug!(pid, ?status, "worker reaped");
-                // Give the stderr reader a moment to collect the last lines.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // The last stderr lines say why it died: wait for the pipe's EOF (bounded, in case
+                // a grandchild still holds it open).
+                if let Some(done) = stderr_done {
+                    let _ = tokio::time::timeout(Duration::from_millis(100), done).await;
+                }
                 let (code, signal) = match status {
                     Ok(s) => (s.code(), s.signal()),
                     Err(_) => (None, None),

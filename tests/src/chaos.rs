@@ -95,7 +95,11 @@ async fn watch_session(mut ws: Ws, until: Instant) -> SessionOutcome {
                     let ok = match resumed.take() {
                         // After a restart: the resumed step follows (a step whose snapshot was lost
                         // with the worker is replayed, so `s` itself may come again).
-                        Some((re, rs)) => cur.0 == re && cur.1 == rs + 1 && rs + 1 >= s,
+                        // A worker killed between episodes resumes by starting the next one.
+                        Some((re, rs)) => {
+                            (cur.0 == re && cur.1 == rs + 1 && rs + 1 >= s)
+                                || (cur.0 == re + 1 && cur.1 == 0)
+                        }
                         None => (cur.0 == e && cur.1 == s + 1) || (cur.0 == e + 1 && cur.1 == 0),
                     };
                     if !ok && o.violations.len() < 5 {
@@ -113,10 +117,8 @@ async fn watch_session(mut ws: Ws, until: Instant) -> SessionOutcome {
                     v["resumed_step"].as_u64().unwrap_or(0),
                 ));
             }
-            Some("error") => {
-                if v["code"] == "worker_failed" {
-                    o.lost = Some(v["message"].to_string());
-                }
+            Some("error") if v["code"] == "worker_failed" => {
+                o.lost = Some(v["message"].to_string());
             }
             _ => {}
         }

@@ -113,27 +113,34 @@ impl Server {
         for m in &o.copy_models {
             std::fs::copy(m, models.join(m.file_name().unwrap())).unwrap();
         }
-        let mut child = Command::new(bin_dir().join("metaserver"))
-            .args(if o.args.iter().any(|a| a == "--host") {
-                vec!["--port", "0"]
-            } else {
-                vec!["--host", "127.0.0.1", "--port", "0"]
-            })
-            .arg("--workers-dir")
-            .arg(&o.workers_dir)
-            .arg("--models-dir")
-            .arg(&models)
-            .arg("--ort-lib")
-            .arg(ort_lib())
-            .args(&o.args)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start metaserver");
+        let mut cmd = Command::new(bin_dir().join("metaserver"));
+        cmd.args(if o.args.iter().any(|a| a == "--host") {
+            vec!["--port", "0"]
+        } else {
+            vec!["--host", "127.0.0.1", "--port", "0"]
+        })
+        .arg("--workers-dir")
+        .arg(&o.workers_dir)
+        .arg("--models-dir")
+        .arg(&models)
+        .arg("--ort-lib")
+        .arg(ort_lib())
+        .args(&o.args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        // If the test process dies without dropping us, the server (and so its workers) follows.
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn().expect("start metaserver");
         let pid = child.id();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();

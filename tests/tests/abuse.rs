@@ -75,6 +75,7 @@ async fn a_thousand_connections_at_once_are_bounded_by_max_sessions() {
     );
     assert_eq!(count("refused"), 984);
     let after = rss_mib(s.pid);
+    eprintln!("figures: 1000 connections at once: {} sessions, {} refused (1013); metaserver RSS {before:.1} -> {after:.1} MiB", count("session"), count("refused"));
     assert!(
         after - before < 150.0,
         "metaserver grew from {before:.0} to {after:.0} MiB"
@@ -137,6 +138,7 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_nobody_else_notices(
         assert_eq!(u["step"].as_u64().unwrap() % 500, i % 500);
     }
     let after = rss_mib(s.pid);
+    eprintln!("figures: never-reading client: {} frames dropped; metaserver RSS {before:.1} -> {after:.1} MiB", metric(&s, "hamlet_frames_dropped_total"));
     assert!(
         after - before < 100.0,
         "metaserver grew from {before:.0} to {after:.0} MiB"
@@ -169,6 +171,7 @@ async fn a_message_flood_is_rate_limited_and_the_connection_survives() {
             replies += 1;
         }
     }
+    eprintln!("figures: message flood: {replies} of 2000 status requests answered, the rest refused with rate_limited");
     assert!((100..2000).contains(&replies), "{replies} of 2000 answered");
     ws.send(json!({"command":"step"})).await;
     assert_eq!(ws.expect("state_update", T).await["step"], 1);

@@ -340,14 +340,21 @@ async fn a_worker_killed_before_its_first_snapshot_still_gives_a_notice_not_a_se
     for _ in 0..5 {
         let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
         let sid = ws.expect("connected", T).await["session_id"].clone();
+        // Commands in flight when the worker dies are not lost: they reach its replacement.
+        ws.send(json!({"command":"set_speed","speed":10})).await;
+        ws.send(json!({"command":"play"})).await;
         signal(worker_pid_of(&s, &sid), Signal::SIGKILL);
         let r = ws.expect("worker_restarted", T).await;
         assert_eq!(r["resumed_episode"], 1);
-        ws.send(json!({"command":"step"})).await;
-        ws.expect_where("step 1", T, |v| {
-            v["type"] == "state_update" && v["step"] == 1
+        // No further command: the session plays on by itself at speed 10.
+        ws.expect_where("step 5", T, |v| {
+            v["type"] == "state_update" && v["step"] == 5
         })
         .await;
+        ws.send(json!({"command":"status"})).await;
+        let st = ws.expect("session_status", T).await;
+        assert_eq!(st["playing"], true);
+        assert_eq!(st["speed"], 10.0);
         let connected = ws.seen.iter().filter(|v| v["type"] == "connected").count();
         assert_eq!(connected, 1, "exactly one `connected` per connection");
     }

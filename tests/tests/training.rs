@@ -144,3 +144,39 @@ async fn a_run_with_zero_viewers_completes_and_a_late_viewer_catches_up() {
     late.send(json!({"command":"status"})).await;
     late.expect("training_status", T).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inference_sessions_keep_playing_while_a_watched_run_trains() {
+    let s = Server::start();
+    let mut starter = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    starter.expect("training_status", T).await;
+    let mut viewers = Vec::new();
+    for _ in 0..5 {
+        let mut v = Ws::connect(&s.url("/ws/training")).await.unwrap();
+        v.expect("training_status", T).await;
+        viewers.push(v);
+    }
+    starter.send(json!({"command":"start_training","num_episodes":100000,"max_steps":200,"step_delay":0,"show_every":1})).await;
+    starter.expect("training_started", T).await;
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+        ws.expect("state_update", T).await;
+        ws.send(json!({"command":"set_speed","speed":10})).await;
+        ws.send(json!({"command":"play"})).await;
+        sessions.push(ws);
+    }
+    // Both sessions make progress and every viewer keeps receiving the run, at the same time.
+    for ws in sessions.iter_mut() {
+        for _ in 0..100 {
+            ws.expect("state_update", LONG).await;
+        }
+    }
+    for v in viewers.iter_mut() {
+        v.expect("episode_complete", LONG).await;
+        v.expect("state_update", LONG).await;
+    }
+    assert_eq!(s.get_json("/api/status")["training"]["is_training"], true);
+    starter.send(json!({"command":"stop"})).await;
+    starter.expect("training_complete", LONG).await;
+}

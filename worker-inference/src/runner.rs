@@ -114,10 +114,10 @@ pub async fn run(env: WorkerEnv) -> anyhow::Result<Exit> {
                         out
                     }
                 }
-                Some(ToInference::Command(cmd)) => match session.as_mut() {
+                Some(ToInference::Command { seq, command }) => match session.as_mut() {
                     Some(s) => {
                         let speed_before = s.step_period();
-                        let out = s.handle(cmd);
+                        let out = s.handle_numbered(seq, command);
                         if s.step_period() != speed_before {
                             step_at = None; // re-pace from now at the new speed
                         }

@@ -35,6 +35,7 @@ pub struct Session {
     policy: Option<Policy>,
     models_dir: PathBuf,
     rt: &'static Runtime,
+    commands_applied: u64,
 }
 
 type Out = Vec<FromInference>;
@@ -78,6 +79,7 @@ impl Session {
         };
         let mut s = match snap {
             Some(sn) => Session {
+                commands_applied: sn.commands_applied,
                 id: start.session_id,
                 world: World::restore(&sn.world),
                 episode: sn.episode.max(1),
@@ -106,6 +108,7 @@ impl Session {
                 policy,
                 models_dir,
                 rt,
+                commands_applied: 0,
             },
         };
         if fresh && start.announce {
@@ -172,6 +175,7 @@ impl Session {
             speed: self.speed,
             playing: self.playing,
             max_steps: self.max_steps,
+            commands_applied: self.commands_applied,
         }
     }
 
@@ -280,6 +284,12 @@ impl Session {
         }
         out.push(self.snapshot_event());
         out
+    }
+
+    /// Handles command number `seq`; the snapshots it produces say it was applied.
+    pub fn handle_numbered(&mut self, seq: u64, cmd: SessionCommand) -> Out {
+        self.commands_applied = self.commands_applied.max(seq);
+        self.handle(cmd)
     }
 
     pub fn handle(&mut self, cmd: SessionCommand) -> Out {

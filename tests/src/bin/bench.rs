@@ -270,6 +270,51 @@ async fn relay(r: &mut Report) {
     );
 }
 
+/// Time from process start to `Ready` (handshake done, ONNX Runtime loaded), spawning the worker
+/// the way the metaserver does.
+async fn worker_start(r: &mut Report) {
+    use ipc_proto::transport;
+    let mut times = Vec::new();
+    for i in 0..15 {
+        let dir = temp_dir("bench-start");
+        let sock = dir.join("w.sock");
+        let listener = transport::bind(&sock).unwrap();
+        let t = Instant::now();
+        let mut child = tokio::process::Command::new(bin_dir().join("worker-inference"))
+            .env(ipc_proto::ENV_SOCKET, &sock)
+            .env(ipc_proto::ENV_TOKEN, format!("t{i}"))
+            .env(ipc_proto::ENV_ORT_LIB, ort_lib())
+            .env(ipc_proto::ENV_MODELS_DIR, root().join("models"))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let (mut rd, _wr, _) = transport::accept_worker(
+            &listener,
+            ipc_proto::WorkerKind::Inference,
+            &format!("t{i}"),
+            1 << 20,
+            T,
+        )
+        .await
+        .unwrap();
+        while !matches!(
+            rd.read::<FromInference>().await.unwrap(),
+            FromInference::Ready
+        ) {}
+        times.push(ms(t.elapsed()));
+        let _ = child.kill().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let (p50, p99) = (pct(&mut times.clone(), 0.5), pct(&mut times, 0.99));
+    r.add(
+        "worker_start_ms",
+        "worker process start → ready (ONNX Runtime loaded)",
+        format!("p50 {p50:.1} ms, max {p99:.1} ms"),
+        "15 spawns, as the supervisor does",
+        json!({"p50": p50, "max": p99}),
+    );
+}
+
 async fn direct_worker_rtt() -> (f64, f64) {
     use ipc_proto::transport;
     let dir = temp_dir("bench-direct");
@@ -309,16 +354,22 @@ async fn direct_worker_rtt() -> (f64, f64) {
     let mut lat = Vec::new();
     for i in 0..1100 {
         let t = Instant::now();
-        wr.write(&ToInference::Command(SessionCommand::Step))
-            .await
-            .unwrap();
+        wr.write(&ToInference::Command {
+            seq: 0,
+            command: SessionCommand::Step,
+        })
+        .await
+        .unwrap();
         loop {
             match rd.read::<FromInference>().await.unwrap() {
                 FromInference::Message(m) if m.kind() == "state_update" => break,
                 FromInference::Message(m) if m.kind() == "episode_end" => {
-                    wr.write(&ToInference::Command(SessionCommand::Step))
-                        .await
-                        .unwrap();
+                    wr.write(&ToInference::Command {
+                        seq: 0,
+                        command: SessionCommand::Step,
+                    })
+                    .await
+                    .unwrap();
                 }
                 _ => {}
             }
@@ -474,7 +525,14 @@ async fn crash_recovery(r: &mut Report) {
     let s = Server::start_with(ServerOpts {
         models: 0,
         copy_models: vec![root().join("models/hamlet-default.onnx")],
-        args: vec!["--max-restarts".into(), "1000".into()],
+        // Every kill is treated as a first crash (restart at once): this measures recovery itself,
+        // not the backoff that repeated crashes of one session earn.
+        args: vec![
+            "--max-restarts".into(),
+            "1000".into(),
+            "--stable-after-secs".into(),
+            "0".into(),
+        ],
         ..Default::default()
     });
     let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
@@ -509,7 +567,18 @@ async fn training_fanout(r: &mut Report) {
     let s = Server::start();
     let cfg = json!({"command":"start_training","num_episodes":15,"max_steps":200,"batch_size":32,"show_every":1,"step_delay":0,"seed":1});
     let mut steps_total = None;
-    for viewers in [0usize, 10, 100] {
+    for (viewers, shown) in [
+        (0usize, true),
+        (10, true),
+        (50, true),
+        (100, true),
+        (100, false),
+    ] {
+        let mut cfg = cfg.clone();
+        if !shown {
+            // Episodes not shown: viewers get one summary per episode, as during most of a run.
+            cfg["show_every"] = json!(100000);
+        }
         let mut starter = Ws::connect(&s.url("/ws/training")).await.unwrap();
         starter.expect("training_status", T).await;
         let mut vs = Vec::new();
@@ -546,8 +615,18 @@ async fn training_fanout(r: &mut Report) {
         steps_total.get_or_insert(steps);
         let sps = steps as f64 / secs;
         r.add(
-            &format!("training_fanout_{viewers}"),
-            &format!("training env steps/s, every step shown, {viewers} viewers"),
+            &format!(
+                "training_fanout_{viewers}{}",
+                if shown { "" } else { "_unshown" }
+            ),
+            &format!(
+                "training env steps/s, {}, {viewers} viewers",
+                if shown {
+                    "every step shown"
+                } else {
+                    "episodes not shown"
+                }
+            ),
             format!("{sps:.0} steps/s"),
             &format!("{steps} steps (seed 1) in {secs:.2} s"),
             json!({"viewers": viewers, "env_steps_per_sec": sps, "steps": steps, "secs": secs}),
@@ -584,6 +663,9 @@ async fn main() {
     }
     if want("dqn") {
         dqn(&mut r);
+    }
+    if want("decision") {
+        worker_start(&mut r).await;
     }
     if want("relay") {
         relay(&mut r).await;
