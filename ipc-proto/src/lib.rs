@@ -11,6 +11,7 @@ pub mod browser;
 pub mod frame;
 pub mod handshake;
 pub mod inference;
+pub mod logging;
 pub mod training;
 pub mod transport;
 pub mod wire;

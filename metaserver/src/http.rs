@@ -2,7 +2,8 @@
 
 use crate::app::App;
 use crate::supervisor::WorkerControl;
-use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State, WebSocketUpgrade};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -103,11 +104,13 @@ async fn models(State(app): State<Arc<App>>) -> Response {
 }
 
 /// Operator endpoints: loopback peers, or the configured admin token.
-fn operator_allowed(app: &App, peer: SocketAddr, h: &HeaderMap) -> bool {
-    if peer.ip().is_loopback() {
+/// The operator rule: a loopback peer (IPv4, IPv6, or IPv4-mapped IPv6), or the admin token as
+/// `Authorization: Bearer TOKEN` (compared in constant time). No token configured: loopback only.
+pub fn operator_allowed(admin_token: Option<&str>, peer: SocketAddr, h: &HeaderMap) -> bool {
+    if peer.ip().to_canonical().is_loopback() {
         return true;
     }
-    let Some(token) = app.cfg.admin_token.as_deref().filter(|t| !t.is_empty()) else {
+    let Some(token) = admin_token.filter(|t| !t.is_empty()) else {
         return false;
     };
     let given = h
@@ -131,27 +134,37 @@ fn forbidden() -> Response {
         .into_response()
 }
 
-async fn workers(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-) -> Response {
-    if !operator_allowed(&app, peer, &h) {
-        return forbidden();
+/// Proof that the request may use operator endpoints (loopback peer or `--admin-token`);
+/// extracting it answers 403 otherwise.
+struct Operator;
+
+impl FromRequestParts<Arc<App>> for Operator {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .ok_or_else(forbidden)?;
+        if operator_allowed(app.cfg.admin_token.as_deref(), peer, &parts.headers) {
+            Ok(Operator)
+        } else {
+            Err(forbidden())
+        }
     }
+}
+
+async fn workers(State(app): State<Arc<App>>, _: Operator) -> Response {
     let list = app.sup.registry.list();
     Json(json!({"workers": list, "count": list.len()})).into_response()
 }
 
 async fn restart_worker(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
 ) -> Response {
-    if !operator_allowed(&app, peer, &h) {
-        return forbidden();
-    }
     match app.sup.registry.control(&id) {
         None => (
             StatusCode::NOT_FOUND,
@@ -175,14 +188,7 @@ async fn restart_worker(
     }
 }
 
-async fn metrics(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    h: HeaderMap,
-) -> Response {
-    if !operator_allowed(&app, peer, &h) {
-        return forbidden();
-    }
+async fn metrics(State(app): State<Arc<App>>, _: Operator) -> Response {
     let list = app.sup.registry.list();
     let count = |k: &str| list.iter().filter(|w| w.kind == k).count();
     let body = app.metrics.render(&[
@@ -232,4 +238,63 @@ async fn ws_training(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUpg
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| crate::training::viewer(socket, app))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(auth: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(header::AUTHORIZATION, a.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn operator_rule() {
+        let remote: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        let remote6: SocketAddr = "[2001:db8::1]:5000".parse().unwrap();
+        for local in [
+            "127.0.0.1:1",
+            "127.0.0.2:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            let peer: SocketAddr = local.parse().unwrap();
+            assert!(operator_allowed(None, peer, &headers(None)), "{local}");
+        }
+        for peer in [remote, remote6] {
+            assert!(!operator_allowed(None, peer, &headers(None)));
+            assert!(
+                !operator_allowed(None, peer, &headers(Some("Bearer x"))),
+                "no token configured"
+            );
+            assert!(!operator_allowed(Some("sekret"), peer, &headers(None)));
+            assert!(!operator_allowed(
+                Some("sekret"),
+                peer,
+                &headers(Some("Bearer wrong!"))
+            ));
+            assert!(!operator_allowed(
+                Some("sekret"),
+                peer,
+                &headers(Some("Bearer sekre"))
+            ));
+            assert!(
+                !operator_allowed(Some("sekret"), peer, &headers(Some("sekret"))),
+                "scheme required"
+            );
+            assert!(
+                !operator_allowed(Some(""), peer, &headers(Some("Bearer "))),
+                "empty token never passes"
+            );
+            assert!(operator_allowed(
+                Some("sekret"),
+                peer,
+                &headers(Some("Bearer sekret"))
+            ));
+        }
+    }
 }

@@ -426,7 +426,7 @@ impl Supervisor {
             .env(ipc_proto::ENV_ORT_LIB, &self.ort_lib)
             .env(ipc_proto::ENV_MODELS_DIR, &self.models_dir)
             .env("HAMLET_CHECKPOINT_DIR", &self.checkpoint_dir)
-            .env("HAMLET_LOG_FORMAT", &self.cfg.log_format)
+            .env(ipc_proto::logging::ENV_LOG_FORMAT, &self.cfg.log_format)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

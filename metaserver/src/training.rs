@@ -297,6 +297,24 @@ impl TrainingHub {
         }
     }
 
+    /// Ends a worker gracefully: `Shutdown`, relay what it still sends (its last checkpoint and
+    /// model), kill it if it outlives the grace period.
+    async fn retire(&self, mut w: TrainingWorker) {
+        let _ = w.sender.send(&ToTraining::Shutdown);
+        let grace = Duration::from_millis(self.sup.cfg.shutdown_grace_ms);
+        let mut pong = Instant::now();
+        let _ = tokio::time::timeout(grace, async {
+            while let Some(ev) = w.events.recv().await {
+                self.on_event(ev, &mut pong);
+            }
+        })
+        .await;
+        if tokio::time::timeout(grace, w.wait_exit()).await.is_err() {
+            w.kill();
+            let _ = w.wait_exit().await;
+        }
+    }
+
     pub async fn run(self: Arc<Self>) {
         let Some(mut cmds) = self.cmd_rx.lock().expect("hub").take() else {
             return;
@@ -356,15 +374,9 @@ impl TrainingHub {
                         continue;
                     }
                     Some(HubCmd::Operator(WorkerControl::Restart)) => {
-                        let Some(mut w) = worker.take() else { continue };
+                        let Some(w) = worker.take() else { continue };
                         // Graceful: the worker checkpoints on Shutdown, then a new one resumes.
-                        let _ = w.sender.send(&ToTraining::Shutdown);
-                        let mut pong = Instant::now();
-                        let grace = Duration::from_millis(cfg.shutdown_grace_ms);
-                        let _ = tokio::time::timeout(grace, async {
-                            while let Some(ev) = w.events.recv().await { self.on_event(ev, &mut pong); }
-                        }).await;
-                        if tokio::time::timeout(grace, w.wait_exit()).await.is_err() { w.kill(); let _ = w.wait_exit().await; }
+                        self.retire(w).await;
                         self.sup.metrics.restart(WorkerKind::Training, "operator");
                         if self.state.lock().expect("hub").status.is_training {
                             worker = self.resume_run(&mut budget, "restarted by an operator".into(), Instant::now(), false).await;
@@ -392,14 +404,9 @@ impl TrainingHub {
                     }
                 }
                 _ = shutdown.changed() => {
-                    if let Some(mut w) = worker.take() {
-                        let _ = w.sender.send(&ToTraining::Shutdown);
-                        let mut pong = Instant::now();
-                        let grace = Duration::from_millis(cfg.shutdown_grace_ms);
-                        let _ = tokio::time::timeout(grace, async {
-                            while let Some(ev) = w.events.recv().await { self.on_event(ev, &mut pong); }
-                        }).await;
-                        if tokio::time::timeout(Duration::from_millis(500), w.wait_exit()).await.is_err() { w.kill(); let _ = w.wait_exit().await; }
+                    if let Some(w) = worker.take() {
+                        // The worker checkpoints and saves its model on Shutdown.
+                        self.retire(w).await;
                     }
                     for c in self.state.lock().expect("hub").viewers.values() {
                         c.close(client::close::GOING_AWAY, "server shutting down");

@@ -183,6 +183,16 @@ impl Server {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
+    /// The value of the first `/metrics` line starting with `prefix` (0 if absent).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        let (code, body) = self.get("/metrics");
+        assert_eq!(code, 200, "/metrics");
+        body.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Live worker rows from `/api/workers`.
     pub fn workers(&self) -> Vec<Value> {
         self.get_json("/api/workers")["workers"]

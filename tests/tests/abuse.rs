@@ -16,14 +16,6 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
-fn metric(s: &Server, name: &str) -> f64 {
-    let (_, body) = s.get("/metrics");
-    body.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_connections_at_once_are_bounded_by_max_sessions() {
     let s = Server::start_with(ServerOpts {
@@ -81,7 +73,7 @@ async fn a_thousand_connections_at_once_are_bounded_by_max_sessions() {
         "metaserver grew from {before:.0} to {after:.0} MiB"
     );
     assert_eq!(s.get_json("/")["status"], "running");
-    assert_eq!(metric(&s, "hamlet_sessions_refused_total"), 984.0);
+    assert_eq!(s.metric("hamlet_sessions_refused_total"), 984.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -125,7 +117,7 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_nobody_else_notices(
         s.wait_for("the batch to be executed", T, |s| {
             progress(s) >= before + 150
         });
-        if metric(&s, "hamlet_frames_dropped_total") > 0.0 {
+        if s.metric("hamlet_frames_dropped_total") > 0.0 {
             break;
         }
     }
@@ -138,7 +130,7 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_nobody_else_notices(
         assert_eq!(u["step"].as_u64().unwrap() % 500, i % 500);
     }
     let after = rss_mib(s.pid);
-    eprintln!("figures: never-reading client: {} frames dropped; metaserver RSS {before:.1} -> {after:.1} MiB", metric(&s, "hamlet_frames_dropped_total"));
+    eprintln!("figures: never-reading client: {} frames dropped; metaserver RSS {before:.1} -> {after:.1} MiB", s.metric("hamlet_frames_dropped_total"));
     assert!(
         after - before < 100.0,
         "metaserver grew from {before:.0} to {after:.0} MiB"

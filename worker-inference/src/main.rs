@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use worker_inference::runner::{run, Exit, WorkerEnv};
 
 fn main() -> ExitCode {
-    init_logging();
+    ipc_proto::logging::init_from_env();
     let env = match WorkerEnv::from_env() {
         Ok(e) => e,
         Err(e) => {
@@ -30,18 +30,5 @@ fn main() -> ExitCode {
             eprintln!("worker-inference: {e:#}");
             ExitCode::from(3)
         }
-    }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("HAMLET_LOG_FORMAT").as_deref() == Ok("json") {
-        b.json().init();
-    } else {
-        b.with_ansi(false).init();
     }
 }

@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         None => {
-            init_logging();
+            ipc_proto::logging::init_from_env();
             let var = |k: &str| {
                 std::env::var(k).map_err(|_| {
                     anyhow::anyhow!("{k} is not set: the live worker is started by the metaserver (use `train` to train offline)")
@@ -55,18 +55,5 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(worker_training::worker::run(socket, token, paths))
         }
-    }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("HAMLET_LOG_FORMAT").as_deref() == Ok("json") {
-        b.json().init();
-    } else {
-        b.with_ansi(false).init();
     }
 }
