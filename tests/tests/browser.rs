@@ -55,6 +55,20 @@ fn inference_training_and_a_killed_worker_in_a_real_browser() {
         chosen, 2,
         "the chosen action's label and value are highlighted"
     );
+    // The bars show the numbers: render() sets both at once, so at any moment the widest bar is
+    // the largest Q-value's (a CSS transition once made them lag behind).
+    let agree = b
+        .eval(
+            "const vals = [0,1,2,3,4].map(i => Number(document.getElementById('qv-' + i).textContent)); \
+             const widths = [0,1,2,3,4].map(i => parseFloat(document.getElementById('q-' + i).style.width)); \
+             const cs = [0,1,2,3,4].map(i => getComputedStyle(document.getElementById('q-' + i)).transitionDuration); \
+             return vals[widths.indexOf(Math.max(...widths))] === Math.max(...vals) && cs.every(d => d === '0s');",
+        )
+        .unwrap();
+    assert_eq!(
+        agree, true,
+        "the widest Q bar belongs to the largest Q-value, with no animation lag"
+    );
     b.eval("window.scrollTo(0, 0); return true").unwrap();
     b.screenshot(&artifacts().join("inference.png")).unwrap();
 
