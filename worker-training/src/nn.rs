@@ -410,10 +410,17 @@ impl Adam {
             let (mw, mb) = &mut self.m[i];
             let (vw, vb) = &mut self.v[i];
             for (p, g, m, v) in [(&mut layer.w, gw, mw, vw), (&mut layer.b, gb, mb, vb)] {
-                for j in 0..p.len() {
-                    m[j] = B1 * m[j] + (1.0 - B1) * g[j];
-                    v[j] = B2 * v[j] + (1.0 - B2) * g[j] * g[j];
-                    p[j] -= step * m[j] / (v[j].sqrt() / bc2_sqrt + EPS);
+                // Zipped iterators: no bounds checks, so the loop vectorises (sqrt and division
+                // included). Same formula as torch.optim.Adam: p -= step·m / (√v / √bc2 + ε).
+                for (((p, g), m), v) in p
+                    .iter_mut()
+                    .zip(g.iter())
+                    .zip(m.iter_mut())
+                    .zip(v.iter_mut())
+                {
+                    *m = B1 * *m + (1.0 - B1) * g;
+                    *v = B2 * *v + (1.0 - B2) * g * g;
+                    *p -= step * *m / (v.sqrt() / bc2_sqrt + EPS);
                 }
             }
         }
