@@ -358,20 +358,13 @@ impl Relay {
         self.retire(w).await;
     }
 
-    /// Ends a worker gracefully: `Shutdown`, relay what it still sends, kill it if it lingers.
-    async fn retire(&mut self, mut w: InferenceWorker) {
-        let _ = w.sender.send(&ToInference::Shutdown);
+    /// Ends a worker gracefully, relaying what it still sends.
+    async fn retire(&mut self, w: InferenceWorker) {
         let grace = Duration::from_millis(self.app.cfg.shutdown_grace_ms);
         let mut pong = Instant::now();
-        let _ = tokio::time::timeout(grace, async {
-            while let Some(ev) = w.events.recv().await {
-                self.on_event(ev, &mut pong);
-            }
+        w.retire(&ToInference::Shutdown, grace, |ev| {
+            self.on_event(ev, &mut pong)
         })
         .await;
-        if tokio::time::timeout(grace, w.wait_exit()).await.is_err() {
-            w.kill();
-            let _ = w.wait_exit().await;
-        }
     }
 }

@@ -146,6 +146,27 @@ impl<E> WorkerHandle<E> {
         self.exit.borrow().is_some()
     }
 
+    /// Ends the worker gracefully: sends `shutdown`, hands every event it still sends to
+    /// `on_event` (a last snapshot, checkpoint or model notice), kills it if it outlives `grace`.
+    pub async fn retire<M: serde::Serialize>(
+        mut self,
+        shutdown: &M,
+        grace: Duration,
+        mut on_event: impl FnMut(E),
+    ) {
+        let _ = self.sender.send(shutdown);
+        let _ = tokio::time::timeout(grace, async {
+            while let Some(ev) = self.events.recv().await {
+                on_event(ev);
+            }
+        })
+        .await;
+        if tokio::time::timeout(grace, self.wait_exit()).await.is_err() {
+            self.kill();
+            let _ = self.wait_exit().await;
+        }
+    }
+
     /// Waits for the process to be reaped.
     pub async fn wait_exit(&mut self) -> ExitInfo {
         loop {

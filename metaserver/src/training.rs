@@ -297,22 +297,15 @@ impl TrainingHub {
         }
     }
 
-    /// Ends a worker gracefully: `Shutdown`, relay what it still sends (its last checkpoint and
-    /// model), kill it if it outlives the grace period.
-    async fn retire(&self, mut w: TrainingWorker) {
-        let _ = w.sender.send(&ToTraining::Shutdown);
+    /// Ends a worker gracefully; on `Shutdown` it saves a checkpoint and its model, whose notices
+    /// are mirrored and broadcast like any other event.
+    async fn retire(&self, w: TrainingWorker) {
         let grace = Duration::from_millis(self.sup.cfg.shutdown_grace_ms);
         let mut pong = Instant::now();
-        let _ = tokio::time::timeout(grace, async {
-            while let Some(ev) = w.events.recv().await {
-                self.on_event(ev, &mut pong);
-            }
+        w.retire(&ToTraining::Shutdown, grace, |ev| {
+            self.on_event(ev, &mut pong)
         })
         .await;
-        if tokio::time::timeout(grace, w.wait_exit()).await.is_err() {
-            w.kill();
-            let _ = w.wait_exit().await;
-        }
     }
 
     pub async fn run(self: Arc<Self>) {
