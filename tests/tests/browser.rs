@@ -139,6 +139,34 @@ fn inference_training_and_a_killed_worker_in_a_real_browser() {
     )
     .unwrap();
 
+    // Colours: every visible text element meets WCAG AA (4.5:1) against its effective background.
+    b.click("#tab-inference").unwrap();
+    let worst = b
+        .eval(
+            r#"
+            const lum = (c) => { const [r, g, b] = c.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+                                 return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+            const rgb = (s) => (s.match(/[\d.]+/g) || []).map(Number);
+            const bg = (el) => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor);
+                                  if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3); } return [255, 255, 255]; };
+            let worst = { ratio: 99, what: '' };
+            for (const el of document.querySelectorAll('body *')) {
+                if (!el.offsetParent || el.closest('[hidden]')) continue;
+                const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+                if (!own) continue;
+                const fg = rgb(getComputedStyle(el).color).slice(0, 3);
+                const [a, b] = [lum(fg), lum(bg(el))];
+                const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+                if (ratio < worst.ratio) worst = { ratio, what: el.tagName + '#' + el.id + ' ' + el.textContent.trim().slice(0, 30) };
+            }
+            return worst;"#,
+        )
+        .unwrap();
+    assert!(
+        worst["ratio"].as_f64().unwrap() >= 4.5,
+        "lowest text contrast: {worst}"
+    );
+
     // Operator panel lists real worker processes.
     b.click("#tab-operator").unwrap();
     b.wait_for(
