@@ -48,6 +48,7 @@ impl App {
 /// `on_bound` receives the bound address (tests pass port 0 and read it from stdout).
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     check_workers_dir(&cfg.workers_dir)?;
+    raise_fd_limit();
     if !cfg.ort_lib.is_file() {
         anyhow::bail!(
             "ONNX Runtime library {} not found: run scripts/setup (it fetches it from the onnxruntime wheel on PyPI) or pass --ort-lib",
@@ -129,6 +130,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     sup.cleanup();
     info!("bye");
     Ok(())
+}
+
+/// Each browser and each worker costs descriptors: use the hard limit, not the (often 1024) soft one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+            info!(from = soft, to = hard, "raised the open-file limit");
+        }
+    }
 }
 
 /// Temp files of atomic writes that a killed process never renamed (`hamlet_onnx::write_atomic`

@@ -18,6 +18,12 @@ fn rss_mib(pid: u32) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_connections_at_once_are_bounded_by_max_sessions() {
+    // 1000 client sockets here (the server raises its own limit at start).
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < 4096 {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
     let s = Server::start_with(ServerOpts {
         args: vec!["--max-sessions".into(), "16".into()],
         ..Default::default()
