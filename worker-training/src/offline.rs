@@ -125,6 +125,16 @@ pub fn train(a: &TrainArgs, command: String) -> anyhow::Result<TrainReport> {
                 .is_none_or(|(bs, br, _, _)| (g_steps, g_reward) > (*bs, *br));
             if better {
                 best = Some((g_steps, g_reward, s.episode, tr.state.online.clone()));
+                // Keep the best network on disk as it improves: a long run can be stopped at any
+                // moment (Ctrl-C) without losing it. Written atomically, like the final model.
+                let mut facts = TrainingFacts::from_state(&tr.state);
+                facts.greedy_steps = Some(g_steps);
+                facts.command = Some(command.clone());
+                if let Some(dir) = a.out.parent() {
+                    std::fs::create_dir_all(dir).ok();
+                }
+                write_model(&tr.state.online, &facts, &a.out)?;
+                line += "  (saved)";
             }
             full_streak = if g_steps >= a.max_steps {
                 full_streak + 1

@@ -33,6 +33,11 @@ fn a_short_seeded_run_clearly_beats_the_random_policy() {
         "greedy survival {} steps after 250 episodes",
         r.best_greedy_steps
     );
-    assert!(dir.join("m.onnx").is_file());
+    // The file on disk is the best network, with its greedy survival in the metadata.
+    let info = hamlet_onnx::inspect_file(&dir.join("m.onnx")).unwrap();
+    assert_eq!(
+        info.metadata["hamlet.greedy_steps"],
+        r.best_greedy_steps.to_string()
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
