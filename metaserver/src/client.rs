@@ -167,11 +167,10 @@ pub async fn read_loop<T: Send + 'static>(
             Ok(Message::Close(_)) => break,
             Ok(_) => continue, // ping/pong are handled by the library
             Err(e) => {
-                let s = e.to_string();
-                if s.contains("too long")
-                    || s.contains("Space limit")
-                    || s.contains("capacity")
-                    || s.contains("size")
+                // Over --max-frame-bytes: tungstenite refuses it with a capacity error → 1009.
+                let inner = e.into_inner();
+                if let Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) =
+                    inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
                 {
                     client.close(close::TOO_BIG, "message too big");
                 }
