@@ -7,6 +7,7 @@ use crate::session::SessionInfo;
 use crate::supervisor::{check_workers_dir, Supervisor};
 use crate::training::TrainingHub;
 use hamlet_onnx::catalog;
+use ipc_proto::browser::ModelDetails;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,9 @@ pub struct App {
     pub training: Arc<TrainingHub>,
     pub shutdown: watch::Receiver<bool>,
     pub started: Instant,
+    /// Parsed model metadata by name, valid while the file's size and mtime are unchanged
+    /// (`/api/models` is polled by every browser; models rarely change).
+    details_cache: Mutex<BTreeMap<String, (u64, u64, ModelDetails)>>,
 }
 
 impl App {
@@ -35,6 +39,33 @@ impl App {
             .clone()
             .filter(|m| catalog::resolve(dir, m).is_ok())
             .or_else(|| catalog::newest(dir))
+    }
+
+    /// Details of the listed models, from the cache when the files are unchanged.
+    pub fn model_details(&self, names: &[String]) -> Vec<ModelDetails> {
+        let dir = self.sup.models_dir();
+        let mut cache = self.details_cache.lock().expect("details cache");
+        cache.retain(|n, _| names.contains(n));
+        names
+            .iter()
+            .filter_map(|n| {
+                let meta = std::fs::metadata(dir.join(n)).ok()?;
+                let mtime = meta
+                    .modified()
+                    .ok()?
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_nanos() as u64;
+                match cache.get(n) {
+                    Some((len, t, d)) if *len == meta.len() && *t == mtime => Some(d.clone()),
+                    _ => {
+                        let d = catalog::details(dir, n).ok()?;
+                        cache.insert(n.clone(), (meta.len(), mtime, d.clone()));
+                        Some(d)
+                    }
+                }
+            })
+            .collect()
     }
 
     pub fn update_session(&self, id: &str, f: impl FnOnce(&mut SessionInfo)) {
@@ -74,6 +105,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         training: training.clone(),
         shutdown: shutdown_rx.clone(),
         started: Instant::now(),
+        details_cache: Mutex::new(BTreeMap::new()),
     });
     let pool_task = tokio::spawn(pool.clone().run(sup.clone(), shutdown_rx.clone()));
     let hub_task = tokio::spawn(training.clone().run());

@@ -95,10 +95,7 @@ async fn status(State(app): State<Arc<App>>) -> Response {
 async fn models(State(app): State<Arc<App>>) -> Response {
     let dir = app.sup.models_dir();
     let names = catalog::list(dir);
-    let details: Vec<_> = names
-        .iter()
-        .filter_map(|n| catalog::details(dir, n).ok())
-        .collect();
+    let details = app.model_details(&names);
     Json(json!({"models": names, "count": names.len(), "details": details, "default": app.default_model()}))
         .into_response()
 }

@@ -280,3 +280,46 @@ async fn the_shipped_default_model_survives_the_full_episode() {
     assert_eq!(end["steps"], 500);
     assert!(end["total_reward"].as_f64().unwrap() > 500.0, "{end}");
 }
+
+#[test]
+fn model_listing_follows_files_that_change_under_the_same_name() {
+    let s = Server::start();
+    let write = |arch: &str| {
+        let d = hamlet_onnx::Dense {
+            inputs: 72,
+            outputs: 5,
+            weight: vec![0.0; 360],
+            bias: vec![0.0; 5],
+            relu: false,
+        };
+        let meta = [("hamlet.arch".to_string(), arch.to_string())]
+            .into_iter()
+            .collect();
+        let bytes = hamlet_onnx::export(&hamlet_onnx::NetworkDesc::Mlp(vec![d]), &meta).unwrap();
+        hamlet_onnx::write_atomic(&s.models.join("changing.onnx"), &bytes).unwrap();
+    };
+    let arch_of = |s: &Server| {
+        let m = s.get_json("/api/models");
+        m["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == "changing.onnx")
+            .map(|d| d["arch"].clone())
+    };
+    write("first");
+    assert_eq!(arch_of(&s), Some(json!("first")));
+    assert_eq!(
+        arch_of(&s),
+        Some(json!("first")),
+        "served again (from the cache)"
+    );
+    write("second-version");
+    assert_eq!(
+        arch_of(&s),
+        Some(json!("second-version")),
+        "a rewritten file is read again"
+    );
+    std::fs::remove_file(s.models.join("changing.onnx")).unwrap();
+    assert_eq!(arch_of(&s), None, "a removed file leaves the listing");
+}
