@@ -485,6 +485,45 @@ async fn scale(r: &mut Report) {
     drop(clients);
 }
 
+/// CPU used by idle (paused) sessions' workers: heartbeats only, no spinning threads.
+async fn idle(r: &mut Report) {
+    let s = Server::start_with(ServerOpts {
+        models: 0,
+        copy_models: vec![root().join("models/hamlet-default.onnx")],
+        ..Default::default()
+    });
+    let n = 100;
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+        ws.expect("state_update", T).await;
+        clients.push(ws);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pids: Vec<u32> = s
+        .workers()
+        .iter()
+        .filter(|w| w["state"] == "active")
+        .map(|w| w["pid"].as_u64().unwrap() as u32)
+        .collect();
+    let before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let ms_before = cpu_ticks(s.pid);
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let secs = t.elapsed().as_secs_f64();
+    let workers_pct =
+        (pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - before) as f64 / 100.0 / secs * 100.0;
+    let ms_pct = (cpu_ticks(s.pid) - ms_before) as f64 / 100.0 / secs * 100.0;
+    r.add(
+        "idle_100_sessions_cpu_pct",
+        &format!("{n} idle (paused) sessions: CPU of all their workers | metaserver"),
+        format!("{workers_pct:.1}% | {ms_pct:.1}% of one core"),
+        "10 s, heartbeats every 1 s; 1/100 s clock ticks",
+        json!({"sessions": n, "workers_cpu_pct_total": workers_pct, "metaserver_cpu_pct": ms_pct, "workers": pids.len()}),
+    );
+    drop(clients);
+}
+
 async fn session_start(r: &mut Report) {
     for (label, warm) in [("warm pool", "2"), ("cold (no pool)", "0")] {
         let s = Server::start_with(ServerOpts {
@@ -669,6 +708,9 @@ async fn main() {
     }
     if want("relay") {
         relay(&mut r).await;
+    }
+    if want("idle") {
+        idle(&mut r).await;
     }
     if want("start") {
         session_start(&mut r).await;
