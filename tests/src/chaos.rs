@@ -4,7 +4,7 @@
 //! The killer respects the restart budget (at most 3 hits per target in any 60 s, the budget being
 //! 5), so every lost session is a defect, not the policy working as designed.
 
-use crate::{signal, Server, ServerOpts, Ws};
+use crate::{rss_mib, signal, Server, ServerOpts, Ws};
 use nix::sys::signal::Signal;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -41,18 +41,6 @@ pub struct ChaosReport {
     pub training_episodes_completed: u64,
     pub metaserver_rss_before_mib: f64,
     pub metaserver_rss_after_mib: f64,
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 #[derive(Default)]

@@ -193,6 +193,16 @@ impl Server {
             .unwrap_or(0.0)
     }
 
+    /// The `/api/status` row of one session.
+    pub fn session(&self, id: &Value) -> Option<Value> {
+        let st = self.get_json("/api/status");
+        st["sessions"]
+            .as_array()?
+            .iter()
+            .find(|x| x["id"] == *id)
+            .cloned()
+    }
+
     /// Live worker rows from `/api/workers`.
     pub fn workers(&self) -> Vec<Value> {
         self.get_json("/api/workers")["workers"]
@@ -244,6 +254,22 @@ impl Drop for Server {
         self.terminate();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A process's resident set size in KiB (0 if it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub fn rss_mib(pid: u32) -> f64 {
+    rss_kib(pid) as f64 / 1024.0
 }
 
 pub fn signal(pid: u32, s: nix::sys::signal::Signal) {

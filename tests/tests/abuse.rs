@@ -6,16 +6,6 @@ use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap()
-        / 1024.0
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_connections_at_once_are_bounded_by_max_sessions() {
     // 1000 client sockets here (the server raises its own limit at start).
@@ -96,14 +86,7 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_nobody_else_notices(
     // server must drop state_updates rather than queue them.
     let sid = deaf.seen.iter().find(|v| v["type"] == "connected").unwrap()["session_id"].clone();
     let progress = |s: &Server| -> u64 {
-        let st = s.get_json("/api/status");
-        let me = st["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["id"] == sid)
-            .cloned()
-            .unwrap();
+        let me = s.session(&sid).unwrap();
         me["episode"].as_u64().unwrap() * 1000 + me["step"].as_u64().unwrap()
     };
     for batch in 0.. {

@@ -79,14 +79,7 @@ async fn kill_9_mid_episode_continues_the_same_episode() {
     assert_ne!(new_pid, pid);
     assert!(!alive(pid));
     assert!(s.metric("hamlet_worker_restarts_total{kind=\"inference\",reason=\"crash\"}") >= 1.0);
-    let st = s.get_json("/api/status");
-    let me = st["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == sid)
-        .unwrap()
-        .clone();
+    let me = s.session(&sid).unwrap();
     assert_eq!(me["restarts"], 1);
 }
 
