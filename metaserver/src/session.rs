@@ -198,10 +198,16 @@ impl Relay {
                         reason = Some(Replace::Crash("worker closed its socket on start".into()));
                         continue;
                     }
+                    let predecessor_exit = match &reason {
+                        Some(Replace::Crash(text)) => Some(text.clone()),
+                        _ => None,
+                    };
                     self.app.sup.registry.update(&w.id, |i| {
                         i.state = "active";
                         i.session = Some(self.id.clone());
                         i.restarts = self.budget.total;
+                        // The row of the worker that died is gone with it; its successor says why.
+                        i.last_exit = predecessor_exit;
                     });
                     self.app
                         .sup

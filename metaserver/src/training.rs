@@ -258,7 +258,15 @@ impl TrainingHub {
             }
             self.state.lock().expect("hub").restarts += 1;
             let w = match self.spawn_worker().await {
-                Ok(w) => w,
+                Ok(w) => {
+                    let (exit, restarts) =
+                        (reason.clone(), self.state.lock().expect("hub").restarts);
+                    self.sup.registry.update(&w.id, |i| {
+                        i.last_exit = Some(exit);
+                        i.restarts = restarts;
+                    });
+                    w
+                }
                 Err(e) => {
                     reason = e;
                     started = Instant::now();

@@ -81,6 +81,17 @@ async fn kill_9_mid_episode_continues_the_same_episode() {
     assert!(s.metric("hamlet_worker_restarts_total{kind=\"inference\",reason=\"crash\"}") >= 1.0);
     let me = s.session(&sid).unwrap();
     assert_eq!(me["restarts"], 1);
+    // The operator view says what happened to the predecessor.
+    let row = s
+        .workers()
+        .into_iter()
+        .find(|w| w["session"] == sid)
+        .unwrap();
+    assert!(
+        row["last_exit"].as_str().unwrap_or("").contains("signal 9"),
+        "{row}"
+    );
+    assert_eq!(row["restarts"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
