@@ -55,6 +55,8 @@ struct HubState {
     restarts: u32,
     last_error: Option<String>,
     checkpoint: Option<(u32, String)>,
+    /// Why the worker was replaced, until the replacement reports where it resumed.
+    pending_restart: Option<String>,
 }
 
 pub struct TrainingHub {
@@ -86,6 +88,7 @@ impl TrainingHub {
                 restarts: 0,
                 last_error: None,
                 checkpoint: None,
+                pending_restart: None,
             }),
             cmd_tx,
             cmd_rx: Mutex::new(Some(cmd_rx)),
@@ -201,7 +204,27 @@ impl TrainingHub {
                 s.checkpoint = None;
             }
             FromTraining::Pong { .. } => *last_pong = Instant::now(),
-            FromTraining::Ready | FromTraining::Resumed { .. } => {}
+            FromTraining::Resumed { episode } => {
+                // The checkpoint file may be newer than the last `Checkpointed` we heard of (the
+                // worker can die between writing it and saying so): announce where the
+                // replacement really resumed.
+                let reason = {
+                    let mut st = self.state.lock().expect("hub");
+                    st.status.current_episode = episode;
+                    st.pending_restart.take()
+                };
+                if let Some(reason) = reason {
+                    info!(
+                        resumed_from_episode = episode,
+                        "training resumed from its checkpoint"
+                    );
+                    self.broadcast(&ServerMessage::TrainingRestarted(TrainingRestarted {
+                        reason,
+                        resumed_from_episode: episode,
+                    }));
+                }
+            }
+            FromTraining::Ready => {}
         }
     }
 
@@ -296,11 +319,16 @@ impl TrainingHub {
                 started = w.started;
                 continue;
             }
-            info!(worker = %w.id, pid = w.pid, resumed_from_episode = from, "training worker restarted");
-            self.broadcast(&ServerMessage::TrainingRestarted(TrainingRestarted {
-                reason,
-                resumed_from_episode: from,
-            }));
+            info!(worker = %w.id, pid = w.pid, "training worker restarted");
+            if checkpoint.is_some() {
+                // Announced when the worker says which episode it resumed after.
+                self.state.lock().expect("hub").pending_restart = Some(reason);
+            } else {
+                self.broadcast(&ServerMessage::TrainingRestarted(TrainingRestarted {
+                    reason,
+                    resumed_from_episode: from,
+                }));
+            }
             return Some(w);
         }
     }

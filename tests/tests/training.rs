@@ -100,8 +100,9 @@ async fn kill_9_of_the_training_worker_resumes_from_the_checkpoint() {
     signal(pid, Signal::SIGKILL);
     let r = a.expect("training_restarted", LONG).await;
     let from = r["resumed_from_episode"].as_u64().unwrap();
-    // Checkpoints every 2 episodes: at most the episode in flight and one checkpoint interval lost.
-    assert!((4..=7).contains(&from), "resumed from {from}");
+    // Checkpoints every 2 episodes: relative to the 6 episodes we saw, at most the episode in flight
+    // and one checkpoint interval are lost (the worker may also have got further before dying).
+    assert!(from >= 4, "resumed from {from}");
     assert!(r["reason"].as_str().unwrap().contains("signal 9"), "{r}");
     // Numbering continues after the checkpoint.
     let next = a.expect("episode_complete", LONG).await;
