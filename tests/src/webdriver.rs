@@ -77,7 +77,7 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium at 1280 × 720.
     pub fn start() -> Result<Browser> {
         let port = free_port();
-        let driver = Command::new("chromedriver")
+        let mut driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -94,6 +94,9 @@ impl Browser {
                 }
             }
             if t.elapsed() > Duration::from_secs(20) {
+                // Not yet a `Browser`, so no Drop: end the driver here.
+                let _ = driver.kill();
+                let _ = driver.wait();
                 bail!("chromedriver did not become ready");
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -108,14 +111,17 @@ impl Browser {
                          "--disable-sync", "--window-size=1280,720", format!("--user-data-dir={}", profile.display())]
             }
         }}});
-        let (code, v) = request(&addr, "POST", "/session", Some(&caps))?;
-        if code != 200 {
-            bail!("cannot start Chromium: {v}");
-        }
-        let session = v["value"]["sessionId"]
-            .as_str()
-            .ok_or_else(|| anyhow!("no session id: {v}"))?
-            .to_owned();
+        let session = match request(&addr, "POST", "/session", Some(&caps)) {
+            Ok((200, v)) => v["value"]["sessionId"].as_str().map(str::to_owned),
+            _ => None,
+        };
+        let Some(session) = session else {
+            // Not yet a `Browser`, so no Drop: end the driver and its profile here.
+            let _ = driver.kill();
+            let _ = driver.wait();
+            let _ = std::fs::remove_dir_all(&profile);
+            bail!("cannot start headless Chromium through chromedriver");
+        };
         Ok(Browser {
             driver,
             addr,
