@@ -115,12 +115,10 @@ async fn watch_session(mut ws: Ws, until: Instant) -> SessionOutcome {
 }
 
 pub async fn run(cfg: ChaosConfig) -> ChaosReport {
-    let s = Server::start_with(ServerOpts {
-        models: 0,
-        copy_models: vec![crate::root().join("models/hamlet-default.onnx")],
-        args: vec!["--default-model".into(), "hamlet-default.onnx".into()],
-        ..Default::default()
-    });
+    let s = Server::start_with(ServerOpts::default_model(&[
+        "--default-model",
+        "hamlet-default.onnx",
+    ]));
     let mut rep = ChaosReport {
         metaserver_rss_before_mib: rss_mib(s.pid),
         ..Default::default()

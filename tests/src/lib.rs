@@ -98,6 +98,18 @@ impl Default for ServerOpts {
     }
 }
 
+impl ServerOpts {
+    /// Only the shipped default model (`models/hamlet-default.onnx`), plus these metaserver flags.
+    pub fn default_model(args: &[&str]) -> ServerOpts {
+        ServerOpts {
+            models: 0,
+            copy_models: vec![root().join("models/hamlet-default.onnx")],
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+}
+
 impl Server {
     pub fn start() -> Server {
         Server::start_with(ServerOpts::default())

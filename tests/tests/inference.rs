@@ -260,12 +260,10 @@ async fn two_sessions_are_independent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_default_model_survives_the_full_episode() {
-    let s = Server::start_with(ServerOpts {
-        models: 0,
-        copy_models: vec![root().join("models/hamlet-default.onnx")],
-        args: vec!["--default-model".into(), "hamlet-default.onnx".into()],
-        ..Default::default()
-    });
+    let s = Server::start_with(ServerOpts::default_model(&[
+        "--default-model",
+        "hamlet-default.onnx",
+    ]));
     let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
     assert_eq!(
         ws.expect("connected", T).await["model"],

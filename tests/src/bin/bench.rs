@@ -177,17 +177,12 @@ fn dqn(r: &mut Report) {
 }
 
 async fn relay(r: &mut Report) {
-    let s = Server::start_with(ServerOpts {
-        models: 0,
-        copy_models: vec![root().join("models/hamlet-default.onnx")],
-        args: vec![
-            "--client-rate".into(),
-            "1000000".into(),
-            "--max-steps".into(),
-            "100000".into(),
-        ],
-        ..Default::default()
-    });
+    let s = Server::start_with(ServerOpts::default_model(&[
+        "--client-rate",
+        "1000000",
+        "--max-steps",
+        "100000",
+    ]));
     let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
     ws.expect("state_update", T).await;
     let mut lat = Vec::new();
@@ -373,12 +368,7 @@ async fn direct_worker_rtt() -> (f64, f64) {
 }
 
 async fn scale(r: &mut Report) {
-    let s = Server::start_with(ServerOpts {
-        models: 0,
-        copy_models: vec![root().join("models/hamlet-default.onnx")],
-        args: vec!["--max-sessions".into(), "300".into()],
-        ..Default::default()
-    });
+    let s = Server::start_with(ServerOpts::default_model(&["--max-sessions", "300"]));
     tokio::time::sleep(Duration::from_secs(1)).await; // warm pool settles: idle baseline
     let idle_rss = rss_kib(s.pid);
     r.add(
@@ -476,11 +466,7 @@ async fn scale(r: &mut Report) {
 
 /// CPU used by idle (paused) sessions' workers: heartbeats only, no spinning threads.
 async fn idle(r: &mut Report) {
-    let s = Server::start_with(ServerOpts {
-        models: 0,
-        copy_models: vec![root().join("models/hamlet-default.onnx")],
-        ..Default::default()
-    });
+    let s = Server::start_with(ServerOpts::default_model(&[]));
     let n = 100;
     let mut clients = Vec::new();
     for _ in 0..n {
@@ -515,12 +501,7 @@ async fn idle(r: &mut Report) {
 
 async fn session_start(r: &mut Report) {
     for (label, warm) in [("warm pool", "2"), ("cold (no pool)", "0")] {
-        let s = Server::start_with(ServerOpts {
-            models: 0,
-            copy_models: vec![root().join("models/hamlet-default.onnx")],
-            args: vec!["--warm-workers".into(), warm.into()],
-            ..Default::default()
-        });
+        let s = Server::start_with(ServerOpts::default_model(&["--warm-workers", warm]));
         tokio::time::sleep(Duration::from_millis(800)).await;
         let (mut c, mut f) = (Vec::new(), Vec::new());
         for _ in 0..15 {
@@ -550,19 +531,14 @@ async fn session_start(r: &mut Report) {
 }
 
 async fn crash_recovery(r: &mut Report) {
-    let s = Server::start_with(ServerOpts {
-        models: 0,
-        copy_models: vec![root().join("models/hamlet-default.onnx")],
-        // Every kill is treated as a first crash (restart at once): this measures recovery itself,
-        // not the backoff that repeated crashes of one session earn.
-        args: vec![
-            "--max-restarts".into(),
-            "1000".into(),
-            "--stable-after-secs".into(),
-            "0".into(),
-        ],
-        ..Default::default()
-    });
+    // Every kill is treated as a first crash (restart at once): this measures recovery itself,
+    // not the backoff that repeated crashes of one session earn.
+    let s = Server::start_with(ServerOpts::default_model(&[
+        "--max-restarts",
+        "1000",
+        "--stable-after-secs",
+        "0",
+    ]));
     let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
     let sid = ws.expect("connected", T).await["session_id"].clone();
     ws.send(json!({"command":"set_speed","speed":10})).await;
