@@ -10,7 +10,7 @@ pub mod wire;
 mod world;
 
 pub use layout::{Affordance, AffordanceKind, AFFORDANCES, GRID_SIZE};
-pub use world::{Action, InvalidAction, Meter, StepOutcome, World, N_METERS};
+pub use world::{Action, InvalidAction, Meter, StepOutcome, World, WorldSnapshot, N_METERS};
 
 /// Length of the observation vector the Q-networks read.
 pub const OBS_DIM: usize = 72;
@@ -18,3 +18,15 @@ pub const OBS_DIM: usize = 72;
 pub const N_ACTIONS: usize = 5;
 /// Wire names of the actions, by id.
 pub const ACTION_NAMES: [&str; N_ACTIONS] = ["up", "down", "left", "right", "interact"];
+
+/// Index of the largest value, ties to the first (as `torch.argmax`): the greedy action for a row
+/// of Q-values. An empty slice gives 0.
+pub fn argmax(q: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, v) in q.iter().enumerate() {
+        if *v > q[best] {
+            best = i;
+        }
+    }
+    best
+}

@@ -2,9 +2,20 @@
 
 use crate::layout::{AffordanceKind, AFFORDANCES, BASE_GRID_CODES, CELL_AFFORDANCE, GRID_SIZE};
 use crate::OBS_DIM;
-use ipc_proto::inference::WorldSnapshot;
+use serde::{Deserialize, Serialize};
 
 pub const N_METERS: usize = 6;
+
+/// The world's raw state: enough to continue stepping bit for bit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WorldSnapshot {
+    /// energy, hygiene, satiation, money, stress, social — raw values.
+    pub meters: [f64; 6],
+    pub x: i32,
+    pub y: i32,
+    /// Steps taken in the current episode.
+    pub step: u32,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Meter {

@@ -54,9 +54,8 @@ proptest! {
         for id in &prefix { a.step_id(*id).unwrap(); }
         // Through the wire format, as a replacement worker would receive it.
         let snap = a.snapshot();
-        let bytes = ipc_proto::frame::encode(&snap, 1 << 16).unwrap();
-        let snap2: ipc_proto::inference::WorldSnapshot =
-            ipc_proto::frame::decode_body(&bytes[4..]).unwrap();
+        let bytes = rmp_serde::to_vec_named(&snap).unwrap();
+        let snap2: hamlet_env::WorldSnapshot = rmp_serde::from_slice(&bytes).unwrap();
         let mut b = World::restore(&snap2);
         prop_assert_eq!(a, b);
         for id in &suffix {
@@ -70,7 +69,7 @@ proptest! {
 
     #[test]
     fn restore_clamps_garbage(m in prop::array::uniform6(any::<f64>()), x in any::<i32>(), y in any::<i32>()) {
-        let w = World::restore(&ipc_proto::inference::WorldSnapshot { meters: m, x, y, step: 3 });
+        let w = World::restore(&hamlet_env::WorldSnapshot { meters: m, x, y, step: 3 });
         prop_assert!(in_range(&w));
         let mut w2 = w;
         w2.step_id(4).unwrap();

@@ -1,11 +1,16 @@
-//! Framing: `u32` big-endian body length, then a MessagePack body (structs as maps, so fields can be
-//! added later without breaking older peers).
+//! Framing — the one way every Hamlet process reads and writes frames: a `u32` big-endian body
+//! length, then a MessagePack body (structs as maps, so fields can be added later without breaking
+//! older peers).
 //!
-//! The length is checked against a maximum *before* any allocation, so a hostile or corrupt peer
-//! cannot make us reserve gigabytes.
+//! [`MsgCodec`] is `tokio_util`'s [`LengthDelimitedCodec`] with MessagePack on top. The length is
+//! checked against the maximum *before* anything is allocated, so a hostile or corrupt peer cannot
+//! make us reserve gigabytes. Used through `tokio_util::codec::Framed`, reads are cancel-safe: a
+//! `select!` may drop a pending read without losing a partial frame.
 
+use bytes::{BufMut, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::marker::PhantomData;
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 /// Default maximum body size of one frame (1 MiB): far above any message we send.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
@@ -17,130 +22,105 @@ pub const HEADER_LEN: usize = 4;
 pub enum FrameError {
     #[error("peer closed the connection")]
     Closed,
-    #[error("connection closed in the middle of a frame ({got} of {want} bytes)")]
-    ShortRead { got: usize, want: usize },
-    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
-    Oversize { len: usize, max: usize },
+    #[error("frame exceeds the limit of {max} bytes")]
+    Oversize { max: usize },
     #[error("undecodable frame body: {0}")]
     Decode(#[from] rmp_serde::decode::Error),
     #[error("unencodable message: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
     #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
 }
 
-/// Encodes `msg` as one complete frame (header + body).
-pub fn encode<T: Serialize>(msg: &T, max: usize) -> Result<Vec<u8>, FrameError> {
-    let mut buf = vec![0u8; HEADER_LEN];
-    rmp_serde::encode::write_named(&mut buf, msg)?;
-    let len = buf.len() - HEADER_LEN;
-    if len > max {
-        return Err(FrameError::Oversize { len, max });
+impl From<std::io::Error> for FrameError {
+    fn from(e: std::io::Error) -> Self {
+        FrameError::Io(e)
     }
-    buf[..HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(buf)
 }
 
-/// Decodes one frame body (without header).
-pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
-    Ok(rmp_serde::from_slice(body)?)
-}
-
-/// Incremental decoder for byte streams that arrive in arbitrary pieces.
-///
-/// Feed bytes with [`FrameDecoder::extend`], take complete bodies with [`FrameDecoder::next_body`].
+/// Decodes frames into `In` and encodes `Out` (the two directions of one connection).
 #[derive(Debug)]
-pub struct FrameDecoder {
-    buf: Vec<u8>,
+pub struct MsgCodec<In, Out> {
+    frames: LengthDelimitedCodec,
     max: usize,
+    _types: PhantomData<fn(Out) -> In>,
 }
 
-impl FrameDecoder {
+impl<In, Out> MsgCodec<In, Out> {
     pub fn new(max: usize) -> Self {
-        Self {
-            buf: Vec::new(),
+        let frames = LengthDelimitedCodec::builder()
+            .length_field_length(HEADER_LEN)
+            .big_endian()
+            .max_frame_length(max)
+            .new_codec();
+        MsgCodec {
+            frames,
             max,
+            _types: PhantomData,
         }
     }
 
-    pub fn extend(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+    /// The same framing for other message types (after the handshake, say).
+    pub fn retype<In2, Out2>(self) -> MsgCodec<In2, Out2> {
+        MsgCodec {
+            frames: self.frames,
+            max: self.max,
+            _types: PhantomData,
+        }
     }
 
-    /// Returns the next complete body, `Ok(None)` if more bytes are needed.
-    pub fn next_body(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        if self.buf.len() < HEADER_LEN {
-            return Ok(None);
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+impl<In, Out> Clone for MsgCodec<In, Out> {
+    fn clone(&self) -> Self {
+        MsgCodec::new(self.max)
+    }
+}
+
+impl<In: DeserializeOwned, Out> Decoder for MsgCodec<In, Out> {
+    type Item = In;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
+        match self.frames.decode(src) {
+            Ok(Some(body)) => Ok(Some(rmp_serde::from_slice(&body)?)),
+            Ok(None) => Ok(None),
+            // Its only error: a header announcing more than the maximum (nothing was allocated).
+            Err(_) => Err(FrameError::Oversize { max: self.max }),
         }
-        let len = u32::from_be_bytes(self.buf[..HEADER_LEN].try_into().expect("4 bytes")) as usize;
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
+        match self.decode(src)? {
+            Some(m) => Ok(Some(m)),
+            None if src.is_empty() => Ok(None),
+            None => Err(FrameError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "connection closed in the middle of a frame ({} bytes)",
+                    src.len()
+                ),
+            ))),
+        }
+    }
+}
+
+impl<In, Out: Serialize> Encoder<Out> for MsgCodec<In, Out> {
+    type Error = FrameError;
+
+    fn encode(&mut self, msg: Out, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let start = dst.len();
+        dst.put_u32(0);
+        rmp_serde::encode::write_named(&mut (&mut *dst).writer(), &msg)?;
+        let len = dst.len() - start - HEADER_LEN;
         if len > self.max {
-            return Err(FrameError::Oversize { len, max: self.max });
+            dst.truncate(start);
+            return Err(FrameError::Oversize { max: self.max });
         }
-        if self.buf.len() < HEADER_LEN + len {
-            return Ok(None);
-        }
-        let body = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
-        self.buf.drain(..HEADER_LEN + len);
-        Ok(Some(body))
+        dst[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
     }
-
-    /// Bytes buffered but not yet returned.
-    pub fn pending(&self) -> usize {
-        self.buf.len()
-    }
-}
-
-/// Reads one frame body from `r`. A clean EOF before the header is [`FrameError::Closed`].
-pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Vec<u8>, FrameError> {
-    let mut header = [0u8; HEADER_LEN];
-    let mut got = 0;
-    while got < HEADER_LEN {
-        let n = r.read(&mut header[got..]).await?;
-        if n == 0 {
-            return Err(if got == 0 {
-                FrameError::Closed
-            } else {
-                FrameError::ShortRead {
-                    got,
-                    want: HEADER_LEN,
-                }
-            });
-        }
-        got += n;
-    }
-    let len = u32::from_be_bytes(header) as usize;
-    if len > max {
-        return Err(FrameError::Oversize { len, max });
-    }
-    let mut body = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        let n = r.read(&mut body[got..]).await?;
-        if n == 0 {
-            return Err(FrameError::ShortRead { got, want: len });
-        }
-        got += n;
-    }
-    Ok(body)
-}
-
-/// Reads and decodes one message.
-pub async fn read_msg<T: DeserializeOwned, R: AsyncRead + Unpin>(
-    r: &mut R,
-    max: usize,
-) -> Result<T, FrameError> {
-    let body = read_body(r, max).await?;
-    decode_body(&body)
-}
-
-/// Encodes and writes one message.
-pub async fn write_msg<T: Serialize, W: AsyncWrite + Unpin>(
-    w: &mut W,
-    msg: &T,
-    max: usize,
-) -> Result<(), FrameError> {
-    let frame = encode(msg, max)?;
-    w.write_all(&frame).await?;
-    w.flush().await?;
-    Ok(())
 }

@@ -66,15 +66,16 @@ impl Hello {
                 want: kind,
             });
         }
-        // Constant-time comparison: the token is a secret.
-        let (a, b) = (self.token.as_bytes(), token.as_bytes());
-        let diff = a
-            .iter()
-            .zip(b.iter())
-            .fold(a.len() ^ b.len(), |acc, (x, y)| acc | usize::from(x ^ y));
-        if diff != 0 || token.is_empty() {
+        if !secret_eq(&self.token, token) {
             return Err(HandshakeError::Token);
         }
         Ok(())
     }
+}
+
+/// Compares a presented secret with the expected one in constant time (`subtle`); an empty
+/// expected secret never matches.
+pub fn secret_eq(given: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    !expected.is_empty() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }

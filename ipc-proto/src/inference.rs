@@ -26,16 +26,7 @@ pub const MIN_SPEED: f64 = 0.1;
 pub const MAX_SPEED: f64 = 10.0;
 pub const DEFAULT_MAX_STEPS: u32 = 500;
 
-/// The world's raw state: enough to continue stepping bit for bit.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct WorldSnapshot {
-    /// energy, hygiene, satiation, money, stress, social — raw values.
-    pub meters: [f64; 6],
-    pub x: i32,
-    pub y: i32,
-    /// Steps taken in the current episode.
-    pub step: u32,
-}
+pub use hamlet_env::WorldSnapshot;
 
 /// Where the session is between steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -69,7 +69,8 @@ impl Default for TrainingConfig {
 }
 
 /// Inclusive bounds of the numeric `start_training` fields (protocol.md, plus sane limits for the
-/// new fields). One table, read by the metaserver's validation and the UI's form.
+/// new fields), read by the metaserver's validation, by [`TrainingConfig::validate`] and by
+/// [`fields`] (served at `GET /api/training/config`, from which the UI builds its form).
 pub mod limits {
     pub const NUM_EPISODES: (u32, u32) = (1, 100_000);
     pub const BATCH_SIZE: (u32, u32) = (1, 1024);
@@ -83,6 +84,199 @@ pub mod limits {
     pub const TARGET_UPDATE: (u32, u32) = (1, 100_000);
     pub const MAX_STEPS: (u32, u32) = (1, 100_000);
     pub const CHECKPOINT_EVERY: (u32, u32) = (1, 100_000);
+}
+
+/// A configuration outside [`limits`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}` is outside its limits")]
+pub struct OutOfLimits {
+    pub field: &'static str,
+}
+
+impl TrainingConfig {
+    /// Checks every field against [`limits`] (for configurations read back from a file).
+    pub fn validate(&self) -> Result<(), OutOfLimits> {
+        let int = |field, v: u32, (lo, hi): (u32, u32)| {
+            (lo..=hi)
+                .contains(&v)
+                .then_some(())
+                .ok_or(OutOfLimits { field })
+        };
+        let float = |field, v: f64, (lo, hi): (f64, f64)| {
+            (v.is_finite() && (lo..=hi).contains(&v))
+                .then_some(())
+                .ok_or(OutOfLimits { field })
+        };
+        int("num_episodes", self.num_episodes, limits::NUM_EPISODES)?;
+        int("batch_size", self.batch_size, limits::BATCH_SIZE)?;
+        int(
+            "buffer_capacity",
+            self.buffer_capacity,
+            limits::BUFFER_CAPACITY,
+        )?;
+        int("show_every", self.show_every, limits::SHOW_EVERY)?;
+        float("step_delay", self.step_delay, limits::STEP_DELAY)?;
+        float("learning_rate", self.learning_rate, limits::LEARNING_RATE)?;
+        float("gamma", self.gamma, limits::GAMMA)?;
+        float("epsilon_start", self.epsilon_start, limits::EPSILON)?;
+        float("epsilon_min", self.epsilon_min, limits::EPSILON)?;
+        float("epsilon_decay", self.epsilon_decay, limits::EPSILON_DECAY)?;
+        int("target_update", self.target_update, limits::TARGET_UPDATE)?;
+        int("max_steps", self.max_steps, limits::MAX_STEPS)?;
+        int(
+            "checkpoint_every",
+            self.checkpoint_every,
+            limits::CHECKPOINT_EVERY,
+        )
+    }
+}
+
+/// One `start_training` field as `GET /api/training/config` describes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldSpec {
+    pub name: &'static str,
+    /// `integer`, `number`, `choice` or `text`.
+    pub kind: &'static str,
+    pub default: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choices: Option<Vec<&'static str>>,
+    pub help: &'static str,
+}
+
+/// Every `start_training` field with its default, limits and a one-line help: the one table the
+/// UI's form is built from.
+pub fn fields() -> Vec<FieldSpec> {
+    use serde_json::json;
+    let d = TrainingConfig::default();
+    let int = |name, default: u32, (lo, hi): (u32, u32), help| FieldSpec {
+        name,
+        kind: "integer",
+        default: json!(default),
+        min: Some(f64::from(lo)),
+        max: Some(f64::from(hi)),
+        choices: None,
+        help,
+    };
+    let num = |name, default: f64, (lo, hi): (f64, f64), help| FieldSpec {
+        name,
+        kind: "number",
+        default: json!(default),
+        min: Some(lo),
+        max: Some(hi),
+        choices: None,
+        help,
+    };
+    vec![
+        int(
+            "num_episodes",
+            d.num_episodes,
+            limits::NUM_EPISODES,
+            "Episodes to train.",
+        ),
+        int(
+            "batch_size",
+            d.batch_size,
+            limits::BATCH_SIZE,
+            "Transitions per gradient step.",
+        ),
+        int(
+            "buffer_capacity",
+            d.buffer_capacity,
+            limits::BUFFER_CAPACITY,
+            "Replay buffer size (transitions).",
+        ),
+        int(
+            "show_every",
+            d.show_every,
+            limits::SHOW_EVERY,
+            "Stream every N-th episode step by step.",
+        ),
+        num(
+            "step_delay",
+            d.step_delay,
+            limits::STEP_DELAY,
+            "Seconds between steps of a shown episode.",
+        ),
+        FieldSpec {
+            name: "network",
+            kind: "choice",
+            default: json!(d.network.as_str()),
+            min: None,
+            max: None,
+            choices: Some(vec!["qnetwork", "dueling"]),
+            help: "Q-network architecture.",
+        },
+        num(
+            "learning_rate",
+            d.learning_rate,
+            limits::LEARNING_RATE,
+            "Adam learning rate.",
+        ),
+        num(
+            "gamma",
+            d.gamma,
+            limits::GAMMA,
+            "Discount factor for future reward.",
+        ),
+        num(
+            "epsilon_start",
+            d.epsilon_start,
+            limits::EPSILON,
+            "Exploration rate at the start.",
+        ),
+        num(
+            "epsilon_min",
+            d.epsilon_min,
+            limits::EPSILON,
+            "Lowest exploration rate.",
+        ),
+        num(
+            "epsilon_decay",
+            d.epsilon_decay,
+            limits::EPSILON_DECAY,
+            "ε is multiplied by this after each episode.",
+        ),
+        int(
+            "target_update",
+            d.target_update,
+            limits::TARGET_UPDATE,
+            "Episodes between copies into the target network.",
+        ),
+        int(
+            "max_steps",
+            d.max_steps,
+            limits::MAX_STEPS,
+            "Step cap per episode.",
+        ),
+        int(
+            "checkpoint_every",
+            d.checkpoint_every,
+            limits::CHECKPOINT_EVERY,
+            "Episodes between checkpoints (a crashed run resumes from the last).",
+        ),
+        FieldSpec {
+            name: "seed",
+            kind: "integer",
+            default: serde_json::Value::Null,
+            min: Some(0.0),
+            max: None,
+            choices: None,
+            help: "Random seed (blank: a random one); the same seed repeats a run exactly.",
+        },
+        FieldSpec {
+            name: "model_name",
+            kind: "text",
+            default: serde_json::Value::Null,
+            min: None,
+            max: None,
+            choices: None,
+            help: "File name for the saved model (blank: a unique generated name).",
+        },
+    ]
 }
 
 /// Run control from viewers.
@@ -99,16 +293,22 @@ pub enum RunControl {
 pub enum ToTraining {
     /// Begin a new run.
     Start(Box<TrainingConfig>),
-    /// Continue a run from its last checkpoint (after the previous worker died).
+    /// Continue a run from its last checkpoint (after the previous worker died or handed over).
+    /// When no checkpoint there is usable, the run starts afresh from `config` (if given).
     ResumeFrom {
         checkpoint: String,
+        #[serde(default)]
+        config: Option<Box<TrainingConfig>>,
     },
     Control(RunControl),
     Ping {
         seq: u64,
     },
-    /// Save a checkpoint and the model so far (if a run is active), then exit.
+    /// Save a checkpoint and the model so far (if a run is active), end the run, then exit.
     Shutdown,
+    /// Save a checkpoint (if a run is active) and exit without ending the run: a successor
+    /// resumes it (an operator's graceful restart).
+    Handover,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

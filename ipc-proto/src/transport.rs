@@ -1,66 +1,24 @@
-//! Frame I/O over local sockets (`interprocess`, tokio flavour).
-//!
-//! One [`interprocess`] stream is shared by a reader and a writer through an `Arc`, the pattern the
-//! crate recommends now that `Stream::split` is deprecated: `&Stream` implements the tokio I/O traits.
+//! Connections over local (Unix domain) sockets (`interprocess`, tokio flavour) and the handshake
+//! on both sides. A [`Connection`] is a `tokio_util` `Framed` stream of [`MsgCodec`] frames: read it
+//! with `StreamExt::next` (cancel-safe, so it may sit in a `select!`), write with `SinkExt::send`.
 
-use crate::frame::{self, FrameError};
+use crate::frame::{FrameError, MsgCodec};
 use crate::handshake::{Hello, HelloReply, WorkerKind, PROTOCOL_VERSION};
+use futures_util::{SinkExt, StreamExt};
 use interprocess::local_socket::{
     tokio::{prelude::*, Listener, Stream},
     GenericFilePath, ListenerOptions,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::codec::Framed;
 
-/// Reading half of a framed connection.
-#[derive(Debug)]
-pub struct FrameReader {
-    stream: Arc<Stream>,
-    max: usize,
-}
+/// A framed connection that reads `In` and writes `Out`.
+pub type Connection<In, Out> = Framed<Stream, MsgCodec<In, Out>>;
 
-/// Writing half of a framed connection.
-#[derive(Debug)]
-pub struct FrameWriter {
-    stream: Arc<Stream>,
-    max: usize,
-}
-
-/// Splits a connected stream into framed halves with a maximum frame size.
-pub fn framed(stream: Stream, max: usize) -> (FrameReader, FrameWriter) {
-    let stream = Arc::new(stream);
-    (
-        FrameReader {
-            stream: stream.clone(),
-            max,
-        },
-        FrameWriter { stream, max },
-    )
-}
-
-impl FrameReader {
-    pub async fn read<T: DeserializeOwned>(&mut self) -> Result<T, FrameError> {
-        let mut s: &Stream = &self.stream;
-        frame::read_msg(&mut s, self.max).await
-    }
-}
-
-impl FrameWriter {
-    pub async fn write<T: Serialize>(&mut self, msg: &T) -> Result<(), FrameError> {
-        let mut s: &Stream = &self.stream;
-        frame::write_msg(&mut s, msg, self.max).await
-    }
-
-    /// Writes an already encoded frame.
-    pub async fn write_raw(&mut self, frame: &[u8]) -> Result<(), FrameError> {
-        use tokio::io::AsyncWriteExt;
-        let mut s: &Stream = &self.stream;
-        s.write_all(frame).await?;
-        Ok(())
-    }
-}
+/// Frames of a handshake are small; a peer is not trusted with more until it has authenticated.
+const HANDSHAKE_MAX_FRAME: usize = 4096;
 
 /// Binds a listener at a filesystem path (the parent directory must exist and be private).
 pub fn bind(path: &Path) -> std::io::Result<Listener> {
@@ -74,62 +32,66 @@ pub async fn connect(path: &Path) -> std::io::Result<Stream> {
     Stream::connect(name).await
 }
 
-/// Worker side: connect, send [`Hello`], wait for the verdict.
-pub async fn worker_handshake(
+/// Reads the next message; a clean end of stream is [`FrameError::Closed`].
+pub async fn recv<In: DeserializeOwned, Out>(
+    conn: &mut Connection<In, Out>,
+) -> Result<In, FrameError> {
+    conn.next().await.unwrap_or(Err(FrameError::Closed))
+}
+
+/// Worker side: connect, send [`Hello`], wait for the verdict; then the connection speaks `In`/`Out`.
+pub async fn worker_handshake<In, Out: Serialize>(
     path: &Path,
     kind: WorkerKind,
     token: &str,
     max: usize,
-) -> Result<(FrameReader, FrameWriter), HandshakeFailure> {
+) -> Result<Connection<In, Out>, HandshakeFailure> {
     let stream = connect(path).await.map_err(FrameError::Io)?;
-    let (mut r, mut w) = framed(stream, max);
-    w.write(&Hello {
+    let mut conn: Connection<HelloReply, Hello> = Framed::new(stream, MsgCodec::new(max));
+    conn.send(Hello {
         protocol_version: PROTOCOL_VERSION,
         kind,
         pid: std::process::id(),
         token: token.to_owned(),
     })
     .await?;
-    match r.read::<HelloReply>().await? {
-        HelloReply::Accepted => Ok((r, w)),
+    match recv(&mut conn).await? {
+        HelloReply::Accepted => Ok(conn.map_codec(MsgCodec::retype)),
         HelloReply::Refused { reason } => Err(HandshakeFailure::Refused(reason)),
     }
 }
 
 /// Metaserver side: accept connections until one presents the expected hello, or time out.
 /// Connections with a bad hello are told why and dropped; waiting continues.
-pub async fn accept_worker(
+pub async fn accept_worker<In, Out: Serialize>(
     listener: &Listener,
     kind: WorkerKind,
     token: &str,
     max: usize,
     timeout: Duration,
-) -> Result<(FrameReader, FrameWriter, Hello), HandshakeFailure> {
+) -> Result<(Connection<In, Out>, Hello), HandshakeFailure> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let stream = tokio::time::timeout_at(deadline, listener.accept())
             .await
             .map_err(|_| HandshakeFailure::Timeout)?
             .map_err(FrameError::Io)?;
-        let (mut r, mut w) = framed(stream, max.min(4096));
-        let hello = match tokio::time::timeout_at(deadline, r.read::<Hello>()).await {
+        let mut conn: Connection<Hello, HelloReply> =
+            Framed::new(stream, MsgCodec::new(HANDSHAKE_MAX_FRAME));
+        let hello = match tokio::time::timeout_at(deadline, recv(&mut conn)).await {
             Err(_) => return Err(HandshakeFailure::Timeout),
             Ok(Err(_)) => continue,
             Ok(Ok(h)) => h,
         };
         match hello.verify(kind, token) {
             Ok(()) => {
-                w.write(&HelloReply::Accepted).await?;
-                r.max = max;
-                w.max = max;
-                return Ok((r, w, hello));
+                conn.send(HelloReply::Accepted).await?;
+                let conn = conn.map_codec(|_| MsgCodec::new(max));
+                return Ok((conn, hello));
             }
             Err(e) => {
-                let _ = w
-                    .write(&HelloReply::Refused {
-                        reason: e.to_string(),
-                    })
-                    .await;
+                let reason = e.to_string();
+                let _ = conn.send(HelloReply::Refused { reason }).await;
             }
         }
     }

@@ -1,7 +1,11 @@
-//! Framing: round trips, arbitrary read boundaries, oversize and garbage input.
+//! Framing through the production reader: round trips, arbitrary read boundaries, oversize and
+//! garbage input.
 
+mod common;
+
+use common::{encode, read_all};
 use ipc_proto::browser::{ErrorCode, ServerMessage};
-use ipc_proto::frame::{self, FrameDecoder, FrameError};
+use ipc_proto::frame::{FrameError, DEFAULT_MAX_FRAME};
 use ipc_proto::inference::{
     EpisodePhase, FromInference, SessionCommand, SessionSnapshot, SessionStart, ToInference,
     WorldSnapshot,
@@ -97,7 +101,10 @@ fn arb_to_training() -> impl Strategy<Value = ToTraining> {
         }),
         Just(ToTraining::Control(RunControl::Pause)),
         Just(ToTraining::Control(RunControl::Stop)),
-        ".{0,80}".prop_map(|checkpoint| ToTraining::ResumeFrom { checkpoint }),
+        ".{0,80}".prop_map(|checkpoint| ToTraining::ResumeFrom {
+            checkpoint,
+            config: None
+        }),
     ]
 }
 
@@ -106,25 +113,26 @@ proptest! {
 
     #[test]
     fn inference_commands_round_trip(msg in arb_to_inference()) {
-        let bytes = frame::encode(&msg, frame::DEFAULT_MAX_FRAME).unwrap();
+        let bytes = encode(msg.clone(), DEFAULT_MAX_FRAME).unwrap();
         prop_assert_eq!(u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize, bytes.len() - 4);
-        let back: ToInference = frame::decode_body(&bytes[4..]).unwrap();
-        prop_assert_eq!(back, msg);
+        let (back, err) = read_all::<ToInference>(&bytes, &[usize::MAX], DEFAULT_MAX_FRAME);
+        prop_assert!(err.is_none());
+        prop_assert_eq!(back, vec![msg]);
     }
 
     #[test]
     fn training_commands_round_trip(msg in arb_to_training()) {
-        let bytes = frame::encode(&msg, frame::DEFAULT_MAX_FRAME).unwrap();
-        let back: ToTraining = frame::decode_body(&bytes[4..]).unwrap();
-        prop_assert_eq!(back, msg);
+        let bytes = encode(msg.clone(), DEFAULT_MAX_FRAME).unwrap();
+        let (back, _) = read_all::<ToTraining>(&bytes, &[usize::MAX], DEFAULT_MAX_FRAME);
+        prop_assert_eq!(back, vec![msg]);
     }
 
     #[test]
     fn snapshots_round_trip_bit_exact(s in arb_snapshot()) {
         let ev = FromInference::Snapshot(Box::new(s.clone()));
-        let bytes = frame::encode(&ev, frame::DEFAULT_MAX_FRAME).unwrap();
-        let back: FromInference = frame::decode_body(&bytes[4..]).unwrap();
-        let FromInference::Snapshot(b) = back else { panic!("wrong variant") };
+        let bytes = encode(ev, DEFAULT_MAX_FRAME).unwrap();
+        let (mut back, _) = read_all::<FromInference>(&bytes, &[7], DEFAULT_MAX_FRAME);
+        let Some(FromInference::Snapshot(b)) = back.pop() else { panic!("wrong variant") };
         for (x, y) in b.world.meters.iter().zip(s.world.meters.iter()) {
             prop_assert_eq!(x.to_bits(), y.to_bits());
         }
@@ -139,90 +147,54 @@ proptest! {
     ) {
         let mut stream = Vec::new();
         for m in &msgs {
-            stream.extend(frame::encode(m, frame::DEFAULT_MAX_FRAME).unwrap());
+            stream.extend(encode(m.clone(), DEFAULT_MAX_FRAME).unwrap());
         }
-        let mut dec = FrameDecoder::new(frame::DEFAULT_MAX_FRAME);
-        let mut out = Vec::new();
-        let mut pos = 0;
-        let mut ci = 0;
-        while pos < stream.len() {
-            let n = cuts[ci % cuts.len()].min(stream.len() - pos);
-            ci += 1;
-            dec.extend(&stream[pos..pos + n]);
-            pos += n;
-            while let Some(body) = dec.next_body().unwrap() {
-                out.push(frame::decode_body::<ToInference>(&body).unwrap());
-            }
-        }
-        prop_assert_eq!(dec.pending(), 0);
+        let (out, err) = read_all::<ToInference>(&stream, &cuts, DEFAULT_MAX_FRAME);
+        prop_assert!(err.is_none(), "{:?}", err);
         prop_assert_eq!(out, msgs);
-    }
-
-    /// Arbitrary bytes never panic and never allocate beyond the limit.
-    #[test]
-    fn garbage_is_rejected_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let mut dec = FrameDecoder::new(256);
-        dec.extend(&bytes);
-        loop {
-            match dec.next_body() {
-                Ok(Some(body)) => {
-                    prop_assert!(body.len() <= 256);
-                    let _ = frame::decode_body::<ToInference>(&body);
-                    let _ = frame::decode_body::<FromInference>(&body);
-                    let _ = frame::decode_body::<ToTraining>(&body);
-                    let _ = frame::decode_body::<FromTraining>(&body);
-                }
-                Ok(None) => break,
-                Err(FrameError::Oversize { len, max }) => { prop_assert!(len > max); break; }
-                Err(e) => prop_assert!(false, "unexpected error {e}"),
-            }
-        }
-        let _ = frame::decode_body::<ToInference>(&bytes);
     }
 }
 
-#[tokio::test]
-async fn oversize_header_is_refused_before_allocating() {
+#[test]
+fn oversize_header_is_refused_before_allocating() {
     // Claims a 4 GiB body; the reader must refuse on the header alone.
-    let mut data: &[u8] = &[0xff, 0xff, 0xff, 0xff, 1, 2, 3];
-    let err = frame::read_body(&mut data, frame::DEFAULT_MAX_FRAME)
-        .await
-        .unwrap_err();
+    let (out, err) =
+        read_all::<ToInference>(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3], &[3], DEFAULT_MAX_FRAME);
+    assert!(out.is_empty());
     assert!(
         matches!(
             err,
-            FrameError::Oversize {
-                len: 0xffff_ffff,
-                ..
-            }
+            Some(FrameError::Oversize {
+                max: DEFAULT_MAX_FRAME
+            })
         ),
-        "{err}"
+        "{err:?}"
     );
 }
 
-#[tokio::test]
-async fn short_reads_are_reported() {
-    let full = frame::encode(&ToInference::Ping { seq: 7 }, 1024).unwrap();
-    let mut cut: &[u8] = &full[..full.len() - 1];
-    let err = frame::read_body(&mut cut, 1024).await.unwrap_err();
-    assert!(matches!(err, FrameError::ShortRead { .. }), "{err}");
-    let mut header_only: &[u8] = &full[..2];
-    assert!(matches!(
-        frame::read_body(&mut header_only, 1024).await.unwrap_err(),
-        FrameError::ShortRead { got: 2, want: 4 }
-    ));
-    let mut empty: &[u8] = &[];
-    assert!(matches!(
-        frame::read_body(&mut empty, 1024).await.unwrap_err(),
-        FrameError::Closed
-    ));
+#[test]
+fn a_stream_that_ends_inside_a_frame_is_an_error_not_a_message() {
+    let full = encode(ToInference::Ping { seq: 7 }, 1024).unwrap();
+    let (out, err) = read_all::<ToInference>(&full[..full.len() - 1], &[1], 1024);
+    assert!(out.is_empty());
+    assert!(matches!(err, Some(FrameError::Io(_))), "{err:?}");
+    let (out, err) = read_all::<ToInference>(&full[..2], &[1], 1024);
+    assert!(
+        out.is_empty() && matches!(err, Some(FrameError::Io(_))),
+        "{err:?}"
+    );
+    // A clean end between frames is just the end.
+    let (out, err) = read_all::<ToInference>(&full, &[1], 1024);
+    assert_eq!(out, vec![ToInference::Ping { seq: 7 }]);
+    assert!(err.is_none());
 }
 
 #[test]
 fn wrong_message_type_is_a_decode_error_not_a_panic() {
-    let bytes = frame::encode(&ToTraining::Control(RunControl::Resume), 1024).unwrap();
-    let err = frame::decode_body::<ToInference>(&bytes[4..]).unwrap_err();
-    assert!(matches!(err, FrameError::Decode(_)));
+    let bytes = encode(ToTraining::Control(RunControl::Resume), 1024).unwrap();
+    let (out, err) = read_all::<ToInference>(&bytes, &[2], 1024);
+    assert!(out.is_empty());
+    assert!(matches!(err, Some(FrameError::Decode(_))), "{err:?}");
 }
 
 #[test]
@@ -234,7 +206,7 @@ fn encoding_refuses_oversize_messages() {
         },
     };
     assert!(matches!(
-        frame::encode(&big, 1024),
+        encode(big, 1024),
         Err(FrameError::Oversize { .. })
     ));
 }
@@ -251,6 +223,6 @@ fn server_messages_have_protocol_shapes() {
     assert_eq!(p, serde_json::json!({"type":"paused"}));
     // Browser messages also survive the msgpack hop inside worker events.
     let ev = FromTraining::Message(ServerMessage::Resumed {});
-    let bytes = frame::encode(&ev, 1024).unwrap();
-    assert_eq!(frame::decode_body::<FromTraining>(&bytes[4..]).unwrap(), ev);
+    let bytes = encode(ev.clone(), 1024).unwrap();
+    assert_eq!(read_all::<FromTraining>(&bytes, &[3], 1024).0, vec![ev]);
 }

@@ -1,10 +1,13 @@
 //! The handshake over a real Unix socket: the right token is accepted, anything else refused.
 
-use ipc_proto::frame::DEFAULT_MAX_FRAME;
+use futures_util::SinkExt;
+use ipc_proto::frame::{MsgCodec, DEFAULT_MAX_FRAME};
 use ipc_proto::handshake::{Hello, HelloReply, WorkerKind, PROTOCOL_VERSION};
-use ipc_proto::inference::ToInference;
-use ipc_proto::transport::{self, HandshakeFailure};
+use ipc_proto::inference::{FromInference, ToInference};
+use ipc_proto::transport::{self, Connection, HandshakeFailure};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio_util::codec::Framed;
 
 fn sock_path(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ipc-proto-test-{}-{name}", std::process::id()));
@@ -19,13 +22,13 @@ async fn good_token_accepted_and_frames_flow() {
     let listener = transport::bind(&path).unwrap();
     let p2 = path.clone();
     let worker = tokio::spawn(async move {
-        let (mut r, _w) =
+        let mut c: Connection<ToInference, FromInference> =
             transport::worker_handshake(&p2, WorkerKind::Inference, "secret-1", DEFAULT_MAX_FRAME)
                 .await
                 .unwrap();
-        r.read::<ToInference>().await.unwrap()
+        transport::recv(&mut c).await.unwrap()
     });
-    let (_r, mut w, hello) = transport::accept_worker(
+    let (mut c, hello): (Connection<FromInference, ToInference>, _) = transport::accept_worker(
         &listener,
         WorkerKind::Inference,
         "secret-1",
@@ -35,7 +38,7 @@ async fn good_token_accepted_and_frames_flow() {
     .await
     .unwrap();
     assert_eq!(hello.pid, std::process::id());
-    w.write(&ToInference::Ping { seq: 42 }).await.unwrap();
+    c.send(ToInference::Ping { seq: 42 }).await.unwrap();
     assert_eq!(worker.await.unwrap(), ToInference::Ping { seq: 42 });
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
@@ -47,18 +50,28 @@ async fn bad_token_wrong_kind_and_old_version_are_refused() {
     let p2 = path.clone();
     let intruders = tokio::spawn(async move {
         let mut reasons = Vec::new();
-        let e = transport::worker_handshake(&p2, WorkerKind::Inference, "guess", 1024)
-            .await
-            .unwrap_err();
+        let e = transport::worker_handshake::<ToInference, FromInference>(
+            &p2,
+            WorkerKind::Inference,
+            "guess",
+            1024,
+        )
+        .await
+        .unwrap_err();
         reasons.push(e.to_string());
-        let e = transport::worker_handshake(&p2, WorkerKind::Training, "secret-2", 1024)
-            .await
-            .unwrap_err();
+        let e = transport::worker_handshake::<ToInference, FromInference>(
+            &p2,
+            WorkerKind::Training,
+            "secret-2",
+            1024,
+        )
+        .await
+        .unwrap_err();
         reasons.push(e.to_string());
         // An old peer speaking another protocol version.
         let s = transport::connect(&p2).await.unwrap();
-        let (mut r, mut w) = transport::framed(s, 1024);
-        w.write(&Hello {
+        let mut c: Connection<HelloReply, Hello> = Framed::new(s, MsgCodec::new(1024));
+        c.send(Hello {
             protocol_version: PROTOCOL_VERSION + 1,
             kind: WorkerKind::Inference,
             pid: 1,
@@ -66,19 +79,18 @@ async fn bad_token_wrong_kind_and_old_version_are_refused() {
         })
         .await
         .unwrap();
-        let HelloReply::Refused { reason } = r.read::<HelloReply>().await.unwrap() else {
+        let HelloReply::Refused { reason } = transport::recv(&mut c).await.unwrap() else {
             panic!("accepted a wrong version")
         };
         reasons.push(reason);
         // A peer that sends garbage and hangs up.
-        let s = transport::connect(&p2).await.unwrap();
-        let (_r, mut w) = transport::framed(s, 1024);
-        w.write_raw(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1]).await.unwrap();
-        drop(w);
+        let mut s = transport::connect(&p2).await.unwrap();
+        s.write_all(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1]).await.unwrap();
+        drop(s);
         reasons
     });
     // Nobody presents the right token: the accept loop refuses each and finally times out.
-    let res = transport::accept_worker(
+    let res = transport::accept_worker::<FromInference, ToInference>(
         &listener,
         WorkerKind::Inference,
         "secret-2",

@@ -8,11 +8,14 @@ use crate::supervisor::{check_workers_dir, Supervisor};
 use crate::training::TrainingHub;
 use hamlet_onnx::catalog;
 use ipc_proto::browser::ModelDetails;
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub struct App {
@@ -23,7 +26,10 @@ pub struct App {
     pub sessions: Mutex<BTreeMap<String, SessionInfo>>,
     pub session_permits: Arc<Semaphore>,
     pub training: Arc<TrainingHub>,
-    pub shutdown: watch::Receiver<bool>,
+    /// Cancelled once, at shutdown: every session, the hub and the pool watch it.
+    pub shutdown: CancellationToken,
+    /// Every browser connection's task, so shutdown can wait for them to finish.
+    pub tasks: TaskTracker,
     pub started: Instant,
     /// Parsed model metadata by name, valid while the file's size and mtime are unchanged
     /// (`/api/models` is polled by every browser; models rarely change).
@@ -44,7 +50,7 @@ impl App {
     /// Details of the listed models, from the cache when the files are unchanged.
     pub fn model_details(&self, names: &[String]) -> Vec<ModelDetails> {
         let dir = self.sup.models_dir();
-        let mut cache = self.details_cache.lock().expect("details cache");
+        let mut cache = self.details_cache.lock();
         cache.retain(|n, _| names.contains(n));
         names
             .iter()
@@ -69,17 +75,77 @@ impl App {
     }
 
     pub fn update_session(&self, id: &str, f: impl FnOnce(&mut SessionInfo)) {
-        if let Some(s) = self.sessions.lock().expect("sessions").get_mut(id) {
+        if let Some(s) = self.sessions.lock().get_mut(id) {
             f(s);
         }
     }
 }
 
-/// Runs the server until SIGTERM/Ctrl-C; returns once everything is cleaned up.
-/// `on_bound` receives the bound address (tests pass port 0 and read it from stdout).
+/// Runs the server until SIGTERM/Ctrl-C; returns once everything is cleaned up. Prints
+/// `metaserver listening on http://ADDR` when bound (tests pass port 0 and read the line).
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    check_workers_dir(&cfg.workers_dir)?;
+    check_environment(&cfg)?;
     raise_fd_limit();
+    let cfg = Arc::new(cfg);
+    let metrics = Arc::new(Metrics::default());
+    let sup = Arc::new(Supervisor::new(cfg.clone(), metrics.clone())?);
+    let shutdown = CancellationToken::new();
+    let pool = WarmPool::new(cfg.warm_workers);
+    let training = TrainingHub::new(sup.clone(), shutdown.clone());
+    let app = Arc::new(App {
+        session_permits: Arc::new(Semaphore::new(cfg.max_sessions)),
+        cfg: cfg.clone(),
+        sup: sup.clone(),
+        pool: pool.clone(),
+        metrics,
+        sessions: Mutex::new(BTreeMap::new()),
+        training: training.clone(),
+        shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
+        started: Instant::now(),
+        details_cache: Mutex::new(BTreeMap::new()),
+    });
+    let pool_task = tokio::spawn(pool.clone().run(sup.clone(), shutdown.clone()));
+    let hub_task = tokio::spawn(training.clone().run());
+
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.host, cfg.port)).await?;
+    let addr = listener.local_addr()?;
+    println!("metaserver listening on http://{addr}");
+    info!(%addr, socket_dir = %sup.socket_dir().display(), "listening");
+    let router = crate::http::router(app.clone());
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server_task = tokio::spawn(async move { server.await });
+
+    wait_for_signal().await;
+    info!("shutting down");
+    shutdown.cancel();
+    // Sessions close their browsers (1001) and retire their workers; the hub saves the run.
+    let grace = Duration::from_millis(cfg.shutdown_grace_ms);
+    app.tasks.close();
+    let _ = tokio::time::timeout(grace + Duration::from_secs(2), async {
+        let _ = hub_task.await;
+        app.tasks.wait().await;
+    })
+    .await;
+    let _ = pool_task.await;
+    stop_warm_workers(&pool).await;
+    // Whatever is still alive after the grace period is killed.
+    for w in sup.registry.signal_all(nix::sys::signal::Signal::SIGKILL) {
+        warn!(worker = %w.id, pid = w.pid, "killed a worker left after the grace period");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), server_task).await;
+    sup.cleanup();
+    info!("bye");
+    Ok(())
+}
+
+/// Worker binaries and ONNX Runtime present, models directory ready and free of interrupted writes.
+fn check_environment(cfg: &Config) -> anyhow::Result<()> {
+    check_workers_dir(&cfg.workers_dir)?;
     if !cfg.ort_lib.is_file() {
         anyhow::bail!(
             "ONNX Runtime library {} not found: run scripts/setup (it fetches it from the onnxruntime wheel on PyPI) or pass --ort-lib",
@@ -89,59 +155,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.models_dir)?;
     remove_interrupted_writes(&cfg.models_dir);
     remove_interrupted_writes(&cfg.checkpoint_dir());
-    let cfg = Arc::new(cfg);
-    let metrics = Arc::new(Metrics::default());
-    let sup = Arc::new(Supervisor::new(cfg.clone(), metrics.clone())?);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let pool = WarmPool::new(cfg.warm_workers);
-    let training = TrainingHub::new(sup.clone(), shutdown_rx.clone());
-    let app = Arc::new(App {
-        session_permits: Arc::new(Semaphore::new(cfg.max_sessions)),
-        cfg: cfg.clone(),
-        sup: sup.clone(),
-        pool: pool.clone(),
-        metrics,
-        sessions: Mutex::new(BTreeMap::new()),
-        training: training.clone(),
-        shutdown: shutdown_rx.clone(),
-        started: Instant::now(),
-        details_cache: Mutex::new(BTreeMap::new()),
-    });
-    let pool_task = tokio::spawn(pool.clone().run(sup.clone(), shutdown_rx.clone()));
-    let hub_task = tokio::spawn(training.clone().run());
+    Ok(())
+}
 
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.host, cfg.port)).await?;
-    let addr = listener.local_addr()?;
-    // Tests and scripts read this line to find a port-0 server.
-    println!("metaserver listening on http://{addr}");
-    info!(%addr, socket_dir = %sup.socket_dir().display(), "listening");
-
-    let router = crate::http::router(app.clone());
-    let mut sd = shutdown_rx.clone();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = sd.changed().await;
-    });
-    let server_task = tokio::spawn(async move { server.await });
-
-    wait_for_signal().await;
-    info!("shutting down");
-    let _ = shutdown_tx.send(true);
-    let grace = Duration::from_millis(cfg.shutdown_grace_ms);
-    // Sessions close their browsers (1001) and retire their workers; the hub saves the run.
-    let _ = tokio::time::timeout(grace + Duration::from_secs(2), async {
-        let _ = hub_task.await;
-        while !app.sessions.lock().expect("sessions").is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    pool_task.abort();
+/// Warm workers have no session to save: SIGTERM, then SIGKILL after half a second.
+async fn stop_warm_workers(pool: &WarmPool) {
     for mut w in pool.drain() {
-        w.signal(nix::sys::signal::Signal::SIGTERM);
+        w.process.signal(nix::sys::signal::Signal::SIGTERM);
         if tokio::time::timeout(Duration::from_millis(500), w.wait_exit())
             .await
             .is_err()
@@ -150,18 +170,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let _ = w.wait_exit().await;
         }
     }
-    // Whatever is still alive after the grace period is killed.
-    for w in sup.registry.list() {
-        warn!(worker = %w.id, pid = w.pid, "killing worker left after grace period");
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(w.pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), server_task).await;
-    sup.cleanup();
-    info!("bye");
-    Ok(())
 }
 
 /// Each browser and each worker costs descriptors: use the hard limit, not the (often 1024) soft one.

@@ -9,8 +9,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use ipc_proto::browser::{ErrorCode, ServerMessage};
+use parking_lot::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -32,17 +33,24 @@ pub struct Client {
 }
 
 impl Client {
-    /// Queues a message (encoded here); returns false if the client is hopelessly behind.
+    /// Queues a message of the metaserver's own (encoded here); returns false if the client is
+    /// hopelessly behind.
     pub fn send(&self, m: &ServerMessage) -> bool {
-        self.send_encoded(Utf8Bytes::from(m.to_json()), m.is_droppable())
+        self.relay(m, Instant::now())
+    }
+
+    /// Queues a worker's message that reached the relay at `arrived` (the relay-latency clock
+    /// starts there, before encoding).
+    pub fn relay(&self, m: &ServerMessage, arrived: Instant) -> bool {
+        self.send_encoded(Utf8Bytes::from(m.to_json()), m.is_droppable(), arrived)
     }
 
     /// Queues an already encoded frame (training frames are encoded once for every viewer).
-    pub fn send_encoded(&self, text: Utf8Bytes, droppable: bool) -> bool {
+    pub fn send_encoded(&self, text: Utf8Bytes, droppable: bool, arrived: Instant) -> bool {
         match self.out.push(OutFrame {
             text,
             droppable,
-            enqueued: Instant::now(),
+            arrived,
         }) {
             Push::Queued => true,
             Push::DroppedOne => {
@@ -62,7 +70,7 @@ impl Client {
 
     /// Closes the connection with a code after the queued frames are written.
     pub fn close(&self, code: u16, reason: &str) {
-        let mut c = self.close.lock().expect("close");
+        let mut c = self.close.lock();
         if c.is_none() {
             *c = Some((code, reason.chars().take(120).collect()));
         }
@@ -99,7 +107,7 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, c: Client) {
                     match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(f.text))).await {
                         Ok(Ok(())) => {
                             c.metrics.frames_relayed.fetch_add(1, Relaxed);
-                            c.metrics.observe_relay(f.enqueued.elapsed());
+                            c.metrics.observe_relay(f.arrived.elapsed());
                         }
                         _ => break,
                     }
@@ -113,15 +121,10 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, c: Client) {
             }
         }
     }
-    let frame = c
-        .close
-        .lock()
-        .expect("close")
-        .clone()
-        .map(|(code, reason)| CloseFrame {
-            code,
-            reason: reason.into(),
-        });
+    let frame = c.close.lock().clone().map(|(code, reason)| CloseFrame {
+        code,
+        reason: reason.into(),
+    });
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(frame))).await;
     let _ = sink.close().await;
 }

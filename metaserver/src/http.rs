@@ -1,7 +1,7 @@
 //! Routes: health, status, models, operator endpoints, metrics, the two WebSockets and the UI.
 
 use crate::app::App;
-use crate::supervisor::WorkerControl;
+use crate::registry::{RestartRoute, WorkerControl};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, State, WebSocketUpgrade};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hamlet_onnx::catalog;
+use ipc_proto::WorkerKind;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", get(root))
         .route("/api/status", get(status))
         .route("/api/models", get(models))
+        .route("/api/training/config", get(training_config))
         .route("/api/workers", get(workers))
         .route("/api/workers/{id}/restart", post(restart_worker))
         .route("/metrics", get(metrics))
@@ -52,20 +54,14 @@ async fn root(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
         "service": "Hamlet Metaserver",
         "version": env!("CARGO_PKG_VERSION"),
         "endpoints": {"inference": "/ws", "training": "/ws/training"},
-        "active_sessions": {"inference": app.sessions.lock().expect("sessions").len(), "training": t.viewers},
+        "active_sessions": {"inference": app.sessions.lock().len(), "training": t.viewers},
         "training_active": t.is_training,
     }))
     .into_response()
 }
 
 async fn status(State(app): State<Arc<App>>) -> Response {
-    let sessions: Vec<_> = app
-        .sessions
-        .lock()
-        .expect("sessions")
-        .values()
-        .cloned()
-        .collect();
+    let sessions: Vec<_> = app.sessions.lock().values().cloned().collect();
     let c = &app.cfg;
     Json(json!({
         "service": "Hamlet Metaserver",
@@ -100,7 +96,13 @@ async fn models(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-/// Operator endpoints: loopback peers, or the configured admin token.
+/// Every `start_training` field with its default, limits and help (the UI's form is built from it).
+async fn training_config() -> Response {
+    let fields = ipc_proto::training::fields();
+    Json(json!({"fields": fields, "defaults": ipc_proto::training::TrainingConfig::default()}))
+        .into_response()
+}
+
 /// The operator rule: a loopback peer (IPv4, IPv6, or IPv4-mapped IPv6), or the admin token as
 /// `Authorization: Bearer TOKEN` (compared in constant time). No token configured: loopback only.
 pub fn operator_allowed(admin_token: Option<&str>, peer: SocketAddr, h: &HeaderMap) -> bool {
@@ -115,12 +117,7 @@ pub fn operator_allowed(admin_token: Option<&str>, peer: SocketAddr, h: &HeaderM
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |a, (x, y)| a | (x ^ y))
-            == 0
+    ipc_proto::handshake::secret_eq(given, token)
 }
 
 fn forbidden() -> Response {
@@ -162,36 +159,30 @@ async fn restart_worker(
     _: Operator,
     Path(id): Path<String>,
 ) -> Response {
-    match app.sup.registry.control(&id) {
+    match app.sup.registry.restart_route(&id) {
         None => (
             StatusCode::NOT_FOUND,
             Json(json!({"error": format!("no worker `{id}`")})),
         )
             .into_response(),
-        Some(Some(tx)) => {
+        Some(RestartRoute::Owner(tx)) => {
             let _ = tx.send(WorkerControl::Restart).await;
             (StatusCode::ACCEPTED, Json(json!({"restarting": id}))).into_response()
         }
-        Some(None) => {
-            // A warm worker has no session: replacing it is just ending it; the pool refills.
-            if let Some(pid) = app.sup.registry.pid(&id) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
+        Some(RestartRoute::Unowned(pidfd)) => {
+            // A warm worker has no session: replacing it is ending it; the pool refills. The
+            // signal goes through the worker's pidfd, so it can only reach that process.
+            pidfd.signal(nix::sys::signal::Signal::SIGTERM);
             (StatusCode::ACCEPTED, Json(json!({"restarting": id}))).into_response()
         }
     }
 }
 
 async fn metrics(State(app): State<Arc<App>>, _: Operator) -> Response {
-    let list = app.sup.registry.list();
-    let count = |k: &str| list.iter().filter(|w| w.kind == k).count();
-    let body = app.metrics.render(&[
-        ("inference", count("inference")),
-        ("training", count("training")),
-    ]);
+    let count = |k: WorkerKind| (k.as_str(), app.sup.registry.count(k));
+    let body = app
+        .metrics
+        .render(&[count(WorkerKind::Inference), count(WorkerKind::Training)]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -224,7 +215,10 @@ async fn ws_inference(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUp
     let max = app.cfg.max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| crate::session::run(socket, app, permit))
+        .on_upgrade(move |socket| {
+            let tasks = app.tasks.clone();
+            tasks.track_future(crate::session::run(socket, app, permit))
+        })
 }
 
 async fn ws_training(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUpgrade) -> Response {
@@ -234,7 +228,10 @@ async fn ws_training(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUpg
     let max = app.cfg.max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| crate::training::viewer(socket, app))
+        .on_upgrade(move |socket| {
+            let tasks = app.tasks.clone();
+            tasks.track_future(crate::training::viewer(socket, app))
+        })
 }
 
 #[cfg(test)]

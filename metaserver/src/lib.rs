@@ -3,7 +3,8 @@
 //! Code map: [`app`] (state, start, shutdown) · [`http`] (routes, operator guard) · [`client`]
 //! (browser socket I/O and limits) · [`outqueue`] (bounded per-client queue) · [`validate`] (all
 //! browser input) · [`session`] (inference relay) · [`training`] (the shared training run) ·
-//! [`supervisor`] (processes) · [`budget`] (restart policy) · [`pool`] (warm workers) ·
+//! [`supervisor`] (spawn, handshake, ready) · [`process`] (child processes, pidfds, reaping) ·
+//! [`registry`] (live workers) · [`budget`] (restart policy) · [`pool`] (warm workers) ·
 //! [`metrics`] · [`ui`] (embedded browser UI).
 
 pub mod app;
@@ -14,6 +15,8 @@ pub mod http;
 pub mod metrics;
 pub mod outqueue;
 pub mod pool;
+pub mod process;
+pub mod registry;
 pub mod session;
 pub mod supervisor;
 pub mod training;

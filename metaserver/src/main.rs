@@ -6,6 +6,6 @@ use metaserver::config::Config;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
-    ipc_proto::logging::init(cfg.log_format == "json");
+    hamlet_log::init(cfg.log_format == "json");
     metaserver::app::run(cfg).await
 }

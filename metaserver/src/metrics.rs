@@ -1,15 +1,37 @@
 //! Prometheus metrics, rendered by hand (a dozen series do not need a crate). Labels are bounded:
-//! worker kind (2 values) and restart reason (4 values).
+//! worker kind (2 values) and restart reason (5 values, [`RestartReason`]).
 
 use ipc_proto::WorkerKind;
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
 use std::time::Duration;
 
-/// Relay latency buckets (seconds): time from a worker's frame arriving to it being written to the
-/// browser's socket.
+/// Why a worker was replaced (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RestartReason {
+    Crash,
+    Unresponsive,
+    ProtocolError,
+    Operator,
+    StartFailed,
+}
+
+impl RestartReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::Crash => "crash",
+            RestartReason::Unresponsive => "unresponsive",
+            RestartReason::ProtocolError => "protocol_error",
+            RestartReason::Operator => "operator",
+            RestartReason::StartFailed => "start_failed",
+        }
+    }
+}
+
+/// Relay latency buckets (seconds): time from a worker's frame reaching its relay (before it is
+/// encoded as JSON) to it being written to the browser's socket.
 const BUCKETS: [f64; 10] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
 ];
@@ -25,7 +47,7 @@ pub struct Metrics {
     pub clients_overflowed: AtomicU64,
     pub client_errors: AtomicU64,
     spawned: Mutex<BTreeMap<&'static str, u64>>,
-    restarts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    restarts: Mutex<BTreeMap<(&'static str, RestartReason), u64>>,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
@@ -33,20 +55,13 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn worker_spawned(&self, kind: WorkerKind) {
-        *self
-            .spawned
-            .lock()
-            .expect("metrics")
-            .entry(kind.as_str())
-            .or_default() += 1;
+        *self.spawned.lock().entry(kind.as_str()).or_default() += 1;
     }
 
-    /// `reason`: crash, unresponsive, operator or start_failed.
-    pub fn restart(&self, kind: WorkerKind, reason: &'static str) {
+    pub fn restart(&self, kind: WorkerKind, reason: RestartReason) {
         *self
             .restarts
             .lock()
-            .expect("metrics")
             .entry((kind.as_str(), reason))
             .or_default() += 1;
     }
@@ -54,9 +69,8 @@ impl Metrics {
     pub fn restarts_total(&self) -> u64 {
         self.restarts
             .lock()
-            .expect("metrics")
             .iter()
-            .filter(|((_, r), _)| *r != "start_failed")
+            .filter(|((_, r), _)| *r != RestartReason::StartFailed)
             .map(|(_, v)| v)
             .sum()
     }
@@ -123,17 +137,18 @@ impl Metrics {
             let _ = writeln!(o, "hamlet_workers{{kind=\"{kind}\"}} {n}");
         }
         let _ = writeln!(o, "# HELP hamlet_workers_spawned_total Worker processes started.\n# TYPE hamlet_workers_spawned_total counter");
-        for (kind, n) in self.spawned.lock().expect("metrics").iter() {
+        for (kind, n) in self.spawned.lock().iter() {
             let _ = writeln!(o, "hamlet_workers_spawned_total{{kind=\"{kind}\"}} {n}");
         }
         let _ = writeln!(o, "# HELP hamlet_worker_restarts_total Worker replacements, by kind and reason.\n# TYPE hamlet_worker_restarts_total counter");
-        for ((kind, reason), n) in self.restarts.lock().expect("metrics").iter() {
+        for ((kind, reason), n) in self.restarts.lock().iter() {
+            let reason = reason.as_str();
             let _ = writeln!(
                 o,
                 "hamlet_worker_restarts_total{{kind=\"{kind}\",reason=\"{reason}\"}} {n}"
             );
         }
-        let _ = writeln!(o, "# HELP hamlet_relay_latency_seconds Worker frame arrival to browser socket write.\n# TYPE hamlet_relay_latency_seconds histogram");
+        let _ = writeln!(o, "# HELP hamlet_relay_latency_seconds Worker frame reaching its relay to browser socket write.\n# TYPE hamlet_relay_latency_seconds histogram");
         for (i, b) in BUCKETS.iter().enumerate() {
             let _ = writeln!(
                 o,

@@ -4,8 +4,8 @@
 //! hopelessly behind and gets disconnected.
 
 use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::Instant;
 use tokio::sync::Notify;
 
@@ -14,7 +14,8 @@ use tokio::sync::Notify;
 pub struct OutFrame {
     pub text: Utf8Bytes,
     pub droppable: bool,
-    pub enqueued: Instant,
+    /// When the frame reached the relay (the relay-latency clock starts here).
+    pub arrived: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +53,7 @@ impl OutQueue {
     }
 
     pub fn push(&self, f: OutFrame) -> Push {
-        let mut g = self.inner.lock().expect("queue lock");
+        let mut g = self.inner.lock();
         if g.closed {
             return Push::Queued;
         }
@@ -89,7 +90,7 @@ impl OutQueue {
     pub async fn pop(&self) -> Option<OutFrame> {
         loop {
             {
-                let mut g = self.inner.lock().expect("queue lock");
+                let mut g = self.inner.lock();
                 // A closed queue still delivers what was queued before the close (an `error`
                 // frame explaining the close code, say).
                 if let Some(f) = g.q.pop_front() {
@@ -104,12 +105,12 @@ impl OutQueue {
     }
 
     pub fn close(&self) {
-        self.inner.lock().expect("queue lock").closed = true;
+        self.inner.lock().closed = true;
         self.notify.notify_one();
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().expect("queue lock").q.len()
+        self.inner.lock().q.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -125,7 +126,7 @@ mod tests {
         OutFrame {
             text: text.to_owned().into(),
             droppable,
-            enqueued: Instant::now(),
+            arrived: Instant::now(),
         }
     }
 
@@ -140,7 +141,7 @@ mod tests {
         // Full: a lifecycle message evicts a state_update rather than being lost.
         assert_eq!(q.push(f("end2", false)), Push::DroppedOne);
         let texts: Vec<String> = std::iter::from_fn(|| {
-            let mut g = q.inner.lock().unwrap();
+            let mut g = q.inner.lock();
             g.q.pop_front().map(|x| x.text.to_string())
         })
         .collect();

@@ -1,15 +1,17 @@
 //! A warm pool of started, authenticated inference workers with ONNX Runtime loaded, so a new
 //! session's first frame does not wait for process start-up.
 
+use crate::registry::WorkerState;
 use crate::supervisor::{Supervisor, WorkerHandle};
-use ipc_proto::inference::FromInference;
+use ipc_proto::inference::ToInference;
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::warn;
 
-pub type InferenceWorker = WorkerHandle<FromInference>;
+pub type InferenceWorker = WorkerHandle<ToInference>;
 
 pub struct WarmPool {
     ready: Mutex<VecDeque<InferenceWorker>>,
@@ -26,10 +28,16 @@ impl WarmPool {
         })
     }
 
-    /// A ready worker if one is warm (dead ones are discarded), else `None`.
+    /// A ready worker if one is warm, else `None`. Dead or hung ones found on the way are killed
+    /// and dropped.
     pub fn take(&self) -> Option<InferenceWorker> {
-        let mut q = self.ready.lock().expect("pool");
-        let w = std::iter::from_fn(|| q.pop_front()).find(|w| !w.has_exited());
+        let mut q = self.ready.lock();
+        let w = std::iter::from_fn(|| q.pop_front()).find(|w| {
+            if !w.is_usable() {
+                w.kill();
+            }
+            w.is_usable()
+        });
         drop(q);
         self.refill.notify_one();
         w
@@ -42,59 +50,59 @@ impl WarmPool {
     ) -> Result<InferenceWorker, crate::supervisor::SpawnError> {
         match self.take() {
             Some(w) => Ok(w),
-            None => sup.spawn::<FromInference>().await,
+            None => sup.spawn::<ToInference>().await,
         }
     }
 
     pub fn warm_count(&self) -> usize {
-        self.ready
-            .lock()
-            .expect("pool")
-            .iter()
-            .filter(|w| !w.has_exited())
-            .count()
+        self.ready.lock().iter().filter(|w| w.is_usable()).count()
     }
 
     /// Workers currently held warm (for shutdown).
     pub fn drain(&self) -> Vec<InferenceWorker> {
-        self.ready.lock().expect("pool").drain(..).collect()
+        self.ready.lock().drain(..).collect()
     }
 
     /// Keeps the pool filled; failures back off so a broken worker binary cannot spin.
     pub async fn run(
         self: Arc<Self>,
         sup: Arc<Supervisor>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        shutdown: tokio_util::sync::CancellationToken,
     ) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            if *shutdown.borrow() {
+            if shutdown.is_cancelled() {
                 return;
             }
             let missing = {
-                let mut q = self.ready.lock().expect("pool");
-                q.retain(|w| !w.has_exited());
+                let mut q = self.ready.lock();
+                q.retain(|w| {
+                    if !w.is_usable() {
+                        w.kill();
+                    }
+                    w.is_usable()
+                });
                 self.target.saturating_sub(q.len())
             };
             if missing == 0 {
                 tokio::select! {
                     _ = self.refill.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.cancelled() => return,
                 }
                 continue;
             }
-            match sup.spawn::<FromInference>().await {
+            match sup.spawn::<ToInference>().await {
                 Ok(w) => {
                     backoff = Duration::from_millis(100);
-                    sup.registry.update(&w.id, |i| i.state = "warm");
-                    self.ready.lock().expect("pool").push_back(w);
+                    sup.registry.update(&w.id, |i| i.state = WorkerState::Warm);
+                    self.ready.lock().push_back(w);
                 }
                 Err(e) => {
                     warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "warm worker failed to start");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => return,
+                        _ = shutdown.cancelled() => return,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }

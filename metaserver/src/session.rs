@@ -1,15 +1,16 @@
 //! One `/ws` connection: a private inference session in its own worker process.
 //!
 //! **Architecture Invariant: sessions survive their worker.** The worker sends a snapshot after every
-//! step; when it dies (crash, `kill -9`, hang) a replacement is started from the last snapshot and
-//! the browser is told `worker_restarted`. The browser connection is closed only when the restart
-//! budget is spent (`error`, then close 1011).
+//! step; when it dies (crash, `kill -9`, hang, a frame that is not a valid message) a replacement is
+//! started from the last snapshot and the browser is told `worker_restarted`. The browser
+//! connection is closed only when the restart budget is spent (`error`, then close 1011).
 
 use crate::app::App;
 use crate::budget::{RestartBudget, Verdict};
 use crate::client::{self, close, Client, Incoming};
+use crate::metrics::RestartReason;
 use crate::pool::InferenceWorker;
-use crate::supervisor::{SendError, WorkerControl};
+use crate::registry::{WorkerControl, WorkerState};
 use crate::validate;
 use axum::extract::ws::WebSocket;
 use hamlet_onnx::catalog;
@@ -17,6 +18,7 @@ use ipc_proto::browser::{ErrorCode, ServerMessage, WorkerRestarted};
 use ipc_proto::inference::{
     FromInference, SessionCommand, SessionSnapshot, SessionStart, ToInference,
 };
+use ipc_proto::link::{LinkEnd, LinkEvent, SendError};
 use ipc_proto::WorkerKind;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -41,11 +43,32 @@ pub struct SessionInfo {
     pub connected_at: u64,
 }
 
-/// Why a worker is being replaced.
-enum Replace {
-    Crash(String),
-    Unresponsive,
-    Operator,
+/// Why a worker is being replaced, and since when the one that failed had been running.
+struct Replace {
+    reason: RestartReason,
+    text: String,
+    /// The failed worker's start: one that lived `--stable-after-secs` resets the budget.
+    started: Instant,
+}
+
+impl Replace {
+    fn new(reason: RestartReason, text: impl Into<String>, started: Instant) -> Self {
+        Replace {
+            reason,
+            text: text.into(),
+            started,
+        }
+    }
+}
+
+/// What ended the relay's wait for something to do.
+enum Wake {
+    /// Keep relaying with the same worker.
+    Continue,
+    /// Replace the worker.
+    Replace(Replace),
+    /// The browser left or the server is stopping.
+    Stop,
 }
 
 struct Relay {
@@ -73,37 +96,13 @@ const MAX_UNACKED: usize = 2 * crate::supervisor::WORKER_QUEUE;
 pub async fn run(socket: WebSocket, app: Arc<App>, permit: Option<OwnedSemaphorePermit>) {
     let (client, stream) = client::start(socket, app.cfg.client_queue, app.metrics.clone());
     let Some(_permit) = permit else {
-        app.metrics.sessions_refused.fetch_add(1, Relaxed);
-        client.send(&ServerMessage::error(
-            ErrorCode::TooManySessions,
-            format!(
-                "the server is at its limit of {} sessions; try again later",
-                app.cfg.max_sessions
-            ),
-        ));
-        client.close(close::TRY_AGAIN_LATER, "too many sessions");
+        refuse_full(&app, &client);
         return;
     };
-    let id: String = (0..12)
-        .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
-        .collect();
+    let id = uuid::Uuid::new_v4().to_string();
     app.metrics.sessions_started.fetch_add(1, Relaxed);
     app.metrics.sessions_active.fetch_add(1, Relaxed);
-    app.sessions.lock().expect("sessions").insert(
-        id.clone(),
-        SessionInfo {
-            id: id.clone(),
-            model: None,
-            episode: 0,
-            step: 0,
-            playing: false,
-            speed: 1.0,
-            worker_id: None,
-            worker_pid: None,
-            restarts: 0,
-            connected_at: crate::supervisor::unix_now(),
-        },
-    );
+    app.sessions.lock().insert(id.clone(), new_row(&id));
     let (tx, rx) = mpsc::channel(32);
     let models_dir = app.sup.models_dir().to_path_buf();
     tokio::spawn(client::read_loop(
@@ -128,9 +127,36 @@ pub async fn run(socket: WebSocket, app: Arc<App>, permit: Option<OwnedSemaphore
     };
     info!(session = %id, "session opened");
     relay.serve(rx, control_rx).await;
-    app.sessions.lock().expect("sessions").remove(&id);
+    app.sessions.lock().remove(&id);
     app.metrics.sessions_active.fetch_sub(1, Relaxed);
     info!(session = %id, "session closed");
+}
+
+fn refuse_full(app: &App, client: &Client) {
+    app.metrics.sessions_refused.fetch_add(1, Relaxed);
+    client.send(&ServerMessage::error(
+        ErrorCode::TooManySessions,
+        format!(
+            "the server is at its limit of {} sessions; try again later",
+            app.cfg.max_sessions
+        ),
+    ));
+    client.close(close::TRY_AGAIN_LATER, "too many sessions");
+}
+
+fn new_row(id: &str) -> SessionInfo {
+    SessionInfo {
+        id: id.to_owned(),
+        model: None,
+        episode: 0,
+        step: 0,
+        playing: false,
+        speed: 1.0,
+        worker_id: None,
+        worker_pid: None,
+        restarts: 0,
+        connected_at: crate::supervisor::unix_now(),
+    }
 }
 
 impl Relay {
@@ -144,108 +170,116 @@ impl Relay {
         }))
     }
 
-    /// Gets a worker (warm if possible) and gives it this session; failures count against the budget.
-    async fn attach(&mut self, mut reason: Option<Replace>) -> Option<InferenceWorker> {
-        let mut started = Instant::now();
+    /// Gets a worker (warm if possible) and gives it this session. `replacing` says why the
+    /// previous worker went; every failure on the way counts against the budget, except an
+    /// operator's restart.
+    async fn attach(&mut self, mut replacing: Option<Replace>) -> Option<InferenceWorker> {
         loop {
-            if let Some(r) = reason.take() {
-                let (label, text) = match &r {
-                    Replace::Crash(t) => ("crash", t.clone()),
-                    Replace::Unresponsive => (
-                        "unresponsive",
-                        "worker stopped answering heartbeats".to_owned(),
-                    ),
-                    Replace::Operator => ("operator", "restarted by an operator".to_owned()),
-                };
-                self.app.metrics.restart(WorkerKind::Inference, label);
-                if !matches!(r, Replace::Operator) {
-                    match self.budget.record(Instant::now(), started) {
-                        Verdict::GiveUp => {
-                            warn!(session = %self.id, last_exit = %text, "restart budget spent: closing session");
-                            self.client.send(&ServerMessage::error(
-                                ErrorCode::WorkerFailed,
-                                format!(
-                                    "the worker behind this session failed {} times in {} s; giving up. Last exit: {text}",
-                                    self.app.cfg.max_restarts + 1,
-                                    self.app.cfg.restart_window_secs
-                                ),
-                            ));
-                            self.client.close(close::INTERNAL, "worker keeps failing");
-                            return None;
-                        }
-                        Verdict::RestartAfter(d) => tokio::time::sleep(d).await,
-                    }
+            if let Some(r) = &replacing {
+                if !self.allow_restart(r).await {
+                    return None;
                 }
-                self.app.update_session(&self.id, |s| s.restarts += 1);
-                reason = Some(Replace::Crash(text)); // for the notice below, once attached
             }
-            match self.app.pool.get(&self.app.sup).await {
-                Ok(w) => {
-                    let msg = self.start_message();
-                    // The new worker gets the session, then every command its predecessor had not
-                    // confirmed, in order.
-                    let delivered = w.sender.send(&msg).is_ok()
-                        && self.unacked.iter().all(|(seq, c)| {
-                            let m = ToInference::Command {
-                                seq: *seq,
-                                command: c.clone(),
-                            };
-                            w.sender.send(&m).is_ok()
-                        });
-                    if !delivered {
-                        w.kill();
-                        started = w.started;
-                        reason = Some(Replace::Crash("worker closed its socket on start".into()));
-                        continue;
-                    }
-                    let predecessor_exit = match &reason {
-                        Some(Replace::Crash(text)) => Some(text.clone()),
-                        _ => None,
-                    };
-                    self.app.sup.registry.update(&w.id, |i| {
-                        i.state = "active";
-                        i.session = Some(self.id.clone());
-                        i.restarts = self.budget.total;
-                        // The row of the worker that died is gone with it; its successor says why.
-                        i.last_exit = predecessor_exit;
-                    });
-                    self.app
-                        .sup
-                        .registry
-                        .set_control(&w.id, self.control_tx.clone());
-                    self.app.update_session(&self.id, |s| {
-                        s.worker_id = Some(w.id.clone());
-                        s.worker_pid = Some(w.pid);
-                    });
-                    if let (Some(Replace::Crash(text)), true) = (reason, self.announced) {
-                        info!(session = %self.id, worker = %w.id, pid = w.pid, "worker restarted");
-                        // Without a snapshot yet, the session restarts at its beginning.
-                        let (episode, step) = self
-                            .snapshot
-                            .as_ref()
-                            .map_or((1, 0), |s| (s.episode, s.world.step));
-                        self.client
-                            .send(&ServerMessage::WorkerRestarted(WorkerRestarted {
-                                reason: text,
-                                resumed_episode: episode,
-                                resumed_step: step,
-                            }));
-                    }
-                    self.announced = true;
-                    return Some(w);
-                }
+            let w = match self.app.pool.get(&self.app.sup).await {
+                Ok(w) => w,
                 Err(e) => {
-                    started = Instant::now();
-                    reason = Some(Replace::Crash(e.to_string()));
+                    let reason = RestartReason::StartFailed;
+                    replacing = Some(Replace::new(reason, e.to_string(), Instant::now()));
+                    continue;
                 }
+            };
+            if !self.hand_over(&w) {
+                w.kill();
+                let text = "worker closed its socket on start";
+                replacing = Some(Replace::new(RestartReason::Crash, text, w.started));
+                continue;
+            }
+            self.adopt(&w, replacing.as_ref());
+            return Some(w);
+        }
+    }
+
+    /// Records a restart; sleeps the backoff, or ends the session when the budget is spent.
+    async fn allow_restart(&mut self, r: &Replace) -> bool {
+        if r.reason != RestartReason::StartFailed {
+            self.app.metrics.restart(WorkerKind::Inference, r.reason);
+        }
+        self.app.update_session(&self.id, |s| s.restarts += 1);
+        if r.reason == RestartReason::Operator {
+            return true;
+        }
+        match self.budget.record(Instant::now(), r.started) {
+            Verdict::RestartAfter(d) => {
+                tokio::time::sleep(d).await;
+                true
+            }
+            Verdict::GiveUp => {
+                warn!(session = %self.id, last_exit = %r.text, "restart budget spent: closing session");
+                let c = &self.app.cfg;
+                self.client.send(&ServerMessage::error(
+                    ErrorCode::WorkerFailed,
+                    format!(
+                        "the worker behind this session failed {} times in {} s; giving up. Last exit: {}",
+                        c.max_restarts + 1,
+                        c.restart_window_secs,
+                        r.text
+                    ),
+                ));
+                self.client.close(close::INTERNAL, "worker keeps failing");
+                false
             }
         }
     }
 
-    fn on_event(&mut self, ev: FromInference, last_pong: &mut Instant) {
+    /// Gives the new worker the session, then every command its predecessor had not confirmed,
+    /// in order. False if the worker's queue is already closed.
+    fn hand_over(&self, w: &InferenceWorker) -> bool {
+        w.send(self.start_message()).is_ok()
+            && self.unacked.iter().all(|(seq, c)| {
+                let m = ToInference::Command {
+                    seq: *seq,
+                    command: c.clone(),
+                };
+                w.send(m).is_ok()
+            })
+    }
+
+    /// Registers the worker as this session's and tells the browser, if this is a replacement.
+    fn adopt(&mut self, w: &InferenceWorker, replacing: Option<&Replace>) {
+        let registry = &self.app.sup.registry;
+        registry.update(&w.id, |i| {
+            i.state = WorkerState::Active;
+            i.session = Some(self.id.clone());
+            i.restarts = self.budget.total;
+            // The row of the worker that died is gone with it; its successor says why.
+            i.last_exit = replacing.map(|r| r.text.clone());
+        });
+        registry.set_control(&w.id, self.control_tx.clone());
+        self.app.update_session(&self.id, |s| {
+            s.worker_id = Some(w.id.clone());
+            s.worker_pid = Some(w.pid());
+        });
+        if let (Some(r), true) = (replacing, self.announced) {
+            info!(session = %self.id, worker = %w.id, pid = w.pid(), "worker restarted");
+            // Without a snapshot yet, the session restarts at its beginning.
+            let (episode, step) = self
+                .snapshot
+                .as_ref()
+                .map_or((1, 0), |s| (s.episode, s.world.step));
+            self.client
+                .send(&ServerMessage::WorkerRestarted(WorkerRestarted {
+                    reason: r.text.clone(),
+                    resumed_episode: episode,
+                    resumed_step: step,
+                }));
+        }
+        self.announced = true;
+    }
+
+    fn on_event(&mut self, ev: FromInference) {
         match ev {
             FromInference::Message(m) => {
-                self.client.send(&m);
+                self.client.relay(&m, Instant::now());
             }
             FromInference::Snapshot(s) => {
                 self.app.update_session(&self.id, |i| {
@@ -261,10 +295,90 @@ impl Relay {
                 }
                 self.snapshot = Some(*s);
             }
-            FromInference::Pong { .. } => *last_pong = Instant::now(),
-            FromInference::Ready => {}
+            FromInference::Pong { .. } | FromInference::Ready => {}
             FromInference::Fatal { reason } => {
                 warn!(session = %self.id, %reason, "worker reported a fatal error")
+            }
+        }
+    }
+
+    /// Numbers a browser command and queues it for the worker (kept until a snapshot confirms it).
+    fn forward(&mut self, w: &InferenceWorker, cmd: SessionCommand) {
+        self.last_seq += 1;
+        let seq = self.last_seq;
+        let sent = w.send(ToInference::Command {
+            seq,
+            command: cmd.clone(),
+        });
+        if sent.is_ok() && cmd != SessionCommand::Status {
+            if self.unacked.len() == MAX_UNACKED {
+                self.unacked.pop_front();
+            }
+            self.unacked.push_back((seq, cmd));
+        }
+        if sent == Err(SendError::Full) {
+            let quiet = self
+                .last_busy_notice
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+            if !quiet {
+                self.last_busy_notice = Some(Instant::now());
+                self.client.send(&ServerMessage::error(
+                    ErrorCode::RateLimited,
+                    "the session is busy: too many commands in flight; excess commands are dropped",
+                ));
+            }
+        }
+        // A closed queue: the link's end reports why.
+    }
+
+    /// Turns the end of a worker's link into the reason to replace it.
+    async fn link_ended(&mut self, w: &mut InferenceWorker, end: LinkEnd) -> Replace {
+        let started = w.started;
+        let (reason, text) = match end {
+            LinkEnd::Closed => {
+                let exit = w.wait_exit().await;
+                (RestartReason::Crash, exit.to_string())
+            }
+            LinkEnd::Unresponsive => {
+                w.kill();
+                let _ = w.wait_exit().await;
+                let text = "worker stopped answering heartbeats".to_owned();
+                (RestartReason::Unresponsive, text)
+            }
+            LinkEnd::ProtocolError(e) => {
+                w.kill();
+                let _ = w.wait_exit().await;
+                (RestartReason::ProtocolError, format!("protocol error: {e}"))
+            }
+        };
+        warn!(session = %self.id, worker = %w.id, pid = w.pid(), reason = %text, "worker lost");
+        Replace::new(reason, text, started)
+    }
+
+    /// Waits for the next thing to do with worker `w`.
+    async fn wake(
+        &mut self,
+        w: &mut InferenceWorker,
+        rx: &mut mpsc::Receiver<Incoming<SessionCommand>>,
+        control: &mut mpsc::Receiver<WorkerControl>,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Wake {
+        tokio::select! {
+            inc = rx.recv() => match inc {
+                Some(Incoming::Valid(cmd)) => { self.forward(w, cmd); Wake::Continue }
+                _ => Wake::Stop,
+            },
+            ev = w.recv() => match ev {
+                LinkEvent::Event(ev) => { self.on_event(ev); Wake::Continue }
+                LinkEvent::Ended(end) => Wake::Replace(self.link_ended(w, end).await),
+            },
+            Some(WorkerControl::Restart) = control.recv() => {
+                let text = "restarted by an operator";
+                Wake::Replace(Replace::new(RestartReason::Operator, text, w.started))
+            }
+            _ = shutdown.cancelled() => {
+                self.client.close(close::GOING_AWAY, "server shutting down");
+                Wake::Stop
             }
         }
     }
@@ -274,92 +388,24 @@ impl Relay {
         mut rx: mpsc::Receiver<Incoming<SessionCommand>>,
         mut control: mpsc::Receiver<WorkerControl>,
     ) {
-        let mut shutdown = self.app.shutdown.clone();
+        let shutdown = self.app.shutdown.clone();
         let Some(mut w) = self.attach(None).await else {
             return;
         };
-        let ping_every = Duration::from_millis(self.app.cfg.ping_interval_ms);
-        let hang = Duration::from_millis(self.app.cfg.hang_timeout_ms);
-        let mut ping = tokio::time::interval(ping_every);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_pong = Instant::now();
-        let mut seq = 0u64;
-        let mut events_open = true;
         loop {
-            let replace: Replace = tokio::select! {
-                inc = rx.recv() => match inc {
-                    Some(Incoming::Valid(cmd)) => {
-                        self.last_seq += 1;
-                        let seq = self.last_seq;
-                        let sent = w.sender.send(&ToInference::Command { seq, command: cmd.clone() });
-                        if sent.is_ok() && cmd != SessionCommand::Status {
-                            if self.unacked.len() == MAX_UNACKED {
-                                self.unacked.pop_front();
-                            }
-                            self.unacked.push_back((seq, cmd));
-                        }
-                        match sent {
-                            Err(SendError::Full) => {
-                                if self.last_busy_notice.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                                    self.last_busy_notice = Some(Instant::now());
-                                    self.client.send(&ServerMessage::error(ErrorCode::RateLimited, "the session is busy: too many commands in flight; excess commands are dropped"));
-                                }
-                            }
-                            // A closed connection: the exit branch reports why.
-                            Err(SendError::Closed) | Ok(()) => {}
-                        }
-                        continue;
-                    }
-                    _ => break,
-                },
-                ev = w.events.recv(), if events_open => {
-                    match ev {
-                        Some(ev) => self.on_event(ev, &mut last_pong),
-                        None => events_open = false,
-                    }
-                    continue;
-                }
-                _ = w.exit.changed() => {
-                    while let Ok(ev) = w.events.try_recv() {
-                        self.on_event(ev, &mut last_pong);
-                    }
-                    let exit = w.wait_exit().await;
-                    warn!(session = %self.id, worker = %w.id, pid = w.pid, %exit, "worker died");
-                    self.app.sup.registry.update(&w.id, |i| i.last_exit = Some(exit.to_string()));
-                    Replace::Crash(exit.to_string())
-                }
-                _ = ping.tick() => {
-                    if last_pong.elapsed() > hang {
-                        warn!(session = %self.id, worker = %w.id, pid = w.pid, "worker unresponsive: killing it");
-                        w.kill();
-                        let _ = w.wait_exit().await;
-                        Replace::Unresponsive
-                    } else {
-                        seq += 1;
-                        // A full queue means the worker is not keeping up: no pong, and the
-                        // hang timeout decides.
-                        let _ = w.sender.send(&ToInference::Ping { seq });
-                        continue;
-                    }
-                }
-                c = control.recv() => match c {
-                    Some(WorkerControl::Restart) => {
+            match self.wake(&mut w, &mut rx, &mut control, &shutdown).await {
+                Wake::Continue => continue,
+                Wake::Stop => break,
+                Wake::Replace(r) => {
+                    if r.reason == RestartReason::Operator {
                         self.retire(w).await;
-                        Replace::Operator
                     }
-                    None => continue,
-                },
-                _ = shutdown.changed() => {
-                    self.client.close(close::GOING_AWAY, "server shutting down");
-                    break;
+                    match self.attach(Some(r)).await {
+                        Some(next) => w = next,
+                        None => return,
+                    }
                 }
-            };
-            let Some(next) = self.attach(Some(replace)).await else {
-                return;
-            };
-            w = next;
-            events_open = true;
-            last_pong = Instant::now();
+            }
         }
         self.retire(w).await;
     }
@@ -367,10 +413,7 @@ impl Relay {
     /// Ends a worker gracefully, relaying what it still sends.
     async fn retire(&mut self, w: InferenceWorker) {
         let grace = Duration::from_millis(self.app.cfg.shutdown_grace_ms);
-        let mut pong = Instant::now();
-        w.retire(&ToInference::Shutdown, grace, |ev| {
-            self.on_event(ev, &mut pong)
-        })
-        .await;
+        w.retire(ToInference::Shutdown, grace, |ev| self.on_event(ev))
+            .await;
     }
 }

@@ -3,26 +3,32 @@
 //! The hub mirrors the run's status from the worker's events, so a late viewer is answered at once
 //! without a round trip. Frames are encoded once and shared by all viewers; a slow viewer loses
 //! `state_update`s only. When the worker dies mid-run, a replacement resumes from the last
-//! checkpoint (`training_restarted`); when the budget is spent the run ends as failed.
+//! checkpoint (`training_restarted`); when the budget is spent the run ends as failed. An
+//! operator's restart hands the run over: the worker checkpoints and exits, a new one resumes.
 
 use crate::app::App;
 use crate::budget::{RestartBudget, Verdict};
 use crate::client::{self, Client, Incoming};
-use crate::supervisor::{Supervisor, WorkerControl, WorkerHandle};
+use crate::metrics::RestartReason;
+use crate::registry::{WorkerControl, WorkerState};
+use crate::supervisor::{Supervisor, WorkerHandle};
 use crate::validate::{self, TrainingRequest};
 use axum::extract::ws::{Utf8Bytes, WebSocket};
 use ipc_proto::browser::{ErrorCode, ServerMessage, TrainingRestarted, TrainingStatus};
+use ipc_proto::link::{LinkEnd, LinkEvent};
 use ipc_proto::training::{FromTraining, RunControl, ToTraining, TrainingConfig};
 use ipc_proto::WorkerKind;
+use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-type TrainingWorker = WorkerHandle<FromTraining>;
+type TrainingWorker = WorkerHandle<ToTraining>;
 
 enum HubCmd {
     Start(Box<TrainingConfig>, Client),
@@ -30,10 +36,20 @@ enum HubCmd {
     Operator(WorkerControl),
 }
 
+/// Where the shared run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Idle,
+    Running,
+    Completed,
+    Failed,
+}
+
 /// The training part of `/api/status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainingInfo {
-    pub state: &'static str,
+    pub state: RunState,
     pub is_training: bool,
     pub paused: bool,
     pub current_episode: u32,
@@ -50,7 +66,7 @@ struct HubState {
     status: TrainingStatus,
     viewers: BTreeMap<u64, Client>,
     next_viewer: u64,
-    label: &'static str,
+    run: RunState,
     worker: Option<(String, u32)>,
     restarts: u32,
     last_error: Option<String>,
@@ -64,11 +80,18 @@ pub struct TrainingHub {
     state: Mutex<HubState>,
     cmd_tx: mpsc::Sender<HubCmd>,
     cmd_rx: Mutex<Option<mpsc::Receiver<HubCmd>>>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+}
+
+/// Why the hub must replace its worker, and since when that worker had been running.
+struct Lost {
+    reason: RestartReason,
+    text: String,
+    started: Instant,
 }
 
 impl TrainingHub {
-    pub fn new(sup: Arc<Supervisor>, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+    pub fn new(sup: Arc<Supervisor>, shutdown: CancellationToken) -> Arc<Self> {
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         Arc::new(TrainingHub {
             sup,
@@ -83,7 +106,7 @@ impl TrainingHub {
                 },
                 viewers: BTreeMap::new(),
                 next_viewer: 1,
-                label: "idle",
+                run: RunState::Idle,
                 worker: None,
                 restarts: 0,
                 last_error: None,
@@ -97,13 +120,17 @@ impl TrainingHub {
     }
 
     pub fn status(&self) -> TrainingStatus {
-        self.state.lock().expect("hub").status.clone()
+        self.state.lock().status.clone()
+    }
+
+    fn is_training(&self) -> bool {
+        self.state.lock().status.is_training
     }
 
     pub fn info(&self) -> TrainingInfo {
-        let s = self.state.lock().expect("hub");
+        let s = self.state.lock();
         TrainingInfo {
-            state: s.label,
+            state: s.run,
             is_training: s.status.is_training,
             paused: s.status.paused,
             current_episode: s.status.current_episode,
@@ -117,26 +144,22 @@ impl TrainingHub {
         }
     }
 
-    pub async fn operator_restart(&self) {
-        let _ = self
-            .cmd_tx
-            .send(HubCmd::Operator(WorkerControl::Restart))
-            .await;
-    }
-
     /// Encodes once, queues for every viewer; viewers that are hopelessly behind are dropped.
-    fn broadcast(&self, m: &ServerMessage) {
+    fn broadcast(&self, m: &ServerMessage, arrived: Instant) {
         let text = Utf8Bytes::from(m.to_json());
         let droppable = m.is_droppable();
         self.state
             .lock()
-            .expect("hub")
             .viewers
-            .retain(|_, c| c.send_encoded(text.clone(), droppable));
+            .retain(|_, c| c.send_encoded(text.clone(), droppable, arrived));
+    }
+
+    fn announce(&self, m: &ServerMessage) {
+        self.broadcast(m, Instant::now());
     }
 
     fn mirror(&self, m: &ServerMessage) {
-        let mut s = self.state.lock().expect("hub");
+        let mut s = self.state.lock();
         let st = &mut s.status;
         match m {
             ServerMessage::TrainingStarted(t) => {
@@ -146,7 +169,7 @@ impl TrainingHub {
                 st.current_episode = 0;
                 st.config = Some(t.config.clone());
                 st.last_episode = None;
-                s.label = "running";
+                s.run = RunState::Running;
             }
             ServerMessage::EpisodeComplete(e) => {
                 st.current_episode = e.episode;
@@ -157,7 +180,7 @@ impl TrainingHub {
             ServerMessage::TrainingComplete(_) => {
                 st.is_training = false;
                 st.paused = false;
-                s.label = "completed";
+                s.run = RunState::Completed;
                 s.checkpoint = None;
             }
             _ => {}
@@ -166,29 +189,30 @@ impl TrainingHub {
 
     fn fail_run(&self, reason: String) {
         {
-            let mut s = self.state.lock().expect("hub");
+            let mut s = self.state.lock();
             s.status.is_training = false;
             s.status.paused = false;
-            s.label = "failed";
+            s.run = RunState::Failed;
             s.last_error = Some(reason.clone());
             s.checkpoint = None;
         }
         warn!(%reason, "training run failed");
-        self.broadcast(&ServerMessage::error(
+        self.announce(&ServerMessage::error(
             ErrorCode::TrainingFailed,
             format!("training failed: {reason}"),
         ));
-        self.broadcast(&ServerMessage::TrainingStatus(Box::new(self.status())));
+        self.announce(&ServerMessage::TrainingStatus(Box::new(self.status())));
     }
 
-    fn on_event(&self, ev: FromTraining, last_pong: &mut Instant) {
+    fn on_event(&self, ev: FromTraining) {
+        let arrived = Instant::now();
         match ev {
             FromTraining::Message(m) => {
                 self.mirror(&m);
-                self.broadcast(&m);
+                self.broadcast(&m, arrived);
             }
             FromTraining::Checkpointed { episode, path } => {
-                self.state.lock().expect("hub").checkpoint = Some((episode, path));
+                self.state.lock().checkpoint = Some((episode, path));
             }
             FromTraining::RunEnded {
                 failed: Some(reason),
@@ -199,47 +223,47 @@ impl TrainingHub {
                 model_saved,
             } => {
                 info!(model = ?model_saved, "training run ended");
-                let mut s = self.state.lock().expect("hub");
+                let mut s = self.state.lock();
                 s.status.is_training = false;
                 s.checkpoint = None;
             }
-            FromTraining::Pong { .. } => *last_pong = Instant::now(),
-            FromTraining::Resumed { episode } => {
-                // The checkpoint file may be newer than the last `Checkpointed` we heard of (the
-                // worker can die between writing it and saying so): announce where the
-                // replacement really resumed.
-                let reason = {
-                    let mut st = self.state.lock().expect("hub");
-                    st.status.current_episode = episode;
-                    st.pending_restart.take()
-                };
-                if let Some(reason) = reason {
-                    info!(
-                        resumed_from_episode = episode,
-                        "training resumed from its checkpoint"
-                    );
-                    self.broadcast(&ServerMessage::TrainingRestarted(TrainingRestarted {
-                        reason,
-                        resumed_from_episode: episode,
-                    }));
-                }
-            }
-            FromTraining::Ready => {}
+            FromTraining::Resumed { episode } => self.on_resumed(episode),
+            FromTraining::Pong { .. } | FromTraining::Ready => {}
+        }
+    }
+
+    /// The checkpoint file may be newer than the last `Checkpointed` we heard of (the worker can
+    /// die between writing it and saying so): announce where the replacement really resumed.
+    fn on_resumed(&self, episode: u32) {
+        let reason = {
+            let mut st = self.state.lock();
+            st.status.current_episode = episode;
+            st.pending_restart.take()
+        };
+        if let Some(reason) = reason {
+            info!(
+                resumed_from_episode = episode,
+                "training resumed from its checkpoint"
+            );
+            self.announce(&ServerMessage::TrainingRestarted(TrainingRestarted {
+                reason,
+                resumed_from_episode: episode,
+            }));
         }
     }
 
     async fn spawn_worker(&self) -> Result<TrainingWorker, String> {
         let w = self
             .sup
-            .spawn::<FromTraining>()
+            .spawn::<ToTraining>()
             .await
             .map_err(|e| e.to_string())?;
         self.sup.registry.update(&w.id, |i| {
-            i.state = "active";
+            i.state = WorkerState::Active;
             i.session = Some("training".into());
         });
         self.sup.registry.set_control(&w.id, self.operator_sender());
-        self.state.lock().expect("hub").worker = Some((w.id.clone(), w.pid));
+        self.state.lock().worker = Some((w.id.clone(), w.pid()));
         Ok(w)
     }
 
@@ -257,228 +281,255 @@ impl TrainingHub {
         tx
     }
 
-    /// Replaces a dead (or retired) worker mid-run: resume from the last checkpoint, or restart the
-    /// run's configuration from scratch if no checkpoint exists yet.
+    /// What a replacement worker is told: resume from the last checkpoint (falling back to the
+    /// run's configuration if the file is unusable), or start the configuration afresh.
+    fn resume_message(&self) -> Option<(ToTraining, bool)> {
+        let s = self.state.lock();
+        let config = s.status.config.clone().map(Box::new);
+        match (&s.checkpoint, config) {
+            (Some((_, path)), config) => Some((
+                ToTraining::ResumeFrom {
+                    checkpoint: path.clone(),
+                    config,
+                },
+                true,
+            )),
+            (None, Some(c)) => Some((ToTraining::Start(c), false)),
+            (None, None) => None,
+        }
+    }
+
+    /// Replaces a lost (or handed-over) worker mid-run. Crashes count against the budget; an
+    /// operator's restart does not.
     async fn resume_run(
         &self,
         budget: &mut RestartBudget,
-        mut reason: String,
-        mut started: Instant,
-        count: bool,
+        mut lost: Lost,
     ) -> Option<TrainingWorker> {
-        let config = self.state.lock().expect("hub").status.config.clone();
+        let counted = lost.reason != RestartReason::Operator;
         loop {
-            if count {
-                match budget.record(Instant::now(), started) {
+            if counted {
+                match budget.record(Instant::now(), lost.started) {
                     Verdict::GiveUp => {
+                        let text = &lost.text;
                         self.fail_run(format!(
-                            "the training worker failed repeatedly; last exit: {reason}"
+                            "the training worker failed repeatedly; last exit: {text}"
                         ));
                         return None;
                     }
                     Verdict::RestartAfter(d) => tokio::time::sleep(d).await,
                 }
             }
-            self.state.lock().expect("hub").restarts += 1;
+            let restarts = {
+                let mut s = self.state.lock();
+                s.restarts += 1;
+                s.restarts
+            };
             let w = match self.spawn_worker().await {
-                Ok(w) => {
-                    let (exit, restarts) =
-                        (reason.clone(), self.state.lock().expect("hub").restarts);
-                    self.sup.registry.update(&w.id, |i| {
-                        i.last_exit = Some(exit);
-                        i.restarts = restarts;
-                    });
-                    w
-                }
-                Err(e) => {
-                    reason = e;
-                    started = Instant::now();
-                    if !count {
-                        self.fail_run(reason);
-                        return None;
-                    }
+                Ok(w) => w,
+                Err(e) if counted => {
+                    lost = Lost {
+                        reason: RestartReason::StartFailed,
+                        text: e,
+                        started: Instant::now(),
+                    };
                     continue;
                 }
-            };
-            let checkpoint = self.state.lock().expect("hub").checkpoint.clone();
-            let (msg, from) = match (&checkpoint, &config) {
-                (Some((ep, path)), _) => (
-                    ToTraining::ResumeFrom {
-                        checkpoint: path.clone(),
-                    },
-                    *ep,
-                ),
-                (None, Some(c)) => (ToTraining::Start(Box::new(c.clone())), 0),
-                (None, None) => {
-                    self.fail_run("no configuration to resume".into());
-                    return Some(w);
+                Err(e) => {
+                    self.fail_run(e);
+                    return None;
                 }
             };
-            if w.sender.send(&msg).is_err() {
-                reason = "replacement worker closed its socket".into();
-                started = w.started;
+            let text = lost.text.clone();
+            self.sup.registry.update(&w.id, |i| {
+                i.last_exit = Some(text);
+                i.restarts = restarts;
+            });
+            let Some((msg, from_checkpoint)) = self.resume_message() else {
+                self.fail_run("no configuration to resume".into());
+                return Some(w);
+            };
+            if w.send(msg).is_err() {
+                let text = "replacement worker closed its socket".to_owned();
+                lost = Lost {
+                    reason: RestartReason::Crash,
+                    text,
+                    started: w.started,
+                };
                 continue;
             }
-            info!(worker = %w.id, pid = w.pid, "training worker restarted");
-            if checkpoint.is_some() {
+            info!(worker = %w.id, pid = w.pid(), "training worker restarted");
+            if from_checkpoint {
                 // Announced when the worker says which episode it resumed after.
-                self.state.lock().expect("hub").pending_restart = Some(reason);
+                self.state.lock().pending_restart = Some(lost.text);
             } else {
-                self.broadcast(&ServerMessage::TrainingRestarted(TrainingRestarted {
-                    reason,
-                    resumed_from_episode: from,
+                self.announce(&ServerMessage::TrainingRestarted(TrainingRestarted {
+                    reason: lost.text,
+                    resumed_from_episode: 0,
                 }));
             }
             return Some(w);
         }
     }
 
-    /// Ends a worker gracefully; on `Shutdown` it saves a checkpoint and its model, whose notices
-    /// are mirrored and broadcast like any other event.
-    async fn retire(&self, w: TrainingWorker) {
+    /// Ends a worker gracefully with `how` (`Shutdown` saves the run's model and ends it;
+    /// `Handover` only checkpoints); its last notices are mirrored and broadcast.
+    async fn retire(&self, w: TrainingWorker, how: ToTraining) {
         let grace = Duration::from_millis(self.sup.cfg.shutdown_grace_ms);
-        let mut pong = Instant::now();
-        w.retire(&ToTraining::Shutdown, grace, |ev| {
-            self.on_event(ev, &mut pong)
-        })
-        .await;
+        w.retire(how, grace, |ev| self.on_event(ev)).await;
+    }
+
+    async fn start_run(
+        &self,
+        worker: &mut Option<TrainingWorker>,
+        budget: &mut RestartBudget,
+        config: Box<TrainingConfig>,
+        client: Client,
+    ) {
+        if self.is_training() {
+            client.send(&ServerMessage::TrainingStatus(Box::new(self.status())));
+            client.send(&ServerMessage::error(
+                ErrorCode::TrainingInProgress,
+                "a training run is in progress: watch it, or stop it first",
+            ));
+            return;
+        }
+        if worker.as_ref().is_none_or(|w| !w.is_usable()) {
+            match self.spawn_worker().await {
+                Ok(w) => *worker = Some(w),
+                Err(e) => {
+                    client.send(&ServerMessage::error(
+                        ErrorCode::TrainingFailed,
+                        format!("cannot start the training worker: {e}"),
+                    ));
+                    return;
+                }
+            }
+        }
+        *budget = RestartBudget::new(self.sup.cfg.restart_policy());
+        {
+            let mut s = self.state.lock();
+            s.status.is_training = true;
+            s.status.config = Some((*config).clone());
+            s.status.total_episodes = config.num_episodes;
+            s.status.current_episode = 0;
+            s.status.last_episode = None;
+            s.checkpoint = None;
+            s.last_error = None;
+            s.restarts = 0;
+            s.run = RunState::Running;
+        }
+        info!(
+            episodes = config.num_episodes,
+            network = config.network.as_str(),
+            seed = config.seed,
+            "training run starting"
+        );
+        if let Some(w) = worker.as_ref() {
+            let _ = w.send(ToTraining::Start(config));
+        }
+    }
+
+    /// How the worker's link ended, as the reason to replace it.
+    async fn lost(w: &mut TrainingWorker, end: LinkEnd) -> Lost {
+        let started = w.started;
+        let (reason, text) = match end {
+            LinkEnd::Closed => (RestartReason::Crash, w.wait_exit().await.to_string()),
+            LinkEnd::Unresponsive => {
+                warn!(worker = %w.id, pid = w.pid(), "training worker unresponsive: killing it");
+                w.kill();
+                let _ = w.wait_exit().await;
+                (
+                    RestartReason::Unresponsive,
+                    "worker stopped answering heartbeats".into(),
+                )
+            }
+            LinkEnd::ProtocolError(e) => {
+                w.kill();
+                let _ = w.wait_exit().await;
+                (RestartReason::ProtocolError, format!("protocol error: {e}"))
+            }
+        };
+        Lost {
+            reason,
+            text,
+            started,
+        }
+    }
+
+    /// After the worker is gone: replace it if a run is in progress.
+    async fn replace(
+        &self,
+        worker: &mut Option<TrainingWorker>,
+        budget: &mut RestartBudget,
+        lost: Lost,
+    ) {
+        self.sup.metrics.restart(WorkerKind::Training, lost.reason);
+        self.state.lock().worker = None;
+        *worker = None;
+        if self.is_training() {
+            warn!(reason = %lost.text, "training worker replaced mid-run");
+            *worker = self.resume_run(budget, lost).await;
+        }
     }
 
     pub async fn run(self: Arc<Self>) {
-        let Some(mut cmds) = self.cmd_rx.lock().expect("hub").take() else {
+        let Some(mut cmds) = self.cmd_rx.lock().take() else {
             return;
         };
-        let cfg = self.sup.cfg.clone();
-        let mut shutdown = self.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         let mut worker: Option<TrainingWorker> = None;
-        let mut budget = RestartBudget::new(cfg.restart_policy());
-        let mut ping = tokio::time::interval(Duration::from_millis(cfg.ping_interval_ms));
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let hang = Duration::from_millis(cfg.hang_timeout_ms);
-        let mut last_pong = Instant::now();
-        let mut seq = 0;
+        let mut budget = RestartBudget::new(self.sup.cfg.restart_policy());
         loop {
-            let is_training = self.state.lock().expect("hub").status.is_training;
-            let died: Option<(String, &'static str)> = tokio::select! {
+            tokio::select! {
                 c = cmds.recv() => match c {
                     None => return,
-                    Some(HubCmd::Start(config, client)) => {
-                        if is_training {
-                            client.send(&ServerMessage::TrainingStatus(Box::new(self.status())));
-                            client.send(&ServerMessage::error(ErrorCode::TrainingInProgress, "a training run is in progress: watch it, or stop it first"));
-                            continue;
-                        }
-                        if worker.as_ref().is_none_or(|w| w.has_exited()) {
-                            match self.spawn_worker().await {
-                                Ok(w) => { worker = Some(w); last_pong = Instant::now(); }
-                                Err(e) => {
-                                    client.send(&ServerMessage::error(ErrorCode::TrainingFailed, format!("cannot start the training worker: {e}")));
-                                    continue;
-                                }
-                            }
-                        }
-                        let w = worker.as_mut().expect("just ensured");
-                        budget = RestartBudget::new(cfg.restart_policy());
-                        {
-                            let mut s = self.state.lock().expect("hub");
-                            s.status.is_training = true;
-                            s.status.config = Some((*config).clone());
-                            s.status.total_episodes = config.num_episodes;
-                            s.status.current_episode = 0;
-                            s.status.last_episode = None;
-                            s.checkpoint = None;
-                            s.last_error = None;
-                            s.restarts = 0;
-                            s.label = "running";
-                        }
-                        info!(episodes = config.num_episodes, network = config.network.as_str(), seed = config.seed, "training run starting");
-                        let _ = w.sender.send(&ToTraining::Start(config));
-                        continue;
-                    }
-                    Some(HubCmd::Control(c, client)) => {
-                        match worker.as_mut() {
-                            Some(w) if is_training => { let _ = w.sender.send(&ToTraining::Control(c)); }
-                            _ => { client.send(&ServerMessage::error(ErrorCode::NotTraining, "no training run is in progress")); }
-                        }
-                        continue;
-                    }
+                    Some(HubCmd::Start(config, client)) => self.start_run(&mut worker, &mut budget, config, client).await,
+                    Some(HubCmd::Control(c, client)) => match worker.as_ref() {
+                        Some(w) if self.is_training() => { let _ = w.send(ToTraining::Control(c)); }
+                        _ => { client.send(&ServerMessage::error(ErrorCode::NotTraining, "no training run is in progress")); }
+                    },
                     Some(HubCmd::Operator(WorkerControl::Restart)) => {
                         let Some(w) = worker.take() else { continue };
-                        // Graceful: the worker checkpoints on Shutdown, then a new one resumes.
-                        self.retire(w).await;
-                        self.sup.metrics.restart(WorkerKind::Training, "operator");
-                        if self.state.lock().expect("hub").status.is_training {
-                            worker = self.resume_run(&mut budget, "restarted by an operator".into(), Instant::now(), false).await;
-                        } else {
-                            self.state.lock().expect("hub").worker = None;
-                        }
-                        last_pong = Instant::now();
-                        continue;
+                        let started = w.started;
+                        // Graceful: the worker checkpoints and exits; a new one resumes the run.
+                        self.retire(w, ToTraining::Handover).await;
+                        let text = "restarted by an operator".to_owned();
+                        self.replace(&mut worker, &mut budget, Lost { reason: RestartReason::Operator, text, started }).await;
                     }
                 },
-                from = next_from(&mut worker) => match from {
-                    FromWorker::Event(ev) => { self.on_event(ev, &mut last_pong); continue; }
-                    FromWorker::Exited(exit) => Some((exit, "crash")),
-                },
-                _ = ping.tick() => {
-                    match worker.as_mut() {
-                        Some(w) if last_pong.elapsed() > hang => {
-                            warn!(worker = %w.id, pid = w.pid, "training worker unresponsive: killing it");
-                            w.kill();
-                            let _ = w.wait_exit().await;
-                            Some(("worker stopped answering heartbeats".to_owned(), "unresponsive"))
+                ev = next_event(&mut worker) => match ev {
+                    LinkEvent::Event(ev) => self.on_event(ev),
+                    LinkEvent::Ended(end) => {
+                        let Some(mut w) = worker.take() else { continue };
+                        let lost = Self::lost(&mut w, end).await;
+                        // Frames the worker sent before dying still count (a checkpoint notice).
+                        while let Some(ev) = w.link.try_recv() {
+                            self.on_event(ev);
                         }
-                        Some(w) => { seq += 1; let _ = w.sender.send(&ToTraining::Ping { seq }); continue; }
-                        None => { last_pong = Instant::now(); continue; }
+                        self.replace(&mut worker, &mut budget, lost).await;
                     }
-                }
-                _ = shutdown.changed() => {
+                },
+                _ = shutdown.cancelled() => {
                     if let Some(w) = worker.take() {
                         // The worker checkpoints and saves its model on Shutdown.
-                        self.retire(w).await;
+                        self.retire(w, ToTraining::Shutdown).await;
                     }
-                    for c in self.state.lock().expect("hub").viewers.values() {
+                    for c in self.state.lock().viewers.values() {
                         c.close(client::close::GOING_AWAY, "server shutting down");
                     }
                     return;
                 }
-            };
-            let Some((reason, label)) = died else {
-                continue;
-            };
-            let Some(mut old) = worker.take() else {
-                continue;
-            };
-            // Frames the worker sent before dying still count (a checkpoint notice, say).
-            while let Ok(ev) = old.events.try_recv() {
-                self.on_event(ev, &mut last_pong);
-            }
-            self.sup.metrics.restart(WorkerKind::Training, label);
-            self.state.lock().expect("hub").worker = None;
-            if self.state.lock().expect("hub").status.is_training {
-                warn!(%reason, "training worker died mid-run");
-                worker = self
-                    .resume_run(&mut budget, reason, Instant::now(), true)
-                    .await;
-                last_pong = Instant::now();
             }
         }
     }
 }
 
-enum FromWorker {
-    Event(FromTraining),
-    Exited(String),
-}
-
-/// The worker's next event; once its event stream ends (socket closed), how it exited.
-async fn next_from(w: &mut Option<TrainingWorker>) -> FromWorker {
+/// The worker's next event (never, without a worker).
+async fn next_event(w: &mut Option<TrainingWorker>) -> LinkEvent<FromTraining> {
     match w {
-        Some(w) => match w.events.recv().await {
-            Some(e) => FromWorker::Event(e),
-            None => FromWorker::Exited(w.wait_exit().await.to_string()),
-        },
-        None => futures_util::future::pending().await,
+        Some(w) => w.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -487,7 +538,7 @@ pub async fn viewer(socket: WebSocket, app: Arc<App>) {
     let hub = app.training.clone();
     let (client, stream) = client::start(socket, app.cfg.client_queue, app.metrics.clone());
     let id = {
-        let mut s = hub.state.lock().expect("hub");
+        let mut s = hub.state.lock();
         if s.viewers.len() >= app.cfg.max_training_viewers {
             drop(s);
             client.send(&ServerMessage::error(
@@ -526,6 +577,6 @@ pub async fn viewer(socket: WebSocket, app: Arc<App>) {
             }
         }
     }
-    hub.state.lock().expect("hub").viewers.remove(&id);
+    hub.state.lock().viewers.remove(&id);
     app.metrics.training_viewers.fetch_sub(1, Relaxed);
 }

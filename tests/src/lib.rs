@@ -27,7 +27,7 @@ pub fn bin_dir() -> PathBuf {
 }
 
 pub fn ort_lib() -> PathBuf {
-    root().join(".onnxruntime/libonnxruntime.so.1.31.1")
+    root().join(ipc_proto::ORT_LIB_PATH)
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
@@ -461,3 +461,67 @@ impl Ws {
 }
 
 pub const T: Duration = Duration::from_secs(15);
+
+/// An inference worker driven directly by a test or the bench, with no metaserver in between:
+/// started as the supervisor starts one (`metaserver::process::ChildProcess`: own process group,
+/// parent-death signal, stderr piped and reaped), authenticated with a one-time token, `Ready`.
+pub struct DirectWorker {
+    pub process: metaserver::process::ChildProcess,
+    pub conn: ipc_proto::transport::Connection<
+        ipc_proto::inference::FromInference,
+        ipc_proto::inference::ToInference,
+    >,
+    dir: PathBuf,
+}
+
+impl DirectWorker {
+    pub async fn spawn(models: &Path) -> DirectWorker {
+        use ipc_proto::inference::FromInference;
+        let dir = temp_dir("direct-worker");
+        let sock = dir.join("w.sock");
+        let listener = ipc_proto::transport::bind(&sock).unwrap();
+        let token = format!("direct-{}", rand_suffix());
+        let mut cmd = tokio::process::Command::new(bin_dir().join("worker-inference"));
+        cmd.env(ipc_proto::ENV_SOCKET, &sock)
+            .env(ipc_proto::ENV_TOKEN, &token)
+            .env(ipc_proto::ENV_ORT_LIB, ort_lib())
+            .env(ipc_proto::ENV_MODELS_DIR, models)
+            .env(ipc_proto::ENV_CHECKPOINT_DIR, &dir);
+        let process = metaserver::process::ChildProcess::start(cmd, "direct").unwrap();
+        let (conn, _) = ipc_proto::transport::accept_worker(
+            &listener,
+            ipc_proto::WorkerKind::Inference,
+            &token,
+            ipc_proto::DEFAULT_MAX_FRAME,
+            T,
+        )
+        .await
+        .unwrap();
+        let mut w = DirectWorker { process, conn, dir };
+        assert_eq!(w.recv().await, FromInference::Ready);
+        w
+    }
+
+    pub async fn send(&mut self, m: ipc_proto::inference::ToInference) {
+        self.conn.send(m).await.expect("send to worker");
+    }
+
+    pub async fn recv(&mut self) -> ipc_proto::inference::FromInference {
+        ipc_proto::transport::recv(&mut self.conn)
+            .await
+            .expect("frame from worker")
+    }
+
+    /// `kill -9`, and waits until it is reaped.
+    pub async fn kill9(mut self) -> metaserver::process::ExitInfo {
+        self.process.kill();
+        self.process.wait_exit().await
+    }
+}
+
+impl Drop for DirectWorker {
+    fn drop(&mut self) {
+        self.process.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

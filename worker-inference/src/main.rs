@@ -2,17 +2,17 @@
 //! hand: it reads its socket path and one-time token from the environment.
 
 use std::process::ExitCode;
-use worker_inference::runner::{run, Exit, WorkerEnv};
+use worker_inference::runner::{run, Exit};
 
 fn main() -> ExitCode {
-    ipc_proto::logging::init_from_env();
-    let env = match WorkerEnv::from_env() {
+    let env = match ipc_proto::WorkerEnv::from_env() {
         Ok(e) => e,
         Err(e) => {
             eprintln!("worker-inference: {e}");
             return ExitCode::from(2);
         }
     };
+    hamlet_log::init(env.log_json);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -135,14 +135,3 @@ impl Policy {
         Ok(std::array::from_fn(|i| data[i]))
     }
 }
-
-/// Greedy action: the largest Q-value, ties to the first.
-pub fn greedy(q: &[f32; N_ACTIONS]) -> u8 {
-    let mut best = 0;
-    for i in 1..N_ACTIONS {
-        if q[i] > q[best] {
-            best = i;
-        }
-    }
-    best as u8
-}

@@ -1,45 +1,29 @@
 //! The worker process: handshake, ONNX Runtime start-up, then one session driven by commands from
 //! the metaserver and by the clock. Exits cleanly on `Shutdown`, on SIGTERM and when its socket
 //! closes; the metaserver also sets a parent-death signal so it never outlives the metaserver.
+//!
+//! One loop owns the connection: it waits for a command, the step clock or the episode clock
+//! (reading a frame is cancel-safe, so it can sit in the `select!`), then writes what the session
+//! produced.
 
 use crate::policy::Runtime;
 use crate::session::Session;
+use futures_util::SinkExt;
 use ipc_proto::frame::DEFAULT_MAX_FRAME;
-use ipc_proto::inference::{FromInference, ToInference};
-use ipc_proto::transport::{self, FrameWriter};
-use ipc_proto::WorkerKind;
-use std::path::PathBuf;
+use ipc_proto::inference::{EpisodePhase, FromInference, ToInference};
+use ipc_proto::transport::{self, Connection};
+use ipc_proto::{WorkerEnv, WorkerKind};
+use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
-/// What the metaserver tells a worker through its environment.
-#[derive(Debug, Clone)]
-pub struct WorkerEnv {
-    pub socket: PathBuf,
-    pub token: String,
-    pub ort_lib: PathBuf,
-    pub models_dir: PathBuf,
-}
+type Conn = Connection<ToInference, FromInference>;
 
-impl WorkerEnv {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let var = |k: &str| {
-            std::env::var(k).map_err(|_| {
-                anyhow::anyhow!(
-                    "{k} is not set: workers are started by the metaserver, not by hand"
-                )
-            })
-        };
-        Ok(WorkerEnv {
-            socket: var(ipc_proto::ENV_SOCKET)?.into(),
-            token: var(ipc_proto::ENV_TOKEN)?,
-            ort_lib: var(ipc_proto::ENV_ORT_LIB)?.into(),
-            models_dir: var(ipc_proto::ENV_MODELS_DIR)?.into(),
-        })
-    }
-}
+/// Test hook: a fresh (not resumed) session's worker writes a frame that is not a valid message
+/// once its episode reaches this step, so end-to-end tests can check that the metaserver treats a
+/// protocol error as a crash at once. Unset in production.
+pub const ENV_FAULT_BAD_FRAME_AT_STEP: &str = "HAMLET_FAULT_BAD_FRAME_AT_STEP";
 
 /// Why the worker stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,110 +33,150 @@ pub enum Exit {
     Signal,
 }
 
-async fn send(w: &mut FrameWriter, events: Vec<FromInference>) -> anyhow::Result<()> {
-    for e in events {
-        w.write(&e).await?;
-    }
-    Ok(())
+/// The session and its two clocks: the next step (while playing) and the next episode (after one
+/// ended).
+struct Playback {
+    session: Option<Session>,
+    /// The session continues a predecessor's (started from a snapshot).
+    resumed: bool,
+    step_at: Option<Instant>,
+    episode_at: Option<Instant>,
 }
 
 pub async fn run(env: WorkerEnv) -> anyhow::Result<Exit> {
     let mut sigterm = signal(SignalKind::terminate())?;
-    let (mut reader, mut writer) = transport::worker_handshake(
+    let mut conn: Conn = transport::worker_handshake(
         &env.socket,
         WorkerKind::Inference,
         &env.token,
         DEFAULT_MAX_FRAME,
     )
     .await?;
-    // The token is single-use; drop it from our environment so children (none today) can't see it.
-    std::env::remove_var(ipc_proto::ENV_TOKEN);
-
     let rt: &'static Runtime = match Runtime::init(&env.ort_lib) {
         Ok(rt) => Box::leak(Box::new(rt)),
         Err(e) => {
             let reason = e.to_string();
-            let _ = writer
-                .write(&FromInference::Fatal {
+            let _ = conn
+                .send(FromInference::Fatal {
                     reason: reason.clone(),
                 })
                 .await;
             anyhow::bail!(reason);
         }
     };
-    writer.write(&FromInference::Ready).await?;
+    conn.send(FromInference::Ready).await?;
     debug!("ready");
-
-    // A dedicated reader task: frame reads are not cancel-safe, so they never sit in a select!.
-    let (tx, mut commands) = mpsc::channel::<ToInference>(64);
-    tokio::spawn(async move {
-        while let Ok(m) = reader.read::<ToInference>().await {
-            if tx.send(m).await.is_err() {
-                break;
-            }
-        }
-    });
-
-    let mut session: Option<Session> = None;
-    let mut step_at: Option<Instant> = None;
-    let mut episode_at: Option<Instant> = None;
+    let mut p = Playback {
+        session: None,
+        resumed: false,
+        step_at: None,
+        episode_at: None,
+    };
+    let bad_frame_at: Option<u32> = std::env::var(ENV_FAULT_BAD_FRAME_AT_STEP)
+        .ok()
+        .and_then(|v| v.parse().ok());
     loop {
         let now = Instant::now();
         let events = tokio::select! {
-            m = commands.recv() => match m {
-                None => return Ok(Exit::SocketClosed),
-                Some(ToInference::Shutdown) => return Ok(Exit::Shutdown),
-                Some(ToInference::Ping { seq }) => vec![FromInference::Pong { seq }],
-                Some(ToInference::Start(start)) => {
-                    if session.is_some() {
-                        warn!("second Start ignored");
-                        Vec::new()
-                    } else {
-                        info!(session = %start.session_id, resumed = start.snapshot.is_some(), "session started");
-                        let (s, out) = Session::start(*start, rt, env.models_dir.clone());
-                        session = Some(s);
-                        out
-                    }
-                }
-                Some(ToInference::Command { seq, command }) => match session.as_mut() {
-                    Some(s) => {
-                        let speed_before = s.step_period();
-                        let out = s.handle_numbered(seq, command);
-                        if s.step_period() != speed_before {
-                            step_at = None; // re-pace from now at the new speed
-                        }
-                        out
-                    }
-                    None => Vec::new(),
-                },
+            m = transport::recv(&mut conn) => match m {
+                Err(_) => return Ok(Exit::SocketClosed),
+                Ok(ToInference::Shutdown) => return Ok(Exit::Shutdown),
+                Ok(m) => p.on_message(m, rt, &env),
             },
-            _ = sleep_until(step_at.unwrap_or(now)), if step_at.is_some() => {
-                let s = session.as_mut().expect("timers only run with a session");
-                let due = step_at.take().expect("branch guarded");
-                let out = s.step_once();
-                // Keep a steady cadence, but never try to catch up with a burst.
-                let next = due + s.step_period();
-                step_at = Some(if next < Instant::now() { Instant::now() + s.step_period() } else { next });
-                out
-            }
-            _ = sleep_until(episode_at.unwrap_or(now)), if episode_at.is_some() => {
-                episode_at = None;
-                session.as_mut().expect("timers only run with a session").start_next_episode()
+            _ = sleep_until(p.step_at.unwrap_or(now)), if p.step_at.is_some() => p.step(),
+            _ = sleep_until(p.episode_at.unwrap_or(now)), if p.episode_at.is_some() => {
+                p.episode_at = None;
+                p.session_mut().start_next_episode()
             }
             _ = sigterm.recv() => return Ok(Exit::Signal),
         };
-        send(&mut writer, events).await?;
-        if let Some(s) = session.as_ref() {
-            if s.wants_steps() {
-                step_at.get_or_insert_with(|| Instant::now() + s.step_period());
-            } else {
-                step_at = None;
+        for e in events {
+            conn.feed(e).await?;
+        }
+        conn.flush().await?;
+        if bad_frame_at.is_some() && !p.resumed && p.current_step() == bad_frame_at {
+            // A header announcing 3 bytes, then bytes that are no MessagePack value.
+            conn.get_mut()
+                .write_all(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1])
+                .await?;
+        }
+        p.rearm_clocks();
+    }
+}
+
+impl Playback {
+    /// The current episode's step, once there is a session.
+    fn current_step(&self) -> Option<u32> {
+        self.session.as_ref().map(|s| s.snapshot().world.step)
+    }
+
+    fn session_mut(&mut self) -> &mut Session {
+        self.session
+            .as_mut()
+            .expect("clocks only run with a session")
+    }
+
+    fn on_message(
+        &mut self,
+        m: ToInference,
+        rt: &'static Runtime,
+        env: &WorkerEnv,
+    ) -> Vec<FromInference> {
+        match m {
+            ToInference::Ping { seq } => vec![FromInference::Pong { seq }],
+            ToInference::Start(start) if self.session.is_none() => {
+                info!(session = %start.session_id, resumed = start.snapshot.is_some(), "session started");
+                self.resumed = start.snapshot.is_some();
+                let (s, out) = Session::start(*start, rt, env.models_dir.clone());
+                self.session = Some(s);
+                out
             }
-            if s.phase() == ipc_proto::inference::EpisodePhase::Ended {
-                episode_at.get_or_insert_with(|| Instant::now() + s.episode_gap());
-            } else {
-                episode_at = None;
+            ToInference::Start(_) => {
+                warn!("second Start ignored");
+                Vec::new()
             }
+            ToInference::Command { seq, command } => match self.session.as_mut() {
+                Some(s) => {
+                    let period_before = s.step_period();
+                    let out = s.handle_numbered(seq, command);
+                    if s.step_period() != period_before {
+                        self.step_at = None; // re-pace from now at the new speed
+                    }
+                    out
+                }
+                None => Vec::new(),
+            },
+            ToInference::Shutdown => Vec::new(), // handled by the loop
+        }
+    }
+
+    /// One clock-driven step, keeping a steady cadence without catching up in bursts.
+    fn step(&mut self) -> Vec<FromInference> {
+        let due = self.step_at.take().expect("branch guarded");
+        let s = self.session_mut();
+        let out = s.step_once();
+        let period = s.step_period();
+        let next = due + period;
+        let now = Instant::now();
+        self.step_at = Some(if next < now { now + period } else { next });
+        out
+    }
+
+    fn rearm_clocks(&mut self) {
+        let Some(s) = self.session.as_ref() else {
+            return;
+        };
+        if s.wants_steps() {
+            self.step_at
+                .get_or_insert_with(|| Instant::now() + s.step_period());
+        } else {
+            self.step_at = None;
+        }
+        if s.phase() == EpisodePhase::Ended {
+            self.episode_at
+                .get_or_insert_with(|| Instant::now() + s.episode_gap());
+        } else {
+            self.episode_at = None;
         }
     }
 }

@@ -1,7 +1,7 @@
 //! One browser session's rules (protocol.md `/ws`), with no I/O: every method returns the events
 //! to send. The [`crate::runner`] owns the socket and the clock.
 
-use crate::policy::{greedy, Policy, Runtime};
+use crate::policy::{Policy, Runtime};
 use hamlet_env::wire::{state_update, FrameFacts};
 use hamlet_env::World;
 use hamlet_onnx::catalog;
@@ -257,11 +257,11 @@ impl Session {
                 return out;
             }
         };
-        let action = greedy(&q);
+        let action = hamlet_env::argmax(&q) as u8;
         let r = self
             .world
             .step_id(i64::from(action))
-            .expect("greedy returns 0..5");
+            .expect("argmax of 5 Q-values is 0..5");
         self.cumulative += r.reward;
         self.last_action = Some(action);
         self.last_reward = r.reward;

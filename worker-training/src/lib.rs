@@ -1,10 +1,6 @@
-//! `worker-training`: the DQN learning core ([`nn`], [`replay`], [`dqn`]), model export
-//! ([`export`]) and checkpoints ([`checkpoint`]), plus the live training worker ([`worker`]).
+//! `worker-training`: the live training worker ([`worker`], its run thread in [`run`]) and the
+//! offline trainer ([`offline`]), both driving the DQN core of `hamlet-dqn`.
 
-pub mod checkpoint;
-pub mod dqn;
-pub mod export;
-pub mod nn;
 pub mod offline;
-pub mod replay;
+pub mod run;
 pub mod worker;

@@ -38,22 +38,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         None => {
-            ipc_proto::logging::init_from_env();
-            let var = |k: &str| {
-                std::env::var(k).map_err(|_| {
-                    anyhow::anyhow!("{k} is not set: the live worker is started by the metaserver (use `train` to train offline)")
-                })
-            };
-            let paths = worker_training::worker::Paths {
-                models_dir: var(ipc_proto::ENV_MODELS_DIR)?.into(),
-                checkpoint_dir: var("HAMLET_CHECKPOINT_DIR")?.into(),
-            };
-            let socket = var(ipc_proto::ENV_SOCKET)?.into();
-            let token = var(ipc_proto::ENV_TOKEN)?;
+            let env = ipc_proto::WorkerEnv::from_env().map_err(|e| {
+                anyhow::anyhow!("{e} (use `worker-training train` to train offline)")
+            })?;
+            hamlet_log::init(env.log_json);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(worker_training::worker::run(socket, token, paths))
+            rt.block_on(worker_training::worker::run(env))
         }
     }
 }

@@ -4,10 +4,10 @@
 //! `--eval-every` episodes the online network is evaluated greedily and the best one so far (longest
 //! survival, then highest reward) is what gets exported.
 
-use crate::dqn::{greedy_episode, Flow, Trainer};
-use crate::export::{write_model, TrainingFacts};
-use crate::nn::QNet;
 use clap::Args;
+use hamlet_dqn::dqn::{greedy_episode, Flow, Trainer};
+use hamlet_dqn::export::{write_model, TrainingFacts};
+use hamlet_dqn::nn::QNet;
 use ipc_proto::training::{Network, TrainingConfig};
 use std::path::PathBuf;
 use std::time::Instant;

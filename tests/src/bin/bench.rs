@@ -94,7 +94,7 @@ fn world(r: &mut Report) {
 }
 
 fn decision(r: &mut Report) {
-    use worker_inference::policy::{greedy, Policy, Runtime};
+    use worker_inference::policy::{Policy, Runtime};
     let rt: &'static Runtime =
         Box::leak(Box::new(Runtime::init(&ort_lib()).expect("ONNX Runtime")));
     let dir = root().join("models");
@@ -104,7 +104,7 @@ fn decision(r: &mut Report) {
     for i in 0..21_000 {
         let t = Instant::now();
         let obs = w.observation();
-        let a = greedy(&p.q_values(&obs).unwrap());
+        let a = hamlet_env::argmax(&p.q_values(&obs).unwrap()) as u8;
         if i >= 1000 {
             lat.push(t.elapsed().as_secs_f64() * 1e6);
         }
@@ -123,8 +123,7 @@ fn decision(r: &mut Report) {
 }
 
 fn dqn(r: &mut Report) {
-    use worker_training::dqn::{Flow, Trainer};
-    let mut out = serde_json::Map::new();
+    use hamlet_dqn::dqn::{Flow, Trainer};
     for net in [Network::Qnetwork, Network::Dueling] {
         for batch in [32u32, 64] {
             let cfg = TrainingConfig {
@@ -166,10 +165,6 @@ fn dqn(r: &mut Report) {
                 ),
                 format!("{ups:.0} | {sps:.0}"),
                 "median of 3; 3 s of training",
-                json!({"updates_per_sec": ups, "env_steps_per_sec": sps}),
-            );
-            out.insert(
-                key,
                 json!({"updates_per_sec": ups, "env_steps_per_sec": sps}),
             );
         }
@@ -217,7 +212,7 @@ async fn relay(r: &mut Report) {
         "relay_cost_ms",
         "the relay's own cost (difference of medians)",
         format!("{:.3} ms", p50 - d50),
-        "JSON + WebSocket + validation",
+        "both clients parse every frame's JSON",
         json!({"p50_diff": p50 - d50}),
     );
 
@@ -255,105 +250,56 @@ async fn relay(r: &mut Report) {
 }
 
 /// Time from process start to `Ready` (handshake done, ONNX Runtime loaded), spawning the worker
-/// the way the metaserver does.
+/// with the supervisor's own code (`DirectWorker`).
 async fn worker_start(r: &mut Report) {
-    use ipc_proto::transport;
     let mut times = Vec::new();
-    for i in 0..15 {
-        let dir = temp_dir("bench-start");
-        let sock = dir.join("w.sock");
-        let listener = transport::bind(&sock).unwrap();
+    for _ in 0..15 {
         let t = Instant::now();
-        let mut child = tokio::process::Command::new(bin_dir().join("worker-inference"))
-            .env(ipc_proto::ENV_SOCKET, &sock)
-            .env(ipc_proto::ENV_TOKEN, format!("t{i}"))
-            .env(ipc_proto::ENV_ORT_LIB, ort_lib())
-            .env(ipc_proto::ENV_MODELS_DIR, root().join("models"))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let (mut rd, _wr, _) = transport::accept_worker(
-            &listener,
-            ipc_proto::WorkerKind::Inference,
-            &format!("t{i}"),
-            1 << 20,
-            T,
-        )
-        .await
-        .unwrap();
-        while !matches!(
-            rd.read::<FromInference>().await.unwrap(),
-            FromInference::Ready
-        ) {}
+        let w = DirectWorker::spawn(&root().join("models")).await;
         times.push(ms(t.elapsed()));
-        let _ = child.kill().await;
-        let _ = std::fs::remove_dir_all(dir);
+        w.kill9().await;
     }
     let (p50, p99) = (pct(&mut times.clone(), 0.5), pct(&mut times, 0.99));
     r.add(
         "worker_start_ms",
         "worker process start → ready (ONNX Runtime loaded)",
         format!("p50 {p50:.1} ms, max {p99:.1} ms"),
-        "15 spawns, as the supervisor does",
+        "15 spawns, with the supervisor's spawn code",
         json!({"p50": p50, "max": p99}),
     );
 }
 
+/// Step round trips straight to a worker. Each frame is also turned into JSON text and parsed
+/// back, as the relay's client does with every frame, so the difference of the two paths is the
+/// metaserver's own cost.
 async fn direct_worker_rtt() -> (f64, f64) {
-    use ipc_proto::transport;
-    let dir = temp_dir("bench-direct");
-    let sock = dir.join("w.sock");
-    let listener = transport::bind(&sock).unwrap();
-    let mut child = tokio::process::Command::new(bin_dir().join("worker-inference"))
-        .env(ipc_proto::ENV_SOCKET, &sock)
-        .env(ipc_proto::ENV_TOKEN, "bench-token")
-        .env(ipc_proto::ENV_ORT_LIB, ort_lib())
-        .env(ipc_proto::ENV_MODELS_DIR, root().join("models"))
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (mut rd, mut wr, _) = transport::accept_worker(
-        &listener,
-        ipc_proto::WorkerKind::Inference,
-        "bench-token",
-        1 << 20,
-        T,
-    )
-    .await
-    .unwrap();
-    loop {
-        if let FromInference::Ready = rd.read::<FromInference>().await.unwrap() {
-            break;
-        }
-    }
-    wr.write(&ToInference::Start(Box::new(SessionStart {
+    let mut w = DirectWorker::spawn(&root().join("models")).await;
+    w.send(ToInference::Start(Box::new(SessionStart {
         announce: true,
         session_id: "bench".into(),
         model: Some("hamlet-default.onnx".into()),
         max_steps: 100_000,
         snapshot: None,
     })))
-    .await
-    .unwrap();
+    .await;
+    let step = || ToInference::Command {
+        seq: 0,
+        command: SessionCommand::Step,
+    };
     let mut lat = Vec::new();
     for i in 0..1100 {
         let t = Instant::now();
-        wr.write(&ToInference::Command {
-            seq: 0,
-            command: SessionCommand::Step,
-        })
-        .await
-        .unwrap();
+        w.send(step()).await;
         loop {
-            match rd.read::<FromInference>().await.unwrap() {
-                FromInference::Message(m) if m.kind() == "state_update" => break,
-                FromInference::Message(m) if m.kind() == "episode_end" => {
-                    wr.write(&ToInference::Command {
-                        seq: 0,
-                        command: SessionCommand::Step,
-                    })
-                    .await
-                    .unwrap();
+            match w.recv().await {
+                FromInference::Message(m) => {
+                    let v: Value = serde_json::from_str(&m.to_json()).unwrap();
+                    if v["type"] == "state_update" {
+                        break;
+                    }
+                    if v["type"] == "episode_end" {
+                        w.send(step()).await;
+                    }
                 }
                 _ => {}
             }
@@ -362,8 +308,7 @@ async fn direct_worker_rtt() -> (f64, f64) {
             lat.push(ms(t.elapsed()));
         }
     }
-    let _ = child.kill().await;
-    let _ = std::fs::remove_dir_all(dir);
+    w.kill9().await;
     (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99))
 }
 
@@ -393,7 +338,6 @@ async fn scale(r: &mut Report) {
         json!({"rss": wr, "pss": wp}),
     );
     let mut clients: Vec<Ws> = Vec::new();
-    let mut scale_json = serde_json::Map::new();
     for n in [1usize, 16, 64, 100, 256] {
         while clients.len() < n {
             let k = (n - clients.len()).min(32);
@@ -459,7 +403,6 @@ async fn scale(r: &mut Report) {
             &format!("metaserver {cpu:.0}% CPU, {ms_rss:.0} MiB; worker PSS {:.1} MiB", pct(&mut pss, 0.5)),
             json!({"sessions": n, "frames_per_sec": fps, "per_session": per, "p99_gap_ms": p99, "metaserver_cpu_pct": cpu, "metaserver_rss_mib": ms_rss, "worker_pss_mib_median": pct(&mut pss, 0.5)}),
         );
-        scale_json.insert(n.to_string(), json!(fps));
     }
     drop(clients);
 }
@@ -567,13 +510,16 @@ async fn crash_recovery(r: &mut Report) {
     );
 }
 
+/// Training speed with every step streamed to N viewers. The same seeded run each time, so every
+/// row does the same work (checked: the step counts must agree). The "0 viewers" row starts the run
+/// and disconnects at once, then watches `/api/status` until the run completes.
 async fn training_fanout(r: &mut Report) {
     let s = Server::start();
     let cfg = json!({"command":"start_training","num_episodes":15,"max_steps":200,"batch_size":32,"show_every":1,"step_delay":0,"seed":1});
     let mut steps_total = None;
     for (viewers, shown) in [
-        (0usize, true),
-        (10, true),
+        (10usize, true),
+        (0, true),
         (50, true),
         (100, true),
         (100, false),
@@ -585,56 +531,70 @@ async fn training_fanout(r: &mut Report) {
         }
         let mut starter = Ws::connect(&s.url("/ws/training")).await.unwrap();
         starter.expect("training_status", T).await;
+        // The starter is one of the viewers.
         let mut vs = Vec::new();
-        for _ in 0..viewers {
+        for _ in 1..viewers {
             let mut v = Ws::connect(&s.url("/ws/training")).await.unwrap();
             v.expect("training_status", T).await;
             vs.push(v);
         }
+        for mut v in vs.drain(..) {
+            // The others drain their sockets like browsers.
+            tokio::spawn(async move {
+                while v.next(Duration::from_secs(120)).await.is_ok() {
+                    v.seen.clear();
+                }
+            });
+        }
         let t = Instant::now();
         starter.send(cfg.clone()).await;
-        let counting = viewers == 0;
-        let mut steps = 0u64;
-        if !counting {
-            // Only the starter is measured; the viewers must drain their sockets like browsers.
-            for mut v in vs.drain(..) {
-                tokio::spawn(async move {
-                    while v.next(Duration::from_secs(120)).await.is_ok() {
-                        v.seen.clear();
-                    }
-                });
-            }
-        }
-        loop {
-            let v = starter.next(Duration::from_secs(120)).await.unwrap();
-            if v["type"] == "episode_complete" {
-                steps += v["length"].as_u64().unwrap();
-            }
-            if v["type"] == "training_complete" {
-                break;
-            }
-            starter.seen.clear();
-        }
+        let steps = if viewers == 0 {
+            starter.expect("training_started", T).await;
+            drop(starter);
+            s.wait_for("run completes", Duration::from_secs(300), |s| {
+                s.get_json("/api/status")["training"]["state"] == "completed"
+            });
+            steps_total.expect("a counted row ran first")
+        } else {
+            count_run_steps(&mut starter).await
+        };
         let secs = t.elapsed().as_secs_f64();
-        steps_total.get_or_insert(steps);
+        let total = *steps_total.get_or_insert(steps);
+        assert_eq!(
+            steps, total,
+            "seeded runs differ: rows would not be comparable"
+        );
         let sps = steps as f64 / secs;
+        let (key, what) = if shown {
+            (format!("training_fanout_{viewers}"), "every step shown")
+        } else {
+            (
+                format!("training_fanout_{viewers}_unshown"),
+                "episodes not shown",
+            )
+        };
         r.add(
-            &format!(
-                "training_fanout_{viewers}{}",
-                if shown { "" } else { "_unshown" }
-            ),
-            &format!(
-                "training env steps/s, {}, {viewers} viewers",
-                if shown {
-                    "every step shown"
-                } else {
-                    "episodes not shown"
-                }
-            ),
+            &key,
+            &format!("training env steps/s, {what}, {viewers} viewers"),
             format!("{sps:.0} steps/s"),
             &format!("{steps} steps (seed 1) in {secs:.2} s"),
             json!({"viewers": viewers, "env_steps_per_sec": sps, "steps": steps, "secs": secs}),
         );
+    }
+}
+
+/// Env steps of one run, from its `episode_complete` frames, until `training_complete`.
+async fn count_run_steps(ws: &mut Ws) -> u64 {
+    let mut steps = 0;
+    loop {
+        let v = ws.next(Duration::from_secs(120)).await.unwrap();
+        if v["type"] == "episode_complete" {
+            steps += v["length"].as_u64().unwrap();
+        }
+        if v["type"] == "training_complete" {
+            return steps;
+        }
+        ws.seen.clear();
     }
 }
 

@@ -2,63 +2,13 @@
 //! snapshot it sent, and the trajectory continues exactly as an uninterrupted worker's does.
 //! This test plays the metaserver's part itself (socket, token, Start, numbered commands).
 
+use hamlet_tests::DirectWorker;
 use ipc_proto::browser::ServerMessage;
 use ipc_proto::inference::{
     FromInference, SessionCommand, SessionSnapshot, SessionStart, ToInference,
 };
-use ipc_proto::transport::{self, FrameReader, FrameWriter};
-use ipc_proto::WorkerKind;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-struct Worker {
-    child: tokio::process::Child,
-    rd: FrameReader,
-    wr: FrameWriter,
-    _dir: PathBuf,
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-async fn spawn(models: &Path, tag: &str) -> Worker {
-    let dir = std::env::temp_dir().join(format!("resume-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("w.sock");
-    let listener = transport::bind(&sock).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker-inference"))
-        .env(ipc_proto::ENV_SOCKET, &sock)
-        .env(ipc_proto::ENV_TOKEN, tag)
-        .env(
-            ipc_proto::ENV_ORT_LIB,
-            root().join(".onnxruntime/libonnxruntime.so.1.31.1"),
-        )
-        .env(ipc_proto::ENV_MODELS_DIR, models)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (mut rd, wr, _) = transport::accept_worker(
-        &listener,
-        WorkerKind::Inference,
-        tag,
-        1 << 20,
-        Duration::from_secs(15),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        rd.read::<FromInference>().await.unwrap(),
-        FromInference::Ready
-    );
-    Worker {
-        child,
-        rd,
-        wr,
-        _dir: dir,
-    }
-}
+struct Worker(DirectWorker);
 
 impl Worker {
     async fn start(&mut self, snapshot: Option<SessionSnapshot>) {
@@ -69,24 +19,20 @@ impl Worker {
             snapshot,
             announce: true,
         };
-        self.wr
-            .write(&ToInference::Start(Box::new(start)))
-            .await
-            .unwrap();
+        self.0.send(ToInference::Start(Box::new(start))).await;
     }
 
     /// Sends `step` number `seq`; returns the state_update it produced and the snapshot after it.
     async fn step(&mut self, seq: u64) -> (serde_json::Value, SessionSnapshot) {
-        self.wr
-            .write(&ToInference::Command {
+        self.0
+            .send(ToInference::Command {
                 seq,
                 command: SessionCommand::Step,
             })
-            .await
-            .unwrap();
+            .await;
         let mut frame = None;
         loop {
-            match self.rd.read::<FromInference>().await.unwrap() {
+            match self.0.recv().await {
                 FromInference::Message(m @ ServerMessage::StateUpdate(_)) => {
                     frame = Some(serde_json::from_str(&m.to_json()).unwrap());
                 }
@@ -104,20 +50,20 @@ async fn kill_9_then_resume_from_the_last_snapshot_continues_identically() {
     // A real (briefly trained) network, exported by our own trainer.
     let models = std::env::temp_dir().join(format!("resume-models-{}", std::process::id()));
     std::fs::create_dir_all(&models).unwrap();
-    let mut t = worker_training::dqn::Trainer::new(ipc_proto::training::TrainingConfig {
+    let mut t = hamlet_dqn::dqn::Trainer::new(ipc_proto::training::TrainingConfig {
         seed: 3,
         max_steps: 60,
         batch_size: 16,
         ..Default::default()
     });
     for _ in 0..4 {
-        t.run_episode(|_| worker_training::dqn::Flow::Continue);
+        t.run_episode(|_| hamlet_dqn::dqn::Flow::Continue);
     }
-    let facts = worker_training::export::TrainingFacts::from_state(&t.state);
-    worker_training::export::write_model(&t.state.online, &facts, &models.join("m.onnx")).unwrap();
+    let facts = hamlet_dqn::export::TrainingFacts::from_state(&t.state);
+    hamlet_dqn::export::write_model(&t.state.online, &facts, &models.join("m.onnx")).unwrap();
 
     // Reference: one worker, 40 uninterrupted steps (stopping at the episode's end if it comes).
-    let mut c = spawn(&models, "c").await;
+    let mut c = Worker(DirectWorker::spawn(&models).await);
     c.start(None).await;
     let mut reference = Vec::new();
     for seq in 1..=40 {
@@ -135,7 +81,7 @@ async fn kill_9_then_resume_from_the_last_snapshot_continues_identically() {
     let cut = n / 2;
 
     // Worker A: the first half, then kill -9.
-    let mut a = spawn(&models, "a").await;
+    let mut a = Worker(DirectWorker::spawn(&models).await);
     a.start(None).await;
     let mut last = None;
     for seq in 1..=cut {
@@ -143,24 +89,15 @@ async fn kill_9_then_resume_from_the_last_snapshot_continues_identically() {
         assert_eq!(f, reference[seq as usize - 1]);
         last = Some(s);
     }
-    let pid = a.child.id().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let status = a.child.wait().await.unwrap();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(9)
-    );
+    let exit = a.0.kill9().await;
+    assert_eq!(exit.signal, Some(9));
 
     // Worker B: resumes from A's last snapshot; the second half matches the reference exactly
     // (positions, actions, rewards, cumulative reward and Q-values, compared as JSON).
     let snap = last.unwrap();
     assert_eq!(snap.world.step as u64, cut);
     assert_eq!(snap.commands_applied, cut);
-    let mut b = spawn(&models, "b").await;
+    let mut b = Worker(DirectWorker::spawn(&models).await);
     b.start(Some(snap)).await;
     for seq in cut + 1..=n {
         let (f, _) = b.step(seq).await;

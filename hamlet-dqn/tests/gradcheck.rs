@@ -1,10 +1,10 @@
 //! Finite-difference gradient checks for every layer of both architectures, and Adam against
 //! hand-computed values.
 
+use hamlet_dqn::nn::{Adam, Cache, QNet, ACTIONS, OBS};
 use ipc_proto::training::Network;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
-use worker_training::nn::{Adam, Cache, QNet, ACTIONS, OBS};
 
 /// Loss L = Σ c·Q for fixed random coefficients c, so dL/dQ = c.
 fn loss(net: &QNet, x: &[f32], batch: usize, c: &[f32]) -> (f64, Vec<bool>) {
@@ -36,12 +36,14 @@ fn check(arch: Network, seed: u64) {
     let eps = 2e-3f32;
     let base_pattern = loss(&net, &x, batch, &c).1;
     let (mut total, mut skipped) = (0, 0);
-    for (li, layer) in net.layers.iter().enumerate() {
+    for (li, layer) in net.layers().iter().enumerate() {
         // Probe a handful of weights and biases of every layer (all would take minutes).
         let probes_w: Vec<usize> = (0..10)
-            .map(|_| rng.random_range(0..layer.w.len()))
+            .map(|_| rng.random_range(0..layer.w().len()))
             .collect();
-        let probes_b: Vec<usize> = (0..4).map(|_| rng.random_range(0..layer.b.len())).collect();
+        let probes_b: Vec<usize> = (0..4)
+            .map(|_| rng.random_range(0..layer.b().len()))
+            .collect();
         for (is_bias, idx) in probes_w
             .iter()
             .map(|i| (false, *i))
@@ -50,11 +52,11 @@ fn check(arch: Network, seed: u64) {
             let mut plus = net.clone();
             let mut minus = net.clone();
             if is_bias {
-                plus.layers[li].b[idx] += eps;
-                minus.layers[li].b[idx] -= eps;
+                plus.layer_mut(li).b_mut()[idx] += eps;
+                minus.layer_mut(li).b_mut()[idx] -= eps;
             } else {
-                plus.layers[li].w[idx] += eps;
-                minus.layers[li].w[idx] -= eps;
+                plus.layer_mut(li).w_mut()[idx] += eps;
+                minus.layer_mut(li).w_mut()[idx] -= eps;
             }
             let (lp, pp) = loss(&plus, &x, batch, &c);
             let (lm, pm) = loss(&minus, &x, batch, &c);
@@ -66,9 +68,9 @@ fn check(arch: Network, seed: u64) {
             }
             let numeric = (lp - lm) / (2.0 * f64::from(eps));
             let analytic = f64::from(if is_bias {
-                grads.layers[li].1[idx]
+                grads.layer(li).1[idx]
             } else {
-                grads.layers[li].0[idx]
+                grads.layer(li).0[idx]
             });
             assert!(
                 (numeric - analytic).abs() <= 1e-3 + 1e-2 * numeric.abs().max(analytic.abs()),
@@ -106,14 +108,14 @@ fn dueling_q_is_value_plus_centered_advantage() {
     let q = net.forward(&x, 1, &mut cache).to_vec();
     // Perturbing the value head's output bias shifts every Q by the same amount.
     let mut n2 = net.clone();
-    n2.layers[4].b[0] += 1.0;
+    n2.layer_mut(4).b_mut()[0] += 1.0;
     let q2 = n2.forward(&x, 1, &mut Cache::default()).to_vec();
     for (a, b) in q.iter().zip(&q2) {
         assert!((b - a - 1.0).abs() < 1e-5);
     }
     // Perturbing one advantage bias moves that action by 1 − 1/5 and the others by −1/5.
     let mut n3 = net.clone();
-    n3.layers[6].b[2] += 1.0;
+    n3.layer_mut(6).b_mut()[2] += 1.0;
     let q3 = n3.forward(&x, 1, &mut Cache::default()).to_vec();
     for (i, (a, b)) in q.iter().zip(&q3).enumerate() {
         let want = if i == 2 { 0.8 } else { -0.2 };
@@ -128,14 +130,15 @@ fn adam_first_step_moves_each_weight_by_lr() {
     let mut net = QNet::new(Network::Qnetwork, &mut rng);
     let before = net.clone();
     let mut g = net.zero_grads();
-    g.layers[0].0[5] = 0.3;
-    g.layers[2].1[1] = -2.0;
+    g.layer_mut(0).0[5] = 0.3;
+    g.layer_mut(2).1[1] = -2.0;
     let mut adam = Adam::new(&net, 0.01);
     adam.step(&mut net, &g);
-    assert!((before.layers[0].w[5] - net.layers[0].w[5] - 0.01).abs() < 1e-6);
-    assert!((net.layers[2].b[1] - before.layers[2].b[1] - 0.01).abs() < 1e-6);
+    assert!((before.layers()[0].w()[5] - net.layers()[0].w()[5] - 0.01).abs() < 1e-6);
+    assert!((net.layers()[2].b()[1] - before.layers()[2].b()[1] - 0.01).abs() < 1e-6);
     assert_eq!(
-        before.layers[1].w, net.layers[1].w,
+        before.layers()[1].w(),
+        net.layers()[1].w(),
         "zero gradient, no movement"
     );
 }
@@ -145,10 +148,10 @@ fn clipping_bounds_the_global_norm() {
     let mut rng = Pcg64::seed_from_u64(2);
     let net = QNet::new(Network::Qnetwork, &mut rng);
     let mut g = net.zero_grads();
-    g.layers[0].0[0] = 30.0;
-    g.layers[1].1[0] = 40.0;
+    g.layer_mut(0).0[0] = 30.0;
+    g.layer_mut(1).1[0] = 40.0;
     let before = g.clip(10.0);
     assert!((before - 50.0).abs() < 1e-3);
     assert!((g.norm() - 10.0).abs() < 1e-3);
-    assert!((g.layers[0].0[0] - 6.0).abs() < 1e-3);
+    assert!((g.layer(0).0[0] - 6.0).abs() < 1e-3);
 }

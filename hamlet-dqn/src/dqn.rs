@@ -1,11 +1,10 @@
 //! DQN as world.md describes it: ε-greedy, target network, MSE, Adam, gradient clipping,
 //! per-episode ε decay, step cap — deterministic under a seed.
 
-use crate::nn::{argmax, Adam, Cache, Grads, QNet, ACTIONS, OBS};
+use crate::nn::{Adam, Cache, Grads, QNet, ACTIONS, OBS};
 use crate::replay::{Batch, ReplayBuffer};
 use hamlet_env::wire::HeatMap;
-use hamlet_env::{Action, World};
-use ipc_proto::browser::EpisodeComplete;
+use hamlet_env::{argmax, Action, World};
 use ipc_proto::training::TrainingConfig;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
@@ -45,7 +44,9 @@ pub enum Flow {
     Abort,
 }
 
-/// Everything needed to continue a run exactly: written atomically as a checkpoint.
+/// The run's state, written atomically as a checkpoint: weights, optimiser, RNG, ε and counters.
+/// The replay buffer is not in it (it would make every checkpoint tens of megabytes): a resumed run
+/// refills it from new experience, so it continues from the same network and ε, not bit for bit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainerState {
     pub config: TrainingConfig,
@@ -226,22 +227,6 @@ impl Trainer {
         };
         self.state.history.push(stats);
         Some(stats)
-    }
-
-    /// The `episode_complete` summary for the latest episode (5-episode moving averages).
-    pub fn summary(&self, s: &EpisodeStats) -> EpisodeComplete {
-        let (r, l, lo) = self.averages(5);
-        EpisodeComplete {
-            episode: s.episode,
-            reward: s.reward,
-            length: s.length,
-            loss: s.loss,
-            epsilon: s.epsilon,
-            avg_reward_5: r,
-            avg_length_5: l,
-            avg_loss_5: lo,
-            buffer_size: self.replay.len() as u32,
-        }
     }
 
     /// Means of reward, length and loss over the last `n` episodes.

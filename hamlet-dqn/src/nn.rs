@@ -9,13 +9,69 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
+/// `C[m,n] = A[m,k]·B[k,n] + beta·C`, each matrix given as a slice with (row, column) strides.
+///
+/// Every slice is checked to hold every element its shape and strides address before sgemm runs, so
+/// a wrong size (a bug, or a corrupt checkpoint that slipped past validation) panics instead of
+/// reading or writing out of bounds. The checks cost nothing next to the multiplication.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+    beta: f32,
+    c: &mut [f32],
+    c_strides: (usize, usize),
+) {
+    assert!(fits(a.len(), m, k, a_strides), "gemm: A is too short");
+    assert!(fits(b.len(), k, n, b_strides), "gemm: B is too short");
+    assert!(fits(c.len(), m, n, c_strides), "gemm: C is too short");
+    let st = |s: usize| isize::try_from(s).expect("stride fits isize");
+    // SAFETY: the three asserts above guarantee that every element sgemm reads (A: m×k, B: k×n) or
+    // writes (C: m×n) at the given strides lies inside its slice; `c` is borrowed mutably, so it
+    // cannot alias `a` or `b`.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            st(a_strides.0),
+            st(a_strides.1),
+            b.as_ptr(),
+            st(b_strides.0),
+            st(b_strides.1),
+            beta,
+            c.as_mut_ptr(),
+            st(c_strides.0),
+            st(c_strides.1),
+        );
+    }
+}
+
+/// Does a slice of `len` elements hold a `rows`×`cols` matrix at strides `(rs, cs)`?
+fn fits(len: usize, rows: usize, cols: usize, (rs, cs): (usize, usize)) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    let last = (rows - 1)
+        .checked_mul(rs)
+        .and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)));
+    last.is_some_and(|i| i < len)
+}
+
+/// A dense layer. Fields are private so that its weights always have the shape it says it has:
+/// values may be changed through slices, sizes never.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Linear {
-    pub inputs: usize,
-    pub outputs: usize,
+    inputs: usize,
+    outputs: usize,
     /// Row-major `[outputs, inputs]` (PyTorch's and ONNX Gemm(transB=1)'s layout).
-    pub w: Vec<f32>,
-    pub b: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
 }
 
 impl Linear {
@@ -32,34 +88,41 @@ impl Linear {
         }
     }
 
+    pub fn inputs(&self) -> usize {
+        self.inputs
+    }
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+    /// Weights, row-major `[outputs, inputs]`.
+    pub fn w(&self) -> &[f32] {
+        &self.w
+    }
+    pub fn w_mut(&mut self) -> &mut [f32] {
+        &mut self.w
+    }
+    pub fn b(&self) -> &[f32] {
+        &self.b
+    }
+    pub fn b_mut(&mut self) -> &mut [f32] {
+        &mut self.b
+    }
+
+    /// True when the weight and bias vectors have the sizes the layer's shape says.
+    fn is_consistent(&self) -> bool {
+        self.w.len() == self.inputs * self.outputs && self.b.len() == self.outputs
+    }
+
     /// `y[batch, out] = x[batch, in] · Wᵀ + b`.
     fn forward(&self, x: &[f32], batch: usize, y: &mut Vec<f32>) {
+        assert_eq!(x.len(), batch * self.inputs, "layer input size");
         y.clear();
         y.reserve(batch * self.outputs);
         for _ in 0..batch {
             y.extend_from_slice(&self.b);
         }
-        // SAFETY: the slices have exactly the sizes the strides describe (checked by construction:
-        // x is batch×inputs, w is outputs×inputs, y is batch×outputs).
-        debug_assert_eq!(x.len(), batch * self.inputs);
-        unsafe {
-            matrixmultiply::sgemm(
-                batch,
-                self.inputs,
-                self.outputs,
-                1.0,
-                x.as_ptr(),
-                self.inputs as isize,
-                1,
-                self.w.as_ptr(),
-                1,
-                self.inputs as isize,
-                1.0,
-                y.as_mut_ptr(),
-                self.outputs as isize,
-                1,
-            );
-        }
+        let (i, o) = (self.inputs, self.outputs);
+        gemm((batch, i, o), x, (i, 1), &self.w, (1, i), 1.0, y, (o, 1));
     }
 }
 
@@ -85,8 +148,16 @@ pub const ACTIONS: usize = hamlet_env::N_ACTIONS;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QNet {
-    pub arch: Network,
-    pub layers: Vec<Linear>,
+    arch: Network,
+    layers: Vec<Linear>,
+}
+
+/// A network read from outside (a checkpoint) whose layers do not have its architecture's shapes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("network does not have the {arch} shapes: {reason}")]
+pub struct ShapeError {
+    pub arch: &'static str,
+    pub reason: String,
 }
 
 /// Saved activations of a forward pass, reused between calls to avoid allocation.
@@ -101,30 +172,79 @@ pub struct Cache {
     scratch: Vec<f32>,
 }
 
-/// Gradients, shaped like the layers.
+/// Gradients, shaped like the layers: `(weights, bias)` per layer.
 #[derive(Debug, Clone)]
 pub struct Grads {
-    pub layers: Vec<(Vec<f32>, Vec<f32>)>,
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+/// `(inputs, outputs)` of each layer of an architecture (world.md).
+fn layer_dims(arch: Network) -> &'static [(usize, usize)] {
+    match arch {
+        Network::Qnetwork => &[(OBS, 128), (128, 128), (128, ACTIONS)],
+        Network::Dueling => &[
+            (OBS, 256),
+            (256, 256),
+            (256, 128),
+            (128, 128),
+            (128, 1),
+            (128, 128),
+            (128, ACTIONS),
+        ],
+    }
 }
 
 impl QNet {
     pub fn new(arch: Network, rng: &mut impl Rng) -> Self {
-        let dims: &[(usize, usize)] = match arch {
-            Network::Qnetwork => &[(OBS, 128), (128, 128), (128, ACTIONS)],
-            Network::Dueling => &[
-                (OBS, 256),
-                (256, 256),
-                (256, 128),
-                (128, 128),
-                (128, 1),
-                (128, 128),
-                (128, ACTIONS),
-            ],
-        };
         QNet {
             arch,
-            layers: dims.iter().map(|&(i, o)| Linear::new(i, o, rng)).collect(),
+            layers: layer_dims(arch)
+                .iter()
+                .map(|&(i, o)| Linear::new(i, o, rng))
+                .collect(),
         }
+    }
+
+    pub fn arch(&self) -> Network {
+        self.arch
+    }
+
+    pub fn layers(&self) -> &[Linear] {
+        &self.layers
+    }
+
+    /// One layer, for changing its values (never its shape).
+    pub fn layer_mut(&mut self, i: usize) -> &mut Linear {
+        &mut self.layers[i]
+    }
+
+    /// Checks that every layer has the shape its architecture prescribes (for networks that come
+    /// from outside, such as a checkpoint file).
+    pub fn validate(&self) -> Result<(), ShapeError> {
+        let err = |reason: String| ShapeError {
+            arch: self.arch.as_str(),
+            reason,
+        };
+        let dims = layer_dims(self.arch);
+        if self.layers.len() != dims.len() {
+            return Err(err(format!(
+                "{} layers, expected {}",
+                self.layers.len(),
+                dims.len()
+            )));
+        }
+        for (i, (l, &(inp, out))) in self.layers.iter().zip(dims).enumerate() {
+            if (l.inputs, l.outputs) != (inp, out) || !l.is_consistent() {
+                return Err(err(format!(
+                    "layer {i} is {}→{} with {} weights and {} biases, expected {inp}→{out}",
+                    l.inputs,
+                    l.outputs,
+                    l.w.len(),
+                    l.b.len()
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn segments(&self) -> Vec<Segment> {
@@ -248,25 +368,18 @@ impl QNet {
                 &cache.outs[i - 1]
             };
             let (gw, gb) = &mut grads.layers[i];
-            // SAFETY: sizes as in `Linear::forward`; dW[out,in] += dYᵀ[out,batch] · X[batch,in].
-            unsafe {
-                matrixmultiply::sgemm(
-                    l.outputs,
-                    batch,
-                    l.inputs,
-                    1.0,
-                    d.as_ptr(),
-                    1,
-                    l.outputs as isize,
-                    x.as_ptr(),
-                    l.inputs as isize,
-                    1,
-                    1.0,
-                    gw.as_mut_ptr(),
-                    l.inputs as isize,
-                    1,
-                );
-            }
+            let (inp, out) = (l.inputs, l.outputs);
+            // dW[out,in] += dYᵀ[out,batch] · X[batch,in]
+            gemm(
+                (out, batch, inp),
+                &d,
+                (1, out),
+                x,
+                (inp, 1),
+                1.0,
+                gw,
+                (inp, 1),
+            );
             for b in 0..batch {
                 for (g, dv) in gb.iter_mut().zip(&d[b * l.outputs..(b + 1) * l.outputs]) {
                     *g += dv;
@@ -275,26 +388,18 @@ impl QNet {
             if i > seg.start || want_dx {
                 let mut dx = std::mem::take(&mut cache.scratch);
                 dx.clear();
-                dx.resize(batch * l.inputs, 0.0);
-                // SAFETY: dX[batch,in] = dY[batch,out] · W[out,in].
-                unsafe {
-                    matrixmultiply::sgemm(
-                        batch,
-                        l.outputs,
-                        l.inputs,
-                        1.0,
-                        d.as_ptr(),
-                        l.outputs as isize,
-                        1,
-                        l.w.as_ptr(),
-                        l.inputs as isize,
-                        1,
-                        0.0,
-                        dx.as_mut_ptr(),
-                        l.inputs as isize,
-                        1,
-                    );
-                }
+                dx.resize(batch * inp, 0.0);
+                // dX[batch,in] = dY[batch,out] · W[out,in]
+                gemm(
+                    (batch, out, inp),
+                    &d,
+                    (out, 1),
+                    &l.w,
+                    (inp, 1),
+                    0.0,
+                    &mut dx,
+                    (inp, 1),
+                );
                 cache.scratch = d;
                 d = dx;
             }
@@ -346,6 +451,17 @@ impl Cache {
 }
 
 impl Grads {
+    /// `(weights, bias)` gradients of layer `i`.
+    pub fn layer(&self, i: usize) -> (&[f32], &[f32]) {
+        let (w, b) = &self.layers[i];
+        (w, b)
+    }
+
+    pub fn layer_mut(&mut self, i: usize) -> (&mut [f32], &mut [f32]) {
+        let (w, b) = &mut self.layers[i];
+        (w, b)
+    }
+
     pub fn zero(&mut self) {
         for (w, b) in &mut self.layers {
             w.iter_mut().for_each(|v| *v = 0.0);
@@ -396,6 +512,25 @@ impl Adam {
         }
     }
 
+    /// Checks that the moment estimates have the network's shapes (for state read from a file).
+    pub fn validate(&self, net: &QNet) -> Result<(), ShapeError> {
+        let shapes_match = |moments: &Vec<(Vec<f32>, Vec<f32>)>| {
+            moments.len() == net.layers.len()
+                && moments
+                    .iter()
+                    .zip(&net.layers)
+                    .all(|((w, b), l)| w.len() == l.w.len() && b.len() == l.b.len())
+        };
+        if shapes_match(&self.m) && shapes_match(&self.v) {
+            Ok(())
+        } else {
+            Err(ShapeError {
+                arch: net.arch.as_str(),
+                reason: "optimiser state does not match the network".into(),
+            })
+        }
+    }
+
     pub fn step(&mut self, net: &mut QNet, g: &Grads) {
         const B1: f32 = 0.9;
         const B2: f32 = 0.999;
@@ -425,17 +560,6 @@ impl Adam {
             }
         }
     }
-}
-
-/// Index of the largest value, ties to the first (as `torch.argmax`).
-pub fn argmax(q: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, v) in q.iter().enumerate() {
-        if *v > q[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 impl QNet {

@@ -37,7 +37,7 @@ pub fn metadata(net: &QNet, f: &TrainingFacts) -> BTreeMap<String, String> {
     let mut put = |k: &str, v: String| {
         m.insert(format!("hamlet.{k}"), v);
     };
-    put("arch", net.arch.as_str().into());
+    put("arch", net.arch().as_str().into());
     put("obs_dim", hamlet_env::OBS_DIM.to_string());
     put("n_actions", hamlet_env::N_ACTIONS.to_string());
     put("action_names", hamlet_env::ACTION_NAMES.join(","));
@@ -56,7 +56,11 @@ pub fn metadata(net: &QNet, f: &TrainingFacts) -> BTreeMap<String, String> {
 }
 
 /// Exports `net` to `path` (atomically: temp file + rename).
-pub fn write_model(net: &QNet, facts: &TrainingFacts, path: &Path) -> anyhow::Result<()> {
+pub fn write_model(
+    net: &QNet,
+    facts: &TrainingFacts,
+    path: &Path,
+) -> Result<(), hamlet_onnx::OnnxError> {
     let bytes = hamlet_onnx::export(&net.to_onnx_desc(), &metadata(net, facts))?;
     hamlet_onnx::write_atomic(path, &bytes)?;
     Ok(())

@@ -1,13 +1,13 @@
 //! The exported ONNX file, run by the real ONNX Runtime, computes what the Rust network computes.
 
+use hamlet_dqn::export::{write_model, TrainingFacts};
+use hamlet_dqn::nn::{Cache, QNet, ACTIONS, OBS};
 use ipc_proto::training::Network;
 use ort::session::Session;
 use ort::value::TensorRef;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 use std::path::PathBuf;
-use worker_training::export::{write_model, TrainingFacts};
-use worker_training::nn::{Cache, QNet, ACTIONS, OBS};
 
 fn ort_lib() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.onnxruntime/libonnxruntime.so.1.31.1")
@@ -85,8 +85,8 @@ fn qnetwork_and_dueling_match_onnx_runtime() {
 
 #[test]
 fn checkpoints_restore_exactly_and_refuse_garbage() {
-    use worker_training::checkpoint;
-    use worker_training::dqn::{Flow, Trainer};
+    use hamlet_dqn::checkpoint;
+    use hamlet_dqn::dqn::{Flow, Trainer};
     let cfg = ipc_proto::training::TrainingConfig {
         max_steps: 30,
         batch_size: 8,

@@ -1,11 +1,8 @@
 //! Logging set-up shared by every process: `RUST_LOG` filter (default `info`), text or JSON lines on
-//! stderr. The metaserver passes its format to workers through [`ENV_LOG_FORMAT`], and reads their
-//! stderr into its own log.
+//! stderr. The metaserver passes its format to workers through the environment
+//! (`ipc_proto::ENV_LOG_FORMAT`), and reads their stderr into its own log.
 
 use tracing_subscriber::EnvFilter;
-
-/// Environment variable with the log format (`text` or `json`) for worker processes.
-pub const ENV_LOG_FORMAT: &str = "HAMLET_LOG_FORMAT";
 
 pub fn init(json: bool) {
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
@@ -24,9 +21,4 @@ pub fn init(json: bool) {
     } else {
         b.with_ansi(false).init();
     }
-}
-
-/// For workers: the format the metaserver asked for.
-pub fn init_from_env() {
-    init(std::env::var(ENV_LOG_FORMAT).as_deref() == Ok("json"));
 }

@@ -1,0 +1,313 @@
+//! One training run on its own thread: episodes, frames for viewers, checkpoints and the saved
+//! model. Controlled through [`RunCtl`] (pause, stop, shutdown, handover), whose condvar also
+//! paces shown episodes by `step_delay`.
+
+use hamlet_dqn::checkpoint;
+use hamlet_dqn::dqn::{EpisodeStats, Flow, StepView, Trainer};
+use hamlet_dqn::export::{now_rfc3339, write_model, TrainingFacts};
+use hamlet_env::wire::{state_update, FrameFacts};
+use ipc_proto::browser::{
+    EpisodeComplete, EpisodeStart, ServerMessage, TrainingComplete, TrainingStarted,
+};
+use ipc_proto::training::FromTraining;
+use parking_lot::{Condvar, Mutex};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Test hook: a fresh (not resumed) run panics when it reaches this episode, so end-to-end tests
+/// can check that a panicking training thread is handled as a crash. Unset in production.
+pub const ENV_FAULT_PANIC_AT_EPISODE: &str = "HAMLET_FAULT_PANIC_AT_EPISODE";
+
+#[derive(Default)]
+pub struct CtlState {
+    pub paused: bool,
+    /// End the run early and save its model (`stop`).
+    pub stop: bool,
+    /// The worker is going away with the server: checkpoint, save the model, end the run.
+    pub shutdown: bool,
+    /// The worker is being replaced: checkpoint and end, leaving the run to the successor.
+    pub handover: bool,
+}
+
+impl CtlState {
+    fn ending(&self) -> bool {
+        self.stop || self.shutdown || self.handover
+    }
+}
+
+/// Run control shared with the training thread; the condvar wakes it from pauses and step delays.
+#[derive(Default)]
+pub struct RunCtl {
+    s: Mutex<CtlState>,
+    cv: Condvar,
+}
+
+impl RunCtl {
+    pub fn set(&self, f: impl FnOnce(&mut CtlState)) {
+        f(&mut self.s.lock());
+        self.cv.notify_all();
+    }
+
+    /// Blocks while paused; waits up to `delay` (interruptibly). `false`: the run must end now.
+    fn gate(&self, delay: Duration) -> bool {
+        let mut g = self.s.lock();
+        if !delay.is_zero() && !g.ending() {
+            self.cv.wait_for(&mut g, delay);
+        }
+        while g.paused && !g.ending() {
+            self.cv.wait(&mut g);
+        }
+        !g.ending()
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    Completed,
+    Stopped,
+    Shutdown,
+    Handover,
+}
+
+/// A run about to start: the trainer, whether it continues an earlier worker's run, and where its
+/// checkpoints go.
+pub struct RunSetup {
+    trainer: Trainer,
+    resumed: bool,
+    checkpoint: PathBuf,
+}
+
+impl RunSetup {
+    pub fn fresh(trainer: Trainer, checkpoint: PathBuf) -> Self {
+        RunSetup {
+            trainer,
+            resumed: false,
+            checkpoint,
+        }
+    }
+
+    pub fn resumed(trainer: Trainer, checkpoint: PathBuf) -> Self {
+        RunSetup {
+            trainer,
+            resumed: true,
+            checkpoint,
+        }
+    }
+}
+
+/// Sends one frame to the event loop, waiting when it is behind (see the worker's module docs).
+fn send(tx: &mpsc::Sender<FromTraining>, m: FromTraining) {
+    let _ = tx.blocking_send(m);
+}
+
+/// The training thread's body.
+pub fn train(
+    setup: RunSetup,
+    ctl: std::sync::Arc<RunCtl>,
+    tx: mpsc::Sender<FromTraining>,
+    models: PathBuf,
+) {
+    let RunSetup {
+        trainer: mut tr,
+        resumed,
+        checkpoint: ckpt,
+    } = setup;
+    let c = tr.state.config.clone();
+    if !resumed {
+        let started = TrainingStarted {
+            num_episodes: c.num_episodes,
+            config: c.clone(),
+        };
+        send(&tx, msg(ServerMessage::TrainingStarted(Box::new(started))));
+    }
+    let panic_at = fault_episode().filter(|_| !resumed);
+    let mut end = RunEnd::Completed;
+    while tr.state.episodes_done < c.num_episodes {
+        let ep = tr.state.episodes_done + 1;
+        if panic_at == Some(ep) {
+            panic!("{ENV_FAULT_PANIC_AT_EPISODE}: injected panic at episode {ep}");
+        }
+        let Some(stats) = run_episode(&mut tr, &ctl, &tx) else {
+            end = ending_reason(&ctl);
+            break;
+        };
+        send(
+            &tx,
+            msg(ServerMessage::EpisodeComplete(summary(&tr, &stats))),
+        );
+        if ep.is_multiple_of(c.checkpoint_every.max(1)) {
+            save_checkpoint(&tr, &ckpt, &tx);
+        }
+    }
+    if matches!(end, RunEnd::Shutdown | RunEnd::Handover) {
+        // Keep the run resumable (and, on shutdown, keep what it learned in the model below).
+        save_checkpoint(&tr, &ckpt, &tx);
+    }
+    if end == RunEnd::Handover {
+        info!(
+            episode = tr.state.episodes_done,
+            "run handed over to a successor"
+        );
+        return;
+    }
+    save_model(&tr, end, &models, &tx);
+    if end != RunEnd::Shutdown {
+        checkpoint::remove(&ckpt);
+    }
+}
+
+fn msg(m: ServerMessage) -> FromTraining {
+    FromTraining::Message(m)
+}
+
+fn fault_episode() -> Option<u32> {
+    std::env::var(ENV_FAULT_PANIC_AT_EPISODE).ok()?.parse().ok()
+}
+
+fn ending_reason(ctl: &RunCtl) -> RunEnd {
+    let s = ctl.s.lock();
+    if s.handover {
+        RunEnd::Handover
+    } else if s.shutdown {
+        RunEnd::Shutdown
+    } else {
+        RunEnd::Stopped
+    }
+}
+
+/// One episode; shown ones stream every step to viewers, paced by `step_delay`.
+/// `None`: the run is ending (the episode is then not counted).
+fn run_episode(
+    tr: &mut Trainer,
+    ctl: &RunCtl,
+    tx: &mpsc::Sender<FromTraining>,
+) -> Option<EpisodeStats> {
+    let c = &tr.state.config;
+    let ep = tr.state.episodes_done + 1;
+    let shown = (ep - 1).is_multiple_of(c.show_every.max(1));
+    let delay = Duration::from_secs_f64(c.step_delay.clamp(0.0, 5.0));
+    if shown {
+        let start = EpisodeStart {
+            episode: ep,
+            model_name: None,
+            epsilon: Some(tr.state.epsilon),
+        };
+        send(tx, msg(ServerMessage::EpisodeStart(start)));
+    }
+    tr.run_episode(|v| {
+        if shown {
+            send(tx, msg(ServerMessage::StateUpdate(Box::new(frame(v)))));
+        }
+        if ctl.gate(if shown { delay } else { Duration::ZERO }) {
+            Flow::Continue
+        } else {
+            Flow::Abort
+        }
+    })
+}
+
+fn frame(v: &StepView) -> ipc_proto::wire::StateUpdate {
+    state_update(
+        v.world,
+        FrameFacts {
+            episode: v.episode,
+            action: Some(v.action),
+            reward: v.reward,
+            cumulative_reward: v.cumulative,
+            done: v.done,
+            q_values: None,
+            heat_map: Some(v.heat.to_wire()),
+        },
+    )
+}
+
+/// The `episode_complete` summary for the latest episode (5-episode moving averages).
+pub fn summary(tr: &Trainer, s: &EpisodeStats) -> EpisodeComplete {
+    let (r, l, lo) = tr.averages(5);
+    EpisodeComplete {
+        episode: s.episode,
+        reward: s.reward,
+        length: s.length,
+        loss: s.loss,
+        epsilon: s.epsilon,
+        avg_reward_5: r,
+        avg_length_5: l,
+        avg_loss_5: lo,
+        buffer_size: tr.buffer_len() as u32,
+    }
+}
+
+fn save_checkpoint(tr: &Trainer, ckpt: &Path, tx: &mpsc::Sender<FromTraining>) {
+    match checkpoint::save(&tr.state, ckpt) {
+        Ok(()) => send(
+            tx,
+            FromTraining::Checkpointed {
+                episode: tr.state.episodes_done,
+                path: ckpt.display().to_string(),
+            },
+        ),
+        Err(e) => warn!(error = %e, "checkpoint failed"),
+    }
+}
+
+/// Writes the model and announces the end of the run.
+fn save_model(tr: &Trainer, end: RunEnd, models: &Path, tx: &mpsc::Sender<FromTraining>) {
+    let (name, path) = model_path(models, tr);
+    let facts = TrainingFacts::from_state(&tr.state);
+    if let Err(e) = write_model(&tr.state.online, &facts, &path) {
+        let failed = Some(format!("could not save the model: {e}"));
+        send(
+            tx,
+            FromTraining::RunEnded {
+                model_saved: None,
+                failed,
+            },
+        );
+        return;
+    }
+    info!(model = %name, episodes = tr.state.episodes_done, ?end, "training run finished");
+    let (r, l, _) = tr.averages(10);
+    let complete = TrainingComplete {
+        model_saved: Some(name.clone()),
+        final_avg_reward: r,
+        final_avg_length: l,
+        stopped: end != RunEnd::Completed,
+    };
+    send(tx, msg(ServerMessage::TrainingComplete(complete)));
+    send(
+        tx,
+        FromTraining::RunEnded {
+            model_saved: Some(name),
+            failed: None,
+        },
+    );
+}
+
+/// A model file name that does not overwrite another run's model (unless the client named it).
+fn model_path(dir: &Path, t: &Trainer) -> (String, PathBuf) {
+    let c = &t.state.config;
+    if let Some(stem) = &c.model_name {
+        let name = format!("{stem}.onnx");
+        return (name.clone(), dir.join(name));
+    }
+    let stamp: String = now_rfc3339()
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect();
+    let base = format!("dqn-{}-{stamp}-s{}", c.network.as_str(), c.seed);
+    (1..)
+        .map(|i| {
+            if i == 1 {
+                format!("{base}.onnx")
+            } else {
+                format!("{base}-{i}.onnx")
+            }
+        })
+        .map(|name| (dir.join(&name), name))
+        .find(|(p, _)| !p.exists())
+        .map(|(p, name)| (name, p))
+        .expect("an unused name exists")
+}
