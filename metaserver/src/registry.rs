@@ -98,13 +98,14 @@ impl Registry {
         })
     }
 
-    /// Signals every registered worker (at shutdown, for those left after the grace period).
+    /// Signals every registered worker (at shutdown, for those left after the grace period);
+    /// returns the rows of those the signal reached (rows of processes already gone are skipped).
     pub fn signal_all(&self, sig: Signal) -> Vec<WorkerInfo> {
         let w = self.workers.lock();
-        w.values().for_each(|e| {
-            e.pidfd.signal(sig);
-        });
-        w.values().map(|e| e.info.clone()).collect()
+        w.values()
+            .filter(|e| e.pidfd.signal(sig))
+            .map(|e| e.info.clone())
+            .collect()
     }
 
     pub(crate) fn insert(&self, info: WorkerInfo, pidfd: Arc<PidFd>) {

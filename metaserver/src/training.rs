@@ -349,7 +349,10 @@ impl TrainingHub {
                 self.fail_run("no configuration to resume".into());
                 return Some(w);
             };
-            if w.send(msg).is_err() {
+            // A paused run stays paused across the replacement.
+            let paused = self.state.lock().status.paused;
+            let pause = paused.then_some(ToTraining::Control(RunControl::Pause));
+            if w.send(msg).is_err() || pause.is_some_and(|p| w.send(p).is_err()) {
                 let text = "replacement worker closed its socket".to_owned();
                 lost = Lost {
                     reason: RestartReason::Crash,

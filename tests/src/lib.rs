@@ -18,12 +18,80 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Where the release binaries are (the test command builds them first).
+/// Where the release binaries are (the test command builds them first). Refuses, once per test
+/// process, to hand out binaries older than the sources they are built from: after an edit,
+/// `cargo test -p hamlet-tests` alone would otherwise test the previous build.
 pub fn bin_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
+    static CHECKED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))
-        .join("release")
+        .join("release");
+    CHECKED.get_or_init(|| {
+        if let Err(e) = check_binaries_fresh(&dir) {
+            panic!("{e}");
+        }
+    });
+    dir
+}
+
+/// Each binary and the sources it is built from (the workspace crates it links; the metaserver
+/// also embeds its UI). Keep in step with the crates' dependencies.
+const BINARY_SOURCES: &[(&str, &[&str])] = &[
+    (
+        "metaserver",
+        &["ipc-proto/src", "hamlet-env/src", "hamlet-onnx/src", "hamlet-log/src", "metaserver/src", "metaserver/ui"],
+    ),
+    (
+        "worker-inference",
+        &["ipc-proto/src", "hamlet-env/src", "hamlet-onnx/src", "hamlet-log/src", "worker-inference/src"],
+    ),
+    (
+        "worker-training",
+        &["ipc-proto/src", "hamlet-env/src", "hamlet-onnx/src", "hamlet-log/src", "hamlet-dqn/src", "worker-training/src"],
+    ),
+];
+
+/// Fails when a binary is missing or older than the newest of its sources.
+pub fn check_binaries_fresh(dir: &Path) -> std::result::Result<(), String> {
+    for (bin, sources) in BINARY_SOURCES {
+        let p = dir.join(bin);
+        let built = std::fs::metadata(&p).and_then(|m| m.modified()).map_err(|_| {
+            format!(
+                "{} is missing: run `cargo build --release --workspace --bins` (scripts/test does)",
+                p.display()
+            )
+        })?;
+        let newer = sources
+            .iter()
+            .flat_map(|s| files_under(&root().join(s)))
+            .find(|f| std::fs::metadata(f).and_then(|m| m.modified()).is_ok_and(|t| t > built));
+        if let Some(src) = newer {
+            return Err(format!(
+                "{} is older than {}: run `cargo build --release --workspace --bins` (scripts/test \
+                 does), or the tests would run the previous build",
+                p.display(),
+                src.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 pub fn ort_lib() -> PathBuf {
@@ -85,6 +153,8 @@ pub struct ServerOpts {
     pub models: usize,
     /// Copy these model files into the models directory too.
     pub copy_models: Vec<PathBuf>,
+    /// Extra environment for the metaserver (and so its workers), e.g. a test fault switch.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServerOpts {
@@ -94,6 +164,7 @@ impl Default for ServerOpts {
             args: vec![],
             models: 1,
             copy_models: vec![],
+            env: vec![],
         }
     }
 }
@@ -142,6 +213,7 @@ impl Server {
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
         )
+        .envs(o.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
         // If the test process dies without dropping us, the server (and so its workers) follows.

@@ -161,10 +161,6 @@ async fn crash_loop_ends_the_session_but_not_the_server() {
         "#!/bin/sh\necho 'boom: cannot start' >&2\nexit 3\n",
     )
     .unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(
-        &mut std::fs::metadata(&script).unwrap().permissions(),
-        0o755,
-    );
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink(
         bin_dir().join("worker-training"),
@@ -317,4 +313,100 @@ async fn a_worker_killed_before_its_first_snapshot_still_gives_a_notice_not_a_se
         let connected = ws.seen.iter().filter(|v| v["type"] == "connected").count();
         assert_eq!(connected, 1, "exactly one `connected` per connection");
     }
+}
+
+/// The budget rule of design.md end to end: a worker that lived `--stable-after-secs` resets its
+/// session's budget; deaths in quick succession spend it.
+#[tokio::test(flavor = "multi_thread")]
+async fn stable_workers_reset_the_budget_and_quick_deaths_spend_it() {
+    let s = Server::start_with(ServerOpts {
+        args: ["--stable-after-secs", "2", "--max-restarts", "2", "--backoff-max-ms", "100"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    });
+    // Four deaths, each of a worker that lived 3 s: every one is forgiven.
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    let sid = ws.expect("connected", T).await["session_id"].clone();
+    for _ in 0..4 {
+        // The subject here is a worker's lifetime, so time must pass.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        signal(worker_pid_of(&s, &sid), Signal::SIGKILL);
+        ws.expect("worker_restarted", T).await;
+    }
+    ws.send(json!({"command":"step"})).await;
+    assert_eq!(ws.expect("state_update", T).await["step"], 1);
+    assert!(ws.seen.iter().all(|v| v["type"] != "error"), "{:?}", ws.seen);
+
+    // Deaths 0.2 s apart: the third within the window ends the session.
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    let sid = ws.expect("connected", T).await["session_id"].clone();
+    for kill in 1..=4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        signal(worker_pid_of(&s, &sid), Signal::SIGKILL);
+        let v = ws
+            .expect_where("a restart or the end", T, |v| {
+                v["type"] == "worker_restarted" || v["type"] == "error"
+            })
+            .await;
+        if v["type"] == "error" {
+            assert_eq!(v["code"], "worker_failed");
+            assert_eq!(kill, 3, "max-restarts 2: the third quick death ends it");
+            break;
+        }
+        assert!(kill < 3, "still restarting after {kill} quick deaths");
+    }
+    assert_eq!(ws.expect_close(T).await, 1011);
+}
+
+/// A worker that writes a frame that is not a valid message is a crash, handled at once (not when
+/// the heartbeat times out); the session continues from its last snapshot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_frame_from_a_worker_is_a_crash_at_once() {
+    let s = Server::start_with(ServerOpts {
+        args: ["--hang-timeout-ms", "60000"].map(String::from).to_vec(),
+        env: vec![("HAMLET_FAULT_BAD_FRAME_AT_STEP".into(), "5".into())],
+        ..Default::default()
+    });
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    let sid = ws.expect("connected", T).await["session_id"].clone();
+    let pid = worker_pid_of(&s, &sid);
+    for _ in 0..5 {
+        ws.send(json!({"command":"step"})).await;
+    }
+    let t = std::time::Instant::now();
+    let r = ws.expect("worker_restarted", T).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "handled at once, not by a heartbeat timeout"
+    );
+    let reason = r["reason"].as_str().unwrap();
+    assert!(reason.starts_with("protocol error"), "{reason}");
+    assert_eq!(r["resumed_step"], 5);
+    assert!(!alive(pid), "the worker that sent it was killed");
+    ws.send(json!({"command":"step"})).await;
+    assert_eq!(ws.expect("state_update", T).await["step"], 6);
+    assert_eq!(
+        s.metric("hamlet_worker_restarts_total{kind=\"inference\",reason=\"protocol_error\"}"),
+        1.0
+    );
+}
+
+/// Restarting a warm worker (no session) through the operator endpoint ends that process only,
+/// through its pidfd, and the pool refills.
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_restart_of_a_warm_worker_ends_it_and_the_pool_refills() {
+    let s = Server::start();
+    s.wait_for("two warm workers", T, |s| {
+        s.workers().iter().filter(|w| w["state"] == "warm").count() == 2
+    });
+    let warm = s.workers().into_iter().find(|w| w["state"] == "warm").unwrap();
+    let (id, pid) = (warm["id"].as_str().unwrap().to_owned(), warm["pid"].as_u64().unwrap() as u32);
+    let (code, _) = http(&s.addr, "POST", &format!("/api/workers/{id}/restart"), &[]);
+    assert_eq!(code, 202);
+    s.wait_for("the warm worker is gone", T, |_| !alive(pid));
+    s.wait_for("the pool refills", T, |s| {
+        let w = s.workers();
+        w.iter().all(|w| w["id"] != id.as_str()) && w.iter().filter(|w| w["state"] == "warm").count() == 2
+    });
 }

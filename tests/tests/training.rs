@@ -181,3 +181,131 @@ async fn inference_sessions_keep_playing_while_a_watched_run_trains() {
     starter.send(json!({"command":"stop"})).await;
     starter.expect("training_complete", LONG).await;
 }
+
+fn training_worker(s: &Server) -> (String, u32) {
+    let t = &s.get_json("/api/status")["training"];
+    let id = t["worker_id"].as_str().expect("a training worker").to_owned();
+    (id, t["worker_pid"].as_u64().unwrap() as u32)
+}
+
+/// design.md: an operator's graceful restart carries the run over — checkpoint, a new worker,
+/// resume, `training_restarted` — and the run goes on to its last episode.
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_restart_of_the_training_worker_carries_the_run_over() {
+    let s = Server::start();
+    let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    a.expect("training_status", T).await;
+    a.send(
+        json!({"command":"start_training","num_episodes":12,"max_steps":60,"batch_size":8,
+                  "step_delay":0.005,"show_every":1,"checkpoint_every":1,"seed":3}),
+    )
+    .await;
+    a.expect("training_started", T).await;
+    a.expect_where("episode 3", LONG, |v| {
+        v["type"] == "episode_complete" && v["episode"] == 3
+    })
+    .await;
+    let (id, pid) = training_worker(&s);
+    let (code, _) = http(&s.addr, "POST", &format!("/api/workers/{id}/restart"), &[]);
+    assert_eq!(code, 202);
+    let r = a.expect("training_restarted", LONG).await;
+    assert_eq!(r["reason"], "restarted by an operator");
+    let from = r["resumed_from_episode"].as_u64().unwrap();
+    assert!(from >= 3, "resumed from {from}");
+    assert!(
+        a.seen.iter().all(|v| v["type"] != "training_complete"),
+        "the run did not end: {:?}",
+        a.seen.iter().rev().take(3).collect::<Vec<_>>()
+    );
+    let done = a.expect("training_complete", LONG).await;
+    assert_eq!(done["stopped"], false, "{done}");
+    let last = a
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "episode_complete")
+        .map(|v| v["episode"].as_u64().unwrap())
+        .max();
+    assert_eq!(last, Some(12));
+    assert!(!alive(pid));
+    assert_ne!(training_worker(&s).1, pid);
+    assert_eq!(
+        s.metric("hamlet_worker_restarts_total{kind=\"training\",reason=\"operator\"}"),
+        1.0
+    );
+}
+
+/// A panic in the DQN thread ends the worker with an error (not a wedged run); the supervisor
+/// resumes the run from its checkpoint and it completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_training_thread_is_a_crash_and_the_run_resumes() {
+    let s = Server::start_with(ServerOpts {
+        env: vec![("HAMLET_FAULT_PANIC_AT_EPISODE".into(), "4".into())],
+        ..Default::default()
+    });
+    let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    a.expect("training_status", T).await;
+    a.send(
+        json!({"command":"start_training","num_episodes":8,"max_steps":40,"batch_size":8,
+                  "step_delay":0,"show_every":1000,"checkpoint_every":1,"seed":2}),
+    )
+    .await;
+    let r = a.expect("training_restarted", LONG).await;
+    let reason = r["reason"].as_str().unwrap();
+    assert!(reason.contains("exited with code") && reason.contains("panicked"), "{reason}");
+    assert_eq!(r["resumed_from_episode"], 3);
+    let done = a.expect("training_complete", LONG).await;
+    assert_eq!(done["stopped"], false);
+    assert_eq!(s.get_json("/api/status")["training"]["state"], "completed");
+}
+
+/// A checkpoint that is corrupt on disk costs one checkpoint interval, not the run: the
+/// replacement resumes from the one before it. A paused run stays paused across the replacement.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
+    let s = Server::start();
+    let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    a.expect("training_status", T).await;
+    a.send(
+        json!({"command":"start_training","num_episodes":40,"max_steps":40,"batch_size":8,
+                  "step_delay":0.002,"show_every":1,"checkpoint_every":1,"seed":4}),
+    )
+    .await;
+    a.expect_where("episode 4", LONG, |v| {
+        v["type"] == "episode_complete" && v["episode"] == 4
+    })
+    .await;
+    a.send(json!({"command":"pause"})).await;
+    a.expect("paused", T).await;
+    // Paused: once the last finished episode's checkpoint is reported, nothing more is written.
+    s.wait_for("the checkpoint of the last finished episode", T, |s| {
+        let t = &s.get_json("/api/status")["training"];
+        t["last_checkpoint_episode"].as_u64().is_some()
+            && t["last_checkpoint_episode"] == t["current_episode"]
+    });
+    let done = s.get_json("/api/status")["training"]["last_checkpoint_episode"]
+        .as_u64()
+        .unwrap();
+    let dir = s.models.join(".checkpoints");
+    let ckpt = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "ckpt"))
+        .expect("a checkpoint file");
+    let bytes = std::fs::read(&ckpt).unwrap();
+    std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();
+    signal(training_worker(&s).1, Signal::SIGKILL);
+    let r = a.expect("training_restarted", LONG).await;
+    assert_eq!(r["resumed_from_episode"].as_u64().unwrap(), done - 1);
+    // Still paused: for most of a second (a dozen episodes' worth when running) nothing completes.
+    assert_eq!(s.get_json("/api/status")["training"]["paused"], true);
+    let quiet_until = std::time::Instant::now() + Duration::from_millis(1000);
+    while let Ok(v) = a.next(quiet_until.saturating_duration_since(std::time::Instant::now())).await {
+        assert_ne!(v["type"], "episode_complete", "the paused run went on: {v}");
+    }
+    a.send(json!({"command":"resume"})).await;
+    let next = a.expect("episode_complete", LONG).await;
+    assert_eq!(next["episode"].as_u64().unwrap(), done);
+    a.send(json!({"command":"stop"})).await;
+    a.expect("training_complete", LONG).await;
+}

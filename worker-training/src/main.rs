@@ -45,7 +45,13 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(worker_training::worker::run(env))
+            if let Err(e) = rt.block_on(worker_training::worker::run(env)) {
+                // One plain last line: the supervisor reports a worker's last stderr line.
+                tracing::error!(error = %e, "worker failed");
+                eprintln!("worker-training: {e:#}");
+                std::process::exit(3);
+            }
+            Ok(())
         }
     }
 }
