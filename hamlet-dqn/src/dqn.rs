@@ -247,16 +247,47 @@ impl Trainer {
 
 /// Plays one greedy episode (the world is deterministic, so one tells): (steps, total reward).
 pub fn greedy_episode(net: &QNet, max_steps: u32) -> (u32, f64) {
+    let mut rng = Pcg64::seed_from_u64(0);
+    play_episode(Some(net), 0.0, &mut rng, max_steps)
+}
+
+/// Plays one episode with an ε-greedy policy of `net` (`None`: the uniformly random policy):
+/// (steps survived, total reward).
+pub fn play_episode(
+    net: Option<&QNet>,
+    epsilon: f64,
+    rng: &mut Pcg64,
+    max_steps: u32,
+) -> (u32, f64) {
     let mut cache = Cache::default();
     let mut w = World::new();
     let mut total = 0.0;
     loop {
-        let q = net.forward(&w.observation(), 1, &mut cache);
-        let a = argmax(q);
-        let out = w.step(Action::from_id(a as i64).expect("argmax < 5"));
+        let explore = net.is_none() || rng.random::<f64>() < epsilon;
+        let a = if explore {
+            rng.random_range(0..ACTIONS)
+        } else {
+            let net = net.expect("a network when not exploring");
+            argmax(net.forward(&w.observation(), 1, &mut cache))
+        };
+        let out = w.step(Action::from_id(a as i64).expect("an action id below 5"));
         total += out.reward;
         if out.done || w.steps() >= max_steps {
             return (w.steps(), total);
         }
     }
+}
+
+/// Survival (steps) of `episodes` ε-greedy episodes of `net` (`None`: random), seeded.
+pub fn evaluate(
+    net: Option<&QNet>,
+    epsilon: f64,
+    episodes: usize,
+    seed: u64,
+    max_steps: u32,
+) -> Vec<u32> {
+    let mut rng = Pcg64::seed_from_u64(seed);
+    (0..episodes)
+        .map(|_| play_episode(net, epsilon, &mut rng, max_steps).0)
+        .collect()
 }

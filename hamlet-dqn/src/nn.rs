@@ -590,3 +590,38 @@ impl QNet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn fits_checks_every_addressed_element() {
+        // 2×3 row-major needs 6 elements; transposed strides address the same last element.
+        assert!(fits(6, 2, 3, (3, 1)));
+        assert!(!fits(5, 2, 3, (3, 1)));
+        assert!(fits(6, 3, 2, (1, 3)));
+        assert!(!fits(5, 3, 2, (1, 3)));
+        assert!(fits(0, 0, 3, (3, 1)), "an empty matrix needs nothing");
+        assert!(
+            !fits(usize::MAX, 2, 2, (usize::MAX, 1)),
+            "overflow is not a fit"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "gemm: C is too short")]
+    fn a_short_output_slice_panics_instead_of_writing_out_of_bounds() {
+        let (a, b, mut c) = (vec![1.0; 6], vec![1.0; 6], vec![0.0; 3]);
+        gemm((2, 3, 2), &a, (3, 1), &b, (2, 1), 0.0, &mut c, (2, 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "layer input size")]
+    fn a_short_input_panics_instead_of_reading_out_of_bounds() {
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(1);
+        let net = QNet::new(Network::Qnetwork, &mut rng);
+        net.forward(&[0.0; OBS - 1], 1, &mut Cache::default());
+    }
+}

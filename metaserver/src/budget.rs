@@ -85,22 +85,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn immediate_then_backoff_then_give_up() {
-        let mut b = RestartBudget::new(RestartPolicy::default());
+    fn immediate_then_doubling_backoff_then_give_up() {
+        let p = RestartPolicy {
+            backoff_max: Duration::from_secs(10),
+            ..RestartPolicy::default()
+        };
+        let mut b = RestartBudget::new(p);
         let t0 = Instant::now();
         assert_eq!(b.record(t0, t0), Verdict::RestartAfter(Duration::ZERO));
-        let mut last = Duration::ZERO;
-        for i in 1..5 {
+        // The n-th restart in the window waits backoff_min · 2^(n−2), ±25 % jitter.
+        for (i, base_ms) in [(1u64, 50.0), (2, 100.0), (3, 200.0), (4, 400.0)] {
             match b.record(t0 + Duration::from_millis(i), t0) {
                 Verdict::RestartAfter(d) => {
-                    assert!(d > Duration::ZERO && d <= Duration::from_secs(2));
-                    assert!(d * 2 > last, "backoff grows: {d:?} after {last:?}");
-                    last = d;
+                    let ms = d.as_secs_f64() * 1e3;
+                    assert!(
+                        (0.75 * base_ms..=1.25 * base_ms).contains(&ms),
+                        "restart {}: {ms} ms, expected {base_ms} ms ± 25 %",
+                        i + 1
+                    );
                 }
-                Verdict::GiveUp => panic!("gave up after {i} restarts"),
+                Verdict::GiveUp => panic!("gave up after {} restarts", i + 1),
             }
         }
         assert_eq!(b.record(t0 + Duration::from_millis(9), t0), Verdict::GiveUp);
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        let p = RestartPolicy {
+            max_restarts: 100,
+            ..RestartPolicy::default()
+        };
+        let mut b = RestartBudget::new(p);
+        let t0 = Instant::now();
+        for i in 0..20 {
+            if let Verdict::RestartAfter(d) = b.record(t0 + Duration::from_millis(i), t0) {
+                assert!(d <= p.backoff_max, "{d:?}");
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! (`kill -9`) or stopped (SIGSTOP) at random. Loopback only; bounded in time; stops by itself.
 //!
 //! The killer respects the restart budget (at most 3 hits per target in any 60 s, the budget being
-//! 5), so every lost session is a defect, not the policy working as designed.
+//! 5), so every lost session is a defect, not the policy working as designed. A session is lost
+//! when it is closed, gets `worker_failed`, or goes without a frame for longer than a hang can
+//! explain ([`MAX_GAP`]); a crash may neither skip nor cut short an episode.
 
 use crate::{rss_mib, signal, Server, ServerOpts, Ws};
 use nix::sys::signal::Signal;
@@ -10,6 +12,13 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+/// The longest a session may go without a frame: a SIGSTOPped worker is found by the heartbeat
+/// (hang timeout 5 s, pings every 1 s), replaced after at most the longest backoff (2 s); plus 1 s.
+pub const MAX_GAP: Duration = Duration::from_secs(5 + 1 + 2 + 1);
+
+/// Frames per second of a session at speed 10 (one step per 10 ms).
+const FRAMES_PER_SEC: f64 = 100.0;
 
 #[derive(Debug, Clone)]
 pub struct ChaosConfig {
@@ -36,6 +45,9 @@ pub struct ChaosReport {
     pub continuity_violations: usize,
     pub violation_examples: Vec<String>,
     pub frames: u64,
+    /// What the sessions would have received at full pace, less what each hit may cost (a SIGSTOP
+    /// 6 s, a SIGKILL 0.5 s).
+    pub frames_expected: f64,
     pub training_restarts: usize,
     pub training_episodes_lost: u64,
     pub training_episodes_completed: u64,
@@ -52,21 +64,29 @@ struct SessionOutcome {
     restarts_seen: usize,
 }
 
-/// Follows one session's frames and checks that crashes never restart or skip an episode.
+/// Follows one session's frames and checks that crashes never restart, skip or cut short an
+/// episode, and that the session never falls silent.
 async fn watch_session(mut ws: Ws, until: Instant) -> SessionOutcome {
     let mut o = SessionOutcome::default();
     let mut last: Option<(u64, u64)> = None;
     let mut last_at = Instant::now();
     let mut resumed: Option<(u64, u64)> = None;
+    // The last episode whose `episode_end` was seen: only after it may the next one begin.
+    let mut ended: Option<u64> = None;
     while Instant::now() < until {
-        let left = until.saturating_duration_since(Instant::now());
+        let left = until.saturating_duration_since(Instant::now()).min(MAX_GAP);
         let v = match ws.next(left).await {
             Ok(v) => v,
             Err(e) => {
-                if Instant::now() < until {
+                if last_at.elapsed() >= MAX_GAP {
+                    o.lost = Some(format!("silent for {:?}", last_at.elapsed()));
+                } else if Instant::now() < until {
                     o.lost = Some(format!("{e}"));
                 }
-                break;
+                if o.lost.is_some() {
+                    break;
+                }
+                continue;
             }
         };
         ws.seen.clear();
@@ -80,15 +100,16 @@ async fn watch_session(mut ws: Ws, until: Instant) -> SessionOutcome {
                     v["step"].as_u64().unwrap_or(0),
                 );
                 if let Some((e, s)) = last {
+                    let next_episode =
+                        |prev: u64| cur.0 == prev + 1 && cur.1 == 0 && ended == Some(prev);
                     let ok = match resumed.take() {
                         // After a restart: the resumed step follows (a step whose snapshot was lost
-                        // with the worker is replayed, so `s` itself may come again).
-                        // A worker killed between episodes resumes by starting the next one.
+                        // with the worker is replayed, so `s` itself may come again); a worker
+                        // killed after an episode ended resumes by starting the next one.
                         Some((re, rs)) => {
-                            (cur.0 == re && cur.1 == rs + 1 && rs + 1 >= s)
-                                || (cur.0 == re + 1 && cur.1 == 0)
+                            (cur.0 == re && cur.1 == rs + 1 && rs + 1 >= s) || next_episode(re)
                         }
-                        None => (cur.0 == e && cur.1 == s + 1) || (cur.0 == e + 1 && cur.1 == 0),
+                        None => (cur.0 == e && cur.1 == s + 1) || next_episode(e),
                     };
                     if !ok && o.violations.len() < 5 {
                         o.violations.push(format!("{:?} after {:?}", cur, (e, s)));
@@ -98,6 +119,7 @@ async fn watch_session(mut ws: Ws, until: Instant) -> SessionOutcome {
                 }
                 last = Some(cur);
             }
+            Some("episode_end") => ended = v["episode"].as_u64(),
             Some("worker_restarted") => {
                 o.restarts_seen += 1;
                 resumed = Some((
@@ -110,6 +132,9 @@ async fn watch_session(mut ws: Ws, until: Instant) -> SessionOutcome {
             }
             _ => {}
         }
+    }
+    if o.lost.is_none() && last_at.elapsed() >= MAX_GAP {
+        o.lost = Some(format!("silent for the last {:?}", last_at.elapsed()));
     }
     o
 }
@@ -173,6 +198,7 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
 
     // Sessions playing at full speed.
     let mut watchers = Vec::new();
+    let watch_from = Instant::now();
     for _ in 0..cfg.sessions {
         let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
         ws.expect("state_update", crate::T).await;
@@ -235,6 +261,12 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
             rep.lost_reasons.push(l);
         }
     }
+    let watched = until.saturating_duration_since(watch_from).as_secs_f64();
+    // A SIGSTOP costs up to the hang timeout plus a ping interval; a SIGKILL is seen at once and,
+    // with at most 3 hits per session a minute, restarted within a short backoff.
+    let hit_cost = rep.sigstops as f64 * 6.0 + rep.sigkills as f64 * 0.5;
+    rep.frames_expected =
+        (rep.sessions_started as f64 * watched - hit_cost).max(0.0) * FRAMES_PER_SEC;
     let (tr, tl, td) = training.await.unwrap();
     rep.training_restarts = tr;
     rep.training_episodes_lost = tl;

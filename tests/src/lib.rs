@@ -40,15 +40,35 @@ pub fn bin_dir() -> PathBuf {
 const BINARY_SOURCES: &[(&str, &[&str])] = &[
     (
         "metaserver",
-        &["ipc-proto/src", "hamlet-env/src", "hamlet-onnx/src", "hamlet-log/src", "metaserver/src", "metaserver/ui"],
+        &[
+            "ipc-proto/src",
+            "hamlet-env/src",
+            "hamlet-onnx/src",
+            "hamlet-log/src",
+            "metaserver/src",
+            "metaserver/ui",
+        ],
     ),
     (
         "worker-inference",
-        &["ipc-proto/src", "hamlet-env/src", "hamlet-onnx/src", "hamlet-log/src", "worker-inference/src"],
+        &[
+            "ipc-proto/src",
+            "hamlet-env/src",
+            "hamlet-onnx/src",
+            "hamlet-log/src",
+            "worker-inference/src",
+        ],
     ),
     (
         "worker-training",
-        &["ipc-proto/src", "hamlet-env/src", "hamlet-onnx/src", "hamlet-log/src", "hamlet-dqn/src", "worker-training/src"],
+        &[
+            "ipc-proto/src",
+            "hamlet-env/src",
+            "hamlet-onnx/src",
+            "hamlet-log/src",
+            "hamlet-dqn/src",
+            "worker-training/src",
+        ],
     ),
 ];
 
@@ -56,16 +76,22 @@ const BINARY_SOURCES: &[(&str, &[&str])] = &[
 pub fn check_binaries_fresh(dir: &Path) -> std::result::Result<(), String> {
     for (bin, sources) in BINARY_SOURCES {
         let p = dir.join(bin);
-        let built = std::fs::metadata(&p).and_then(|m| m.modified()).map_err(|_| {
-            format!(
+        let built = std::fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .map_err(|_| {
+                format!(
                 "{} is missing: run `cargo build --release --workspace --bins` (scripts/test does)",
                 p.display()
             )
-        })?;
+            })?;
         let newer = sources
             .iter()
             .flat_map(|s| files_under(&root().join(s)))
-            .find(|f| std::fs::metadata(f).and_then(|m| m.modified()).is_ok_and(|t| t > built));
+            .find(|f| {
+                std::fs::metadata(f)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t > built)
+            });
         if let Some(src) = newer {
             return Err(format!(
                 "{} is older than {}: run `cargo build --release --workspace --bins` (scripts/test \

@@ -320,9 +320,16 @@ async fn a_worker_killed_before_its_first_snapshot_still_gives_a_notice_not_a_se
 #[tokio::test(flavor = "multi_thread")]
 async fn stable_workers_reset_the_budget_and_quick_deaths_spend_it() {
     let s = Server::start_with(ServerOpts {
-        args: ["--stable-after-secs", "2", "--max-restarts", "2", "--backoff-max-ms", "100"]
-            .map(String::from)
-            .to_vec(),
+        args: [
+            "--stable-after-secs",
+            "2",
+            "--max-restarts",
+            "2",
+            "--backoff-max-ms",
+            "100",
+        ]
+        .map(String::from)
+        .to_vec(),
         ..Default::default()
     });
     // Four deaths, each of a worker that lived 3 s: every one is forgiven.
@@ -336,7 +343,11 @@ async fn stable_workers_reset_the_budget_and_quick_deaths_spend_it() {
     }
     ws.send(json!({"command":"step"})).await;
     assert_eq!(ws.expect("state_update", T).await["step"], 1);
-    assert!(ws.seen.iter().all(|v| v["type"] != "error"), "{:?}", ws.seen);
+    assert!(
+        ws.seen.iter().all(|v| v["type"] != "error"),
+        "{:?}",
+        ws.seen
+    );
 
     // Deaths 0.2 s apart: the third within the window ends the session.
     let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
@@ -400,13 +411,21 @@ async fn operator_restart_of_a_warm_worker_ends_it_and_the_pool_refills() {
     s.wait_for("two warm workers", T, |s| {
         s.workers().iter().filter(|w| w["state"] == "warm").count() == 2
     });
-    let warm = s.workers().into_iter().find(|w| w["state"] == "warm").unwrap();
-    let (id, pid) = (warm["id"].as_str().unwrap().to_owned(), warm["pid"].as_u64().unwrap() as u32);
+    let warm = s
+        .workers()
+        .into_iter()
+        .find(|w| w["state"] == "warm")
+        .unwrap();
+    let (id, pid) = (
+        warm["id"].as_str().unwrap().to_owned(),
+        warm["pid"].as_u64().unwrap() as u32,
+    );
     let (code, _) = http(&s.addr, "POST", &format!("/api/workers/{id}/restart"), &[]);
     assert_eq!(code, 202);
     s.wait_for("the warm worker is gone", T, |_| !alive(pid));
     s.wait_for("the pool refills", T, |s| {
         let w = s.workers();
-        w.iter().all(|w| w["id"] != id.as_str()) && w.iter().filter(|w| w["state"] == "warm").count() == 2
+        w.iter().all(|w| w["id"] != id.as_str())
+            && w.iter().filter(|w| w["state"] == "warm").count() == 2
     });
 }

@@ -184,7 +184,10 @@ async fn inference_sessions_keep_playing_while_a_watched_run_trains() {
 
 fn training_worker(s: &Server) -> (String, u32) {
     let t = &s.get_json("/api/status")["training"];
-    let id = t["worker_id"].as_str().expect("a training worker").to_owned();
+    let id = t["worker_id"]
+        .as_str()
+        .expect("a training worker")
+        .to_owned();
     (id, t["worker_pid"].as_u64().unwrap() as u32)
 }
 
@@ -251,7 +254,10 @@ async fn a_panicking_training_thread_is_a_crash_and_the_run_resumes() {
     .await;
     let r = a.expect("training_restarted", LONG).await;
     let reason = r["reason"].as_str().unwrap();
-    assert!(reason.contains("exited with code") && reason.contains("panicked"), "{reason}");
+    assert!(
+        reason.contains("exited with code") && reason.contains("panicked"),
+        "{reason}"
+    );
     assert_eq!(r["resumed_from_episode"], 3);
     let done = a.expect("training_complete", LONG).await;
     assert_eq!(done["stopped"], false);
@@ -300,7 +306,10 @@ async fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
     // Still paused: for most of a second (a dozen episodes' worth when running) nothing completes.
     assert_eq!(s.get_json("/api/status")["training"]["paused"], true);
     let quiet_until = std::time::Instant::now() + Duration::from_millis(1000);
-    while let Ok(v) = a.next(quiet_until.saturating_duration_since(std::time::Instant::now())).await {
+    while let Ok(v) = a
+        .next(quiet_until.saturating_duration_since(std::time::Instant::now()))
+        .await
+    {
         assert_ne!(v["type"], "episode_complete", "the paused run went on: {v}");
     }
     a.send(json!({"command":"resume"})).await;
