@@ -1,7 +1,7 @@
 //! Checks this world against recorded trajectories (the format of
 //! `shared/golden/env-trajectories.json`): reset, replay each action, compare every number.
 
-use crate::wire::wire_meters;
+use crate::wire::{wire_meters, WireMeters};
 use crate::World;
 use serde::Deserialize;
 use std::path::Path;
@@ -31,17 +31,7 @@ pub struct RecordedStep {
     pub reward: f64,
     pub done: bool,
     pub pos: [i32; 2],
-    pub wire_meters: RecordedMeters,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct RecordedMeters {
-    pub energy: f64,
-    pub hygiene: f64,
-    pub satiation: f64,
-    pub money: f64,
-    pub stress: f64,
-    pub social: f64,
+    pub wire_meters: WireMeters,
 }
 
 /// Outcome for one trajectory.

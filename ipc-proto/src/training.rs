@@ -135,6 +135,8 @@ impl TrainingConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldSpec {
     pub name: &'static str,
+    /// A short label for a form.
+    pub label: &'static str,
     /// `integer`, `number`, `choice` or `text`.
     pub kind: &'static str,
     pub default: serde_json::Value,
@@ -152,8 +154,9 @@ pub struct FieldSpec {
 pub fn fields() -> Vec<FieldSpec> {
     use serde_json::json;
     let d = TrainingConfig::default();
-    let int = |name, default: u32, (lo, hi): (u32, u32), help| FieldSpec {
+    let int = |name, label, default: u32, (lo, hi): (u32, u32), help| FieldSpec {
         name,
+        label,
         kind: "integer",
         default: json!(default),
         min: Some(f64::from(lo)),
@@ -161,8 +164,9 @@ pub fn fields() -> Vec<FieldSpec> {
         choices: None,
         help,
     };
-    let num = |name, default: f64, (lo, hi): (f64, f64), help| FieldSpec {
+    let num = |name, label, default: f64, (lo, hi): (f64, f64), help| FieldSpec {
         name,
+        label,
         kind: "number",
         default: json!(default),
         min: Some(lo),
@@ -173,36 +177,42 @@ pub fn fields() -> Vec<FieldSpec> {
     vec![
         int(
             "num_episodes",
+            "Episodes",
             d.num_episodes,
             limits::NUM_EPISODES,
             "Episodes to train.",
         ),
         int(
             "batch_size",
+            "Batch size",
             d.batch_size,
             limits::BATCH_SIZE,
             "Transitions per gradient step.",
         ),
         int(
             "buffer_capacity",
+            "Replay buffer",
             d.buffer_capacity,
             limits::BUFFER_CAPACITY,
             "Replay buffer size (transitions).",
         ),
         int(
             "show_every",
+            "Show every N episodes",
             d.show_every,
             limits::SHOW_EVERY,
             "Stream every N-th episode step by step.",
         ),
         num(
             "step_delay",
+            "Step delay (s)",
             d.step_delay,
             limits::STEP_DELAY,
             "Seconds between steps of a shown episode.",
         ),
         FieldSpec {
             name: "network",
+            label: "Network",
             kind: "choice",
             default: json!(d.network.as_str()),
             min: None,
@@ -212,54 +222,63 @@ pub fn fields() -> Vec<FieldSpec> {
         },
         num(
             "learning_rate",
+            "Learning rate",
             d.learning_rate,
             limits::LEARNING_RATE,
             "Adam learning rate.",
         ),
         num(
             "gamma",
+            "Discount γ",
             d.gamma,
             limits::GAMMA,
             "Discount factor for future reward.",
         ),
         num(
             "epsilon_start",
+            "ε start",
             d.epsilon_start,
             limits::EPSILON,
             "Exploration rate at the start.",
         ),
         num(
             "epsilon_min",
+            "ε floor",
             d.epsilon_min,
             limits::EPSILON,
             "Lowest exploration rate.",
         ),
         num(
             "epsilon_decay",
+            "ε decay per episode",
             d.epsilon_decay,
             limits::EPSILON_DECAY,
             "ε is multiplied by this after each episode.",
         ),
         int(
             "target_update",
+            "Target copy every N episodes",
             d.target_update,
             limits::TARGET_UPDATE,
             "Episodes between copies into the target network.",
         ),
         int(
             "max_steps",
+            "Step cap per episode",
             d.max_steps,
             limits::MAX_STEPS,
             "Step cap per episode.",
         ),
         int(
             "checkpoint_every",
+            "Checkpoint every N episodes",
             d.checkpoint_every,
             limits::CHECKPOINT_EVERY,
             "Episodes between checkpoints (a crashed run resumes from the last).",
         ),
         FieldSpec {
             name: "seed",
+            label: "Seed",
             kind: "integer",
             default: serde_json::Value::Null,
             min: Some(0.0),
@@ -269,6 +288,7 @@ pub fn fields() -> Vec<FieldSpec> {
         },
         FieldSpec {
             name: "model_name",
+            label: "Model name",
             kind: "text",
             default: serde_json::Value::Null,
             min: None,

@@ -3,23 +3,6 @@ import { Socket } from './socket.js';
 import { drawLine, drawHeat } from './draw.js';
 
 const $ = (id) => document.getElementById(id);
-// name, label, default, min, max, step  (limits as protocol.md and the server enforce them)
-const FIELDS = [
-  ['num_episodes', 'Episodes', 100, 1, 100000, 1],
-  ['batch_size', 'Batch size', 32, 1, 1024, 1],
-  ['buffer_capacity', 'Replay buffer', 10000, 100, 1000000, 100],
-  ['show_every', 'Show every N episodes', 5, 1, 100000, 1],
-  ['step_delay', 'Step delay (s, shown episodes)', 0.2, 0, 5, 0.05],
-  ['learning_rate', 'Learning rate', 0.001, 0.000001, 1, 0.0001],
-  ['gamma', 'Discount γ', 0.99, 0, 1, 0.01],
-  ['epsilon_start', 'ε start', 1.0, 0, 1, 0.01],
-  ['epsilon_min', 'ε floor', 0.05, 0, 1, 0.01],
-  ['epsilon_decay', 'ε decay per episode', 0.995, 0.5, 1, 0.001],
-  ['target_update', 'Target copy every N episodes', 10, 1, 100000, 1],
-  ['max_steps', 'Step cap per episode', 500, 1, 100000, 1],
-  ['checkpoint_every', 'Checkpoint every N episodes', 5, 1, 100000, 1],
-];
-
 export class TrainingView {
   constructor(app) {
     this.app = app;
@@ -36,30 +19,54 @@ export class TrainingView {
 
   start() { if (!this.started) { this.started = true; this.socket.connect(); } }
 
-  buildForm() {
+  // The form is built from the server's one table of start_training fields (GET
+  // /api/training/config): names, defaults, limits and help all come from there.
+  async buildForm() {
     const grid = $('train-fields');
-    const inputs = FIELDS.map(([name, label, def, min, max, step]) => {
-      const l = document.createElement('label'); l.textContent = `${label} (${min}–${max})`;
+    let fields;
+    try {
+      fields = (await (await fetch('/api/training/config')).json()).fields;
+    } catch (e) {
+      grid.textContent = `Could not load the training settings (${e}); reload the page.`;
+      return;
+    }
+    this.fields = fields;
+    grid.replaceChildren(...fields.map((f) => this.fieldInput(f)));
+    window.hamlet.trainingForm = fields.length;
+  }
+
+  fieldInput(f) {
+    const l = document.createElement('label');
+    const range = f.min !== undefined && f.max !== undefined ? ` (${f.min}–${f.max})` : '';
+    l.textContent = `${f.label}${range}`;
+    l.title = f.help;
+    let i;
+    if (f.kind === 'choice') {
+      i = document.createElement('select');
+      for (const c of f.choices) i.append(new Option(c, c, c === f.default, c === f.default));
+    } else {
+      i = document.createElement('input');
+      if (f.kind === 'text') Object.assign(i, { type: 'text', pattern: '[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}' });
       // Integer fields step by 1; real-valued ones accept any value in range (the server validates).
-      const i = document.createElement('input'); Object.assign(i, { type: 'number', name, id: `t-${name}`, value: def, min, max, step: Number.isInteger(step) ? step : 'any', required: true });
-      l.append(i); return l;
-    });
-    const net = document.createElement('label'); net.textContent = 'Network';
-    net.innerHTML += '<select id="t-network" name="network"><option value="qnetwork">qnetwork (72→128→128→5)</option><option value="dueling">dueling (V + A − mean A)</option></select>';
-    const seed = document.createElement('label'); seed.textContent = 'Seed (blank: random)';
-    seed.innerHTML += '<input id="t-seed" name="seed" type="number" min="0" step="1">';
-    const name = document.createElement('label'); name.textContent = 'Model name (blank: automatic)';
-    name.innerHTML += '<input id="t-model_name" name="model_name" type="text" pattern="[A-Za-z0-9][A-Za-z0-9._\\-]{0,63}">';
-    grid.replaceChildren(net, ...inputs, seed, name);
+      else Object.assign(i, { type: 'number', step: f.kind === 'integer' ? 1 : 'any' });
+      if (f.min !== undefined) i.min = f.min;
+      if (f.max !== undefined) i.max = f.max;
+      if (f.default !== null) { i.value = f.default; i.required = true; } else i.placeholder = 'blank: automatic';
+    }
+    Object.assign(i, { id: `t-${f.name}`, name: f.name });
+    l.append(i);
+    return l;
   }
 
   bind() {
     $('train-form').onsubmit = (e) => {
       e.preventDefault();
-      const msg = { command: 'start_training', network: $('t-network').value };
-      for (const [name] of FIELDS) msg[name] = Number($(`t-${name}`).value);
-      if ($('t-seed').value !== '') msg.seed = Number($('t-seed').value);
-      if ($('t-model_name').value) msg.model_name = $('t-model_name').value;
+      const msg = { command: 'start_training' };
+      for (const f of this.fields || []) {
+        const v = $(`t-${f.name}`).value;
+        if (v === '') continue; // blank: the server's default
+        msg[f.name] = f.kind === 'integer' || f.kind === 'number' ? Number(v) : v;
+      }
       this.socket.send(msg);
     };
     $('btn-tpause').onclick = () => this.socket.send({ command: 'pause' });

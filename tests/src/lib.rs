@@ -366,16 +366,21 @@ impl Drop for Server {
     }
 }
 
-/// A process's resident set size in KiB (0 if it is gone).
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+/// A `KEY: VALUE kB` figure of `/proc/PID/FILE` (0 if the process is gone).
+pub fn proc_kib(pid: u32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// A process's resident set size in KiB (0 if it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_kib(pid, "status", "VmRSS:")
 }
 
 pub fn rss_mib(pid: u32) -> f64 {

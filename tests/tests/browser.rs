@@ -104,6 +104,22 @@ fn inference_training_and_a_killed_worker_in_a_real_browser() {
     b.click("#tab-training").unwrap();
     b.wait_for("the training socket", W, "window.hamlet.training.connected")
         .unwrap();
+    // The form is built from the server's table of fields (GET /api/training/config).
+    let table = s.get_json("/api/training/config")["fields"]
+        .as_array()
+        .unwrap()
+        .len();
+    b.wait_for(
+        "the training form",
+        W,
+        &format!("window.hamlet.trainingForm === {table}"),
+    )
+    .unwrap();
+    assert_eq!(
+        b.eval("return document.getElementById('t-num_episodes').max")
+            .unwrap(),
+        "100000"
+    );
     b.eval(
         "for (const [k, v] of Object.entries({num_episodes: 12, max_steps: 60, step_delay: 0.02, show_every: 1, batch_size: 16})) \
          document.getElementById('t-' + k).value = v; return true;",

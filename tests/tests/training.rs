@@ -318,3 +318,50 @@ async fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
     a.send(json!({"command":"stop"})).await;
     a.expect("training_complete", LONG).await;
 }
+
+/// The one table of `start_training` fields: what it says is what the server accepts — a run
+/// started with every field at the table's default has exactly those values in its config.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_training_config_table_matches_what_start_training_accepts() {
+    let s = Server::start();
+    let fields = s.get_json("/api/training/config")["fields"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let mut start = json!({"command":"start_training"});
+    for f in &fields {
+        let name = f["name"].as_str().unwrap();
+        assert!(f["help"].as_str().is_some_and(|h| !h.is_empty()), "{f}");
+        if !f["default"].is_null() {
+            start[name] = f["default"].clone();
+        }
+        if let (Some(lo), Some(hi)) = (f["min"].as_f64(), f["max"].as_f64()) {
+            assert!(lo <= hi, "{f}");
+        }
+    }
+    assert_eq!(fields.len(), 16, "every start_training field: {fields:?}");
+    start["num_episodes"] = json!(1);
+    start["max_steps"] = json!(5);
+    let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    a.expect("training_status", T).await;
+    a.send(start.clone()).await;
+    let cfg = a.expect("training_started", T).await["config"].clone();
+    for f in &fields {
+        let name = f["name"].as_str().unwrap();
+        if !start[name].is_null() {
+            assert_eq!(cfg[name], start[name], "{name}");
+        }
+    }
+    // One past a limit is refused with the field named.
+    a.expect("training_complete", LONG).await;
+    let mut over = start.clone();
+    over["batch_size"] = json!(
+        fields.iter().find(|f| f["name"] == "batch_size").unwrap()["max"]
+            .as_f64()
+            .unwrap()
+            + 1.0
+    );
+    a.send(over).await;
+    let e = a.expect("error", T).await;
+    assert!(e["message"].as_str().unwrap().contains("batch_size"), "{e}");
+}

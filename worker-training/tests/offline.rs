@@ -28,7 +28,7 @@ fn the_written_model_is_the_best_evaluated_one() {
     };
     let r = train(&args, "test".into()).unwrap();
     assert!(
-        r.best_at_episode % 5 == 0 && r.best_at_episode <= 30,
+        r.best_at_episode.is_multiple_of(5) && r.best_at_episode <= 30,
         "{r:?}"
     );
     let info = hamlet_onnx::inspect_file(&dir.join("m.onnx")).unwrap();

@@ -36,14 +36,7 @@ fn ms(d: Duration) -> f64 {
 
 /// Proportional set size: shared library pages divided among the processes that map them.
 fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_kib(pid, "smaps_rollup", "Pss:")
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -291,17 +284,14 @@ async fn direct_worker_rtt() -> (f64, f64) {
         let t = Instant::now();
         w.send(step()).await;
         loop {
-            match w.recv().await {
-                FromInference::Message(m) => {
-                    let v: Value = serde_json::from_str(&m.to_json()).unwrap();
-                    if v["type"] == "state_update" {
-                        break;
-                    }
-                    if v["type"] == "episode_end" {
-                        w.send(step()).await;
-                    }
+            if let FromInference::Message(m) = w.recv().await {
+                let v: Value = serde_json::from_str(&m.to_json()).unwrap();
+                if v["type"] == "state_update" {
+                    break;
                 }
-                _ => {}
+                if v["type"] == "episode_end" {
+                    w.send(step()).await;
+                }
             }
         }
         if i >= 100 {
