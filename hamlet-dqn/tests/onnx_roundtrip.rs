@@ -10,7 +10,9 @@ use rand_pcg::Pcg64;
 use std::path::PathBuf;
 
 fn ort_lib() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.onnxruntime/libonnxruntime.so.1.31.1")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(ipc_proto::ORT_LIB_PATH)
 }
 
 /// ONNX Runtime allows one environment per process.

@@ -28,7 +28,7 @@ pub struct Config {
     /// ONNX Runtime shared library handed to workers (scripts/setup puts it in .onnxruntime/).
     #[arg(
         long,
-        default_value = ".onnxruntime/libonnxruntime.so.1.31.1",
+        default_value = ipc_proto::ORT_LIB_PATH,
         env = "HAMLET_ORT_LIB"
     )]
     pub ort_lib: PathBuf,

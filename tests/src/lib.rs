@@ -7,8 +7,7 @@ pub mod webdriver;
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -399,49 +398,31 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// Minimal HTTP/1.1 client (tests need no more).
+/// An HTTP request to the server under test: (status, body). Redirects are not followed, so a
+/// test sees them; error statuses are answers, not failures.
 pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
-    for (k, v) in headers {
-        req += &format!("{k}: {v}\r\n");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let mut resp = match method {
+        "GET" => headers
+            .iter()
+            .fold(agent.get(&url), |r, (k, v)| r.header(*k, *v))
+            .call(),
+        "POST" => headers
+            .iter()
+            .fold(agent.post(&url), |r, (k, v)| r.header(*k, *v))
+            .send_empty(),
+        other => panic!("http(): no {other} in these tests"),
     }
-    req += "\r\n";
-    s.write_all(req.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
+    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let code = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
     (code, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out += &rest[..n];
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 type WsStream =
