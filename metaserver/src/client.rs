@@ -136,6 +136,105 @@ pub enum Incoming<T> {
     Gone,
 }
 
+/// A token bucket: `rate` messages a second, bursts of twice that.
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+    last_warning: Option<Instant>,
+}
+
+impl RateLimit {
+    fn new(rate: f64) -> Self {
+        let burst = (rate * 2.0).max(1.0);
+        RateLimit {
+            rate,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+            last_warning: None,
+        }
+    }
+
+    /// Takes a token; false when the client is over its rate.
+    fn admit(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+
+    /// Whether to tell the client it is being limited (at most once a second).
+    fn should_warn(&mut self) -> bool {
+        let now = Instant::now();
+        let warn = self
+            .last_warning
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(1));
+        if warn {
+            self.last_warning = Some(now);
+        }
+        warn
+    }
+}
+
+/// A client that sends only garbage is closed after this many rejected messages.
+const MAX_ERRORS: u32 = 100;
+
+/// What to do with one WebSocket message: its text, or skip it, or stop reading.
+enum Read {
+    Text(Utf8Bytes),
+    Skip,
+    Stop,
+}
+
+/// Sorts one incoming WebSocket message; binary frames and oversize messages are answered here.
+fn classify(msg: Result<Message, axum::Error>, client: &Client, errors: &mut u32) -> Read {
+    match msg {
+        Ok(Message::Text(t)) => Read::Text(t),
+        Ok(Message::Binary(_)) => {
+            let e = ServerMessage::error(
+                ErrorCode::BinaryFrame,
+                "binary frames are not supported; send JSON text",
+            );
+            if reject(client, &e, errors) {
+                Read::Skip
+            } else {
+                Read::Stop
+            }
+        }
+        Ok(Message::Close(_)) => Read::Stop,
+        Ok(_) => Read::Skip, // ping/pong are handled by the library
+        Err(e) => {
+            // Over --max-frame-bytes: tungstenite refuses it with a capacity error → 1009.
+            let inner = e.into_inner();
+            if let Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) =
+                inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+            {
+                client.close(close::TOO_BIG, "message too big");
+            }
+            Read::Stop
+        }
+    }
+}
+
+/// Answers a rejected message; false (and the connection closed with 1008) after too many.
+fn reject(client: &Client, answer: &ServerMessage, errors: &mut u32) -> bool {
+    *errors += 1;
+    client.metrics.client_errors.fetch_add(1, Relaxed);
+    client.send(answer);
+    if *errors > MAX_ERRORS {
+        client.close(close::POLICY, "too many invalid messages");
+        return false;
+    }
+    true
+}
+
 /// Reads browser messages, validating each with `parse`; errors are answered on `client` directly.
 /// Returns when the client disconnects or is closed for a policy violation.
 pub async fn read_loop<T: Send + 'static>(
@@ -145,47 +244,16 @@ pub async fn read_loop<T: Send + 'static>(
     tx: mpsc::Sender<Incoming<T>>,
     parse: impl Fn(&str) -> Result<T, Rejection>,
 ) {
-    const MAX_ERRORS: u32 = 100;
-    let burst = (rate_per_sec * 2.0).max(1.0);
-    let mut tokens = burst;
-    let mut last = Instant::now();
+    let mut limit = RateLimit::new(rate_per_sec);
     let mut errors = 0u32;
-    let mut last_rate_warning: Option<Instant> = None;
     while let Some(msg) = stream.next().await {
-        let text = match msg {
-            Ok(Message::Text(t)) => t,
-            Ok(Message::Binary(_)) => {
-                errors += 1;
-                client.metrics.client_errors.fetch_add(1, Relaxed);
-                client.send(&ServerMessage::error(
-                    ErrorCode::BinaryFrame,
-                    "binary frames are not supported; send JSON text",
-                ));
-                if errors > MAX_ERRORS {
-                    client.close(close::POLICY, "too many invalid messages");
-                    break;
-                }
-                continue;
-            }
-            Ok(Message::Close(_)) => break,
-            Ok(_) => continue, // ping/pong are handled by the library
-            Err(e) => {
-                // Over --max-frame-bytes: tungstenite refuses it with a capacity error → 1009.
-                let inner = e.into_inner();
-                if let Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) =
-                    inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
-                {
-                    client.close(close::TOO_BIG, "message too big");
-                }
-                break;
-            }
+        let text = match classify(msg, &client, &mut errors) {
+            Read::Text(t) => t,
+            Read::Skip => continue,
+            Read::Stop => break,
         };
-        let now = Instant::now();
-        tokens = (tokens + now.duration_since(last).as_secs_f64() * rate_per_sec).min(burst);
-        last = now;
-        if tokens < 1.0 {
-            if last_rate_warning.is_none_or(|t| now.duration_since(t) > Duration::from_secs(1)) {
-                last_rate_warning = Some(now);
+        if !limit.admit() {
+            if limit.should_warn() {
                 client.send(&ServerMessage::error(
                     ErrorCode::RateLimited,
                     "too many messages: slow down (excess messages are ignored)",
@@ -193,7 +261,6 @@ pub async fn read_loop<T: Send + 'static>(
             }
             continue;
         }
-        tokens -= 1.0;
         match parse(&text) {
             Ok(v) => {
                 if tx.send(Incoming::Valid(v)).await.is_err() {
@@ -201,11 +268,7 @@ pub async fn read_loop<T: Send + 'static>(
                 }
             }
             Err(rej) => {
-                errors += 1;
-                client.metrics.client_errors.fetch_add(1, Relaxed);
-                client.send(&rej.to_message());
-                if errors > MAX_ERRORS {
-                    client.close(close::POLICY, "too many invalid messages");
+                if !reject(&client, &rej.to_message(), &mut errors) {
                     break;
                 }
             }

@@ -308,30 +308,17 @@ impl TrainingHub {
     ) -> Option<TrainingWorker> {
         let counted = lost.reason != RestartReason::Operator;
         loop {
-            if counted {
-                match budget.record(Instant::now(), lost.started) {
-                    Verdict::GiveUp => {
-                        let text = &lost.text;
-                        self.fail_run(format!(
-                            "the training worker failed repeatedly; last exit: {text}"
-                        ));
-                        return None;
-                    }
-                    Verdict::RestartAfter(d) => tokio::time::sleep(d).await,
-                }
+            if counted && !self.allow_restart(budget, &lost).await {
+                return None;
             }
-            let restarts = {
-                let mut s = self.state.lock();
-                s.restarts += 1;
-                s.restarts
-            };
             let w = match self.spawn_worker().await {
                 Ok(w) => w,
                 Err(e) if counted => {
+                    let (reason, started) = (RestartReason::StartFailed, Instant::now());
                     lost = Lost {
-                        reason: RestartReason::StartFailed,
+                        reason,
                         text: e,
-                        started: Instant::now(),
+                        started,
                     };
                     continue;
                 }
@@ -340,39 +327,69 @@ impl TrainingHub {
                     return None;
                 }
             };
-            let text = lost.text.clone();
-            self.sup.registry.update(&w.id, |i| {
-                i.last_exit = Some(text);
-                i.restarts = restarts;
-            });
-            let Some((msg, from_checkpoint)) = self.resume_message() else {
-                self.fail_run("no configuration to resume".into());
-                return Some(w);
-            };
-            // A paused run stays paused across the replacement.
-            let paused = self.state.lock().status.paused;
-            let pause = paused.then_some(ToTraining::Control(RunControl::Pause));
-            if w.send(msg).is_err() || pause.is_some_and(|p| w.send(p).is_err()) {
-                let text = "replacement worker closed its socket".to_owned();
-                lost = Lost {
-                    reason: RestartReason::Crash,
-                    text,
-                    started: w.started,
-                };
-                continue;
+            match self.hand_run_to(&w, &lost) {
+                Ok(()) => return Some(w),
+                Err(again) => lost = again,
             }
-            info!(worker = %w.id, pid = w.pid(), "training worker restarted");
-            if from_checkpoint {
-                // Announced when the worker says which episode it resumed after.
-                self.state.lock().pending_restart = Some(lost.text);
-            } else {
-                self.announce(&ServerMessage::TrainingRestarted(TrainingRestarted {
-                    reason: lost.text,
-                    resumed_from_episode: 0,
-                }));
-            }
-            return Some(w);
         }
+    }
+
+    /// Records a restart against the budget: sleeps its backoff, or fails the run when spent.
+    async fn allow_restart(&self, budget: &mut RestartBudget, lost: &Lost) -> bool {
+        match budget.record(Instant::now(), lost.started) {
+            Verdict::GiveUp => {
+                let text = &lost.text;
+                self.fail_run(format!(
+                    "the training worker failed repeatedly; last exit: {text}"
+                ));
+                false
+            }
+            Verdict::RestartAfter(d) => {
+                tokio::time::sleep(d).await;
+                true
+            }
+        }
+    }
+
+    /// Gives the run to a new worker (from its checkpoint, paused if it was) and tells viewers;
+    /// `Err` when the worker is already gone.
+    fn hand_run_to(&self, w: &TrainingWorker, lost: &Lost) -> Result<(), Lost> {
+        let restarts = {
+            let mut s = self.state.lock();
+            s.restarts += 1;
+            s.restarts
+        };
+        let text = lost.text.clone();
+        self.sup.registry.update(&w.id, |i| {
+            i.last_exit = Some(text);
+            i.restarts = restarts;
+        });
+        let Some((msg, from_checkpoint)) = self.resume_message() else {
+            self.fail_run("no configuration to resume".into());
+            return Ok(());
+        };
+        let paused = self.state.lock().status.paused;
+        let pause = paused.then_some(ToTraining::Control(RunControl::Pause));
+        if w.send(msg).is_err() || pause.is_some_and(|p| w.send(p).is_err()) {
+            let text = "replacement worker closed its socket".to_owned();
+            let (reason, started) = (RestartReason::Crash, w.started);
+            return Err(Lost {
+                reason,
+                text,
+                started,
+            });
+        }
+        info!(worker = %w.id, pid = w.pid(), "training worker restarted");
+        if from_checkpoint {
+            // Announced when the worker says which episode it resumed after.
+            self.state.lock().pending_restart = Some(lost.text.clone());
+        } else {
+            self.announce(&ServerMessage::TrainingRestarted(TrainingRestarted {
+                reason: lost.text.clone(),
+                resumed_from_episode: 0,
+            }));
+        }
+        Ok(())
     }
 
     /// Ends a worker gracefully with `how` (`Shutdown` saves the run's model and ends it;

@@ -139,19 +139,13 @@ async fn watch_session(mut ws: Ws, until: Instant) -> SessionOutcome {
     o
 }
 
-pub async fn run(cfg: ChaosConfig) -> ChaosReport {
-    let s = Server::start_with(ServerOpts::default_model(&[
-        "--default-model",
-        "hamlet-default.onnx",
-    ]));
-    let mut rep = ChaosReport {
-        metaserver_rss_before_mib: rss_mib(s.pid),
-        ..Default::default()
-    };
-    let t0 = Instant::now();
-    let until = t0 + cfg.duration;
-
-    // Training: a long run, one starter who counts episodes, plus viewers who just read.
+/// Starts a long training run watched by `viewers` readers; the returned task follows it until
+/// `until` and answers (restarts, episodes lost, episodes completed).
+async fn watch_training(
+    s: &Server,
+    viewers: usize,
+    until: Instant,
+) -> tokio::task::JoinHandle<(usize, u64, u64)> {
     let mut starter = Ws::connect(&s.url("/ws/training")).await.unwrap();
     starter.expect("training_status", crate::T).await;
     starter
@@ -161,7 +155,7 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
         )
         .await;
     starter.expect("training_started", crate::T).await;
-    for _ in 0..cfg.viewers {
+    for _ in 0..viewers {
         let mut v = Ws::connect(&s.url("/ws/training")).await.unwrap();
         tokio::spawn(async move {
             while v.next(Duration::from_secs(30)).await.is_ok() {
@@ -169,13 +163,11 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
             }
         });
     }
-    let training = tokio::spawn(async move {
+    tokio::spawn(async move {
         let (mut last_ep, mut lost, mut restarts, mut done) = (0u64, 0u64, 0usize, 0u64);
         while Instant::now() < until {
-            let Ok(v) = starter
-                .next(until.saturating_duration_since(Instant::now()))
-                .await
-            else {
+            let left = until.saturating_duration_since(Instant::now());
+            let Ok(v) = starter.next(left).await else {
                 break;
             };
             starter.seen.clear();
@@ -194,36 +186,24 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
         }
         starter.send(json!({"command":"stop"})).await;
         (restarts, lost, done)
-    });
+    })
+}
 
-    // Sessions playing at full speed.
-    let mut watchers = Vec::new();
-    let watch_from = Instant::now();
-    for _ in 0..cfg.sessions {
-        let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
-        ws.expect("state_update", crate::T).await;
-        ws.send(json!({"command":"set_speed","speed":10})).await;
-        ws.send(json!({"command":"play"})).await;
-        rep.sessions_started += 1;
-        watchers.push(tokio::spawn(watch_session(ws, until)));
-    }
-
-    // The killer.
+/// Hits active workers at random until shortly before `until` (a SIGSTOPped worker needs ~6 s to
+/// be replaced), never more than 3 times per session in a minute. Counts into `rep`.
+async fn kill_at_random(s: &Server, cfg: &ChaosConfig, until: Instant, rep: &mut ChaosReport) {
     let mut rng = rand_pcg::Pcg64::seed_from_u64(cfg.seed);
     let mut hits: HashMap<String, Vec<Instant>> = HashMap::new();
-    let stop_leeway = Duration::from_secs(7); // a SIGSTOPped worker is replaced after ~5 s
+    let stop_leeway = Duration::from_secs(7);
     while Instant::now() + cfg.kill_every + stop_leeway < until {
         tokio::time::sleep(cfg.kill_every).await;
         let workers: Vec<Value> = s
             .workers()
             .into_iter()
             .filter(|w| w["state"] == "active")
-            .collect();
-        let candidates: Vec<&Value> = workers
-            .iter()
             .filter(|w| {
-                let key = w["session"].as_str().unwrap_or("").to_owned();
-                hits.get(&key).is_none_or(|h| {
+                let key = w["session"].as_str().unwrap_or("");
+                hits.get(key).is_none_or(|h| {
                     h.iter()
                         .filter(|t| t.elapsed() < Duration::from_secs(60))
                         .count()
@@ -231,10 +211,10 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
                 })
             })
             .collect();
-        if candidates.is_empty() {
+        if workers.is_empty() {
             continue;
         }
-        let w = candidates[rng.random_range(0..candidates.len())];
+        let w = &workers[rng.random_range(0..workers.len())];
         let pid = w["pid"].as_u64().unwrap() as u32;
         hits.entry(w["session"].as_str().unwrap_or("").to_owned())
             .or_default()
@@ -247,19 +227,48 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
             signal(pid, Signal::SIGKILL);
         }
     }
+}
 
+fn add_outcome(rep: &mut ChaosReport, o: SessionOutcome) {
+    rep.frames += o.frames;
+    rep.longest_gap_ms = rep.longest_gap_ms.max(o.longest_gap);
+    rep.worker_restarted_seen += o.restarts_seen;
+    rep.continuity_violations += o.violations.len();
+    rep.violation_examples
+        .extend(o.violations.into_iter().filter(|v| !v.is_empty()).take(3));
+    if let Some(l) = o.lost {
+        rep.sessions_lost += 1;
+        rep.lost_reasons.push(l);
+    }
+}
+
+pub async fn run(cfg: ChaosConfig) -> ChaosReport {
+    let s = Server::start_with(ServerOpts::default_model(&[
+        "--default-model",
+        "hamlet-default.onnx",
+    ]));
+    let mut rep = ChaosReport {
+        metaserver_rss_before_mib: rss_mib(s.pid),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let until = t0 + cfg.duration;
+    let training = watch_training(&s, cfg.viewers, until).await;
+
+    // Sessions playing at full speed.
+    let mut watchers = Vec::new();
+    let watch_from = Instant::now();
+    for _ in 0..cfg.sessions {
+        let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+        ws.expect("state_update", crate::T).await;
+        ws.send(json!({"command":"set_speed","speed":10})).await;
+        ws.send(json!({"command":"play"})).await;
+        rep.sessions_started += 1;
+        watchers.push(tokio::spawn(watch_session(ws, until)));
+    }
+    kill_at_random(&s, &cfg, until, &mut rep).await;
     for w in watchers {
-        let o = w.await.unwrap();
-        rep.frames += o.frames;
-        rep.longest_gap_ms = rep.longest_gap_ms.max(o.longest_gap);
-        rep.worker_restarted_seen += o.restarts_seen;
-        rep.continuity_violations += o.violations.len();
-        rep.violation_examples
-            .extend(o.violations.into_iter().filter(|v| !v.is_empty()).take(3));
-        if let Some(l) = o.lost {
-            rep.sessions_lost += 1;
-            rep.lost_reasons.push(l);
-        }
+        add_outcome(&mut rep, w.await.unwrap());
     }
     let watched = until.saturating_duration_since(watch_from).as_secs_f64();
     // A SIGSTOP costs up to the hang timeout plus a ping interval; a SIGKILL is seen at once and,
