@@ -44,18 +44,28 @@ pub fn list(dir: &Path) -> Vec<String> {
     names
 }
 
-/// The most recently modified model, for sessions that name none.
-pub fn newest(dir: &Path) -> Option<String> {
-    list(dir)
-        .into_iter()
-        .filter_map(|n| {
-            let m = std::fs::metadata(dir.join(&n))
-                .and_then(|m| m.modified())
-                .ok()?;
-            Some((m, n))
+/// The model shipped for new sessions, preferred when present.
+pub const DEFAULT_MODEL: &str = "hamlet-default.onnx";
+
+/// The model new sessions get when the operator named none: [`DEFAULT_MODEL`] if listed, else the
+/// most recently *trained* model (its `hamlet.created` metadata; RFC 3339 in UTC, so it sorts as
+/// text), else — for models without that fact — the newest file. File times alone are not used
+/// first: a fresh clone gives every file the time of the checkout.
+pub fn pick_default(models: &[ModelDetails]) -> Option<String> {
+    if models.iter().any(|m| m.name == DEFAULT_MODEL) {
+        return Some(DEFAULT_MODEL.to_owned());
+    }
+    models
+        .iter()
+        .max_by(|a, b| {
+            (a.created.is_some(), &a.created, a.modified, &a.name).cmp(&(
+                b.created.is_some(),
+                &b.created,
+                b.modified,
+                &b.name,
+            ))
         })
-        .max()
-        .map(|(_, n)| n)
+        .map(|m| m.name.clone())
 }
 
 /// Maps a client-supplied name to a file inside `dir`, or says why not.
@@ -113,6 +123,31 @@ pub fn details(dir: &Path, name: &str) -> Result<ModelDetails, CatalogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_model_is_the_shipped_one_then_the_latest_trained() {
+        let m = |name: &str, created: Option<&str>, modified: u64| ModelDetails {
+            name: name.into(),
+            created: created.map(str::to_owned),
+            modified,
+            ..Default::default()
+        };
+        let trained = [
+            m("old.onnx", Some("2026-01-01T00:00:00Z"), 900),
+            m("new.onnx", Some("2026-06-01T00:00:00Z"), 100),
+            m("no-facts.onnx", None, 999),
+        ];
+        // File times (a checkout's) lose to training times.
+        assert_eq!(pick_default(&trained).as_deref(), Some("new.onnx"));
+        let mut all = trained.to_vec();
+        all.push(m(DEFAULT_MODEL, Some("2020-01-01T00:00:00Z"), 1));
+        assert_eq!(pick_default(&all).as_deref(), Some(DEFAULT_MODEL));
+        assert_eq!(
+            pick_default(&[m("a.onnx", None, 1), m("b.onnx", None, 2)]).as_deref(),
+            Some("b.onnx")
+        );
+        assert_eq!(pick_default(&[]), None);
+    }
 
     #[test]
     fn plain_names() {

@@ -37,14 +37,16 @@ pub struct App {
 }
 
 impl App {
-    /// The model a new session starts with: `--default-model`, else the newest file.
+    /// The model a new session starts with: `--default-model`, else `catalog::pick_default`
+    /// (the shipped default model, else the most recently trained one).
     pub fn default_model(&self) -> Option<String> {
         let dir = self.sup.models_dir();
-        self.cfg
-            .default_model
-            .clone()
-            .filter(|m| catalog::resolve(dir, m).is_ok())
-            .or_else(|| catalog::newest(dir))
+        if let Some(m) = self.cfg.default_model.as_ref() {
+            if catalog::resolve(dir, m).is_ok() {
+                return Some(m.clone());
+            }
+        }
+        catalog::pick_default(&self.model_details(&catalog::list(dir)))
     }
 
     /// Details of the listed models, from the cache when the files are unchanged.

@@ -32,7 +32,8 @@ pub struct Config {
         env = "HAMLET_ORT_LIB"
     )]
     pub ort_lib: PathBuf,
-    /// Model for new sessions (default: the newest file in the models directory).
+    /// Model for new sessions (default: hamlet-default.onnx if present, else the most recently
+    /// trained model, by the training time in its metadata).
     #[arg(long)]
     pub default_model: Option<String>,
     /// Episode step cap for inference sessions.
@@ -84,8 +85,9 @@ pub struct Config {
     /// (header `Authorization: Bearer TOKEN`). Without it they are loopback-only.
     #[arg(long, env = "HAMLET_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
-    /// Origins allowed to open WebSockets (comma-separated, e.g. http://host:8765). Default: the
-    /// request's own host. Clients that send no Origin (non-browsers) are always allowed.
+    /// More origins allowed to open WebSockets (comma-separated, e.g. http://class.example:5173;
+    /// `*` allows all). Always allowed: pages on the request's own host name (any port), and
+    /// clients that send no Origin (non-browsers).
     #[arg(long, value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
     /// Directory for training checkpoints (default: MODELS_DIR/.checkpoints).

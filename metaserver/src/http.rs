@@ -186,30 +186,70 @@ async fn metrics(State(app): State<Arc<App>>, _: Operator) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// Browsers send `Origin`; only allowed origins may open WebSockets (default: the same host).
-fn origin_allowed(app: &App, h: &HeaderMap) -> bool {
-    let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return true; // not a browser
+/// The Origin rule of protocol.md: no `Origin` (not a browser) is allowed; an origin on the same
+/// host name as the request's `Host`, on any port or scheme, is allowed (a frontend dev server on
+/// `:5173` of this machine); so is anything in `--allowed-origins`, which adds to that rule (`*`
+/// allows every origin). Loopback names count as one host: a page from `http://localhost:5173`
+/// may talk to `ws://127.0.0.1:8765` — both are this machine.
+pub fn origin_allowed(allowed: &[String], origin: Option<&str>, host: Option<&str>) -> bool {
+    let Some(origin) = origin else {
+        return true;
     };
-    if app
-        .cfg
-        .allowed_origins
+    let origin = origin.trim_end_matches('/');
+    if allowed
         .iter()
-        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+        .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
     {
         return true;
     }
-    let host = h
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let origin_host = origin.split("://").nth(1).unwrap_or("");
-    app.cfg.allowed_origins.is_empty() && !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+    let origin_host = origin.split_once("://").map(|(_, rest)| host_name(rest));
+    match (origin_host, host.map(host_name)) {
+        (Some(o), Some(h)) if !o.is_empty() => {
+            o.eq_ignore_ascii_case(h) || (is_loopback_name(o) && is_loopback_name(h))
+        }
+        _ => false,
+    }
+}
+
+/// The host name of an authority (`host`, `host:port`, `[v6]:port`), without the port.
+fn host_name(authority: &str) -> &str {
+    let authority = authority.split('/').next().unwrap_or("");
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match authority.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+fn is_loopback_name(h: &str) -> bool {
+    h.eq_ignore_ascii_case("localhost")
+        || h.to_ascii_lowercase().ends_with(".localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn check_origin(app: &App, h: &HeaderMap) -> Result<(), Response> {
+    let get = |k| {
+        h.get(k)
+            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+    };
+    let origin = get(header::ORIGIN);
+    if origin_allowed(&app.cfg.allowed_origins, origin, get(header::HOST)) {
+        return Ok(());
+    }
+    let origin = origin.unwrap_or_default();
+    let body = format!(
+        "origin not allowed: {origin} is not on this server's host. To allow it, start the \
+         metaserver with --allowed-origins {origin} (comma-separated; '*' allows every origin)."
+    );
+    Err((StatusCode::FORBIDDEN, body).into_response())
 }
 
 async fn ws_inference(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    if !origin_allowed(&app, &h) {
-        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    if let Err(refused) = check_origin(&app, &h) {
+        return refused;
     }
     let permit = app.session_permits.clone().try_acquire_owned().ok();
     let max = app.cfg.max_frame_bytes;
@@ -222,8 +262,8 @@ async fn ws_inference(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUp
 }
 
 async fn ws_training(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    if !origin_allowed(&app, &h) {
-        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    if let Err(refused) = check_origin(&app, &h) {
+        return refused;
     }
     let max = app.cfg.max_frame_bytes;
     ws.max_message_size(max)
@@ -237,6 +277,70 @@ async fn ws_training(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUpg
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origin_rule() {
+        let none: Vec<String> = vec![];
+        let ok = |allowed: &[String], origin: &str, host: &str| {
+            origin_allowed(allowed, Some(origin), Some(host))
+        };
+        assert!(
+            origin_allowed(&none, None, Some("a:1")),
+            "no Origin: not a browser"
+        );
+        assert!(
+            ok(&none, "http://127.0.0.1:8765", "127.0.0.1:8765"),
+            "same origin"
+        );
+        assert!(
+            ok(&none, "http://127.0.0.1:5173", "127.0.0.1:8765"),
+            "same host, other port"
+        );
+        assert!(
+            ok(&none, "https://class.example", "class.example:8765"),
+            "other scheme"
+        );
+        assert!(
+            ok(&none, "http://localhost:5173", "127.0.0.1:8765"),
+            "loopback names are one host"
+        );
+        assert!(ok(&none, "http://127.0.0.1:5173", "localhost:8765"));
+        assert!(ok(&none, "http://[::1]:5173", "localhost:8765"));
+        assert!(!ok(&none, "http://evil.example", "127.0.0.1:8765"));
+        assert!(!ok(
+            &none,
+            "http://localhost.evil.example",
+            "127.0.0.1:8765"
+        ));
+        assert!(!ok(
+            &none,
+            "http://class.example:5173",
+            "other.example:8765"
+        ));
+        assert!(
+            !ok(&none, "null", "127.0.0.1:8765"),
+            "opaque origins are not a host"
+        );
+        assert!(
+            !ok(&none, "http://127.0.0.1:5173", ""),
+            "no Host: nothing to match"
+        );
+        let flag = vec!["http://class.example:5173".to_owned()];
+        assert!(
+            ok(&flag, "http://class.example:5173", "10.0.0.5:8765"),
+            "the flag adds"
+        );
+        assert!(
+            ok(&flag, "http://10.0.0.5:5173", "10.0.0.5:8765"),
+            "and keeps the host rule"
+        );
+        assert!(!ok(&flag, "http://class.example:5174", "10.0.0.5:8765"));
+        assert!(ok(
+            &["*".to_owned()],
+            "http://anything.example",
+            "10.0.0.5:8765"
+        ));
+    }
 
     fn headers(auth: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();

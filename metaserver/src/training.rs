@@ -52,7 +52,9 @@ pub struct TrainingInfo {
     pub state: RunState,
     pub is_training: bool,
     pub paused: bool,
+    /// The episode being run (protocol.md's `current_episode`).
     pub current_episode: u32,
+    pub episodes_completed: u32,
     pub total_episodes: u32,
     pub viewers: usize,
     pub worker_id: Option<String>,
@@ -134,6 +136,7 @@ impl TrainingHub {
             is_training: s.status.is_training,
             paused: s.status.paused,
             current_episode: s.status.current_episode,
+            episodes_completed: s.status.last_episode.as_ref().map_or(0, |e| e.episode),
             total_episodes: s.status.total_episodes,
             viewers: s.viewers.len(),
             worker_id: s.worker.as_ref().map(|w| w.0.clone()),
@@ -166,13 +169,13 @@ impl TrainingHub {
                 st.is_training = true;
                 st.paused = false;
                 st.total_episodes = t.num_episodes;
-                st.current_episode = 0;
+                st.current_episode = 1;
                 st.config = Some(t.config.clone());
                 st.last_episode = None;
                 s.run = RunState::Running;
             }
             ServerMessage::EpisodeComplete(e) => {
-                st.current_episode = e.episode;
+                st.current_episode = episode_being_run(e.episode, st.total_episodes);
                 st.last_episode = Some(e.clone());
             }
             ServerMessage::Paused {} => st.paused = true,
@@ -237,7 +240,7 @@ impl TrainingHub {
     fn on_resumed(&self, episode: u32) {
         let reason = {
             let mut st = self.state.lock();
-            st.status.current_episode = episode;
+            st.status.current_episode = episode_being_run(episode, st.status.total_episodes);
             st.pending_restart.take()
         };
         if let Some(reason) = reason {
@@ -432,7 +435,7 @@ impl TrainingHub {
             s.status.is_training = true;
             s.status.config = Some((*config).clone());
             s.status.total_episodes = config.num_episodes;
-            s.status.current_episode = 0;
+            s.status.current_episode = 1;
             s.status.last_episode = None;
             s.checkpoint = None;
             s.last_error = None;
@@ -543,6 +546,12 @@ impl TrainingHub {
             }
         }
     }
+}
+
+/// protocol.md's `current_episode`: the episode being run, as the original counted it — after
+/// `episode_complete` for 3 it is 4 (the last episode's number once all are done).
+fn episode_being_run(completed: u32, total: u32) -> u32 {
+    (completed + 1).min(total.max(completed))
 }
 
 /// The worker's next event (never, without a worker).

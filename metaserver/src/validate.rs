@@ -155,9 +155,16 @@ pub enum TrainingRequest {
     Status,
 }
 
+/// Compat (protocol.md): old forms send a blank numeric input as `""`, meaning "the default".
+fn is_blank(v: Option<&Value>) -> bool {
+    matches!(v, None | Some(Value::Null)) || v.and_then(Value::as_str) == Some("")
+}
+
 fn int_field(m: &Map<String, Value>, key: &str, (lo, hi): (u32, u32), default: u32) -> Res<u32> {
+    if is_blank(m.get(key)) {
+        return Ok(default);
+    }
     match m.get(key) {
-        None | Some(Value::Null) => Ok(default),
         Some(Value::Number(n)) => {
             let v = n.as_f64().unwrap_or(f64::NAN);
             if v.fract() != 0.0 || !v.is_finite() {
@@ -174,7 +181,7 @@ fn int_field(m: &Map<String, Value>, key: &str, (lo, hi): (u32, u32), default: u
             }
             Ok(v as u32)
         }
-        Some(_) => Err(Rejection::new(
+        _ => Err(Rejection::new(
             ErrorCode::InvalidField,
             format!("`{key}` must be a number"),
         )),
@@ -182,8 +189,10 @@ fn int_field(m: &Map<String, Value>, key: &str, (lo, hi): (u32, u32), default: u
 }
 
 fn float_field(m: &Map<String, Value>, key: &str, (lo, hi): (f64, f64), default: f64) -> Res<f64> {
+    if is_blank(m.get(key)) {
+        return Ok(default);
+    }
     match m.get(key) {
-        None | Some(Value::Null) => Ok(default),
         Some(Value::Number(n)) => {
             let v = n.as_f64().unwrap_or(f64::NAN);
             if !v.is_finite() || v < lo || v > hi {
@@ -194,7 +203,7 @@ fn float_field(m: &Map<String, Value>, key: &str, (lo, hi): (f64, f64), default:
             }
             Ok(v)
         }
-        Some(_) => Err(Rejection::new(
+        _ => Err(Rejection::new(
             ErrorCode::InvalidField,
             format!("`{key}` must be a number"),
         )),
@@ -244,14 +253,14 @@ pub fn parse_training(text: &str) -> Res<TrainingRequest> {
                 }
             };
             let seed = match m.get("seed") {
-                None | Some(Value::Null) => rand::random::<u32>() as u64,
+                v if is_blank(v) => rand::random::<u32>() as u64,
                 Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
                     Rejection::new(
                         ErrorCode::InvalidField,
                         "`seed` must be a non-negative whole number",
                     )
                 })?,
-                Some(_) => {
+                _ => {
                     return Err(Rejection::new(
                         ErrorCode::InvalidField,
                         "`seed` must be a number",

@@ -1,9 +1,11 @@
-// Hamlet UI: tabs, connection status, notices, keyboard. Modes come from GET /api/status.
+// Hamlet UI: tabs, connection status, notices, keyboard, theme and present mode. Modes come from
+// GET /api/status.
 import { InferenceView } from './inference.js';
 import { TrainingView } from './training.js';
 import { OperatorView } from './operator.js';
 
 const $ = (id) => document.getElementById(id);
+const TABS = ['inference', 'training', 'operator'];
 window.hamlet = { conn: {}, notices: [] };
 
 const app = {
@@ -13,7 +15,7 @@ const app = {
     this.conn[which] = state; window.hamlet.conn[which] = state;
     if (which !== this.tab) return;
     const el = $('conn'); el.dataset.state = state;
-    const label = { connecting: 'connecting…', connected: 'connected', reconnecting: 'connection lost — reconnecting…' }[state] ?? state;
+    const label = { connecting: 'connecting…', connected: 'connected', reconnecting: 'connection lost — reconnecting…', ended: 'session ended' }[state] ?? state;
     el.textContent = `${which === 'inference' ? 'Session' : 'Training'}: ${label}`;
     if (state === 'reconnecting' && reason) this.toast(`Connection closed (${code}): ${reason}`, 'warn');
   },
@@ -27,27 +29,83 @@ const app = {
   modelsChanged() { this.inference.refreshModels(); },
   show(tab) {
     this.tab = tab;
-    for (const t of ['inference', 'training', 'operator']) {
-      $(`view-${t}`).hidden = t !== tab; $(`tab-${t}`).setAttribute('aria-selected', String(t === tab));
+    for (const t of TABS) {
+      const selected = t === tab;
+      $(`view-${t}`).hidden = !selected;
+      $(`tab-${t}`).setAttribute('aria-selected', String(selected));
+      $(`tab-${t}`).tabIndex = selected ? 0 : -1; // one tab stop for the tab list; arrows move in it
     }
     if (tab === 'inference') this.inference.start();
     if (tab === 'training') this.training.start();
     if (tab === 'operator') this.operator.start(); else this.operator.stop();
     const s = this.conn[tab]; if (s) this.setConn(tab, s);
     else if (tab === 'operator') { $('conn').dataset.state = 'idle'; $('conn').textContent = 'Operator view'; }
-    history.replaceState(null, '', `#${tab}`);
+    const q = new URLSearchParams(location.search);
+    history.replaceState(null, '', `${q.toString() ? `?${q}` : location.pathname}#${tab}`);
   },
 };
 
+/// Light or dark: the reader's choice (kept per browser), else the system's.
+function setupTheme() {
+  const saved = localStorage.getItem('hamlet-theme');
+  const dark = () => document.documentElement.dataset.theme
+    ? document.documentElement.dataset.theme === 'dark'
+    : matchMedia('(prefers-color-scheme: dark)').matches;
+  const apply = (theme) => {
+    if (theme) document.documentElement.dataset.theme = theme;
+    $('btn-theme').textContent = dark() ? 'Light theme' : 'Dark theme';
+    window.hamlet.theme = dark() ? 'dark' : 'light';
+    window.dispatchEvent(new Event('hamlet-theme'));
+  };
+  apply(saved);
+  $('btn-theme').onclick = () => {
+    const next = dark() ? 'light' : 'dark';
+    localStorage.setItem('hamlet-theme', next); apply(next);
+  };
+}
+
+/// Present mode for a projector: ?present=1 or the Present button.
+function setupPresent() {
+  const set = (on) => {
+    document.body.classList.toggle('present', on);
+    $('btn-present').setAttribute('aria-pressed', String(on));
+    const q = new URLSearchParams(location.search);
+    if (on) q.set('present', '1'); else q.delete('present');
+    history.replaceState(null, '', `${q.toString() ? `?${q}` : location.pathname}${location.hash}`);
+    window.dispatchEvent(new Event('resize'));
+  };
+  set(new URLSearchParams(location.search).get('present') === '1');
+  $('btn-present').onclick = () => set(!document.body.classList.contains('present'));
+}
+
+/// Keys: arrows move between tabs; on the inference view, space/→/r drive playback — unless the
+/// focus is on a control, which keeps its own keys (space on a focused button presses it).
+function setupKeys() {
+  for (const [i, t] of TABS.entries()) {
+    $(`tab-${t}`).onclick = () => app.show(t);
+    $(`tab-${t}`).onkeydown = (e) => {
+      const d = { ArrowRight: 1, ArrowLeft: -1 }[e.key];
+      if (!d) return;
+      e.preventDefault();
+      const visible = TABS.filter((x) => !$(`tab-${x}`).hidden);
+      const next = visible[(visible.indexOf(TABS[i]) + d + visible.length) % visible.length];
+      app.show(next); $(`tab-${next}`).focus();
+    };
+  }
+  document.addEventListener('keydown', (e) => {
+    const t = e.target;
+    if (app.tab !== 'inference' || e.altKey || e.ctrlKey || e.metaKey) return;
+    if (['INPUT', 'SELECT', 'TEXTAREA', 'BUTTON', 'A'].includes(t.tagName) || t.getAttribute?.('role') === 'tab') return;
+    app.inference.key(e);
+  });
+}
+
 async function main() {
+  setupTheme(); setupPresent();
   app.inference = new InferenceView(app);
   app.training = new TrainingView(app);
   app.operator = new OperatorView(app);
-  for (const t of ['inference', 'training', 'operator']) $(`tab-${t}`).onclick = () => app.show(t);
-  document.addEventListener('keydown', (e) => {
-    if (app.tab !== 'inference' || ['INPUT', 'SELECT', 'TEXTAREA'].includes(e.target.tagName)) return;
-    app.inference.key(e);
-  });
+  setupKeys();
   try {
     const st = await (await fetch('/api/status')).json();
     window.hamlet.status = st;
@@ -55,6 +113,6 @@ async function main() {
     app.markTraining(st.training?.is_training);
   } catch (e) { app.toast('The server does not answer /api/status', 'error'); }
   const want = location.hash.slice(1);
-  app.show(['inference', 'training', 'operator'].includes(want) ? want : 'inference');
+  app.show(TABS.includes(want) ? want : 'inference');
 }
 main();

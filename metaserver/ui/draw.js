@@ -1,5 +1,14 @@
-// Canvas drawing: the world with its affordances, the heat map, line and bar charts.
+// Canvas drawing: the world with its affordances, the heat map, line and bar charts. Colours of
+// the page (background, text, lines) come from the theme's CSS variables.
 export const ACTIONS = ['up', 'down', 'left', 'right', 'interact'];
+
+/// The current theme's colours.
+function theme() {
+  const cs = getComputedStyle(document.documentElement);
+  const v = (k) => cs.getPropertyValue(k).trim();
+  return { card: v('--card'), fg: v('--fg'), muted: v('--muted'), line: v('--line'), grid: v('--grid-line'),
+           agentLine: v('--agent-line'), ok: v('--ok'), bad: v('--bad') };
+}
 const AFF = {
   Bed:        { color: '#6d28d9', label: 'Bed' },
   Shower:     { color: '#0369a1', label: 'Shower' },
@@ -28,10 +37,10 @@ function icon(ctx, type, cx, cy, s) {
 export function drawWorld(canvas, u, trail) {
   const ctx = canvas.getContext('2d');
   const w = u?.grid?.width ?? 8, h = u?.grid?.height ?? 8;
-  const cs = canvas.width / w;
+  const cs = canvas.width / w, t = theme();
   ctx.clearRect(0, 0, canvas.width, canvas.height);
-  ctx.fillStyle = '#ffffff'; ctx.fillRect(0, 0, canvas.width, canvas.height);
-  ctx.strokeStyle = '#d6d9de'; ctx.lineWidth = 1;
+  ctx.fillStyle = t.card; ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.strokeStyle = t.grid; ctx.lineWidth = 1;
   for (let i = 0; i <= w; i++) { ctx.beginPath(); ctx.moveTo(i * cs, 0); ctx.lineTo(i * cs, h * cs); ctx.stroke(); }
   for (let j = 0; j <= h; j++) { ctx.beginPath(); ctx.moveTo(0, j * cs); ctx.lineTo(w * cs, j * cs); ctx.stroke(); }
   const affs = u?.grid?.affordances ?? u?.affordances ?? [];
@@ -47,24 +56,26 @@ export function drawWorld(canvas, u, trail) {
     ctx.beginPath(); ctx.arc(p.x * cs + cs / 2, p.y * cs + cs / 2, cs * .12, 0, Math.PI * 2); ctx.fill();
   });
   for (const ag of u?.grid?.agents ?? u?.agents ?? []) {
-    ctx.fillStyle = ag.color ?? '#3b82f6'; ctx.strokeStyle = '#0b1220'; ctx.lineWidth = 3;
+    ctx.fillStyle = ag.color ?? '#3b82f6'; ctx.strokeStyle = t.agentLine; ctx.lineWidth = Math.max(2, cs * .05);
     ctx.beginPath(); ctx.arc(ag.x * cs + cs / 2, ag.y * cs + cs / 2, cs * .3, 0, Math.PI * 2); ctx.fill(); ctx.stroke();
   }
 }
 
 export function drawHeat(canvas, heat, affordances) {
-  const ctx = canvas.getContext('2d'); const cs = canvas.width / 8;
-  ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, canvas.width, canvas.height);
+  const ctx = canvas.getContext('2d'); const cs = canvas.width / 8, t = theme();
+  ctx.fillStyle = t.card; ctx.fillRect(0, 0, canvas.width, canvas.height);
   for (let y = 0; y < 8; y++) for (let x = 0; x < 8; x++) {
     const v = heat?.[`${x},${y}`] ?? 0;
     ctx.fillStyle = `rgba(220, 38, 38, ${v})`; ctx.fillRect(x * cs, y * cs, cs, cs);
   }
-  ctx.strokeStyle = '#d6d9de';
+  ctx.strokeStyle = t.grid;
   for (let i = 0; i <= 8; i++) { ctx.beginPath(); ctx.moveTo(i * cs, 0); ctx.lineTo(i * cs, 8 * cs); ctx.moveTo(0, i * cs); ctx.lineTo(8 * cs, i * cs); ctx.stroke(); }
+  const visited = Object.keys(heat ?? {}).length;
+  canvas.setAttribute('aria-label', `Visit heat map: ${visited} of 64 cells visited so far`);
   for (const a of affordances ?? []) {
     const st = AFF[a.type] ?? { color: '#555', label: a.type };
     ctx.strokeStyle = st.color; ctx.lineWidth = 3; ctx.strokeRect(a.x * cs + 2, a.y * cs + 2, cs - 4, cs - 4);
-    ctx.fillStyle = '#1d232b'; ctx.font = `${Math.round(cs * .22)}px system-ui`; ctx.textAlign = 'center';
+    ctx.fillStyle = t.fg; ctx.font = `${Math.round(cs * .22)}px system-ui`; ctx.textAlign = 'center';
     ctx.fillText(st.label, a.x * cs + cs / 2, a.y * cs + cs / 2 + 4);
   }
 }
@@ -75,41 +86,65 @@ function movingAverage(v, n) {
   return out;
 }
 
-// A line chart of (x, y) points with a moving average; keeps `canvas.dataset.points` for tests.
-export function drawLine(canvas, xs, ys, { color = '#1d4ed8', avg = 10, label = '' } = {}) {
-  const ctx = canvas.getContext('2d'); const W = canvas.width, H = canvas.height, pad = 34;
-  ctx.clearRect(0, 0, W, H); ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, W, H);
+// A line chart of (x, y) points with a moving average; keeps `canvas.dataset.points` for tests and
+// a text alternative in its aria-label. An empty chart says what will appear.
+export function drawLine(canvas, xs, ys, { color = '#1d4ed8', avg = 10, label = '', empty = 'will appear here when a run starts' } = {}) {
+  const ctx = canvas.getContext('2d'); const W = canvas.width, H = canvas.height, pad = 34, t = theme();
+  ctx.clearRect(0, 0, W, H); ctx.fillStyle = t.card; ctx.fillRect(0, 0, W, H);
   canvas.dataset.points = ys.length;
-  ctx.fillStyle = '#4a5563'; ctx.font = '11px system-ui';
-  if (!ys.length) { ctx.fillText('waiting for episodes…', pad, H / 2); return; }
+  ctx.fillStyle = t.muted; ctx.font = '12px system-ui';
+  if (!ys.length) {
+    ctx.textAlign = 'center'; ctx.fillText(`${label} of each episode ${empty}`, W / 2, H / 2);
+    canvas.setAttribute('aria-label', `${label}: no episodes yet`);
+    return;
+  }
   let lo = Math.min(...ys), hi = Math.max(...ys); if (hi === lo) { hi += 1; lo -= 1; }
   const x0 = xs[0], x1 = Math.max(xs[xs.length - 1], x0 + 1);
   const X = (x) => pad + (x - x0) / (x1 - x0) * (W - pad - 8), Y = (y) => H - 16 - (y - lo) / (hi - lo) * (H - 26);
   ctx.textAlign = 'right'; ctx.fillText(hi.toPrecision(3), pad - 3, 12); ctx.fillText(lo.toPrecision(3), pad - 3, H - 16);
   ctx.textAlign = 'left'; ctx.fillText(`ep ${x0}`, pad, H - 3); ctx.textAlign = 'right'; ctx.fillText(`ep ${xs[xs.length - 1]}`, W - 8, H - 3);
-  if (lo < 0 && hi > 0) { ctx.strokeStyle = '#c9cdd3'; ctx.beginPath(); ctx.moveTo(pad, Y(0)); ctx.lineTo(W - 8, Y(0)); ctx.stroke(); }
+  if (lo < 0 && hi > 0) { ctx.strokeStyle = t.line; ctx.beginPath(); ctx.moveTo(pad, Y(0)); ctx.lineTo(W - 8, Y(0)); ctx.stroke(); }
   ctx.strokeStyle = color + '66'; ctx.lineWidth = 1; ctx.beginPath();
   ys.forEach((y, i) => (i ? ctx.lineTo(X(xs[i]), Y(y)) : ctx.moveTo(X(xs[i]), Y(y)))); ctx.stroke();
   const ma = movingAverage(ys, avg);
   ctx.strokeStyle = color; ctx.lineWidth = 2.2; ctx.beginPath();
   ma.forEach((y, i) => (i ? ctx.lineTo(X(xs[i]), Y(y)) : ctx.moveTo(X(xs[i]), Y(y)))); ctx.stroke();
-  ctx.fillStyle = '#1d232b'; ctx.textAlign = 'left';
-  ctx.textAlign = 'right';
-  ctx.fillText(`${label}: last ${ys[ys.length - 1].toPrecision(4)} · avg${avg} ${ma[ma.length - 1].toPrecision(4)}`, W - 8, 12);
+  const last = ys[ys.length - 1].toPrecision(4), mean = ma[ma.length - 1].toPrecision(4);
+  ctx.fillStyle = t.fg; ctx.textAlign = 'right';
+  ctx.fillText(`${label}: last ${last} · avg${avg} ${mean}`, W - 8, 12);
+  canvas.setAttribute('aria-label', `${label} over episodes ${x0} to ${xs[xs.length - 1]}: last ${last}, average of the last ${avg} ${mean}, lowest ${Math.min(...ys).toPrecision(4)}, highest ${Math.max(...ys).toPrecision(4)}`);
 }
 
-// Bars of recent episode lengths, coloured by how the episode ended.
+const ENDINGS = {
+  max_steps: { mark: '✓', words: 'reached the cap' },
+  meter_depleted: { mark: '✕', words: 'a meter ran out' },
+  reset: { mark: '↺', words: 'reset' },
+};
+
+// Bars of recent episode lengths. How each ended is shown by colour *and* a mark above the bar
+// (✓ cap, ✕ a meter ran out, ↺ reset), and said in the aria-label.
 export function drawSurvival(canvas, episodes, cap) {
-  const ctx = canvas.getContext('2d'); const W = canvas.width, H = canvas.height;
-  ctx.clearRect(0, 0, W, H); ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, W, H);
+  const ctx = canvas.getContext('2d'); const W = canvas.width, H = canvas.height, t = theme();
+  const d = window.devicePixelRatio || 1;
+  ctx.clearRect(0, 0, W, H); ctx.fillStyle = t.card; ctx.fillRect(0, 0, W, H);
   canvas.dataset.points = episodes.length;
-  const n = 30, recent = episodes.slice(-n), bw = (W - 40) / n;
-  const Y = (v) => H - 14 - v / cap * (H - 24);
-  ctx.strokeStyle = '#15803d'; ctx.setLineDash([4, 3]); ctx.beginPath(); ctx.moveTo(30, Y(cap)); ctx.lineTo(W, Y(cap)); ctx.stroke(); ctx.setLineDash([]);
-  ctx.fillStyle = '#4a5563'; ctx.font = '11px system-ui'; ctx.textAlign = 'right'; ctx.fillText(String(cap), 27, Y(cap) + 4); ctx.fillText('0', 27, H - 14);
+  const n = 30, recent = episodes.slice(-n), left = 34 * d, bw = (W - left - 6 * d) / n;
+  const top = 16 * d, Y = (v) => H - 14 * d - v / cap * (H - 14 * d - top);
+  ctx.font = `${Math.round(11 * d)}px system-ui`;
+  ctx.strokeStyle = t.ok; ctx.setLineDash([4 * d, 3 * d]); ctx.beginPath(); ctx.moveTo(left - 4 * d, Y(cap)); ctx.lineTo(W, Y(cap)); ctx.stroke(); ctx.setLineDash([]);
+  ctx.fillStyle = t.muted; ctx.textAlign = 'right'; ctx.fillText(String(cap), left - 7 * d, Y(cap) + 4 * d); ctx.fillText('0', left - 7 * d, H - 14 * d);
+  if (!recent.length) {
+    ctx.textAlign = 'center'; ctx.fillText('Each finished episode will appear here as a bar of its length.', (W + left) / 2, H / 2);
+    canvas.setAttribute('aria-label', 'Steps survived in recent episodes: none finished yet');
+    return;
+  }
   recent.forEach((e, i) => {
-    ctx.fillStyle = e.reason === 'max_steps' ? '#15803d' : e.reason === 'reset' ? '#6b7280' : '#b91c1c';
-    ctx.fillRect(34 + i * bw, Y(e.steps), Math.max(2, bw - 3), H - 14 - Y(e.steps));
+    const x = left + i * bw, y = Y(e.steps);
+    ctx.fillStyle = e.reason === 'max_steps' ? t.ok : e.reason === 'reset' ? t.muted : t.bad;
+    ctx.fillRect(x, y, Math.max(2, bw - 3 * d), H - 14 * d - y);
+    ctx.fillStyle = t.fg; ctx.textAlign = 'center';
+    ctx.fillText(ENDINGS[e.reason]?.mark ?? '', x + bw / 2, Math.max(top - 3 * d, y - 3 * d));
   });
-  if (!recent.length) { ctx.textAlign = 'left'; ctx.fillText('no finished episode yet', 40, H / 2); }
+  const said = recent.slice(-5).map((e) => `episode ${e.episode}: ${e.steps} steps, ${ENDINGS[e.reason]?.words ?? e.reason}`);
+  canvas.setAttribute('aria-label', `Steps survived, last ${said.length} episodes: ${said.join('; ')}`);
 }

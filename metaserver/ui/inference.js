@@ -3,15 +3,19 @@ import { Socket } from './socket.js';
 import { ACTIONS, drawWorld, drawSurvival } from './draw.js';
 
 const $ = (id) => document.getElementById(id);
+const pct = (v) => `${Math.round(v * 100)}%`;
+// [key, label, bar fraction 0..1, text, danger(v): 0 fine … 1 critical]. Danger follows world.md:
+// low energy, hygiene or satiation ends the episode; high stress hurts; debt is bad.
 const METERS = [
-  // [key, label, (v) => bar fraction, (v) => text, higherIsBetter]
-  ['energy', 'Energy', (v) => v, (v) => `${Math.round(v * 100)}%`, true],
-  ['hygiene', 'Hygiene', (v) => v, (v) => `${Math.round(v * 100)}%`, true],
-  ['satiation', 'Satiation', (v) => v, (v) => `${Math.round(v * 100)}%`, true],
-  ['money', 'Money', (v) => (v + 100) / 200, (v) => `$${v.toFixed(0)}`, true],
-  ['stress', 'Stress', (v) => v / 100, (v) => `${v.toFixed(0)}/100`, false],
-  ['social', 'Social', (v) => v, (v) => `${Math.round(v * 100)}%`, true],
+  ['energy', 'Energy', (v) => v, pct, (v) => 1 - v],
+  ['hygiene', 'Hygiene', (v) => v, pct, (v) => 1 - v],
+  ['satiation', 'Satiation', (v) => v, pct, (v) => 1 - v],
+  ['money', 'Money', (v) => (v + 100) / 200, (v) => `$${v.toFixed(0)}`, (v) => (v < 0 ? 0.6 + Math.min(0.4, -v / 250) : 0)],
+  ['stress', 'Stress', (v) => v / 100, (v) => `${v.toFixed(0)}/100`, (v) => v / 100],
+  ['social', 'Social', (v) => v, pct, (v) => 1 - v],
 ];
+// Ranges for screen readers (role="meter"): [min, max] of each meter as the browser gets it.
+const RANGES = { energy: [0, 1], hygiene: [0, 1], satiation: [0, 1], money: [-100, 100], stress: [0, 100], social: [0, 1] };
 
 export class InferenceView {
   constructor(app) {
@@ -22,18 +26,51 @@ export class InferenceView {
     this.socket = new Socket('/ws', {
       onMessage: (m) => this.onMessage(m),
       onState: (s, code, reason) => this.app.setConn('inference', s, code, reason),
+      // 1011: the session's worker kept dying and the server ended the session.
+      finalCodes: { 1011: () => this.ended(this.lastError) },
     });
     window.hamlet.inference = this.state;
-    this.buildMeters(); this.bind();
+    this.buildMeters(); this.bind(); this.fitCanvases();
+    drawSurvival($('survival'), this.episodes, this.cap);
+  }
+
+  /// Canvases draw at their displayed size (and the screen's pixel density), redrawn on resize.
+  fitCanvases() {
+    const fit = () => {
+      for (const c of [$('grid'), $('survival')]) {
+        const r = c.getBoundingClientRect(), d = window.devicePixelRatio || 1;
+        const w = Math.max(1, Math.round(r.width * d)), h = Math.max(1, Math.round(r.height * d));
+        if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
+      }
+      drawWorld($('grid'), this.last, this.trail.slice(0, -1));
+      drawSurvival($('survival'), this.episodes, this.cap);
+    };
+    new ResizeObserver(fit).observe($('grid'));
+    window.addEventListener('resize', fit); window.addEventListener('hamlet-theme', fit);
   }
 
   start() { if (!this.started) { this.started = true; this.socket.connect(); } this.refreshModels(); }
 
+  /// After close 1011 the server gave up on this session: say so, and reconnect only when asked.
+  ended(reason) {
+    $('ended-why').textContent = reason || "The agent's process kept failing, so the server stopped restarting it.";
+    $('ended').hidden = false; this.state.ended = true;
+    $('btn-new-session').onclick = () => {
+      $('ended').hidden = true; this.state.ended = false; this.episodes = []; this.trail = []; this.last = null;
+      this.socket.connect();
+    };
+  }
+
+  setPlaying(p) {
+    this.state.playing = p;
+    $('btn-play').setAttribute('aria-pressed', String(p)); $('btn-pause').setAttribute('aria-pressed', String(!p));
+  }
+
   send(cmd, extra = {}) { this.socket.send({ type: 'control', command: cmd, ...extra }); }
 
   bind() {
-    $('btn-play').onclick = () => { this.send('play'); this.state.playing = true; };
-    $('btn-pause').onclick = () => { this.send('pause'); this.state.playing = false; };
+    $('btn-play').onclick = () => { this.send('play'); this.setPlaying(true); };
+    $('btn-pause').onclick = () => { this.send('pause'); this.setPlaying(false); };
     $('btn-step').onclick = () => this.send('step');
     $('btn-reset').onclick = () => this.send('reset');
     $('speed').oninput = (e) => { const s = Number(e.target.value); $('speed-out').textContent = `${s.toFixed(1)}×`; };
@@ -65,28 +102,48 @@ export class InferenceView {
 
   buildMeters() {
     $('meters').replaceChildren(...METERS.flatMap(([k, label]) => {
-      const l = document.createElement('span'); l.textContent = label;
-      const b = document.createElement('div'); b.className = 'bar'; b.innerHTML = `<div id="m-${k}" style="width:0"></div>`;
+      const [lo, hi] = RANGES[k];
+      const l = document.createElement('span'); l.textContent = label; l.id = `ml-${k}`;
+      const b = document.createElement('div'); b.className = 'bar'; b.id = `mb-${k}`;
+      Object.entries({ role: 'meter', 'aria-labelledby': `ml-${k}`, 'aria-valuemin': lo, 'aria-valuemax': hi, 'aria-valuenow': lo })
+        .forEach(([a, v]) => b.setAttribute(a, v));
+      b.innerHTML = `<div id="m-${k}" style="width:0"></div>`;
       const v = document.createElement('span'); v.className = 'num'; v.id = `mv-${k}`; v.textContent = '–';
       return [l, b, v];
     }));
     $('qvalues').replaceChildren(...ACTIONS.flatMap((a, i) => {
       const row = [document.createElement('span'), document.createElement('div'), document.createElement('span')];
       row[0].textContent = a; row[0].id = `ql-${i}`; row[1].className = 'bar'; row[1].innerHTML = `<div id="q-${i}" style="width:0"></div>`;
+      row[1].setAttribute('role', 'meter'); row[1].setAttribute('aria-labelledby', `ql-${i}`);
       row[2].className = 'num'; row[2].id = `qv-${i}`; row[2].textContent = '–';
       return row;
     }));
   }
 
+  renderMeters(meters) {
+    this.state.meters = meters;
+    for (const [k, , frac, text, danger] of METERS) {
+      const v = meters[k]; const f = Math.max(0, Math.min(1, frac(v))); const d = danger(v);
+      const bar = $(`m-${k}`); bar.style.width = `${(f * 100).toFixed(1)}%`;
+      bar.className = d > 0.8 ? 'low' : d > 0.5 ? 'mid' : '';
+      $(`mb-${k}`).classList.toggle('empty', f <= 0.001);
+      $(`mb-${k}`).setAttribute('aria-valuenow', String(v));
+      $(`mb-${k}`).setAttribute('aria-valuetext', text(v));
+      const t = $(`mv-${k}`); t.textContent = f <= 0.001 && d > 0.8 ? `${text(v)} ⚠` : text(v);
+      t.classList.toggle('low', d > 0.8);
+    }
+  }
+
   onMessage(m) {
     switch (m.type) {
       case 'connected':
-        Object.assign(this.state, { connected: true, playing: m.playing, speed: m.speed, model: m.model });
+        Object.assign(this.state, { connected: true, speed: m.speed, model: m.model, sessionId: m.session_id });
+        this.setPlaying(m.playing);
         this.cap = m.max_steps ?? 500; $('cap').textContent = this.cap;
         $('speed').value = m.speed; $('speed-out').textContent = `${Number(m.speed).toFixed(1)}×`;
         this.refreshModels();
         break;
-      case 'session_status': Object.assign(this.state, { playing: m.playing, speed: m.speed, model: m.model }); break;
+      case 'session_status': Object.assign(this.state, { speed: m.speed, model: m.model }); this.setPlaying(m.playing); break;
       case 'episode_start': this.trail = []; this.state.episode = m.episode; if (m.model_name) this.state.model = m.model_name; break;
       case 'state_update': this.render(m); break;
       case 'episode_end':
@@ -96,10 +153,14 @@ export class InferenceView {
         break;
       case 'model_loaded': this.state.model = m.model; $('model').value = m.model; this.app.toast(`Model ${m.model} loaded`, 'info'); break;
       case 'worker_restarted':
+        // Students get plain words; the technical reason is for the Workers view (and kept here).
         this.state.restarts += 1; this.state.lastRestartReason = m.reason;
-        this.app.toast(`The process behind your session was restarted (${m.reason}). Your episode ${m.resumed_episode} continues from step ${m.resumed_step}.`, 'warn');
+        this.app.toast(`The agent's process crashed and was restarted; your episode ${m.resumed_episode} continues from step ${m.resumed_step}.`, 'warn');
         break;
-      case 'error': this.app.toast(`Server: ${m.message}`, 'error'); break;
+      case 'error':
+        this.lastError = m.code === 'worker_failed' ? "The agent's process kept failing, so the server stopped restarting it. Nothing you did caused this." : null;
+        if (m.code !== 'worker_failed') this.app.toast(`Server: ${m.message}`, 'error');
+        break;
     }
   }
 
@@ -113,15 +174,7 @@ export class InferenceView {
     $('f-reward').textContent = Number(u.reward).toFixed(3); $('f-total').textContent = Number(u.cumulative_reward).toFixed(2);
     $('f-action').textContent = u.action == null ? '–' : ACTIONS[u.action];
     const meters = u.agent_meters?.agent_0?.meters;
-    if (meters) {
-      this.state.meters = meters;
-      for (const [k, , frac, text, good] of METERS) {
-        const v = meters[k]; const f = Math.max(0, Math.min(1, frac(v))); const health = good ? f : 1 - f;
-        const bar = $(`m-${k}`); bar.style.width = `${(f * 100).toFixed(1)}%`;
-        bar.className = health < 0.2 ? 'low' : health < 0.5 ? 'mid' : '';
-        $(`mv-${k}`).textContent = text(v);
-      }
-    }
+    if (meters) this.renderMeters(meters);
     const q = u.q_values;
     if (q && q.length === 5) {
       const lo = Math.min(...q), hi = Math.max(...q), span = hi - lo || 1;

@@ -1,24 +1,61 @@
-// The operator panel: worker processes from /api/workers (loopback or admin token only).
+// The operator panel: worker processes from /api/workers (loopback, or an admin token typed here).
 const $ = (id) => document.getElementById(id);
 
 export class OperatorView {
-  constructor(app) { this.app = app; }
+  constructor(app) {
+    this.app = app;
+    this.armed = null; // the worker whose Restart button waits for its confirming second press
+    $('admin-token').value = sessionStorage.getItem('hamlet-admin-token') ?? '';
+    $('btn-token').onclick = () => {
+      sessionStorage.setItem('hamlet-admin-token', $('admin-token').value);
+      this.refresh();
+    };
+  }
+
   start() { this.refresh(); clearInterval(this.timer); this.timer = setInterval(() => this.refresh(), 2000); }
   stop() { clearInterval(this.timer); }
+
+  headers() {
+    const t = sessionStorage.getItem('hamlet-admin-token');
+    return t ? { Authorization: `Bearer ${t}` } : {};
+  }
+
   async refresh() {
-    const r = await fetch('/api/workers').catch(() => null);
-    if (!r || r.status === 403) { $('workers-msg').textContent = 'The worker list is for operators (this machine, or an admin token).'; return; }
+    const r = await fetch('/api/workers', { headers: this.headers() }).catch(() => null);
+    if (!r || r.status === 403) {
+      $('workers-msg').textContent = 'The worker list is for operators: open this page on the server machine, or enter the admin token above.';
+      document.querySelector('#workers tbody').replaceChildren();
+      return;
+    }
     const j = await r.json();
+    const mine = this.app.inference.state.sessionId;
+    // Stable order: training first, then by start time (ids are UUIDs and say nothing about age).
+    const workers = [...j.workers].sort((a, b) => a.kind.localeCompare(b.kind, undefined, { numeric: true }) * -1
+      || a.started - b.started || a.pid - b.pid);
     $('workers-msg').textContent = `${j.count} worker processes.`;
-    const rows = j.workers.map((w) => {
-      const tr = document.createElement('tr');
-      for (const v of [w.id, w.kind, w.pid, w.state, w.session ?? '–', w.restarts, w.last_exit ?? '–']) {
-        const td = document.createElement('td'); td.textContent = v; tr.append(td);
-      }
-      const td = document.createElement('td'); const b = document.createElement('button'); b.textContent = 'Restart';
-      b.onclick = async () => { await fetch(`/api/workers/${encodeURIComponent(w.id)}/restart`, { method: 'POST' }); this.refresh(); };
-      td.append(b); tr.append(td); return tr;
-    });
-    document.querySelector('#workers tbody').replaceChildren(...rows);
+    document.querySelector('#workers tbody').replaceChildren(...workers.map((w) => this.row(w, mine)));
+  }
+
+  row(w, mine) {
+    const tr = document.createElement('tr');
+    const own = mine && w.session === mine;
+    tr.classList.toggle('mine', Boolean(own));
+    const session = w.session ? `${w.session}${own ? ' (your session)' : ''}` : '–';
+    for (const v of [w.kind, w.pid, w.state, session, w.restarts, w.last_exit ?? '–', w.id]) {
+      const td = document.createElement('td'); td.textContent = v; tr.append(td);
+    }
+    const td = document.createElement('td'); const b = document.createElement('button');
+    b.className = 'tool';
+    const armed = this.armed === w.id;
+    b.textContent = armed ? 'Confirm restart' : 'Restart';
+    b.setAttribute('aria-label', armed ? `Confirm: restart worker ${w.pid}` : `Restart worker ${w.pid}`);
+    b.onclick = async () => {
+      if (this.armed !== w.id) { this.armed = w.id; this.refresh(); return; } // a second press confirms
+      this.armed = null;
+      await fetch(`/api/workers/${encodeURIComponent(w.id)}/restart`, { method: 'POST', headers: this.headers() });
+      this.refresh();
+    };
+    td.append(b); tr.append(td);
+    return tr;
   }
 }

@@ -1,7 +1,10 @@
 // A WebSocket that reconnects with exponential backoff and reports its state.
 export class Socket {
-  constructor(path, { onMessage, onState, onOpen }) {
+  // `finalCodes`: close codes after which the socket does not reconnect by itself, each with what
+  // to do instead (the state becomes `ended`).
+  constructor(path, { onMessage, onState, onOpen, finalCodes = {} }) {
     this.path = path; this.onMessage = onMessage; this.onState = onState; this.onOpen = onOpen;
+    this.finalCodes = finalCodes;
     this.attempt = 0; this.ws = null; this.stopped = false;
   }
   connect() {
@@ -14,6 +17,10 @@ export class Socket {
     ws.onmessage = (ev) => { try { this.onMessage(JSON.parse(ev.data)); } catch (e) { console.error(e); } };
     ws.onclose = (ev) => {
       if (this.ws !== ws || this.stopped) return;
+      if (this.finalCodes[ev.code]) {
+        this.attempt = 0; this.onState('ended', ev.code, ev.reason); this.finalCodes[ev.code](ev);
+        return;
+      }
       this.attempt += 1;
       const delay = Math.min(500 * 2 ** (this.attempt - 1), 10000) * (0.75 + Math.random() / 2);
       this.onState('reconnecting', ev.code, ev.reason, delay);

@@ -6,7 +6,8 @@ const $ = (id) => document.getElementById(id);
 export class TrainingView {
   constructor(app) {
     this.app = app;
-    this.state = { connected: false, isTraining: false, paused: false, current: 0, total: 0, episodes: 0, lastModel: null, restarts: 0 };
+    // current: the episode being run (as the server counts it); done: episodes completed.
+    this.state = { connected: false, isTraining: false, paused: false, current: 0, done: 0, total: 0, episodes: 0, lastModel: null, restarts: 0 };
     this.series = { ep: [], reward: [], length: [], loss: [], eps: [] };
     this.affordances = null;
     this.socket = new Socket('/ws/training', {
@@ -15,6 +16,16 @@ export class TrainingView {
     });
     window.hamlet.training = this.state;
     this.buildForm(); this.bind(); this.draw();
+    const fit = () => {
+      for (const c of document.querySelectorAll('#view-training canvas.chart')) {
+        const r = c.getBoundingClientRect(); if (!r.width) continue;
+        const w = Math.round(r.width), h = Math.round(r.height);
+        if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
+      }
+      this.draw();
+    };
+    new ResizeObserver(fit).observe($('c-reward'));
+    window.addEventListener('hamlet-theme', fit);
   }
 
   start() { if (!this.started) { this.started = true; this.socket.connect(); } }
@@ -76,10 +87,10 @@ export class TrainingView {
 
   progress() {
     const s = this.state;
-    $('t-bar').style.width = s.total ? `${(100 * s.current / s.total).toFixed(1)}%` : '0';
+    $('t-bar').style.width = s.total ? `${(100 * s.done / s.total).toFixed(1)}%` : '0';
     $('t-progress').textContent = s.isTraining
       ? `Episode ${s.current} of ${s.total}${s.paused ? ' — paused' : ''}`
-      : s.lastModel ? `Finished: saved ${s.lastModel} (episode ${s.current}). Load it in “Watch an agent”.` : s.current ? `Run ended at episode ${s.current}.` : 'No run in progress. Start one below — everyone watching will see it.';
+      : s.lastModel ? `Finished: saved ${s.lastModel} after ${s.done} episodes. Load it in “Watch an agent”.` : s.done ? `Run ended after ${s.done} episodes.` : 'No run in progress. Start one below — everyone watching will see it.';
     $('btn-train').disabled = s.isTraining;
   }
 
@@ -95,26 +106,39 @@ export class TrainingView {
 
   draw() {
     const S = this.series;
-    drawLine($('c-reward'), S.ep, S.reward, { color: '#1d4ed8', label: 'reward' });
-    drawLine($('c-length'), S.ep, S.length, { color: '#15803d', label: 'steps' });
-    drawLine($('c-loss'), S.ep, S.loss, { color: '#b45309', label: 'loss' });
-    drawLine($('c-eps'), S.ep, S.eps, { color: '#6d28d9', label: 'ε', avg: 1 });
+    const v = (k) => getComputedStyle(document.documentElement).getPropertyValue(k).trim();
+    drawLine($('c-reward'), S.ep, S.reward, { color: v('--accent'), label: 'Reward' });
+    drawLine($('c-length'), S.ep, S.length, { color: v('--ok'), label: 'Length (steps)' });
+    drawLine($('c-loss'), S.ep, S.loss, { color: v('--mid'), label: 'Loss' });
+    drawLine($('c-eps'), S.ep, S.eps, { color: v('--warn'), label: 'ε', avg: 1 });
+  }
+
+  /// The latest episode in words, with the 5-episode averages.
+  showLast(e) {
+    $('t-last').textContent = `Episode ${e.episode}: reward ${e.reward.toFixed(1)}, ${e.length} steps, ε ${e.epsilon.toFixed(3)} · last 5 episodes on average: reward ${e.avg_reward_5.toFixed(1)}, ${e.avg_length_5.toFixed(0)} steps, loss ${e.avg_loss_5.toFixed(3)}`;
   }
 
   onMessage(m) {
     const s = this.state;
     switch (m.type) {
-      case 'training_status':
-        Object.assign(s, { connected: true, isTraining: m.is_training, paused: m.paused, current: m.current_episode, total: m.total_episodes });
-        if (m.last_episode && !this.series.ep.length) { this.addEpisode(m.last_episode); this.draw(); }
+      case 'training_status': {
+        const done = m.last_episode?.episode ?? 0;
+        Object.assign(s, { connected: true, isTraining: m.is_training, paused: m.paused, current: m.current_episode, done, total: m.total_episodes });
+        // A late joiner sees where the run is at once: the latest episode and its averages.
+        if (m.last_episode) { this.showLast(m.last_episode); if (!this.series.ep.length) { this.addEpisode(m.last_episode); this.draw(); } }
         this.app.markTraining(m.is_training);
         break;
+      }
       case 'training_started':
-        Object.assign(s, { isTraining: true, paused: false, current: 0, total: m.num_episodes, lastModel: null });
+        Object.assign(s, { isTraining: true, paused: false, current: 1, done: 0, total: m.num_episodes, lastModel: null });
+        $('t-last').textContent = '';
         for (const k of Object.keys(this.series)) this.series[k] = [];
         this.draw(); this.app.markTraining(true);
         break;
-      case 'episode_complete': s.current = m.episode; this.addEpisode(m); this.draw(); break;
+      case 'episode_complete':
+        s.done = m.episode; s.current = Math.min(m.episode + 1, Math.max(s.total, m.episode));
+        this.addEpisode(m); this.showLast(m); this.draw();
+        break;
       case 'state_update':
         this.affordances = m.grid?.affordances ?? m.affordances;
         if (m.heat_map) drawHeat($('heat'), m.heat_map, this.affordances);
@@ -127,8 +151,8 @@ export class TrainingView {
         this.app.toast(`Training finished: model ${m.model_saved} saved (last 10 episodes: ${m.final_avg_length.toFixed(0)} steps on average).`, 'info');
         break;
       case 'training_restarted':
-        s.restarts += 1;
-        this.app.toast(`The training process was restarted (${m.reason}); the run continues from episode ${m.resumed_from_episode}.`, 'warn');
+        s.restarts += 1; s.lastRestartReason = m.reason;
+        this.app.toast(`The training process was restarted; the run continues after episode ${m.resumed_from_episode}.`, 'warn');
         break;
       case 'error': this.app.toast(`Training: ${m.message}`, 'error'); break;
     }

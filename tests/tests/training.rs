@@ -286,7 +286,7 @@ async fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
     s.wait_for("the checkpoint of the last finished episode", T, |s| {
         let t = &s.get_json("/api/status")["training"];
         t["last_checkpoint_episode"].as_u64().is_some()
-            && t["last_checkpoint_episode"] == t["current_episode"]
+            && t["last_checkpoint_episode"] == t["episodes_completed"]
     });
     let done = s.get_json("/api/status")["training"]["last_checkpoint_episode"]
         .as_u64()
