@@ -15,7 +15,7 @@ const app = {
     this.conn[which] = state; window.hamlet.conn[which] = state;
     if (which !== this.tab) return;
     const el = $('conn'); el.dataset.state = state;
-    const label = { connecting: 'connecting…', connected: 'connected', reconnecting: 'connection lost — reconnecting…', ended: 'session ended' }[state] ?? state;
+    const label = { connecting: 'connecting…', connected: 'connected', reconnecting: 'connection lost — reconnecting…', ended: 'ended' }[state] ?? state;
     el.textContent = `${which === 'inference' ? 'Session' : 'Training'}: ${label}`;
     if (state === 'reconnecting' && reason) this.toast(`Connection closed (${code}): ${reason}`, 'warn');
   },

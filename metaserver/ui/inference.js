@@ -126,7 +126,7 @@ export class InferenceView {
       const v = meters[k]; const f = Math.max(0, Math.min(1, frac(v))); const d = danger(v);
       const bar = $(`m-${k}`); bar.style.width = `${(f * 100).toFixed(1)}%`;
       bar.className = d > 0.8 ? 'low' : d > 0.5 ? 'mid' : '';
-      $(`mb-${k}`).classList.toggle('empty', f <= 0.001);
+      $(`mb-${k}`).classList.toggle('empty', f <= 0.001 && d > 0.8);
       $(`mb-${k}`).setAttribute('aria-valuenow', String(v));
       $(`mb-${k}`).setAttribute('aria-valuetext', text(v));
       const t = $(`mv-${k}`); t.textContent = f <= 0.001 && d > 0.8 ? `${text(v)} ⚠` : text(v);
@@ -148,6 +148,7 @@ export class InferenceView {
       case 'state_update': this.render(m); break;
       case 'episode_end':
         this.episodes.push({ episode: m.episode, steps: m.steps, reason: m.reason });
+        this.state.lastEnd = m.reason;
         drawSurvival($('survival'), this.episodes, this.cap);
         this.app.toast(`Episode ${m.episode} ended after ${m.steps} steps (${m.reason.replace('_', ' ')}), total reward ${m.total_reward.toFixed(1)}`, 'info');
         break;

@@ -134,18 +134,43 @@ impl Browser {
         )
     }
 
-    pub fn click(&self, css: &str) -> Result<()> {
+    /// Resizes the window (headless: the viewport) to `width` × `height` CSS pixels.
+    pub fn set_size(&self, width: u32, height: u32) -> Result<()> {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .map(|_| ())
+    }
+
+    /// Types `keys` into the element (WebDriver key codes: "\u{E00D}" is Space); the element
+    /// gets the focus first, as a person tabbing to it would give it.
+    pub fn send_keys(&self, css: &str, keys: &str) -> Result<()> {
+        let id = self.element(css)?;
+        self.cmd(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({"text": keys})),
+        )
+        .map(|_| ())
+    }
+
+    fn element(&self, css: &str) -> Result<String> {
         let el = self.cmd(
             "POST",
             "/element",
             Some(json!({"using": "css selector", "value": css})),
         )?;
-        let id = el
-            .as_object()
+        el.as_object()
             .and_then(|o| o.values().next())
             .and_then(|v| v.as_str())
-            .ok_or_else(|| anyhow!("no element {css}"))?
-            .to_owned();
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no element {css}"))
+    }
+
+    pub fn click(&self, css: &str) -> Result<()> {
+        let id = self.element(css)?;
         self.cmd("POST", &format!("/element/{id}/click"), Some(json!({})))
             .map(|_| ())
     }

@@ -12,6 +12,26 @@ fn artifacts() -> std::path::PathBuf {
     root().join("target/test-artifacts")
 }
 
+/// The lowest WCAG contrast ratio of any visible text element against its effective background,
+/// and which element it is.
+const LOWEST_CONTRAST: &str = r#"
+    const lum = (c) => { const [r, g, b] = c.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+                         return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+    const rgb = (s) => (s.match(/[\d.]+/g) || []).map(Number);
+    const bg = (el) => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor);
+                          if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3); } return [255, 255, 255]; };
+    let worst = { ratio: 99, what: '' };
+    for (const el of document.querySelectorAll('body *')) {
+        if (!el.offsetParent || el.closest('[hidden]')) continue;
+        const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+        if (!own) continue;
+        const fg = rgb(getComputedStyle(el).color).slice(0, 3);
+        const [a, b] = [lum(fg), lum(bg(el))];
+        const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+        if (ratio < worst.ratio) worst = { ratio, what: el.tagName + '#' + el.id + ' ' + el.textContent.trim().slice(0, 30) };
+    }
+    return worst;"#;
+
 #[test]
 fn inference_training_and_a_killed_worker_in_a_real_browser() {
     let s = Server::start();
@@ -157,27 +177,7 @@ fn inference_training_and_a_killed_worker_in_a_real_browser() {
 
     // Colours: every visible text element meets WCAG AA (4.5:1) against its effective background.
     b.click("#tab-inference").unwrap();
-    let worst = b
-        .eval(
-            r#"
-            const lum = (c) => { const [r, g, b] = c.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
-                                 return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
-            const rgb = (s) => (s.match(/[\d.]+/g) || []).map(Number);
-            const bg = (el) => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor);
-                                  if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3); } return [255, 255, 255]; };
-            let worst = { ratio: 99, what: '' };
-            for (const el of document.querySelectorAll('body *')) {
-                if (!el.offsetParent || el.closest('[hidden]')) continue;
-                const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
-                if (!own) continue;
-                const fg = rgb(getComputedStyle(el).color).slice(0, 3);
-                const [a, b] = [lum(fg), lum(bg(el))];
-                const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
-                if (ratio < worst.ratio) worst = { ratio, what: el.tagName + '#' + el.id + ' ' + el.textContent.trim().slice(0, 30) };
-            }
-            return worst;"#,
-        )
-        .unwrap();
+    let worst = b.eval(LOWEST_CONTRAST).unwrap();
     assert!(
         worst["ratio"].as_f64().unwrap() >= 4.5,
         "lowest text contrast: {worst}"
@@ -193,4 +193,274 @@ fn inference_training_and_a_killed_worker_in_a_real_browser() {
     .unwrap();
     b.eval("window.scrollTo(0, 0); return true").unwrap();
     b.screenshot(&artifacts().join("operator.png")).unwrap();
+}
+
+/// Nothing wider than the viewport (no horizontal scrolling).
+const NO_OVERFLOW: &str = "return document.documentElement.scrollWidth <= window.innerWidth";
+
+/// The element's box within the viewport, as [left, top, right, bottom, width, height].
+fn rect(b: &Browser, css: &str) -> Vec<f64> {
+    let r = b
+        .eval(&format!(
+            "const r = document.querySelector('{css}').getBoundingClientRect(); \
+             return [r.left, r.top, r.right, r.bottom, r.width, r.height];"
+        ))
+        .unwrap();
+    r.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
+}
+
+fn viewport(b: &Browser) -> (f64, f64) {
+    let v = b
+        .eval("return [window.innerWidth, window.innerHeight]")
+        .unwrap();
+    (v[0].as_f64().unwrap(), v[1].as_f64().unwrap())
+}
+
+fn set_theme(b: &Browser, theme: &str) {
+    b.eval(&format!(
+        "if (window.hamlet.theme !== '{theme}') document.getElementById('btn-theme').click(); return true"
+    ))
+    .unwrap();
+    b.wait_for(
+        "the theme",
+        W,
+        &format!("window.hamlet.theme === '{theme}'"),
+    )
+    .unwrap();
+}
+
+fn assert_contrast(b: &Browser, theme: &str) {
+    let worst = b.eval(LOWEST_CONTRAST).unwrap();
+    assert!(
+        worst["ratio"].as_f64().unwrap() >= 4.5,
+        "{theme} theme, lowest text contrast: {worst}"
+    );
+}
+
+/// The rooms Hamlet is used in: a laptop, a projector (present mode), a phone; light and dark;
+/// keyboard use.
+#[test]
+fn the_ui_fits_a_laptop_a_projector_and_a_phone_in_both_themes() {
+    let s = Server::start_with(ServerOpts::default_model(&[]));
+    let b = Browser::start().expect("headless Chromium");
+    let shot = |name: &str| {
+        b.screenshot(&artifacts().join(format!("{name}.png")))
+            .unwrap()
+    };
+    let frames =
+        |n: u64| format!("window.hamlet.inference && window.hamlet.inference.frames >= {n}");
+
+    // Laptop, 1280 × 800: grid, meters, Q-values and the survival chart without scrolling.
+    b.set_size(1280, 800).unwrap();
+    b.goto(&format!("http://{}/ui/", s.addr)).unwrap();
+    b.wait_for("the first frame", W, &frames(1)).unwrap();
+    let (vw, vh) = viewport(&b);
+    // The overflow check can see overflow: a 3000 px element trips it.
+    b.eval("const d = document.createElement('div'); d.id = 'wide'; d.style.width = '3000px'; d.style.height = '1px'; document.body.append(d); return true").unwrap();
+    assert_eq!(b.eval(NO_OVERFLOW).unwrap(), false);
+    b.eval("document.getElementById('wide').remove(); return true")
+        .unwrap();
+    assert_eq!(
+        b.eval(NO_OVERFLOW).unwrap(),
+        true,
+        "laptop: horizontal overflow"
+    );
+    for css in ["#grid", "#meters", "#qvalues", "#survival", "#btn-play"] {
+        let r = rect(&b, css);
+        assert!(
+            r[2] <= vw + 0.5 && r[3] <= vh + 0.5 && r[4] > 0.0,
+            "laptop: {css} at {r:?} is outside {vw}×{vh}"
+        );
+    }
+    let grid = rect(&b, "#grid");
+    assert!(
+        grid[4] >= 0.6 * vh.min(vw),
+        "laptop: the grid is {} px in {vw}×{vh}",
+        grid[4]
+    );
+    // An empty chart says what will appear there.
+    let label = b
+        .eval("return document.getElementById('survival').getAttribute('aria-label')")
+        .unwrap();
+    assert!(
+        label.as_str().unwrap().contains("none finished yet"),
+        "{label}"
+    );
+    for theme in ["light", "dark"] {
+        set_theme(&b, theme);
+        assert_contrast(&b, theme);
+        shot(&format!("laptop-{theme}"));
+    }
+
+    // Keyboard: Space on a focused button presses that button (Reset), not play/pause.
+    set_theme(&b, "light");
+    b.send_keys("#btn-reset", "\u{E00D}").unwrap();
+    b.wait_for(
+        "the reset",
+        W,
+        "window.hamlet.inference.lastEnd === 'reset'",
+    )
+    .unwrap();
+    assert_eq!(
+        b.eval("return window.hamlet.inference.playing").unwrap(),
+        false
+    );
+    // Space elsewhere toggles playing, and Play says it is pressed.
+    b.send_keys("body", " ").unwrap();
+    b.wait_for("playing", W, "window.hamlet.inference.playing === true")
+        .unwrap();
+    assert_eq!(
+        b.eval("return document.getElementById('btn-play').getAttribute('aria-pressed')")
+            .unwrap(),
+        "true"
+    );
+    // Arrow keys move between tabs.
+    b.send_keys("#tab-inference", "\u{E014}").unwrap(); // ArrowRight
+    b.wait_for("the training tab", W, "document.getElementById('tab-training').getAttribute('aria-selected') === 'true' && document.activeElement.id === 'tab-training'").unwrap();
+    b.click("#tab-inference").unwrap();
+
+    // Projector, 1920 × 1080, present mode: the grid takes the height, figures are large.
+    b.set_size(1920, 1080).unwrap();
+    b.goto(&format!("http://{}/ui/?present=1", s.addr)).unwrap();
+    b.wait_for("the first frame", W, &frames(1)).unwrap();
+    let (vw, vh) = viewport(&b);
+    let grid = rect(&b, "#grid");
+    assert!(
+        grid[4] >= 0.6 * vw.min(vh),
+        "present: the grid is {} px in {vw}×{vh}",
+        grid[4]
+    );
+    let figure = b
+        .eval("return parseFloat(getComputedStyle(document.getElementById('f-step')).fontSize)")
+        .unwrap();
+    assert!(
+        figure.as_f64().unwrap() >= 24.0,
+        "present: figures at {figure} px"
+    );
+    assert_eq!(
+        b.eval(NO_OVERFLOW).unwrap(),
+        true,
+        "present: horizontal overflow"
+    );
+    for theme in ["dark", "light"] {
+        set_theme(&b, theme);
+        assert_contrast(&b, &format!("present {theme}"));
+        shot(&format!("projector-present-{theme}"));
+    }
+
+    // Phone, 375 × 812: one column, no horizontal scroll, playback within thumb's reach.
+    b.set_size(375, 812).unwrap();
+    b.goto(&format!("http://{}/ui/", s.addr)).unwrap();
+    b.wait_for("the first frame", W, &frames(1)).unwrap();
+    let (vw, vh) = viewport(&b);
+    assert_eq!(
+        b.eval(NO_OVERFLOW).unwrap(),
+        true,
+        "phone: horizontal overflow"
+    );
+    for css in ["#btn-play", "#btn-step", "#btn-reset"] {
+        let r = rect(&b, css);
+        assert!(
+            r[0] >= 0.0 && r[2] <= vw && r[3] <= vh && r[1] >= vh * 0.75,
+            "phone: {css} at {r:?} is not at the bottom of {vw}×{vh}"
+        );
+    }
+    assert_eq!(
+        b.eval("return getComputedStyle(document.querySelector('.hint')).display")
+            .unwrap(),
+        "none"
+    );
+    for theme in ["light", "dark"] {
+        set_theme(&b, theme);
+        assert_contrast(&b, &format!("phone {theme}"));
+        shot(&format!("phone-{theme}"));
+    }
+    // The Workers view keeps its buttons on screen.
+    b.click("#tab-operator").unwrap();
+    b.wait_for(
+        "worker rows",
+        W,
+        "document.querySelectorAll('#workers tbody button').length >= 1",
+    )
+    .unwrap();
+    assert_eq!(
+        b.eval(NO_OVERFLOW).unwrap(),
+        true,
+        "phone workers: horizontal overflow"
+    );
+    let r = rect(&b, "#workers tbody button");
+    assert!(
+        r[2] <= vw,
+        "phone: the restart button at {r:?} is off screen"
+    );
+    assert_eq!(
+        b.eval("return document.querySelector('#workers tr.mine') !== null")
+            .unwrap(),
+        true,
+        "the viewer's own session is marked"
+    );
+    shot("phone-workers");
+}
+
+/// When a session's restart budget is spent (close 1011), the page says the session ended and
+/// offers a new one — it does not quietly start a fresh session on its own.
+#[test]
+fn a_session_that_ended_says_so_and_offers_a_new_one() {
+    let dir = temp_dir("browser-crashloop");
+    let script = dir.join("worker-inference");
+    std::fs::write(&script, "#!/bin/sh\necho 'boom' >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(
+        bin_dir().join("worker-training"),
+        dir.join("worker-training"),
+    )
+    .unwrap();
+    let s = Server::start_with(ServerOpts {
+        workers_dir: dir.clone(),
+        args: ["--warm-workers", "0", "--backoff-max-ms", "100"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    });
+    let b = Browser::start().expect("headless Chromium");
+    b.goto(&format!("http://{}/ui/", s.addr)).unwrap();
+    b.wait_for(
+        "the ended notice",
+        W,
+        "!document.getElementById('ended').hidden && window.hamlet.conn.inference === 'ended'",
+    )
+    .unwrap();
+    let text = b
+        .eval("return document.getElementById('ended').textContent")
+        .unwrap();
+    let text = text.as_str().unwrap();
+    assert!(
+        text.contains("session has ended") && text.contains("Start a new session"),
+        "{text}"
+    );
+    assert!(!text.contains("continues"), "{text}");
+    shot_to(&b, "session-ended");
+    // It stays ended: no new session is started behind the reader's back.
+    let started = s.metric("hamlet_sessions_started_total");
+    std::thread::sleep(Duration::from_secs(2)); // an observation window: a reconnect would start one
+    assert_eq!(s.metric("hamlet_sessions_started_total"), started);
+    assert_eq!(
+        b.eval("return window.hamlet.conn.inference").unwrap(),
+        "ended"
+    );
+    // The button starts one.
+    b.click("#btn-new-session").unwrap();
+    s.wait_for("a new session", W, |s| {
+        s.metric("hamlet_sessions_started_total") > started
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn shot_to(b: &Browser, name: &str) {
+    b.screenshot(&artifacts().join(format!("{name}.png")))
+        .unwrap();
 }
