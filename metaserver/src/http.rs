@@ -230,25 +230,26 @@ fn is_loopback_name(h: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn check_origin(app: &App, h: &HeaderMap) -> Result<(), Response> {
+/// The 403 answer for a refused origin, or `None` when the origin may connect.
+fn refuse_origin(app: &App, h: &HeaderMap) -> Option<Response> {
     let get = |k| {
         h.get(k)
             .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
     };
     let origin = get(header::ORIGIN);
     if origin_allowed(&app.cfg.allowed_origins, origin, get(header::HOST)) {
-        return Ok(());
+        return None;
     }
     let origin = origin.unwrap_or_default();
     let body = format!(
         "origin not allowed: {origin} is not on this server's host. To allow it, start the \
          metaserver with --allowed-origins {origin} (comma-separated; '*' allows every origin)."
     );
-    Err((StatusCode::FORBIDDEN, body).into_response())
+    Some((StatusCode::FORBIDDEN, body).into_response())
 }
 
 async fn ws_inference(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    if let Err(refused) = check_origin(&app, &h) {
+    if let Some(refused) = refuse_origin(&app, &h) {
         return refused;
     }
     let permit = app.session_permits.clone().try_acquire_owned().ok();
@@ -262,7 +263,7 @@ async fn ws_inference(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUp
 }
 
 async fn ws_training(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    if let Err(refused) = check_origin(&app, &h) {
+    if let Some(refused) = refuse_origin(&app, &h) {
         return refused;
     }
     let max = app.cfg.max_frame_bytes;
