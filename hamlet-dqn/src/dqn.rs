@@ -31,6 +31,8 @@ pub struct StepView<'a> {
     pub heat: &'a HeatMap,
     pub episode: u32,
     pub action: u8,
+    /// The action was a random, exploring one (not the network's choice).
+    pub explored: bool,
     pub reward: f64,
     pub cumulative: f64,
     pub done: bool,
@@ -115,11 +117,12 @@ impl Trainer {
         std::array::from_fn(|i| q[i])
     }
 
-    fn act(&mut self, obs: &[f32; OBS]) -> u8 {
+    /// ε-greedy: (action, whether it was a random — exploring — one).
+    fn act(&mut self, obs: &[f32; OBS]) -> (u8, bool) {
         if self.state.rng.random::<f64>() < self.state.epsilon {
-            self.state.rng.random_range(0..ACTIONS) as u8
+            (self.state.rng.random_range(0..ACTIONS) as u8, true)
         } else {
-            argmax(&self.q_values(obs)) as u8
+            (argmax(&self.q_values(obs)) as u8, false)
         }
     }
 
@@ -178,7 +181,7 @@ impl Trainer {
         let (x, y) = world.position();
         self.state.heat.visit(x, y);
         loop {
-            let a = self.act(&obs);
+            let (a, explored) = self.act(&obs);
             let out = world.step(Action::from_id(a as i64).expect("act returns 0..5"));
             world.write_observation(&mut next);
             cumulative += out.reward;
@@ -196,6 +199,7 @@ impl Trainer {
                 heat: &self.state.heat,
                 episode,
                 action: a,
+                explored,
                 reward: out.reward,
                 cumulative,
                 done: out.done,

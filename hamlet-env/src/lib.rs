@@ -6,6 +6,7 @@
 
 pub mod conformance;
 mod layout;
+pub mod rng;
 pub mod wire;
 mod world;
 

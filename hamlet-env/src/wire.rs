@@ -89,6 +89,29 @@ pub struct StateUpdate {
     /// Training only: `"x,y"` → visit count / max count over the whole run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heat_map: Option<BTreeMap<String, f64>>,
+    /// Whether the action was a random (exploring) one: training always, inference once ε > 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explored: Option<bool>,
+    /// Inside the network, after `set_detail` (inference only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<Activations>,
+}
+
+/// The hidden layers of the network that chose the action (protocol.md `activations`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Activations {
+    pub h1: Vec<f32>,
+    pub h2: Vec<f32>,
+    /// Dueling networks: the state value V(s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f32>,
+    /// Dueling networks: the advantages A(s, a).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advantage: Option<Vec<f32>>,
+    /// The strongest connections from `h2` to the chosen action: `[unit, h2[unit] · weight]`,
+    /// largest magnitude first (at most 8).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<(u32, f32)>,
 }
 
 pub const AGENT_ID: &str = "agent_0";
@@ -130,6 +153,8 @@ pub struct FrameFacts {
     pub done: bool,
     pub q_values: Option<Vec<f32>>,
     pub heat_map: Option<BTreeMap<String, f64>>,
+    pub explored: Option<bool>,
+    pub activations: Option<Activations>,
 }
 
 /// Builds a complete `state_update` for the world as it is now.
@@ -180,6 +205,8 @@ pub fn state_update(w: &World, f: FrameFacts) -> StateUpdate {
         affordances,
         q_values: f.q_values,
         heat_map: f.heat_map,
+        explored: f.explored,
+        activations: f.activations,
     }
 }
 

@@ -27,6 +27,20 @@ pub enum Meter {
     Social = 5,
 }
 
+impl Meter {
+    /// The wire name (`energy`, …), as in `state_update`'s `meters`.
+    pub fn name(self) -> &'static str {
+        [
+            "energy",
+            "hygiene",
+            "satiation",
+            "money",
+            "stress",
+            "social",
+        ][self as usize]
+    }
+}
+
 const MIN: [f64; N_METERS] = [0.0, 0.0, 0.0, -100.0, 0.0, 0.0];
 const MAX: [f64; N_METERS] = [100.0; N_METERS];
 const START: [f64; N_METERS] = [100.0, 100.0, 100.0, 50.0, 0.0, 50.0];
@@ -151,6 +165,31 @@ impl World {
 
     pub fn reset(&mut self) {
         *self = World::new();
+    }
+
+    /// A fresh world (meters at their start values) with the agent on cell (x, y), clamped to the
+    /// grid — for episodes that start somewhere other than world.md's (4, 4).
+    pub fn new_at(x: i32, y: i32) -> Self {
+        World {
+            x: x.clamp(0, GRID_SIZE - 1),
+            y: y.clamp(0, GRID_SIZE - 1),
+            ..World::new()
+        }
+    }
+
+    /// The cells without an affordance, row by row: where a random start may put the agent.
+    pub fn empty_cells() -> impl Iterator<Item = (i32, i32)> {
+        (0..GRID_SIZE * GRID_SIZE)
+            .filter(|i| CELL_AFFORDANCE[*i as usize] == u8::MAX)
+            .map(|i| (i % GRID_SIZE, i / GRID_SIZE))
+    }
+
+    /// The meter that ran out (energy, hygiene, satiation — the first of them at 0, in that order),
+    /// if one has (world.md rule 5).
+    pub fn depleted_meter(&self) -> Option<Meter> {
+        [Meter::Energy, Meter::Hygiene, Meter::Satiation]
+            .into_iter()
+            .find(|m| self.meters[*m as usize] <= 0.0)
     }
 
     pub fn position(&self) -> (i32, i32) {

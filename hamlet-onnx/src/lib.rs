@@ -57,12 +57,14 @@ struct GraphBuilder {
 }
 
 impl GraphBuilder {
+    /// Appends a chain of dense layers; returns each layer's output (after its ReLU, if any).
     fn dense_chain(
         &mut self,
         prefix: &str,
         layers: &[Dense],
         mut x: String,
-    ) -> Result<String, OnnxError> {
+    ) -> Result<Vec<String>, OnnxError> {
+        let mut outs = Vec::with_capacity(layers.len());
         for (i, l) in layers.iter().enumerate() {
             if l.weight.len() != l.inputs * l.outputs || l.bias.len() != l.outputs {
                 return Err(OnnxError::Shape(format!(
@@ -94,8 +96,16 @@ impl GraphBuilder {
                     .push(node("Relu", &format!("{prefix}{i}.Relu"), &[&x], &r));
                 x = r;
             }
+            outs.push(x.clone());
         }
-        Ok(x)
+        Ok(outs)
+    }
+
+    /// Exposes an inner tensor as a named graph output.
+    fn expose(&mut self, inner: &str, name: &str, width: usize, outputs: &mut Vec<ValueInfoProto>) {
+        self.nodes
+            .push(node("Identity", &format!("{name}.out"), &[inner], name));
+        outputs.push(io(name, width as i64));
     }
 }
 
@@ -165,11 +175,25 @@ pub fn export(
         nodes: Vec::new(),
         inits: Vec::new(),
     };
+    // `q_values` stays the first output, so other tools keep working; the hidden layers follow
+    // for the UI's "inside the agent" view (h1, h2; for dueling also value and advantage).
+    let mut extra = Vec::new();
     let (obs_dim, n_actions) = match net {
         NetworkDesc::Mlp(layers) => {
-            let out = g.dense_chain("fc", layers, INPUT_NAME.into())?;
+            let outs = g.dense_chain("fc", layers, INPUT_NAME.into())?;
+            let out = outs.last().cloned().unwrap_or_default();
             g.nodes
                 .push(node("Identity", "output", &[&out], OUTPUT_NAME));
+            if layers.len() >= 3 {
+                let last_hidden = layers.len() - 2;
+                g.expose(&outs[0], "h1", layers[0].outputs, &mut extra);
+                g.expose(
+                    &outs[last_hidden],
+                    "h2",
+                    layers[last_hidden].outputs,
+                    &mut extra,
+                );
+            }
             (first_in(layers)?, last_out(layers)?)
         }
         NetworkDesc::Dueling {
@@ -178,9 +202,14 @@ pub fn export(
             advantage,
         } => {
             let f = g.dense_chain("features", trunk, INPUT_NAME.into())?;
+            let f = f.last().cloned().unwrap_or_default();
             let v = g.dense_chain("value", value, f.clone())?;
-            let a = g.dense_chain("advantage", advantage, f)?;
-            let mut mean = node("ReduceMean", "advantage.mean", &[&a], "advantage.mean");
+            let a = g.dense_chain("advantage", advantage, f.clone())?;
+            let (v_out, a_out) = (
+                v.last().cloned().unwrap_or_default(),
+                a.last().cloned().unwrap_or_default(),
+            );
+            let mut mean = node("ReduceMean", "advantage.mean", &[&a_out], "advantage.mean");
             mean.attribute = vec![
                 AttributeProto {
                     name: "axes".into(),
@@ -194,14 +223,24 @@ pub fn export(
             g.nodes.push(node(
                 "Sub",
                 "advantage.centered",
-                &[&a, "advantage.mean"],
+                &[&a_out, "advantage.mean"],
                 "advantage.centered",
             ));
-            g.nodes
-                .push(node("Add", "q", &[&v, "advantage.centered"], OUTPUT_NAME));
+            g.nodes.push(node(
+                "Add",
+                "q",
+                &[&v_out, "advantage.centered"],
+                OUTPUT_NAME,
+            ));
             if last_out(value)? != 1 {
                 return Err(OnnxError::Shape("value head must end in one output".into()));
             }
+            if advantage.len() >= 2 {
+                g.expose(&f, "h1", last_out(trunk)?, &mut extra);
+                g.expose(&a[0], "h2", advantage[0].outputs, &mut extra);
+            }
+            g.expose(&v_out, "value", 1, &mut extra);
+            g.expose(&a_out, "advantage", last_out(advantage)?, &mut extra);
             (first_in(trunk)?, last_out(advantage)?)
         }
     };
@@ -218,7 +257,9 @@ pub fn export(
             name: "hamlet_q_network".into(),
             initializer: g.inits,
             input: vec![io(INPUT_NAME, obs_dim as i64)],
-            output: vec![io(OUTPUT_NAME, n_actions as i64)],
+            output: std::iter::once(io(OUTPUT_NAME, n_actions as i64))
+                .chain(extra)
+                .collect(),
             ..Default::default()
         }),
         metadata_props: metadata
@@ -286,7 +327,7 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
-    /// Checks the model fits the world: one input `[batch, obs_dim]`, one output `[batch, n_actions]`.
+    /// Checks the model fits the world: one input `[batch, obs_dim]`, a first output `[batch, n_actions]`.
     pub fn check_shapes(&self, obs_dim: i64, n_actions: i64) -> Result<(), String> {
         let fits = |v: &[(String, Vec<i64>)], w: i64, what: &str| -> Result<(), String> {
             match v {
@@ -301,7 +342,12 @@ impl ModelInfo {
             }
         };
         fits(&self.inputs, obs_dim, "input")?;
-        fits(&self.outputs, n_actions, "output")
+        // The first output is the Q-values; further ones (hidden layers) are optional extras.
+        fits(
+            &self.outputs[..self.outputs.len().min(1)],
+            n_actions,
+            "output",
+        )
     }
 }
 
@@ -338,4 +384,29 @@ pub fn inspect(bytes: &[u8]) -> Result<ModelInfo, OnnxError> {
 
 pub fn inspect_file(path: &Path) -> Result<ModelInfo, OnnxError> {
     inspect(&std::fs::read(path)?)
+}
+
+/// The weights from the last hidden layer (`h2`) to the actions, `[n_actions, hidden]` row-major,
+/// as our exporter writes them (`fcN.weight` of an MLP, `advantage1.weight` of a dueling head).
+/// `None` for models that do not have them.
+pub fn action_weights(bytes: &[u8]) -> Option<(usize, usize, Vec<f32>)> {
+    let m: ModelProto = prost::Message::decode(bytes).ok()?;
+    let g = m.graph?;
+    // The Gemm whose output becomes the Q-values (MLP) or the advantages (dueling).
+    let last = g.node.iter().rev().find(|n| {
+        n.op_type == "Gemm" && (n.name.starts_with("fc") || n.name.starts_with("advantage"))
+    })?;
+    let w = g
+        .initializer
+        .iter()
+        .find(|t| Some(&t.name) == last.input.get(1))?;
+    let [rows, cols] = w.dims[..] else {
+        return None;
+    };
+    let data: Vec<f32> = w
+        .raw_data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (data.len() == (rows * cols) as usize).then_some((rows as usize, cols as usize, data))
 }

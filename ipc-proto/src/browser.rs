@@ -39,6 +39,10 @@ pub enum ErrorCode {
     RateLimited,
     /// The server is shutting down.
     ShuttingDown,
+    /// `set_detail` for a model without hidden-layer outputs.
+    NoActivations,
+    /// Run control from a viewer who neither started the run nor holds its control token.
+    NotRunOwner,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +100,9 @@ pub struct EpisodeEnd {
     pub steps: u32,
     pub total_reward: f64,
     pub reason: EndReason,
+    /// For `meter_depleted`: which meter reached 0 (`energy`, `hygiene` or `satiation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter: Option<String>,
 }
 
 /// What a model file says about itself (`metadata_props`) plus file facts.
@@ -164,6 +171,9 @@ pub struct TrainingStatus {
 pub struct TrainingStarted {
     pub num_episodes: u32,
     pub config: TrainingConfig,
+    /// Only in the starter's copy: the secret that lets any connection control the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

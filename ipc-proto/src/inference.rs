@@ -20,6 +20,28 @@ pub enum SessionCommand {
         model: String,
     },
     Status,
+    /// ε-greedy play: with probability ε the action is random (the session's seeded RNG).
+    /// Already checked to lie in [0, 1].
+    SetEpsilon {
+        epsilon: f64,
+    },
+    /// Where the next episodes start.
+    SetStart {
+        mode: StartMode,
+    },
+    /// Whether `state_update`s carry the network's hidden layers.
+    SetDetail {
+        activations: bool,
+    },
+}
+
+/// Where episodes start: world.md's (4, 4), or a uniformly drawn empty cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartMode {
+    #[default]
+    Fixed,
+    Random,
 }
 
 pub const MIN_SPEED: f64 = 0.1;
@@ -57,6 +79,17 @@ pub struct SessionSnapshot {
     /// commands after it to a replacement worker, so none is lost with a dying worker.
     #[serde(default)]
     pub commands_applied: u64,
+    /// ε of ε-greedy play (0: greedy).
+    #[serde(default)]
+    pub epsilon: f64,
+    #[serde(default)]
+    pub start: StartMode,
+    /// The session's random number generator, so a resumed session draws the same numbers.
+    #[serde(default)]
+    pub rng: hamlet_env::rng::SessionRng,
+    /// `state_update`s carry activations.
+    #[serde(default)]
+    pub detail: bool,
 }
 
 /// How a worker is given its session.
@@ -72,6 +105,9 @@ pub struct SessionStart {
     /// the browser already has its `connected` and is told `worker_restarted` instead.
     #[serde(default = "yes")]
     pub announce: bool,
+    /// Seed of a fresh session's random number generator (chosen by the metaserver).
+    #[serde(default)]
+    pub seed: u64,
 }
 
 fn yes() -> bool {

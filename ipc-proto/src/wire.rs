@@ -3,5 +3,6 @@
 //! here so every process names them through the protocol crate.
 
 pub use hamlet_env::wire::{
-    AffordanceView, AgentMeters, AgentPos, AgentView, GridView, StateUpdate, StepInfo, WireMeters,
+    Activations, AffordanceView, AgentMeters, AgentPos, AgentView, GridView, StateUpdate, StepInfo,
+    WireMeters,
 };

@@ -7,8 +7,8 @@ use common::{encode, read_all};
 use ipc_proto::browser::{ErrorCode, ServerMessage};
 use ipc_proto::frame::{FrameError, DEFAULT_MAX_FRAME};
 use ipc_proto::inference::{
-    EpisodePhase, FromInference, SessionCommand, SessionSnapshot, SessionStart, ToInference,
-    WorldSnapshot,
+    EpisodePhase, FromInference, SessionCommand, SessionSnapshot, SessionStart, StartMode,
+    ToInference, WorldSnapshot,
 };
 use ipc_proto::training::{FromTraining, Network, RunControl, ToTraining, TrainingConfig};
 use proptest::prelude::*;
@@ -46,6 +46,14 @@ fn arb_snapshot() -> impl Strategy<Value = SessionSnapshot> {
                     playing,
                     max_steps: 500,
                     commands_applied: step as u64,
+                    epsilon: cum.abs().fract(),
+                    start: if playing {
+                        StartMode::Random
+                    } else {
+                        StartMode::Fixed
+                    },
+                    rng: hamlet_env::rng::SessionRng::new(episode as u64),
+                    detail: playing,
                 }
             },
         )
@@ -78,6 +86,7 @@ fn arb_to_inference() -> impl Strategy<Value = ToInference> {
                 max_steps: 500,
                 snapshot: resume.then_some(s),
                 announce: !resume,
+                seed: 1,
             }
         ))),
     ]

@@ -88,6 +88,8 @@ struct Relay {
     /// Commands sent but not yet covered by a snapshot: replayed to a replacement worker so that
     /// none is lost with a dying one. Queries (`status`) are not kept.
     unacked: VecDeque<(u64, SessionCommand)>,
+    /// Seed of the session's random numbers (ε-greedy, random starts), drawn once per session.
+    seed: u64,
 }
 
 /// At most this many unacknowledged commands are kept (more than a worker's queue holds).
@@ -124,6 +126,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, permit: Option<OwnedSemaphore
         announced: false,
         last_seq: 0,
         unacked: VecDeque::new(),
+        seed: rand::random(),
     };
     info!(session = %id, "session opened");
     relay.serve(rx, control_rx).await;
@@ -167,6 +170,7 @@ impl Relay {
             max_steps: self.app.cfg.max_steps,
             snapshot: self.snapshot.clone(),
             announce: !self.announced,
+            seed: self.seed,
         }))
     }
 

@@ -3,7 +3,7 @@
 
 use hamlet_onnx::catalog;
 use ipc_proto::browser::{ErrorCode, ServerMessage};
-use ipc_proto::inference::{SessionCommand, MAX_SPEED, MIN_SPEED};
+use ipc_proto::inference::{SessionCommand, StartMode, MAX_SPEED, MIN_SPEED};
 use ipc_proto::training::{limits, Network, RunControl, TrainingConfig};
 use serde_json::{Map, Value};
 
@@ -106,6 +106,55 @@ pub fn parse_inference(text: &str, model_exists: impl Fn(&str) -> bool) -> Res<S
                 speed: speed.clamp(MIN_SPEED, MAX_SPEED),
             }
         }
+        "set_epsilon" => {
+            let epsilon = match m.get("epsilon") {
+                Some(Value::Number(n)) => n.as_f64().filter(|v| v.is_finite()),
+                Some(_) => {
+                    return Err(Rejection::new(
+                        ErrorCode::InvalidField,
+                        "`epsilon` must be a number",
+                    ))
+                }
+                None => {
+                    return Err(Rejection::new(
+                        ErrorCode::InvalidField,
+                        "set_epsilon needs `epsilon`",
+                    ))
+                }
+            };
+            match epsilon {
+                Some(e) if (0.0..=1.0).contains(&e) => SessionCommand::SetEpsilon { epsilon: e },
+                _ => {
+                    return Err(Rejection::new(
+                        ErrorCode::OutOfRange,
+                        "`epsilon` must be between 0 and 1",
+                    ))
+                }
+            }
+        }
+        "set_start" => match m.get("mode").and_then(Value::as_str) {
+            Some("fixed") => SessionCommand::SetStart {
+                mode: StartMode::Fixed,
+            },
+            Some("random") => SessionCommand::SetStart {
+                mode: StartMode::Random,
+            },
+            _ => {
+                return Err(Rejection::new(
+                    ErrorCode::InvalidField,
+                    "set_start needs `mode`: `fixed` or `random`",
+                ))
+            }
+        },
+        "set_detail" => match m.get("activations") {
+            Some(Value::Bool(b)) => SessionCommand::SetDetail { activations: *b },
+            _ => {
+                return Err(Rejection::new(
+                    ErrorCode::InvalidField,
+                    "set_detail needs `activations`: true or false",
+                ))
+            }
+        },
         "load_model" => {
             let name = match m.get("model") {
                 Some(Value::String(s)) => s,

@@ -18,8 +18,21 @@ impl Worker {
             max_steps: 500,
             snapshot,
             announce: true,
+            seed: 1,
         };
         self.0.send(ToInference::Start(Box::new(start))).await;
+    }
+
+    /// Sends command number `seq` and waits for the snapshot that says it was applied.
+    async fn command(&mut self, seq: u64, command: SessionCommand) {
+        self.0.send(ToInference::Command { seq, command }).await;
+        loop {
+            if let FromInference::Snapshot(s) = self.0.recv().await {
+                if s.commands_applied == seq {
+                    return;
+                }
+            }
+        }
     }
 
     /// Sends `step` number `seq`; returns the state_update it produced and the snapshot after it.
@@ -104,6 +117,71 @@ async fn kill_9_then_resume_from_the_last_snapshot_continues_identically() {
         assert_eq!(
             f,
             reference[seq as usize - 1],
+            "step {seq} after the resume"
+        );
+    }
+    let _ = std::fs::remove_dir_all(models);
+}
+
+/// ε-greedy play and random starts draw from the session's RNG, which travels in the snapshot: a
+/// worker resumed from a snapshot draws exactly the numbers an uninterrupted one draws — the same
+/// random actions, the same start cells — across episode boundaries.
+#[tokio::test]
+async fn a_resumed_session_draws_the_same_random_numbers() {
+    use ipc_proto::inference::StartMode;
+    let models = std::env::temp_dir().join(format!("resume-rng-{}", std::process::id()));
+    std::fs::create_dir_all(&models).unwrap();
+    let t = hamlet_dqn::dqn::Trainer::new(ipc_proto::training::TrainingConfig {
+        seed: 5,
+        ..Default::default()
+    });
+    let facts = hamlet_dqn::export::TrainingFacts::from_state(&t.state);
+    hamlet_dqn::export::write_model(&t.state.online, &facts, &models.join("m.onnx")).unwrap();
+    async fn configured(models: &std::path::Path) -> Worker {
+        let mut w = Worker(DirectWorker::spawn(models).await);
+        w.start(None).await;
+        w.command(1, SessionCommand::SetEpsilon { epsilon: 0.5 })
+            .await;
+        w.command(
+            2,
+            SessionCommand::SetStart {
+                mode: StartMode::Random,
+            },
+        )
+        .await;
+        w
+    }
+    // An untrained network dies within ~100 steps: 240 steps cross several episodes.
+    const N: u64 = 240;
+    let mut c = configured(&models).await;
+    let mut reference = Vec::new();
+    for seq in 3..3 + N {
+        reference.push(c.step(seq).await.0);
+    }
+    let starts = reference.iter().filter(|f| f["step"] == 0).count();
+    let explored = reference.iter().filter(|f| f["explored"] == true).count();
+    assert!(starts >= 2, "the run crosses episodes ({starts} starts)");
+    assert!(
+        explored > 40 && explored < 200,
+        "ε 0.5: {explored} of {N} explored"
+    );
+
+    let cut = 3 + N / 2;
+    let mut a = configured(&models).await;
+    let mut last = None;
+    for seq in 3..cut {
+        let (f, s) = a.step(seq).await;
+        assert_eq!(f, reference[(seq - 3) as usize]);
+        last = Some(s);
+    }
+    a.0.kill9().await;
+    let mut b = Worker(DirectWorker::spawn(&models).await);
+    b.start(last).await;
+    for seq in cut..3 + N {
+        let (f, _) = b.step(seq).await;
+        assert_eq!(
+            f,
+            reference[(seq - 3) as usize],
             "step {seq} after the resume"
         );
     }

@@ -6,6 +6,7 @@
 use hamlet_env::{N_ACTIONS, OBS_DIM};
 use hamlet_onnx::catalog::{self, CatalogError};
 use ipc_proto::browser::ErrorCode;
+use ipc_proto::wire::Activations;
 use ort::session::Session;
 use ort::value::TensorRef;
 use std::path::Path;
@@ -62,6 +63,15 @@ pub struct Policy {
     pub name: String,
     session: Session,
     output: String,
+    /// Names of the hidden-layer outputs, when the model has them.
+    inner: Option<InnerOutputs>,
+    /// `[n_actions, hidden]` weights from `h2` to the actions, for the strongest connections.
+    action_weights: Option<(usize, usize, Vec<f32>)>,
+}
+
+/// The extra outputs our exporter writes (protocol.md `activations`).
+struct InnerOutputs {
+    dueling: bool,
 }
 
 fn tensor_dims(o: &ort::value::Outlet) -> Option<Vec<i64>> {
@@ -71,7 +81,9 @@ fn tensor_dims(o: &ort::value::Outlet) -> Option<Vec<i64>> {
 }
 
 impl Policy {
-    /// Loads `name` from the models directory and checks it fits the world (72 in, 5 out).
+    /// Loads `name` from the models directory and checks it fits the world: one input
+    /// `[batch, 72]`, a first output `[batch, 5]` (the Q-values). Outputs named `h1` and `h2`
+    /// (and `value`, `advantage`) are the hidden layers, if the model has them.
     pub fn load(rt: &Runtime, models_dir: &Path, name: &str) -> Result<Self, PolicyError> {
         let path = catalog::resolve(models_dir, name)?;
         let invalid = |reason: String| PolicyError::Invalid {
@@ -86,9 +98,9 @@ impl Policy {
             .and_then(|mut b| b.commit_from_file(&path))
             .map_err(|e| invalid(e.to_string()))?;
         let (ins, outs) = (session.inputs(), session.outputs());
-        if ins.len() != 1 || outs.len() != 1 {
+        if ins.len() != 1 || outs.is_empty() {
             return Err(invalid(format!(
-                "it has {} inputs and {} outputs, expected 1 and 1",
+                "it has {} inputs and {} outputs, expected 1 input and the Q-values as first output",
                 ins.len(),
                 outs.len()
             )));
@@ -108,23 +120,50 @@ impl Policy {
                 )));
             }
         }
+        let named = |n: &str| outs.iter().any(|o| o.name() == n);
+        let inner = (named("h1") && named("h2")).then(|| InnerOutputs {
+            dueling: named("value") && named("advantage"),
+        });
         let output = outs[0].name().to_owned();
+        let action_weights = std::fs::read(&path)
+            .ok()
+            .and_then(|b| hamlet_onnx::action_weights(&b));
         Ok(Policy {
             name: name.to_owned(),
             session,
             output,
+            inner,
+            action_weights,
         })
+    }
+
+    /// Whether the model exposes its hidden layers.
+    pub fn has_activations(&self) -> bool {
+        self.inner.is_some()
     }
 
     /// Q-values for one observation.
     pub fn q_values(&mut self, obs: &[f32; OBS_DIM]) -> Result<[f32; N_ACTIONS], PolicyError> {
+        self.evaluate(obs, false).map(|(q, _)| q)
+    }
+
+    /// Q-values, and with `detail` the hidden layers (when the model has them).
+    pub fn evaluate(
+        &mut self,
+        obs: &[f32; OBS_DIM],
+        detail: bool,
+    ) -> Result<([f32; N_ACTIONS], Option<Activations>), PolicyError> {
         let run = |e: ort::Error| PolicyError::Run(e.to_string());
         let input = TensorRef::from_array_view(([1usize, OBS_DIM], &obs[..])).map_err(run)?;
         let outputs = self.session.run(ort::inputs![input]).map_err(run)?;
-        let value = outputs
-            .get(&self.output)
-            .ok_or_else(|| PolicyError::Run("model produced no output".into()))?;
-        let (_, data) = value.try_extract_tensor::<f32>().map_err(run)?;
+        let read = |n: &str| -> Result<Vec<f32>, PolicyError> {
+            let v = outputs
+                .get(n)
+                .ok_or_else(|| PolicyError::Run(format!("model produced no `{n}`")))?;
+            let (_, data) = v.try_extract_tensor::<f32>().map_err(run)?;
+            Ok(data.to_vec())
+        };
+        let data = read(&self.output)?;
         if data.len() < N_ACTIONS || data[..N_ACTIONS].iter().any(|v| !v.is_finite()) {
             return Err(PolicyError::Run(format!(
                 "model `{}` produced unusable Q-values {:?}",
@@ -132,6 +171,46 @@ impl Policy {
                 &data[..data.len().min(N_ACTIONS)]
             )));
         }
-        Ok(std::array::from_fn(|i| data[i]))
+        let q = std::array::from_fn(|i| data[i]);
+        let acts = match (&self.inner, detail) {
+            (Some(inner), true) => Some(Activations {
+                h1: read("h1")?,
+                h2: read("h2")?,
+                value: if inner.dueling {
+                    read("value")?.first().copied()
+                } else {
+                    None
+                },
+                advantage: if inner.dueling {
+                    Some(read("advantage")?)
+                } else {
+                    None
+                },
+                top: Vec::new(),
+            }),
+            _ => None,
+        };
+        Ok((q, acts))
+    }
+
+    /// The strongest connections from `h2` to `action`: `[unit, h2[unit] · weight]`, largest
+    /// magnitude first, at most `n`.
+    pub fn strongest(&self, h2: &[f32], action: usize, n: usize) -> Vec<(u32, f32)> {
+        let Some((rows, cols, w)) = &self.action_weights else {
+            return Vec::new();
+        };
+        if action >= *rows || h2.len() != *cols {
+            return Vec::new();
+        }
+        let row = &w[action * cols..(action + 1) * cols];
+        let mut c: Vec<(u32, f32)> = h2
+            .iter()
+            .zip(row)
+            .enumerate()
+            .map(|(i, (h, w))| (i as u32, h * w))
+            .collect();
+        c.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        c.truncate(n);
+        c
     }
 }

@@ -2,6 +2,7 @@
 //! to send. The [`crate::runner`] owns the socket and the clock.
 
 use crate::policy::{Policy, Runtime};
+use hamlet_env::rng::SessionRng;
 use hamlet_env::wire::{state_update, FrameFacts};
 use hamlet_env::World;
 use hamlet_onnx::catalog;
@@ -10,9 +11,10 @@ use ipc_proto::browser::{
     SessionStatus,
 };
 use ipc_proto::inference::{
-    EpisodePhase, FromInference, SessionCommand, SessionSnapshot, SessionStart, MAX_SPEED,
-    MIN_SPEED,
+    EpisodePhase, FromInference, SessionCommand, SessionSnapshot, SessionStart, StartMode,
+    MAX_SPEED, MIN_SPEED,
 };
+use ipc_proto::wire::Activations;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +38,12 @@ pub struct Session {
     models_dir: PathBuf,
     rt: &'static Runtime,
     commands_applied: u64,
+    /// ε-greedy play (0: greedy).
+    epsilon: f64,
+    start: StartMode,
+    rng: SessionRng,
+    /// `state_update`s carry activations.
+    detail: bool,
 }
 
 type Out = Vec<FromInference>;
@@ -46,6 +54,16 @@ fn msg(m: ServerMessage) -> FromInference {
 
 fn err(code: ErrorCode, message: impl Into<String>) -> FromInference {
     msg(ServerMessage::error(code, message))
+}
+
+fn no_activations(model: Option<&str>) -> FromInference {
+    err(
+        ErrorCode::NoActivations,
+        format!(
+            "model `{}` has no hidden-layer outputs (h1, h2), so there is nothing to show inside it",
+            model.unwrap_or("none")
+        ),
+    )
 }
 
 fn clamp_speed(s: f64) -> f64 {
@@ -93,6 +111,10 @@ impl Session {
                 policy,
                 models_dir,
                 rt,
+                epsilon: sn.epsilon.clamp(0.0, 1.0),
+                start: sn.start,
+                rng: sn.rng,
+                detail: sn.detail,
             },
             None => Session {
                 id: start.session_id,
@@ -109,6 +131,10 @@ impl Session {
                 models_dir,
                 rt,
                 commands_applied: 0,
+                epsilon: 0.0,
+                start: StartMode::Fixed,
+                rng: SessionRng::new(start.seed),
+                detail: false,
             },
         };
         if fresh && start.announce {
@@ -176,6 +202,10 @@ impl Session {
             playing: self.playing,
             max_steps: self.max_steps,
             commands_applied: self.commands_applied,
+            epsilon: self.epsilon,
+            start: self.start,
+            rng: self.rng,
+            detail: self.detail,
         }
     }
 
@@ -183,12 +213,14 @@ impl Session {
         FromInference::Snapshot(Box::new(self.snapshot()))
     }
 
-    fn q_now(&mut self) -> Option<Vec<f32>> {
+    /// Q-values of the current state (and its activations, when asked for), for the step-0 frame.
+    fn q_now(&mut self) -> (Option<Vec<f32>>, Option<Activations>) {
         let obs = self.world.observation();
-        self.policy
-            .as_mut()
-            .and_then(|p| p.q_values(&obs).ok())
-            .map(|q| q.to_vec())
+        let detail = self.detail;
+        match self.policy.as_mut().map(|p| p.evaluate(&obs, detail)) {
+            Some(Ok((q, acts))) => (Some(q.to_vec()), acts),
+            _ => (None, None),
+        }
     }
 
     fn episode_start_frames(&mut self, out: &mut Out) {
@@ -197,12 +229,13 @@ impl Session {
             model_name: self.model_name(),
             epsilon: None,
         })));
-        let q = self.q_now();
+        let (q, activations) = self.q_now();
         out.push(msg(ServerMessage::StateUpdate(Box::new(state_update(
             &self.world,
             FrameFacts {
                 episode: self.episode,
                 q_values: q,
+                activations,
                 ..FrameFacts::default()
             },
         )))));
@@ -212,7 +245,7 @@ impl Session {
     pub fn start_next_episode(&mut self) -> Out {
         let mut out = Vec::new();
         self.episode += 1;
-        self.world.reset();
+        self.world = self.start_world();
         self.cumulative = 0.0;
         self.last_action = None;
         self.last_reward = 0.0;
@@ -222,12 +255,29 @@ impl Session {
         out
     }
 
+    /// Where an episode starts: world.md's cell, or (random starts) an empty cell drawn with the
+    /// session's RNG.
+    fn start_world(&mut self) -> World {
+        match self.start {
+            StartMode::Fixed => World::new(),
+            StartMode::Random => {
+                let cells: Vec<(i32, i32)> = World::empty_cells().collect();
+                let (x, y) = cells[self.rng.below(cells.len())];
+                World::new_at(x, y)
+            }
+        }
+    }
+
     fn end_episode(&mut self, reason: EndReason, out: &mut Out) {
+        let meter = (reason == EndReason::MeterDepleted)
+            .then(|| self.world.depleted_meter().map(|m| m.name().to_owned()))
+            .flatten();
         out.push(msg(ServerMessage::EpisodeEnd(EpisodeEnd {
             episode: self.episode,
             steps: self.world.steps(),
             total_reward: self.cumulative,
             reason,
+            meter,
         })));
         self.phase = EpisodePhase::Ended;
     }
@@ -239,8 +289,9 @@ impl Session {
             return out;
         }
         let obs = self.world.observation();
-        let q = match self.policy.as_mut().map(|p| p.q_values(&obs)) {
-            Some(Ok(q)) => q,
+        let detail = self.detail;
+        let (q, activations) = match self.policy.as_mut().map(|p| p.evaluate(&obs, detail)) {
+            Some(Ok(x)) => x,
             Some(Err(e)) => {
                 self.playing = false;
                 out.push(err(e.code(), e.to_string()));
@@ -257,7 +308,13 @@ impl Session {
                 return out;
             }
         };
-        let action = hamlet_env::argmax(&q) as u8;
+        let (action, explored) = self.choose(&q);
+        let activations = activations.map(|mut a| {
+            if let Some(p) = self.policy.as_ref() {
+                a.top = p.strongest(&a.h2, action as usize, 8);
+            }
+            a
+        });
         let r = self
             .world
             .step_id(i64::from(action))
@@ -275,6 +332,9 @@ impl Session {
                 done: r.done,
                 q_values: Some(q.to_vec()),
                 heat_map: None,
+                // Said only once ε-greedy play is on, so greedy frames stay as small as before.
+                explored: (self.epsilon > 0.0).then_some(explored),
+                activations,
             },
         )))));
         if r.done {
@@ -284,6 +344,16 @@ impl Session {
         }
         out.push(self.snapshot_event());
         out
+    }
+
+    /// ε-greedy: with probability ε a random action (the session's RNG, drawn only when ε > 0, so
+    /// greedy play consumes no numbers), else the largest Q-value. (action, explored).
+    fn choose(&mut self, q: &[f32; hamlet_env::N_ACTIONS]) -> (u8, bool) {
+        if self.epsilon > 0.0 && self.rng.next_f64() < self.epsilon {
+            (self.rng.below(hamlet_env::N_ACTIONS) as u8, true)
+        } else {
+            (hamlet_env::argmax(q) as u8, false)
+        }
     }
 
     /// Handles command number `seq`; the snapshots it produces say it was applied.
@@ -314,6 +384,16 @@ impl Session {
                 return out;
             }
             SessionCommand::SetSpeed { speed } => self.speed = clamp_speed(speed),
+            SessionCommand::SetEpsilon { epsilon } => self.epsilon = epsilon.clamp(0.0, 1.0),
+            SessionCommand::SetStart { mode } => self.start = mode,
+            SessionCommand::SetDetail { activations } => {
+                if activations && !self.policy.as_ref().is_some_and(|p| p.has_activations()) {
+                    self.detail = false;
+                    out.push(no_activations(self.model_name().as_deref()));
+                } else {
+                    self.detail = activations;
+                }
+            }
             SessionCommand::LoadModel { model } => return self.load_model(&model),
             SessionCommand::Status => {
                 out.push(msg(ServerMessage::SessionStatus(SessionStatus {
@@ -336,15 +416,21 @@ impl Session {
     fn load_model(&mut self, name: &str) -> Out {
         match Policy::load(self.rt, &self.models_dir, name) {
             Ok(p) => {
+                let lost_detail = self.detail && !p.has_activations();
                 self.policy = Some(p);
+                if lost_detail {
+                    self.detail = false;
+                }
                 let details = catalog::details(&self.models_dir, name).ok();
-                vec![
-                    msg(ServerMessage::ModelLoaded(ModelLoaded {
-                        model: name.to_owned(),
-                        details,
-                    })),
-                    self.snapshot_event(),
-                ]
+                let mut out = vec![msg(ServerMessage::ModelLoaded(ModelLoaded {
+                    model: name.to_owned(),
+                    details,
+                }))];
+                if lost_detail {
+                    out.push(no_activations(Some(name)));
+                }
+                out.push(self.snapshot_event());
+                out
             }
             Err(e) => vec![err(e.code(), e.to_string())],
         }

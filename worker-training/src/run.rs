@@ -120,6 +120,7 @@ pub fn train(
         let started = TrainingStarted {
             num_episodes: c.num_episodes,
             config: c.clone(),
+            control_token: None, // the metaserver gives it to the starter
         };
         send(&tx, msg(ServerMessage::TrainingStarted(Box::new(started))));
     }
@@ -220,6 +221,8 @@ fn frame(v: &StepView) -> ipc_proto::wire::StateUpdate {
             done: v.done,
             q_values: None,
             heat_map: Some(v.heat.to_wire()),
+            explored: Some(v.explored),
+            activations: None,
         },
     )
 }

@@ -269,6 +269,7 @@ async fn direct_worker_rtt() -> (f64, f64) {
     let mut w = DirectWorker::spawn(&root().join("models")).await;
     w.send(ToInference::Start(Box::new(SessionStart {
         announce: true,
+        seed: 1,
         session_id: "bench".into(),
         model: Some("hamlet-default.onnx".into()),
         max_steps: 100_000,

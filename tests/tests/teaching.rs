@@ -1,0 +1,190 @@
+//! End-to-end: what lets a class see *why* the agent acts — ε-greedy play, random starts, the
+//! meter that ran out, and the network's hidden layers.
+
+use hamlet_tests::*;
+use serde_json::{json, Value};
+
+async fn session(s: &Server) -> Ws {
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    ws.expect("state_update", T).await;
+    ws
+}
+
+async fn steps(ws: &mut Ws, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        ws.send(json!({"command":"step"})).await;
+        out.push(ws.expect("state_update", T).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn epsilon_one_always_explores_and_zero_never() {
+    let s = Server::start();
+    let mut ws = session(&s).await;
+    let greedy = steps(&mut ws, 5).await;
+    assert!(
+        greedy.iter().all(|u| u.get("explored").is_none()),
+        "greedy frames stay as before"
+    );
+    ws.send(json!({"command":"set_epsilon","epsilon":1})).await;
+    let random = steps(&mut ws, 30).await;
+    assert!(
+        random.iter().all(|u| u["explored"] == true),
+        "{:?}",
+        random.iter().map(|u| &u["explored"]).collect::<Vec<_>>()
+    );
+    // Random actions: not all the same as the greedy choice (the highest Q-value).
+    let differs = random.iter().filter(|u| {
+        let q: Vec<f64> = u["q_values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let best = q
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
+        u["action"].as_u64().unwrap() as usize != best
+    });
+    assert!(differs.count() >= 10);
+    ws.send(json!({"command":"set_epsilon","epsilon":0})).await;
+    assert!(steps(&mut ws, 10)
+        .await
+        .iter()
+        .all(|u| u.get("explored").is_none()));
+    for bad in [json!(1.5), json!(-0.1), json!("x")] {
+        ws.send(json!({"command":"set_epsilon","epsilon":bad}))
+            .await;
+        let e = ws.expect("error", T).await;
+        assert!(
+            e["code"] == "out_of_range" || e["code"] == "invalid_field",
+            "{e}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn random_starts_differ_between_episodes() {
+    let s = Server::start();
+    let mut ws = session(&s).await;
+    ws.send(json!({"command":"set_start","mode":"random"}))
+        .await;
+    let mut starts = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        ws.send(json!({"command":"reset"})).await;
+        let u = ws
+            .expect_where("a step-0 frame", T, |v| {
+                v["type"] == "state_update" && v["step"] == 0
+            })
+            .await;
+        let a = &u["grid"]["agents"][0];
+        starts.insert((a["x"].as_i64().unwrap(), a["y"].as_i64().unwrap()));
+    }
+    assert!(starts.len() >= 4, "8 random starts fell on {starts:?}");
+    assert!(starts.iter().all(|c| !u_affordance(*c)), "{starts:?}");
+    ws.send(json!({"command":"set_start","mode":"fixed"})).await;
+    ws.send(json!({"command":"reset"})).await;
+    let u = ws
+        .expect_where("a step-0 frame", T, |v| {
+            v["type"] == "state_update" && v["step"] == 0
+        })
+        .await;
+    assert_eq!(
+        (
+            u["grid"]["agents"][0]["x"].clone(),
+            u["grid"]["agents"][0]["y"].clone()
+        ),
+        (json!(4), json!(4))
+    );
+}
+
+fn u_affordance((x, y): (i64, i64)) -> bool {
+    hamlet_env::AFFORDANCES
+        .iter()
+        .any(|a| i64::from(a.x) == x && i64::from(a.y) == y)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn episode_end_names_the_meter_that_ran_out() {
+    // A barely trained model dies long before the cap.
+    let s = Server::start();
+    let mut ws = session(&s).await;
+    ws.send(json!({"command":"set_speed","speed":10})).await;
+    ws.send(json!({"command":"play"})).await;
+    let end = ws
+        .expect_where(
+            "a meter running out",
+            std::time::Duration::from_secs(60),
+            |v| v["type"] == "episode_end" && v["reason"] == "meter_depleted",
+        )
+        .await;
+    let meter = end["meter"].as_str().expect("`meter` on meter_depleted");
+    assert!(["energy", "hygiene", "satiation"].contains(&meter), "{end}");
+    let last = ws
+        .seen
+        .iter()
+        .rev()
+        .find(|v| v["type"] == "state_update" && v["episode"] == end["episode"])
+        .unwrap();
+    assert_eq!(
+        last["agent_meters"]["agent_0"]["meters"][meter], 0.0,
+        "{last}"
+    );
+    assert_eq!(last["done"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn set_detail_shows_the_hidden_layers_and_refuses_models_without_them() {
+    let s = Server::start_with(ServerOpts {
+        copy_models: vec![root().join("models/hamlet-qnetwork-s1.onnx")],
+        ..Default::default()
+    });
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    ws.expect("connected", T).await;
+    ws.send(json!({"command":"load_model","model":"test0.onnx"}))
+        .await;
+    ws.expect("model_loaded", T).await;
+    let plain = steps(&mut ws, 1).await.remove(0);
+    assert!(
+        plain.get("activations").is_none(),
+        "off by default: frames stay small"
+    );
+    ws.send(json!({"command":"set_detail","activations":true}))
+        .await;
+    let frames = steps(&mut ws, 4).await;
+    let h = |u: &Value, k: &str| -> Vec<f64> {
+        u["activations"][k]
+            .as_array()
+            .unwrap_or_else(|| panic!("{k} in {u}"))
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    for u in &frames {
+        assert_eq!(h(u, "h1").len(), 128);
+        assert_eq!(h(u, "h2").len(), 128);
+        assert!(h(u, "h1").iter().all(|v| *v >= 0.0), "ReLU outputs");
+        let top = u["activations"]["top"].as_array().unwrap();
+        assert!(!top.is_empty() && top.len() <= 8, "{top:?}");
+    }
+    assert!(
+        frames.windows(2).any(|w| h(&w[0], "h1") != h(&w[1], "h1")),
+        "activations change between steps"
+    );
+    ws.send(json!({"command":"set_detail","activations":false}))
+        .await;
+    assert!(steps(&mut ws, 1).await[0].get("activations").is_none());
+    // A model exported without hidden-layer outputs.
+    ws.send(json!({"command":"load_model","model":"hamlet-qnetwork-s1.onnx"}))
+        .await;
+    ws.expect("model_loaded", T).await;
+    ws.send(json!({"command":"set_detail","activations":true}))
+        .await;
+    assert_eq!(ws.expect("error", T).await["code"], "no_activations");
+    assert!(steps(&mut ws, 1).await[0].get("activations").is_none());
+}
