@@ -165,6 +165,10 @@ pub struct TrainingStatus {
     pub config: Option<TrainingConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_episode: Option<EpisodeComplete>,
+    /// **new**, per viewer: whether this connection may pause, resume or stop the run (it
+    /// started it, or is an operator). A holder of the run's control token may too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_control: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -76,6 +76,16 @@ impl App {
             .collect()
     }
 
+    /// The operator rule for a request from `peer` (protocol.md; `--loopback-is-operator`).
+    pub fn is_operator(&self, peer: SocketAddr, h: &axum::http::HeaderMap) -> bool {
+        crate::http::operator_allowed(
+            self.cfg.admin_token.as_deref(),
+            self.cfg.loopback_is_operator,
+            peer,
+            h,
+        )
+    }
+
     pub fn update_session(&self, id: &str, f: impl FnOnce(&mut SessionInfo)) {
         if let Some(s) = self.sessions.lock().get_mut(id) {
             f(s);

@@ -81,6 +81,11 @@ pub struct Config {
     /// Grace period at shutdown before remaining workers are killed.
     #[arg(long, default_value_t = 3000)]
     pub shutdown_grace_ms: u64,
+    /// Whether requests from loopback count as an operator's (default true). Set it to false
+    /// behind a reverse proxy on the same host, where every request arrives from loopback: then
+    /// only the admin token makes an operator (endpoints and control of the training run).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub loopback_is_operator: bool,
     /// Token that grants operator endpoints from non-loopback addresses
     /// (header `Authorization: Bearer TOKEN`). Without it they are loopback-only.
     #[arg(long, env = "HAMLET_ADMIN_TOKEN")]

@@ -105,8 +105,13 @@ async fn training_config() -> Response {
 
 /// The operator rule: a loopback peer (IPv4, IPv6, or IPv4-mapped IPv6), or the admin token as
 /// `Authorization: Bearer TOKEN` (compared in constant time). No token configured: loopback only.
-pub fn operator_allowed(admin_token: Option<&str>, peer: SocketAddr, h: &HeaderMap) -> bool {
-    if peer.ip().to_canonical().is_loopback() {
+pub fn operator_allowed(
+    admin_token: Option<&str>,
+    loopback_is_operator: bool,
+    peer: SocketAddr,
+    h: &HeaderMap,
+) -> bool {
+    if loopback_is_operator && peer.ip().to_canonical().is_loopback() {
         return true;
     }
     let Some(token) = admin_token.filter(|t| !t.is_empty()) else {
@@ -141,7 +146,7 @@ impl FromRequestParts<Arc<App>> for Operator {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .ok_or_else(forbidden)?;
-        if operator_allowed(app.cfg.admin_token.as_deref(), peer, &parts.headers) {
+        if app.is_operator(peer, &parts.headers) {
             Ok(Operator)
         } else {
             Err(forbidden())
@@ -262,7 +267,12 @@ async fn ws_inference(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUp
         })
 }
 
-async fn ws_training(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUpgrade) -> Response {
+async fn ws_training(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    h: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     if let Some(refused) = refuse_origin(&app, &h) {
         return refused;
     }
@@ -271,7 +281,8 @@ async fn ws_training(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUpg
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             let tasks = app.tasks.clone();
-            tasks.track_future(crate::training::viewer(socket, app))
+            let operator = app.is_operator(peer, &h);
+            tasks.track_future(crate::training::viewer(socket, app, operator))
         })
 }
 
@@ -362,35 +373,63 @@ mod tests {
             "[::ffff:127.0.0.1]:1",
         ] {
             let peer: SocketAddr = local.parse().unwrap();
-            assert!(operator_allowed(None, peer, &headers(None)), "{local}");
-        }
-        for peer in [remote, remote6] {
-            assert!(!operator_allowed(None, peer, &headers(None)));
             assert!(
-                !operator_allowed(None, peer, &headers(Some("Bearer x"))),
-                "no token configured"
+                operator_allowed(None, true, peer, &headers(None)),
+                "{local}"
             );
-            assert!(!operator_allowed(Some("sekret"), peer, &headers(None)));
+            // Behind a reverse proxy on this host, loopback proves nothing; the token still does.
+            assert!(
+                !operator_allowed(None, false, peer, &headers(None)),
+                "{local}"
+            );
             assert!(!operator_allowed(
                 Some("sekret"),
+                false,
+                peer,
+                &headers(None)
+            ));
+            assert!(operator_allowed(
+                Some("sekret"),
+                false,
+                peer,
+                &headers(Some("Bearer sekret"))
+            ));
+        }
+        for peer in [remote, remote6] {
+            assert!(!operator_allowed(None, true, peer, &headers(None)));
+            assert!(
+                !operator_allowed(None, true, peer, &headers(Some("Bearer x"))),
+                "no token configured"
+            );
+            assert!(!operator_allowed(
+                Some("sekret"),
+                true,
+                peer,
+                &headers(None)
+            ));
+            assert!(!operator_allowed(
+                Some("sekret"),
+                true,
                 peer,
                 &headers(Some("Bearer wrong!"))
             ));
             assert!(!operator_allowed(
                 Some("sekret"),
+                true,
                 peer,
                 &headers(Some("Bearer sekre"))
             ));
             assert!(
-                !operator_allowed(Some("sekret"), peer, &headers(Some("sekret"))),
+                !operator_allowed(Some("sekret"), true, peer, &headers(Some("sekret"))),
                 "scheme required"
             );
             assert!(
-                !operator_allowed(Some(""), peer, &headers(Some("Bearer "))),
+                !operator_allowed(Some(""), true, peer, &headers(Some("Bearer "))),
                 "empty token never passes"
             );
             assert!(operator_allowed(
                 Some("sekret"),
+                true,
                 peer,
                 &headers(Some("Bearer sekret"))
             ));

@@ -31,9 +31,19 @@ use tracing::{info, warn};
 type TrainingWorker = WorkerHandle<ToTraining>;
 
 enum HubCmd {
-    Start(Box<TrainingConfig>, Client),
-    Control(RunControl, Client),
+    Start(Box<TrainingConfig>, Viewer),
+    /// Run control, with the control token the message carried (if any).
+    Control(RunControl, Viewer, Option<String>),
     Operator(WorkerControl),
+}
+
+/// A `/ws/training` connection as the hub sees it.
+#[derive(Clone)]
+struct Viewer {
+    id: u64,
+    client: Client,
+    /// Decided at connect by the operator rule (loopback if allowed, or the admin token).
+    operator: bool,
 }
 
 /// Where the shared run is.
@@ -75,6 +85,10 @@ struct HubState {
     checkpoint: Option<(u32, String)>,
     /// Why the worker was replaced, until the replacement reports where it resumed.
     pending_restart: Option<String>,
+    /// Who may control the current run (protocol.md): the starting viewer, anyone with the
+    /// token, operators.
+    owner: Option<u64>,
+    control_token: Option<String>,
 }
 
 pub struct TrainingHub {
@@ -105,6 +119,7 @@ impl TrainingHub {
                     paused: false,
                     config: None,
                     last_episode: None,
+                    can_control: None,
                 },
                 viewers: BTreeMap::new(),
                 next_viewer: 1,
@@ -114,6 +129,8 @@ impl TrainingHub {
                 last_error: None,
                 checkpoint: None,
                 pending_restart: None,
+                owner: None,
+                control_token: None,
             }),
             cmd_tx,
             cmd_rx: Mutex::new(Some(cmd_rx)),
@@ -155,6 +172,40 @@ impl TrainingHub {
             .lock()
             .viewers
             .retain(|_, c| c.send_encoded(text.clone(), droppable, arrived));
+    }
+
+    /// `training_started` for everyone, the starter's copy with the run's control token.
+    fn announce_start(&self, m: &ServerMessage, arrived: Instant) {
+        let ServerMessage::TrainingStarted(t) = m else {
+            return self.broadcast(m, arrived);
+        };
+        let text = Utf8Bytes::from(m.to_json());
+        let mut s = self.state.lock();
+        let (owner, token) = (s.owner, s.control_token.clone());
+        s.viewers.retain(|id, c| {
+            if Some(*id) == owner {
+                let mut mine = t.clone();
+                mine.control_token = token.clone();
+                c.relay(&ServerMessage::TrainingStarted(mine), arrived)
+            } else {
+                c.send_encoded(text.clone(), false, arrived)
+            }
+        });
+    }
+
+    /// May `v` (with `token`, if it sent one) pause, resume or stop the current run?
+    fn may_control(&self, v: &Viewer, token: Option<&str>) -> bool {
+        let s = self.state.lock();
+        v.operator
+            || s.owner == Some(v.id)
+            || matches!((token, s.control_token.as_deref()), (Some(t), Some(want)) if ipc_proto::handshake::secret_eq(t, want))
+    }
+
+    /// The status as one viewer sees it: whether it may control the run.
+    fn status_for(&self, v: &Viewer) -> TrainingStatus {
+        let mut st = self.status();
+        st.can_control = Some(v.operator || self.state.lock().owner == Some(v.id));
+        st
     }
 
     fn announce(&self, m: &ServerMessage) {
@@ -212,7 +263,7 @@ impl TrainingHub {
         match ev {
             FromTraining::Message(m) => {
                 self.mirror(&m);
-                self.broadcast(&m, arrived);
+                self.announce_start(&m, arrived);
             }
             FromTraining::Checkpointed { episode, path } => {
                 self.state.lock().checkpoint = Some((episode, path));
@@ -407,10 +458,13 @@ impl TrainingHub {
         worker: &mut Option<TrainingWorker>,
         budget: &mut RestartBudget,
         config: Box<TrainingConfig>,
-        client: Client,
+        v: Viewer,
     ) {
+        let client = v.client.clone();
         if self.is_training() {
-            client.send(&ServerMessage::TrainingStatus(Box::new(self.status())));
+            client.send(&ServerMessage::TrainingStatus(Box::new(
+                self.status_for(&v),
+            )));
             client.send(&ServerMessage::error(
                 ErrorCode::TrainingInProgress,
                 "a training run is in progress: watch it, or stop it first",
@@ -441,6 +495,8 @@ impl TrainingHub {
             s.last_error = None;
             s.restarts = 0;
             s.run = RunState::Running;
+            s.owner = Some(v.id);
+            s.control_token = Some(uuid::Uuid::new_v4().simple().to_string());
         }
         info!(
             episodes = config.num_episodes,
@@ -507,10 +563,14 @@ impl TrainingHub {
             tokio::select! {
                 c = cmds.recv() => match c {
                     None => return,
-                    Some(HubCmd::Start(config, client)) => self.start_run(&mut worker, &mut budget, config, client).await,
-                    Some(HubCmd::Control(c, client)) => match worker.as_ref() {
-                        Some(w) if self.is_training() => { let _ = w.send(ToTraining::Control(c)); }
-                        _ => { client.send(&ServerMessage::error(ErrorCode::NotTraining, "no training run is in progress")); }
+                    Some(HubCmd::Start(config, v)) => self.start_run(&mut worker, &mut budget, config, v).await,
+                    Some(HubCmd::Control(c, v, token)) => match worker.as_ref() {
+                        _ if !self.is_training() => { v.client.send(&ServerMessage::error(ErrorCode::NotTraining, "no training run is in progress")); }
+                        _ if !self.may_control(&v, token.as_deref()) => {
+                            v.client.send(&ServerMessage::error(ErrorCode::NotRunOwner, "only the person who started this run (or an operator) can pause, resume or stop it"));
+                        }
+                        Some(w) => { let _ = w.send(ToTraining::Control(c)); }
+                        None => { v.client.send(&ServerMessage::error(ErrorCode::NotTraining, "the training worker is being replaced; try again in a moment")); }
                     },
                     Some(HubCmd::Operator(WorkerControl::Restart)) => {
                         let Some(w) = worker.take() else { continue };
@@ -562,11 +622,11 @@ async fn next_event(w: &mut Option<TrainingWorker>) -> LinkEvent<FromTraining> {
     }
 }
 
-/// One `/ws/training` viewer.
-pub async fn viewer(socket: WebSocket, app: Arc<App>) {
+/// One `/ws/training` viewer; `operator` by the operator rule at connect.
+pub async fn viewer(socket: WebSocket, app: Arc<App>, operator: bool) {
     let hub = app.training.clone();
     let (client, stream) = client::start(socket, app.cfg.client_queue, app.metrics.clone());
-    let id = {
+    let v = {
         let mut s = hub.state.lock();
         if s.viewers.len() >= app.cfg.max_training_viewers {
             drop(s);
@@ -579,11 +639,15 @@ pub async fn viewer(socket: WebSocket, app: Arc<App>) {
         }
         let id = s.next_viewer;
         s.next_viewer += 1;
-        // Late joiners catch up at once from the mirror.
-        client.send(&ServerMessage::TrainingStatus(Box::new(s.status.clone())));
         s.viewers.insert(id, client.clone());
-        id
+        Viewer {
+            id,
+            client: client.clone(),
+            operator,
+        }
     };
+    // Late joiners catch up at once from the mirror.
+    client.send(&ServerMessage::TrainingStatus(Box::new(hub.status_for(&v))));
     app.metrics.training_viewers.fetch_add(1, Relaxed);
     let (tx, mut rx) = mpsc::channel(32);
     tokio::spawn(client::read_loop(
@@ -594,18 +658,16 @@ pub async fn viewer(socket: WebSocket, app: Arc<App>) {
         validate::parse_training,
     ));
     while let Some(Incoming::Valid(req)) = rx.recv().await {
-        match req {
+        let cmd = match req {
             TrainingRequest::Status => {
-                client.send(&ServerMessage::TrainingStatus(Box::new(hub.status())));
+                client.send(&ServerMessage::TrainingStatus(Box::new(hub.status_for(&v))));
+                continue;
             }
-            TrainingRequest::Start(c) => {
-                let _ = hub.cmd_tx.send(HubCmd::Start(c, client.clone())).await;
-            }
-            TrainingRequest::Control(c) => {
-                let _ = hub.cmd_tx.send(HubCmd::Control(c, client.clone())).await;
-            }
-        }
+            TrainingRequest::Start(c) => HubCmd::Start(c, v.clone()),
+            TrainingRequest::Control(c, token) => HubCmd::Control(c, v.clone(), token),
+        };
+        let _ = hub.cmd_tx.send(cmd).await;
     }
-    hub.state.lock().viewers.remove(&id);
+    hub.state.lock().viewers.remove(&v.id);
     app.metrics.training_viewers.fetch_sub(1, Relaxed);
 }

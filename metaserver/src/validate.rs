@@ -200,7 +200,8 @@ pub fn parse_inference(text: &str, model_exists: impl Fn(&str) -> bool) -> Res<S
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainingRequest {
     Start(Box<TrainingConfig>),
-    Control(RunControl),
+    /// With the run's `control_token`, if the message carried one (a string of sane length).
+    Control(RunControl, Option<String>),
     Status,
 }
 
@@ -283,6 +284,15 @@ fn model_stem(m: &Map<String, Value>) -> Res<Option<String>> {
             "`model_name` must be a string",
         )),
     }
+}
+
+/// A run's control token, if the message carries one (anything else there is ignored: a wrong
+/// token is simply not the right one).
+fn control_token(m: &Map<String, Value>) -> Option<String> {
+    m.get("control_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty() && t.len() <= 128)
+        .map(str::to_owned)
 }
 
 pub fn parse_training(text: &str) -> Res<TrainingRequest> {
@@ -368,9 +378,9 @@ pub fn parse_training(text: &str) -> Res<TrainingRequest> {
                 )?,
             }))
         }
-        "pause" => TrainingRequest::Control(RunControl::Pause),
-        "resume" => TrainingRequest::Control(RunControl::Resume),
-        "stop" => TrainingRequest::Control(RunControl::Stop),
+        "pause" => TrainingRequest::Control(RunControl::Pause, control_token(&m)),
+        "resume" => TrainingRequest::Control(RunControl::Resume, control_token(&m)),
+        "stop" => TrainingRequest::Control(RunControl::Stop, control_token(&m)),
         "status" => TrainingRequest::Status,
         other => {
             return Err(Rejection::new(
@@ -500,7 +510,7 @@ mod tests {
         assert_eq!(c.network, Network::Dueling);
         assert_eq!(
             parse_training(r#"{"command":"stop"}"#),
-            Ok(TrainingRequest::Control(RunControl::Stop))
+            Ok(TrainingRequest::Control(RunControl::Stop, None))
         );
     }
 }

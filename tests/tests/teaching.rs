@@ -188,3 +188,91 @@ async fn set_detail_shows_the_hidden_layers_and_refuses_models_without_them() {
     assert_eq!(ws.expect("error", T).await["code"], "no_activations");
     assert!(steps(&mut ws, 1).await[0].get("activations").is_none());
 }
+
+/// The teacher holds the controls: pause, resume and stop are for the connection that started the
+/// run, anyone with its control token, and operators. (`--loopback-is-operator false`, so these
+/// loopback viewers are not operators by address.)
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_starter_the_token_or_an_operator_controls_the_run() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = Server::start_with(ServerOpts {
+        args: [
+            "--loopback-is-operator",
+            "false",
+            "--admin-token",
+            "op-secret",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    });
+    let mut teacher = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    let mut student = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    teacher.expect("training_status", T).await;
+    assert_eq!(
+        student.expect("training_status", T).await["can_control"],
+        false
+    );
+    teacher
+        .send(
+            json!({"command":"start_training","num_episodes":500,"max_steps":40,"batch_size":8,
+                     "step_delay":0.002,"show_every":1,"seed":2}),
+        )
+        .await;
+    let token = teacher.expect("training_started", T).await["control_token"]
+        .as_str()
+        .expect("the starter's copy carries the token")
+        .to_owned();
+    let other = student.expect("training_started", T).await;
+    assert!(other.get("control_token").is_none(), "{other}");
+    // A student cannot stop the teacher's run, with no token or a wrong one.
+    student.send(json!({"command":"stop"})).await;
+    assert_eq!(student.expect("error", T).await["code"], "not_run_owner");
+    student
+        .send(json!({"command":"pause","control_token":"guess"}))
+        .await;
+    assert_eq!(student.expect("error", T).await["code"], "not_run_owner");
+    assert_eq!(s.get_json("/api/status")["training"]["is_training"], true);
+    // The teacher can.
+    teacher.send(json!({"command":"pause"})).await;
+    teacher.expect("paused", T).await;
+    // The teacher's page reloads: a new connection with the token.
+    drop(teacher);
+    let mut again = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    assert_eq!(
+        again.expect("training_status", T).await["can_control"],
+        false
+    );
+    again
+        .send(json!({"command":"resume","control_token":token}))
+        .await;
+    again.expect("resumed", T).await;
+    // An operator (the admin token; loopback does not count here).
+    let mut req = s.url("/ws/training").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", "Bearer op-secret".parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut op = Ws {
+        ws,
+        seen: vec![],
+        closed: None,
+    };
+    assert_eq!(op.expect("training_status", T).await["can_control"], true);
+    op.send(json!({"command":"stop"})).await;
+    let done = op
+        .expect("training_complete", std::time::Duration::from_secs(60))
+        .await;
+    assert_eq!(done["stopped"], true);
+    // And the operator endpoints follow the same rule.
+    assert_eq!(s.get("/api/workers").0, 403);
+    assert_eq!(
+        http(
+            &s.addr,
+            "GET",
+            "/api/workers",
+            &[("Authorization", "Bearer op-secret")]
+        )
+        .0,
+        200
+    );
+}
