@@ -337,6 +337,13 @@ pub enum FromTraining {
     Ready,
     /// For every viewer (encoded once by the metaserver).
     Message(ServerMessage),
+    /// A greedy evaluation of the network after `episode` episodes: how long it survived and
+    /// what it earned (for `GET /api/training/history`).
+    Evaluated {
+        episode: u32,
+        steps: u32,
+        reward: f64,
+    },
     /// A checkpoint was written (atomically) at this path after `episode` completed episodes.
     Checkpointed {
         episode: u32,

@@ -31,6 +31,8 @@ pub struct App {
     /// Every browser connection's task, so shutdown can wait for them to finish.
     pub tasks: TaskTracker,
     pub started: Instant,
+    /// How the random policy does (measured once at start, for the learning curves).
+    pub random_reference: crate::history::RandomReference,
     /// Parsed model metadata by name, valid while the file's size and mtime are unchanged
     /// (`/api/models` is polled by every browser; models rarely change).
     details_cache: Mutex<BTreeMap<String, (u64, u64, ModelDetails)>>,
@@ -115,6 +117,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
         started: Instant::now(),
+        random_reference: crate::history::measure_random_policy(500, 500, 1),
         details_cache: Mutex::new(BTreeMap::new()),
     });
     let pool_task = tokio::spawn(pool.clone().run(sup.clone(), shutdown.clone()));

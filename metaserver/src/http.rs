@@ -20,6 +20,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/status", get(status))
         .route("/api/models", get(models))
         .route("/api/training/config", get(training_config))
+        .route("/api/training/history", get(training_history))
         .route("/api/workers", get(workers))
         .route("/api/workers/{id}/restart", post(restart_worker))
         .route("/metrics", get(metrics))
@@ -101,6 +102,25 @@ async fn training_config() -> Response {
     let fields = ipc_proto::training::fields();
     Json(json!({"fields": fields, "defaults": ipc_proto::training::TrainingConfig::default()}))
         .into_response()
+}
+
+/// The current (or last) run's figures for drawing the whole curve at once (protocol.md), with the
+/// reference lines: the random policy (measured at start) and the step cap.
+async fn training_history(State(app): State<Arc<App>>) -> Response {
+    let (run, previous) = app.training.history();
+    let max_steps = run.config.as_ref().map_or(
+        ipc_proto::training::TrainingConfig::default().max_steps,
+        |c| c.max_steps,
+    );
+    Json(json!({
+        "config": run.config,
+        "episodes": run.episodes,
+        "evaluations": run.evaluations,
+        "downsampled": run.downsampled,
+        "reference": {"random": app.random_reference, "max_steps": max_steps},
+        "previous": previous,
+    }))
+    .into_response()
 }
 
 /// The operator rule: a loopback peer (IPv4, IPv6, or IPv4-mapped IPv6), or the admin token as

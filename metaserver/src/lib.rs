@@ -3,6 +3,7 @@
 //! Code map: [`app`] (state, start, shutdown) · [`http`] (routes, operator guard) · [`client`]
 //! (browser socket I/O and limits) · [`outqueue`] (bounded per-client queue) · [`validate`] (all
 //! browser input) · [`session`] (inference relay) · [`training`] (the shared training run) ·
+//! [`history`] (the run's figures for late joiners) ·
 //! [`supervisor`] (spawn, handshake, ready) · [`process`] (child processes, pidfds, reaping) ·
 //! [`registry`] (live workers) · [`budget`] (restart policy) · [`pool`] (warm workers) ·
 //! [`metrics`] · [`ui`] (embedded browser UI).
@@ -11,6 +12,7 @@ pub mod app;
 pub mod budget;
 pub mod client;
 pub mod config;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod outqueue;

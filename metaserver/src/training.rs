@@ -9,6 +9,7 @@
 use crate::app::App;
 use crate::budget::{RestartBudget, Verdict};
 use crate::client::{self, Client, Incoming};
+use crate::history::{HistoryView, RunHistory};
 use crate::metrics::RestartReason;
 use crate::registry::{WorkerControl, WorkerState};
 use crate::supervisor::{Supervisor, WorkerHandle};
@@ -89,6 +90,9 @@ struct HubState {
     /// token, operators.
     owner: Option<u64>,
     control_token: Option<String>,
+    /// The current (or last) run's figures, and the run before it.
+    history: RunHistory,
+    previous: Option<RunHistory>,
 }
 
 pub struct TrainingHub {
@@ -131,11 +135,19 @@ impl TrainingHub {
                 pending_restart: None,
                 owner: None,
                 control_token: None,
+                history: RunHistory::default(),
+                previous: None,
             }),
             cmd_tx,
             cmd_rx: Mutex::new(Some(cmd_rx)),
             shutdown,
         })
+    }
+
+    /// The current (or last) run's history and the one before it.
+    pub fn history(&self) -> (HistoryView, Option<HistoryView>) {
+        let s = self.state.lock();
+        (s.history.view(), s.previous.as_ref().map(RunHistory::view))
     }
 
     pub fn status(&self) -> TrainingStatus {
@@ -224,10 +236,15 @@ impl TrainingHub {
                 st.config = Some(t.config.clone());
                 st.last_episode = None;
                 s.run = RunState::Running;
+                let finished = std::mem::replace(&mut s.history, RunHistory::new(t.config.clone()));
+                if !finished.is_empty() {
+                    s.previous = Some(finished);
+                }
             }
             ServerMessage::EpisodeComplete(e) => {
                 st.current_episode = episode_being_run(e.episode, st.total_episodes);
                 st.last_episode = Some(e.clone());
+                s.history.episode(e);
             }
             ServerMessage::Paused {} => st.paused = true,
             ServerMessage::Resumed {} => st.paused = false,
@@ -265,6 +282,11 @@ impl TrainingHub {
                 self.mirror(&m);
                 self.announce_start(&m, arrived);
             }
+            FromTraining::Evaluated {
+                episode,
+                steps,
+                reward,
+            } => self.state.lock().history.evaluation(episode, steps, reward),
             FromTraining::Checkpointed { episode, path } => {
                 self.state.lock().checkpoint = Some((episode, path));
             }

@@ -276,3 +276,73 @@ async fn only_the_starter_the_token_or_an_operator_controls_the_run() {
         200
     );
 }
+
+/// `GET /api/training/history`: complete for a short run (every episode, an evaluation every 10),
+/// with the random policy's measured survival and the cap as references; bounded and downsampled
+/// for a long one; the previous run kept for comparison.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_history_endpoint_has_the_whole_run() {
+    let s = Server::start();
+    let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    a.expect("training_status", T).await;
+    a.send(
+        json!({"command":"start_training","num_episodes":30,"max_steps":50,"batch_size":8,
+                  "step_delay":0,"show_every":1000,"seed":3}),
+    )
+    .await;
+    a.expect("training_complete", std::time::Duration::from_secs(60))
+        .await;
+    let h = s.get_json("/api/training/history");
+    let eps: Vec<u64> = h["episodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["episode"].as_u64().unwrap())
+        .collect();
+    assert_eq!(eps, (1..=30).collect::<Vec<_>>());
+    let seen: Vec<&Value> = a
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "episode_complete")
+        .collect();
+    for (row, ep) in h["episodes"].as_array().unwrap().iter().zip(&seen) {
+        assert_eq!(row["reward"], ep["reward"]);
+        assert_eq!(row["length"], ep["length"]);
+    }
+    let evals: Vec<u64> = h["evaluations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["episode"].as_u64().unwrap())
+        .collect();
+    assert_eq!(evals, [10, 20, 30]);
+    assert!(h["evaluations"][0]["steps"].as_u64().unwrap() <= 50);
+    assert_eq!(h["downsampled"], false);
+    assert_eq!(h["config"]["seed"], 3);
+    let random = h["reference"]["random"]["steps"].as_f64().unwrap();
+    assert!((50.0..200.0).contains(&random), "{random}");
+    assert_eq!(h["reference"]["max_steps"], 50);
+    assert!(h["previous"].is_null());
+
+    // A long run: bounded to 2000 rows, downsampled, the first run now the previous one.
+    // (A batch larger than the replay buffer: no learning, just episodes — quick.)
+    a.send(
+        json!({"command":"start_training","num_episodes":2100,"max_steps":2,"batch_size":1024,
+                  "buffer_capacity":100,"step_delay":0,"show_every":100000,"seed":4}),
+    )
+    .await;
+    a.expect("training_complete", std::time::Duration::from_secs(120))
+        .await;
+    let h = s.get_json("/api/training/history");
+    let rows = h["episodes"].as_array().unwrap();
+    assert!(rows.len() <= 2000 && rows.len() > 1000, "{}", rows.len());
+    assert_eq!(
+        rows[0]["episode"], 1,
+        "the first bucket's extremes include its start"
+    );
+    assert_eq!(h["downsampled"], true);
+    assert!(rows
+        .windows(2)
+        .all(|w| w[0]["episode"].as_u64() < w[1]["episode"].as_u64()));
+    assert_eq!(h["previous"]["episodes"].as_array().unwrap().len(), 30);
+}

@@ -3,7 +3,7 @@
 //! paces shown episodes by `step_delay`.
 
 use hamlet_dqn::checkpoint;
-use hamlet_dqn::dqn::{EpisodeStats, Flow, StepView, Trainer};
+use hamlet_dqn::dqn::{greedy_episode, EpisodeStats, Flow, StepView, Trainer};
 use hamlet_dqn::export::{now_rfc3339, write_model, TrainingFacts};
 use hamlet_env::wire::{state_update, FrameFacts};
 use ipc_proto::browser::{
@@ -19,6 +19,9 @@ use tracing::{info, warn};
 /// Test hook: a fresh (not resumed) run panics when it reaches this episode, so end-to-end tests
 /// can check that a panicking training thread is handled as a crash. Unset in production.
 pub const ENV_FAULT_PANIC_AT_EPISODE: &str = "HAMLET_FAULT_PANIC_AT_EPISODE";
+
+/// Episodes between greedy evaluations of a live run.
+const EVAL_EVERY: u32 = 10;
 
 #[derive(Default)]
 pub struct CtlState {
@@ -139,6 +142,19 @@ pub fn train(
             &tx,
             msg(ServerMessage::EpisodeComplete(summary(&tr, &stats))),
         );
+        if ep.is_multiple_of(EVAL_EVERY) {
+            // A greedy episode is cheap (at most max_steps forward passes) and tells a class how
+            // well the network plays without exploration.
+            let (steps, reward) = greedy_episode(&tr.state.online, c.max_steps);
+            send(
+                &tx,
+                FromTraining::Evaluated {
+                    episode: ep,
+                    steps,
+                    reward,
+                },
+            );
+        }
         if ep.is_multiple_of(c.checkpoint_every.max(1)) {
             save_checkpoint(&tr, &ckpt, &tx);
         }

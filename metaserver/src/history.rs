@@ -1,0 +1,227 @@
+//! The training run's history for `GET /api/training/history`: every episode's figures and every
+//! greedy evaluation, so a late joiner (or a reloaded page) draws the whole curve at once; the
+//! previous run is kept for comparison. Answers are bounded: a long run is downsampled to at
+//! most [`MAX_ROWS`] rows, keeping each bucket's lowest and highest reward.
+
+use hamlet_env::rng::SessionRng;
+use hamlet_env::{World, N_ACTIONS};
+use ipc_proto::browser::EpisodeComplete;
+use ipc_proto::training::TrainingConfig;
+use serde::Serialize;
+
+/// Most episode rows in one answer.
+pub const MAX_ROWS: usize = 2000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EpisodeRow {
+    pub episode: u32,
+    pub reward: f64,
+    pub length: u32,
+    pub loss: f64,
+    pub epsilon: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EvaluationRow {
+    pub episode: u32,
+    pub steps: u32,
+    pub reward: f64,
+}
+
+/// One run's figures, in episode order.
+#[derive(Debug, Clone, Default)]
+pub struct RunHistory {
+    pub config: Option<TrainingConfig>,
+    episodes: Vec<EpisodeRow>,
+    evaluations: Vec<EvaluationRow>,
+}
+
+/// What the endpoint answers for one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryView {
+    pub config: Option<TrainingConfig>,
+    pub episodes: Vec<EpisodeRow>,
+    pub evaluations: Vec<EvaluationRow>,
+    pub downsampled: bool,
+}
+
+impl RunHistory {
+    pub fn new(config: TrainingConfig) -> Self {
+        RunHistory {
+            config: Some(config),
+            ..RunHistory::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.episodes.is_empty()
+    }
+
+    /// Records an episode. A run resumed from a checkpoint runs some episodes again: the newer
+    /// figures replace the older ones from that episode on.
+    pub fn episode(&mut self, e: &EpisodeComplete) {
+        while self.episodes.last().is_some_and(|r| r.episode >= e.episode) {
+            self.episodes.pop();
+        }
+        self.episodes.push(EpisodeRow {
+            episode: e.episode,
+            reward: e.reward,
+            length: e.length,
+            loss: e.loss,
+            epsilon: e.epsilon,
+        });
+    }
+
+    pub fn evaluation(&mut self, episode: u32, steps: u32, reward: f64) {
+        while self
+            .evaluations
+            .last()
+            .is_some_and(|r| r.episode >= episode)
+        {
+            self.evaluations.pop();
+        }
+        self.evaluations.push(EvaluationRow {
+            episode,
+            steps,
+            reward,
+        });
+    }
+
+    pub fn view(&self) -> HistoryView {
+        let (episodes, downsampled) = downsample(&self.episodes, MAX_ROWS);
+        HistoryView {
+            config: self.config.clone(),
+            episodes,
+            evaluations: self.evaluations.clone(),
+            downsampled,
+        }
+    }
+}
+
+/// At most `max` rows: the rows cut into `max / 2` buckets, each giving its lowest- and
+/// highest-reward row (in episode order), so spikes and dips survive.
+fn downsample(rows: &[EpisodeRow], max: usize) -> (Vec<EpisodeRow>, bool) {
+    if rows.len() <= max {
+        return (rows.to_vec(), false);
+    }
+    let size = rows.len().div_ceil((max / 2).max(1));
+    let mut out = Vec::with_capacity(max);
+    for bucket in rows.chunks(size) {
+        let lo = bucket.iter().min_by(|a, b| a.reward.total_cmp(&b.reward));
+        let hi = bucket.iter().max_by(|a, b| a.reward.total_cmp(&b.reward));
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            continue;
+        };
+        let (first, second) = if lo.episode <= hi.episode {
+            (lo, hi)
+        } else {
+            (hi, lo)
+        };
+        out.push(*first);
+        if second.episode != first.episode {
+            out.push(*second);
+        }
+    }
+    (out, true)
+}
+
+/// How the uniformly random policy does in this world: the reference line "random" on the
+/// learning curves, measured once at start (not remembered from elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RandomReference {
+    pub steps: f64,
+    pub reward: f64,
+    pub episodes: u32,
+}
+
+pub fn measure_random_policy(episodes: u32, max_steps: u32, seed: u64) -> RandomReference {
+    let mut rng = SessionRng::new(seed);
+    let (mut steps, mut reward) = (0u64, 0.0);
+    for _ in 0..episodes {
+        let mut w = World::new();
+        loop {
+            let a = rng.below(N_ACTIONS) as i64;
+            let out = w.step_id(a).expect("an action id below 5");
+            reward += out.reward;
+            if out.done || w.steps() >= max_steps {
+                break;
+            }
+        }
+        steps += u64::from(w.steps());
+    }
+    let n = f64::from(episodes.max(1));
+    RandomReference {
+        steps: steps as f64 / n,
+        reward: reward / n,
+        episodes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(episode: u32, reward: f64) -> EpisodeRow {
+        EpisodeRow {
+            episode,
+            reward,
+            length: 1,
+            loss: 0.0,
+            epsilon: 1.0,
+        }
+    }
+
+    #[test]
+    fn downsampling_keeps_extremes_and_the_bound() {
+        let rows: Vec<EpisodeRow> = (1..=5000).map(|e| row(e, (e % 97) as f64)).collect();
+        let (out, down) = downsample(&rows, MAX_ROWS);
+        assert!(
+            down && out.len() <= MAX_ROWS && out.len() > MAX_ROWS / 2,
+            "{}",
+            out.len()
+        );
+        assert!(
+            out.windows(2).all(|w| w[0].episode < w[1].episode),
+            "episode order"
+        );
+        let mut spiky = rows.clone();
+        spiky[3210].reward = 1e6;
+        spiky[4321].reward = -1e6;
+        let (out, _) = downsample(&spiky, MAX_ROWS);
+        assert!(out.iter().any(|r| r.reward == 1e6) && out.iter().any(|r| r.reward == -1e6));
+        let (small, down) = downsample(&rows[..30], MAX_ROWS);
+        assert!(!down && small.len() == 30);
+    }
+
+    #[test]
+    fn a_resumed_run_replaces_the_episodes_it_runs_again() {
+        let mut h = RunHistory::default();
+        let e = |episode: u32, reward: f64| EpisodeComplete {
+            episode,
+            reward,
+            length: 1,
+            loss: 0.0,
+            epsilon: 1.0,
+            avg_reward_5: 0.0,
+            avg_length_5: 0.0,
+            avg_loss_5: 0.0,
+            buffer_size: 0,
+        };
+        for i in 1..=7 {
+            h.episode(&e(i, 1.0));
+        }
+        h.episode(&e(6, 2.0)); // resumed from the checkpoint after episode 5
+        let v = h.view();
+        assert_eq!(
+            v.episodes.iter().map(|r| r.episode).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(v.episodes[5].reward, 2.0);
+    }
+
+    #[test]
+    fn the_random_policy_dies_early() {
+        let r = measure_random_policy(200, 500, 1);
+        assert!(r.steps > 50.0 && r.steps < 200.0, "{r:?}");
+    }
+}
