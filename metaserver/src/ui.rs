@@ -46,6 +46,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "text/javascript; charset=utf-8",
         include_bytes!("../ui/operator.js"),
     ),
+    (
+        "inside.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/inside.js"),
+    ),
 ];
 
 fn serve(path: &str) -> Response {
@@ -68,4 +73,20 @@ pub async fn index() -> Response {
 
 pub async fn asset(Path(file): Path<String>) -> Response {
     serve(file.trim_start_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every file of the UI directory is embedded (a new module left out breaks the page).
+    #[test]
+    fn every_ui_file_is_served() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            assert!(
+                super::FILES.iter().any(|(n, _, _)| *n == name),
+                "ui/{name} is not in ui.rs's FILES"
+            );
+        }
+    }
 }

@@ -86,10 +86,20 @@ function movingAverage(v, n) {
   return out;
 }
 
-// A line chart of (x, y) points with a moving average; keeps `canvas.dataset.points` for tests and
-// a text alternative in its aria-label. An empty chart says what will appear.
-export function drawLine(canvas, xs, ys, { color = '#1d4ed8', avg = 10, label = '', empty = 'will appear here when a run starts' } = {}) {
-  const ctx = canvas.getContext('2d'); const W = canvas.width, H = canvas.height, pad = 34, t = theme();
+/// TensorBoard's smoothing: an exponential moving average with weight `w`, debiased so the
+/// first points are not pulled towards zero.
+export function ema(ys, w) {
+  const out = []; let last = 0, n = 0;
+  for (const y of ys) { last = last * w + (1 - w) * y; n += 1; out.push(w > 0 ? last / (1 - w ** n) : y); }
+  return out;
+}
+
+// A line chart of (x, y) points and their smoothed line (EMA weight `smooth`, or a moving average
+// of `avg`); dashed reference lines (`refs`); the previous run as a faint `overlay`. Keeps
+// `canvas.dataset.points` for tests and a text alternative in its aria-label. An empty chart says
+// what will appear.
+export function drawLine(canvas, xs, ys, { color = '#1d4ed8', avg = 10, smooth, label = '', empty = 'will appear here when a run starts', refs = [], overlay } = {}) {
+  const ctx = canvas.getContext('2d'); const W = canvas.width, H = canvas.height, pad = 40, t = theme();
   ctx.clearRect(0, 0, W, H); ctx.fillStyle = t.card; ctx.fillRect(0, 0, W, H);
   canvas.dataset.points = ys.length;
   ctx.fillStyle = t.muted; ctx.font = '12px system-ui';
@@ -98,21 +108,31 @@ export function drawLine(canvas, xs, ys, { color = '#1d4ed8', avg = 10, label = 
     canvas.setAttribute('aria-label', `${label}: no episodes yet`);
     return;
   }
-  let lo = Math.min(...ys), hi = Math.max(...ys); if (hi === lo) { hi += 1; lo -= 1; }
-  const x0 = xs[0], x1 = Math.max(xs[xs.length - 1], x0 + 1);
+  const oys = overlay?.ys ?? [], oxs = overlay?.xs ?? [];
+  const all = [...ys, ...oys, ...refs.map((r) => r.value)];
+  let lo = Math.min(...all), hi = Math.max(...all); if (hi === lo) { hi += 1; lo -= 1; }
+  const x0 = Math.min(xs[0], oxs[0] ?? xs[0]), x1 = Math.max(xs[xs.length - 1], oxs[oxs.length - 1] ?? 0, x0 + 1);
   const X = (x) => pad + (x - x0) / (x1 - x0) * (W - pad - 8), Y = (y) => H - 16 - (y - lo) / (hi - lo) * (H - 26);
   ctx.textAlign = 'right'; ctx.fillText(hi.toPrecision(3), pad - 3, 12); ctx.fillText(lo.toPrecision(3), pad - 3, H - 16);
-  ctx.textAlign = 'left'; ctx.fillText(`ep ${x0}`, pad, H - 3); ctx.textAlign = 'right'; ctx.fillText(`ep ${xs[xs.length - 1]}`, W - 8, H - 3);
-  if (lo < 0 && hi > 0) { ctx.strokeStyle = t.line; ctx.beginPath(); ctx.moveTo(pad, Y(0)); ctx.lineTo(W - 8, Y(0)); ctx.stroke(); }
-  ctx.strokeStyle = color + '66'; ctx.lineWidth = 1; ctx.beginPath();
-  ys.forEach((y, i) => (i ? ctx.lineTo(X(xs[i]), Y(y)) : ctx.moveTo(X(xs[i]), Y(y)))); ctx.stroke();
-  const ma = movingAverage(ys, avg);
-  ctx.strokeStyle = color; ctx.lineWidth = 2.2; ctx.beginPath();
-  ma.forEach((y, i) => (i ? ctx.lineTo(X(xs[i]), Y(y)) : ctx.moveTo(X(xs[i]), Y(y)))); ctx.stroke();
-  const last = ys[ys.length - 1].toPrecision(4), mean = ma[ma.length - 1].toPrecision(4);
+  ctx.textAlign = 'left'; ctx.fillText(`ep ${x0}`, pad, H - 3); ctx.textAlign = 'right'; ctx.fillText(`ep ${x1}`, W - 8, H - 3);
+  for (const r of refs) {
+    ctx.strokeStyle = t.muted; ctx.setLineDash([5, 4]); ctx.lineWidth = 1;
+    ctx.beginPath(); ctx.moveTo(pad, Y(r.value)); ctx.lineTo(W - 8, Y(r.value)); ctx.stroke(); ctx.setLineDash([]);
+    ctx.fillStyle = t.muted; ctx.textAlign = 'left'; ctx.fillText(r.label, pad + 4, Y(r.value) - 3);
+  }
+  const line = (px, py, style, width) => {
+    ctx.strokeStyle = style; ctx.lineWidth = width; ctx.beginPath();
+    py.forEach((y, i) => (i ? ctx.lineTo(X(px[i]), Y(y)) : ctx.moveTo(X(px[i]), Y(y)))); ctx.stroke();
+  };
+  if (oys.length) line(oxs, smooth != null ? ema(oys, smooth) : oys, t.line, 1.5);
+  line(xs, ys, color + '55', 1);
+  const sm = smooth != null ? ema(ys, smooth) : movingAverage(ys, avg);
+  line(xs, sm, color, 2.2);
+  const last = ys[ys.length - 1].toPrecision(4), mean = sm[sm.length - 1].toPrecision(4);
+  const how = smooth != null ? `smoothed ${smooth}` : `avg${avg}`;
   ctx.fillStyle = t.fg; ctx.textAlign = 'right';
-  ctx.fillText(`${label}: last ${last} · avg${avg} ${mean}`, W - 8, 12);
-  canvas.setAttribute('aria-label', `${label} over episodes ${x0} to ${xs[xs.length - 1]}: last ${last}, average of the last ${avg} ${mean}, lowest ${Math.min(...ys).toPrecision(4)}, highest ${Math.max(...ys).toPrecision(4)}`);
+  ctx.fillText(`${label}: last ${last} · ${how} ${mean}`, W - 8, 12);
+  canvas.setAttribute('aria-label', `${label} over episodes ${xs[0]} to ${xs[xs.length - 1]}: last ${last}, ${how} ${mean}, lowest ${Math.min(...ys).toPrecision(4)}, highest ${Math.max(...ys).toPrecision(4)}`);
 }
 
 const ENDINGS = {

@@ -1,6 +1,7 @@
 // The inference view: one private session, its world, meters, Q-values and survival history.
 import { Socket } from './socket.js';
 import { ACTIONS, drawWorld, drawSurvival } from './draw.js';
+import { drawInside } from './inside.js';
 
 const $ = (id) => document.getElementById(id);
 const pct = (v) => `${Math.round(v * 100)}%`;
@@ -21,7 +22,8 @@ export class InferenceView {
   constructor(app) {
     this.app = app;
     this.state = { connected: false, playing: false, speed: 1, step: null, episode: null, x: null, y: null,
-                   model: null, frames: 0, restarts: 0, lastRestartReason: null, meters: null };
+                   model: null, frames: 0, restarts: 0, lastRestartReason: null, meters: null,
+                   epsilon: 0, inside: false, insideFrames: 0, noActivations: false };
     this.episodes = []; this.trail = []; this.last = null; this.cap = 500;
     this.socket = new Socket('/ws', {
       onMessage: (m) => this.onMessage(m),
@@ -61,6 +63,32 @@ export class InferenceView {
     };
   }
 
+  /// The page's URL carries model and speed, so a link reproduces what the teacher shows.
+  remember(params) {
+    const q = new URLSearchParams(location.search);
+    for (const [k, v] of Object.entries(params)) q.set(k, v);
+    history.replaceState(null, '', `?${q}${location.hash}`);
+  }
+
+  /// After `connected`: apply the model and speed the URL names.
+  applyUrl() {
+    const q = new URLSearchParams(location.search);
+    const model = q.get('model'), speed = Number(q.get('speed'));
+    if (model && model !== this.state.model) this.send('load_model', { model });
+    if (speed >= 0.1 && speed <= 10) {
+      this.send('set_speed', { speed }); $('speed').value = speed; $('speed-out').textContent = `${speed.toFixed(1)}×`;
+    }
+  }
+
+  showInside(on) {
+    this.state.inside = on; $('show-inside').checked = on; $('inside').hidden = !on;
+    this.send('set_detail', { activations: on });
+    if (on) {
+      const c = $('inside-canvas'), r = c.getBoundingClientRect(), d = window.devicePixelRatio || 1;
+      c.width = Math.max(1, Math.round(r.width * d)); c.height = Math.max(1, Math.round(r.height * d));
+    }
+  }
+
   setPlaying(p) {
     this.state.playing = p;
     $('btn-play').setAttribute('aria-pressed', String(p)); $('btn-pause').setAttribute('aria-pressed', String(!p));
@@ -74,8 +102,12 @@ export class InferenceView {
     $('btn-step').onclick = () => this.send('step');
     $('btn-reset').onclick = () => this.send('reset');
     $('speed').oninput = (e) => { const s = Number(e.target.value); $('speed-out').textContent = `${s.toFixed(1)}×`; };
-    $('speed').onchange = (e) => { this.send('set_speed', { speed: Number(e.target.value) }); this.state.speed = Number(e.target.value); };
-    $('model').onchange = (e) => this.send('load_model', { model: e.target.value });
+    $('speed').onchange = (e) => { this.send('set_speed', { speed: Number(e.target.value) }); this.state.speed = Number(e.target.value); this.remember({ speed: e.target.value }); };
+    $('model').onchange = (e) => { this.send('load_model', { model: e.target.value }); this.remember({ model: e.target.value }); };
+    $('epsilon').oninput = (e) => { $('epsilon-out').textContent = Number(e.target.value).toFixed(2); };
+    $('epsilon').onchange = (e) => { this.state.epsilon = Number(e.target.value); this.send('set_epsilon', { epsilon: this.state.epsilon }); };
+    $('random-start').onchange = (e) => this.send('set_start', { mode: e.target.checked ? 'random' : 'fixed' });
+    $('show-inside').onchange = (e) => this.showInside(e.target.checked);
     window.addEventListener('focus', () => this.refreshModels());
     setInterval(() => { if (!document.hidden) this.refreshModels(); }, 20000);
   }
@@ -112,10 +144,11 @@ export class InferenceView {
       return [l, b, v];
     }));
     $('qvalues').replaceChildren(...ACTIONS.flatMap((a, i) => {
-      const row = [document.createElement('span'), document.createElement('div'), document.createElement('span')];
+      const row = [document.createElement('span'), document.createElement('div'), document.createElement('span'), document.createElement('span')];
       row[0].textContent = a; row[0].id = `ql-${i}`; row[1].className = 'bar'; row[1].innerHTML = `<div id="q-${i}" style="width:0"></div>`;
       row[1].setAttribute('role', 'meter'); row[1].setAttribute('aria-labelledby', `ql-${i}`);
       row[2].className = 'num'; row[2].id = `qv-${i}`; row[2].textContent = '–';
+      row[3].className = 'num gap'; row[3].id = `qg-${i}`; row[3].textContent = '';
       return row;
     }));
   }
@@ -141,7 +174,8 @@ export class InferenceView {
         this.setPlaying(m.playing);
         this.cap = m.max_steps ?? 500; $('cap').textContent = this.cap;
         $('speed').value = m.speed; $('speed-out').textContent = `${Number(m.speed).toFixed(1)}×`;
-        this.refreshModels();
+        this.refreshModels(); this.applyUrl();
+        if (this.state.inside) this.send('set_detail', { activations: true });
         break;
       case 'session_status': Object.assign(this.state, { speed: m.speed, model: m.model }); this.setPlaying(m.playing); break;
       case 'episode_start': this.trail = []; this.state.episode = m.episode; if (m.model_name) this.state.model = m.model_name; break;
@@ -149,16 +183,23 @@ export class InferenceView {
       case 'episode_end':
         this.episodes.push({ episode: m.episode, steps: m.steps, reason: m.reason });
         this.state.lastEnd = m.reason;
+        $('last-end').textContent = `Episode ${m.episode} ended after ${m.steps} steps: ${
+          m.reason === 'meter_depleted' ? `${m.meter ?? 'a meter'} ran out` : m.reason === 'max_steps' ? 'it reached the step cap' : 'you reset it'
+        } (total reward ${m.total_reward.toFixed(1)}).`;
         drawSurvival($('survival'), this.episodes, this.cap);
         this.app.toast(`Episode ${m.episode} ended after ${m.steps} steps (${m.reason.replace('_', ' ')}), total reward ${m.total_reward.toFixed(1)}`, 'info');
         break;
-      case 'model_loaded': this.state.model = m.model; $('model').value = m.model; this.app.toast(`Model ${m.model} loaded`, 'info'); break;
+      case 'model_loaded': this.state.model = m.model; this.state.noActivations = false; $('model').value = m.model; this.app.toast(`Model ${m.model} loaded`, 'info'); break;
       case 'worker_restarted':
         // Students get plain words; the technical reason is for the Workers view (and kept here).
         this.state.restarts += 1; this.state.lastRestartReason = m.reason;
         this.app.toast(`The agent's process crashed and was restarted; your episode ${m.resumed_episode} continues from step ${m.resumed_step}.`, 'warn');
         break;
       case 'error':
+        if (m.code === 'no_activations') {
+          this.state.inside = false; $('show-inside').checked = false; $('inside').hidden = true;
+          this.state.noActivations = true;
+        }
         this.lastError = m.code === 'worker_failed' ? "The agent's process kept failing, so the server stopped restarting it. Nothing you did caused this." : null;
         if (m.code !== 'worker_failed') this.app.toast(`Server: ${m.message}`, 'error');
         break;
@@ -173,17 +214,29 @@ export class InferenceView {
     drawWorld($('grid'), u, this.trail.slice(0, -1));
     $('f-episode').textContent = u.episode; $('f-step').textContent = u.step;
     $('f-reward').textContent = Number(u.reward).toFixed(3); $('f-total').textContent = Number(u.cumulative_reward).toFixed(2);
-    $('f-action').textContent = u.action == null ? '–' : ACTIONS[u.action];
+    $('f-action').textContent = u.action == null ? '–' : `${ACTIONS[u.action]}${u.explored ? ' (random)' : ''}`;
+    this.state.explored = u.explored ?? null;
     const meters = u.agent_meters?.agent_0?.meters;
     if (meters) this.renderMeters(meters);
     const q = u.q_values;
     if (q && q.length === 5) {
-      const lo = Math.min(...q), hi = Math.max(...q), span = hi - lo || 1;
+      // Bars from zero (so close values look close); the gap to the best action says by how much.
+      const hi = Math.max(...q), scale = Math.max(...q.map((v) => Math.abs(v))) || 1;
       const chosen = u.action ?? q.indexOf(hi);
       q.forEach((v, i) => {
-        $(`q-${i}`).style.width = `${(8 + 92 * (v - lo) / span).toFixed(1)}%`;
+        const bar = $(`q-${i}`); bar.style.width = `${(100 * Math.abs(v) / scale).toFixed(1)}%`;
+        bar.parentElement.title = `Q(${ACTIONS[i]}) = ${v.toFixed(4)}`;
+        bar.parentElement.setAttribute('aria-valuenow', String(v));
         $(`qv-${i}`).textContent = v.toFixed(2);
-        for (const el of [$(`ql-${i}`), $(`q-${i}`).parentElement, $(`qv-${i}`)]) el.classList.toggle('chosen', i === chosen);
+        $(`qg-${i}`).textContent = v === hi ? 'best' : (v - hi).toFixed(2);
+        for (const el of [$(`ql-${i}`), bar.parentElement, $(`qv-${i}`)]) el.classList.toggle('chosen', i === chosen);
+      });
+    }
+    if (u.activations && this.state.inside) {
+      this.pendingInside = u;
+      if (!this.insideFrame) this.insideFrame = requestAnimationFrame(() => {
+        // At most once per animation frame, whatever the speed.
+        this.insideFrame = 0; drawInside($('inside-canvas'), this.pendingInside); this.state.insideFrames += 1;
       });
     }
   }

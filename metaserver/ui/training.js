@@ -1,6 +1,6 @@
 // The training view: the shared run's form, controls, progress, charts and heat map.
 import { Socket } from './socket.js';
-import { drawLine, drawHeat } from './draw.js';
+import { drawLine, drawHeat, drawWorld } from './draw.js';
 
 const $ = (id) => document.getElementById(id);
 export class TrainingView {
@@ -9,12 +9,16 @@ export class TrainingView {
     // current: the episode being run (as the server counts it); done: episodes completed.
     this.state = { connected: false, isTraining: false, paused: false, current: 0, done: 0, total: 0, episodes: 0, lastModel: null, restarts: 0 };
     this.series = { ep: [], reward: [], length: [], loss: [], eps: [] };
+    this.previous = null; // the run before, a faint line for comparison
+    this.reference = null; // { random: {steps, reward}, max_steps }
+    this.smooth = 0.6;
     this.affordances = null;
     this.socket = new Socket('/ws/training', {
       onMessage: (m) => this.onMessage(m),
       onState: (s, code, reason) => this.app.setConn('training', s, code, reason),
     });
     window.hamlet.training = this.state;
+    this.state.shownFrames = 0;
     this.buildForm(); this.bind(); this.draw();
     const fit = () => {
       for (const c of document.querySelectorAll('#view-training canvas.chart')) {
@@ -80,13 +84,17 @@ export class TrainingView {
       }
       this.socket.send(msg);
     };
-    $('btn-tpause').onclick = () => this.socket.send({ command: 'pause' });
-    $('btn-tresume').onclick = () => this.socket.send({ command: 'resume' });
-    $('btn-tstop').onclick = () => this.socket.send({ command: 'stop' });
+    // The run's control token (given to the starter) is kept per tab, so a reload keeps control.
+    const ctl = (command) => this.socket.send({ command, control_token: sessionStorage.getItem('hamlet-control-token') ?? undefined });
+    $('btn-tpause').onclick = () => ctl('pause');
+    $('btn-tresume').onclick = () => ctl('resume');
+    $('btn-tstop').onclick = () => ctl('stop');
+    $('smoothing').oninput = (e) => { this.smooth = Number(e.target.value); $('smoothing-out').textContent = this.smooth.toFixed(2); this.draw(); };
   }
 
   progress() {
     const s = this.state;
+    this.showControls();
     $('t-bar').style.width = s.total ? `${(100 * s.done / s.total).toFixed(1)}%` : '0';
     $('t-progress').textContent = s.isTraining
       ? `Episode ${s.current} of ${s.total}${s.paused ? ' — paused' : ''}`
@@ -107,10 +115,43 @@ export class TrainingView {
   draw() {
     const S = this.series;
     const v = (k) => getComputedStyle(document.documentElement).getPropertyValue(k).trim();
-    drawLine($('c-reward'), S.ep, S.reward, { color: v('--accent'), label: 'Reward' });
-    drawLine($('c-length'), S.ep, S.length, { color: v('--ok'), label: 'Length (steps)' });
-    drawLine($('c-loss'), S.ep, S.loss, { color: v('--mid'), label: 'Loss' });
+    const P = this.previous, R = this.reference, smooth = this.smooth;
+    const overlay = (k) => (P ? { xs: P.ep, ys: P[k] } : undefined);
+    const rnd = R?.random;
+    drawLine($('c-reward'), S.ep, S.reward, { color: v('--accent'), label: 'Reward', smooth, overlay: overlay('reward'),
+      refs: rnd ? [{ value: rnd.reward, label: `random policy ${rnd.reward.toFixed(0)}` }] : [] });
+    drawLine($('c-length'), S.ep, S.length, { color: v('--ok'), label: 'Length (steps)', smooth, overlay: overlay('length'),
+      refs: R ? [{ value: R.max_steps, label: `cap ${R.max_steps}` }, ...(rnd ? [{ value: rnd.steps, label: `random policy ${rnd.steps.toFixed(0)}` }] : [])] : [] });
+    drawLine($('c-loss'), S.ep, S.loss, { color: v('--mid'), label: 'Loss', smooth, overlay: overlay('loss') });
     drawLine($('c-eps'), S.ep, S.eps, { color: v('--warn'), label: 'ε', avg: 1 });
+  }
+
+  /// The whole run so far (and the one before), so a late joiner or a reloaded page draws the
+  /// full curve at once.
+  async loadHistory() {
+    try {
+      const h = await (await fetch('/api/training/history')).json();
+      const series = (rows) => ({
+        ep: rows.map((r) => r.episode), reward: rows.map((r) => r.reward), length: rows.map((r) => r.length),
+        loss: rows.map((r) => r.loss), eps: rows.map((r) => r.epsilon),
+      });
+      this.reference = h.reference;
+      this.previous = h.previous?.episodes?.length ? series(h.previous.episodes) : null;
+      const known = this.series.ep.length ? this.series.ep[0] : Infinity;
+      // Frames that arrived while fetching are kept; the history fills in what came before.
+      const before = h.episodes.filter((r) => r.episode < known);
+      const hs = series(before);
+      for (const k of Object.keys(this.series)) this.series[k] = [...hs[k], ...this.series[k]];
+      this.state.historyRows = this.series.ep.length;
+      this.draw();
+    } catch (e) { /* the charts fill from live frames */ }
+  }
+
+  /// Controls for whoever may use them; a note for everyone else.
+  showControls() {
+    const may = this.state.canControl || Boolean(sessionStorage.getItem('hamlet-control-token'));
+    for (const id of ['btn-tpause', 'btn-tresume', 'btn-tstop']) $(id).hidden = !may;
+    $('t-control').hidden = may || !this.state.isTraining;
   }
 
   /// The latest episode in words, with the 5-episode averages.
@@ -123,13 +164,17 @@ export class TrainingView {
     switch (m.type) {
       case 'training_status': {
         const done = m.last_episode?.episode ?? 0;
-        Object.assign(s, { connected: true, isTraining: m.is_training, paused: m.paused, current: m.current_episode, done, total: m.total_episodes });
+        Object.assign(s, { connected: true, isTraining: m.is_training, paused: m.paused, current: m.current_episode, done, total: m.total_episodes, canControl: Boolean(m.can_control) });
+        if (!this.historyLoaded) { this.historyLoaded = true; this.loadHistory(); }
         // A late joiner sees where the run is at once: the latest episode and its averages.
         if (m.last_episode) { this.showLast(m.last_episode); if (!this.series.ep.length) { this.addEpisode(m.last_episode); this.draw(); } }
         this.app.markTraining(m.is_training);
         break;
       }
       case 'training_started':
+        if (m.control_token) { sessionStorage.setItem('hamlet-control-token', m.control_token); s.canControl = true; }
+        else s.canControl = false;
+        if (this.series.ep.length) this.previous = { ...this.series };
         Object.assign(s, { isTraining: true, paused: false, current: 1, done: 0, total: m.num_episodes, lastModel: null });
         $('t-last').textContent = '';
         for (const k of Object.keys(this.series)) this.series[k] = [];
@@ -139,10 +184,16 @@ export class TrainingView {
         s.done = m.episode; s.current = Math.min(m.episode + 1, Math.max(s.total, m.episode));
         this.addEpisode(m); this.showLast(m); this.draw();
         break;
-      case 'state_update':
+      case 'state_update': {
         this.affordances = m.grid?.affordances ?? m.affordances;
         if (m.heat_map) drawHeat($('heat'), m.heat_map, this.affordances);
+        // Watch it learn: the shown episode's world, step by step, and how it chose.
+        drawWorld($('t-grid'), m, []);
+        s.shownFrames += 1; s.shownEpisode = m.episode; s.explored = m.explored ?? null;
+        $('t-now').textContent = `(episode ${m.episode}, step ${m.step}, ε ${this.epsilon?.toFixed(3) ?? '–'}: ${m.explored ? 'explored (random action)' : 'exploited (best Q-value)'})`;
         break;
+      }
+      case 'episode_start': this.epsilon = m.epsilon; break;
       case 'paused': s.paused = true; break;
       case 'resumed': s.paused = false; break;
       case 'training_complete':
@@ -154,7 +205,10 @@ export class TrainingView {
         s.restarts += 1; s.lastRestartReason = m.reason;
         this.app.toast(`The training process was restarted; the run continues after episode ${m.resumed_from_episode}.`, 'warn');
         break;
-      case 'error': this.app.toast(`Training: ${m.message}`, 'error'); break;
+      case 'error':
+        if (m.code === 'not_run_owner') { sessionStorage.removeItem('hamlet-control-token'); s.canControl = false; }
+        this.app.toast(`Training: ${m.message}`, 'error');
+        break;
     }
     this.progress();
   }

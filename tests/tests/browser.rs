@@ -464,3 +464,101 @@ fn shot_to(b: &Browser, name: &str) {
     b.screenshot(&artifacts().join(format!("{name}.png")))
         .unwrap();
 }
+
+/// Teaching views: exploration changes what the agent does on screen, the inside-the-agent panel
+/// follows every step (and hides for a model without hidden-layer outputs), the training view
+/// draws the agent while it learns, and a reloaded page draws the whole curve at once.
+#[test]
+fn watching_it_learn_and_looking_inside() {
+    let s = Server::start_with(ServerOpts {
+        copy_models: vec![root().join("models/hamlet-qnetwork-s1.onnx")],
+        ..Default::default()
+    });
+    let b = Browser::start().expect("headless Chromium");
+    b.set_size(1280, 900).unwrap();
+    b.goto(&format!("http://{}/ui/?model=test0.onnx", s.addr))
+        .unwrap();
+    b.wait_for("the first frame", W, "window.hamlet.inference && window.hamlet.inference.frames >= 1 && window.hamlet.inference.model === 'test0.onnx'").unwrap();
+
+    // Inside the agent: appears, and changes with every step.
+    b.click("#show-inside").unwrap();
+    b.click("#btn-step").unwrap();
+    b.wait_for(
+        "the inside panel",
+        W,
+        "!document.getElementById('inside').hidden && window.hamlet.inference.insideFrames >= 1",
+    )
+    .unwrap();
+    let first = b
+        .eval("return document.getElementById('inside-canvas').toDataURL()")
+        .unwrap();
+    b.click("#btn-step").unwrap();
+    b.click("#btn-step").unwrap();
+    b.wait_for(
+        "a later step inside",
+        W,
+        "Number(document.getElementById('inside-canvas').dataset.frame) >= 3",
+    )
+    .unwrap();
+    let later = b
+        .eval("return document.getElementById('inside-canvas').toDataURL()")
+        .unwrap();
+    assert_ne!(first, later, "the panel changes between steps");
+    b.eval("document.getElementById('inside').scrollIntoView(); return true")
+        .unwrap();
+    b.screenshot(&artifacts().join("inside-the-agent.png"))
+        .unwrap();
+
+    // Exploration: ε = 1 makes every action a random one, and the page says so.
+    b.eval("const e = document.getElementById('epsilon'); e.value = 1; e.dispatchEvent(new Event('change')); return true").unwrap();
+    let step0 = b
+        .eval("return window.hamlet.inference.step")
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    for _ in 0..3 {
+        b.click("#btn-step").unwrap();
+    }
+    b.wait_for("random actions", W, &format!("window.hamlet.inference.step >= {} && window.hamlet.inference.explored === true && document.getElementById('f-action').textContent.includes('(random)')", step0 + 3)).unwrap();
+
+    // A model without hidden-layer outputs: the panel hides and says why.
+    b.eval("const m = document.getElementById('model'); m.value = 'hamlet-qnetwork-s1.onnx'; m.dispatchEvent(new Event('change')); return true").unwrap();
+    b.wait_for("the panel to hide", W, "document.getElementById('inside').hidden && window.hamlet.inference.noActivations === true && !document.getElementById('show-inside').checked").unwrap();
+    assert_eq!(
+        b.eval("return new URLSearchParams(location.search).get('model')")
+            .unwrap(),
+        "hamlet-qnetwork-s1.onnx",
+        "the link names the model"
+    );
+
+    // Training: the agent is drawn while it learns.
+    b.click("#tab-training").unwrap();
+    b.wait_for("the training form", W, "window.hamlet.trainingForm > 0")
+        .unwrap();
+    b.eval(
+        "for (const [k, v] of Object.entries({num_episodes: 40, max_steps: 50, step_delay: 0.01, show_every: 2, batch_size: 16, seed: 5})) \
+         document.getElementById('t-' + k).value = v; return true;",
+    )
+    .unwrap();
+    b.click("#btn-train").unwrap();
+    b.wait_for("shown steps", W, "window.hamlet.training.shownFrames >= 10 && document.getElementById('t-now').textContent.includes('step')").unwrap();
+    b.wait_for("some episodes", W, "window.hamlet.training.done >= 6")
+        .unwrap();
+    b.eval("window.scrollTo(0, 0); return true").unwrap();
+    b.screenshot(&artifacts().join("training-live.png"))
+        .unwrap();
+    // A reload mid-run: the whole curve is there at once (from /api/training/history).
+    let done = b
+        .eval("return window.hamlet.training.done")
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    b.goto(&format!("http://{}/ui/#training", s.addr)).unwrap();
+    b.wait_for("the history", W, &format!("window.hamlet.training.historyRows >= {done} && Number(document.getElementById('c-reward').dataset.points) >= {done}")).unwrap();
+    b.wait_for(
+        "the run to finish",
+        Duration::from_secs(90),
+        "window.hamlet.training.lastModel",
+    )
+    .unwrap();
+}
