@@ -110,3 +110,68 @@ fn checkpoints_restore_exactly_and_refuse_garbage() {
         .contains("not a Hamlet checkpoint"));
     let _ = std::fs::remove_file(p);
 }
+
+/// Q-values and (when present) `h1` of a model file for a batch of observations.
+fn run_file(bytes: &[u8], x: &[f32], batch: usize) -> (Vec<f32>, Option<Vec<f32>>) {
+    let mut s = Session::builder(env())
+        .unwrap()
+        .commit_from_memory(bytes)
+        .unwrap();
+    let has_h1 = s.outputs().iter().any(|o| o.name() == "h1");
+    let out = s
+        .run(ort::inputs![
+            TensorRef::from_array_view(([batch, OBS], x)).unwrap()
+        ])
+        .unwrap();
+    let q = out["q_values"]
+        .try_extract_tensor::<f32>()
+        .unwrap()
+        .1
+        .to_vec();
+    let h1 = has_h1.then(|| out["h1"].try_extract_tensor::<f32>().unwrap().1.to_vec());
+    (q, h1)
+}
+
+/// `worker-training reexport`'s core: a model written before the hidden-layer outputs existed
+/// (the shipped `hamlet-qnetwork-s1.onnx`) reads back and exports again with `h1`/`h2`, computing
+/// exactly the same Q-values, with its metadata kept; our own exports expose their hidden layers,
+/// whose ReLU outputs are not negative.
+#[test]
+fn reexport_adds_hidden_outputs_and_keeps_the_q_function() {
+    let old = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/hamlet-qnetwork-s1.onnx"),
+    )
+    .unwrap();
+    let (net, meta) = hamlet_onnx::read_network(&old).unwrap();
+    let new = hamlet_onnx::export(&net, &meta).unwrap();
+    let mut rng = Pcg64::seed_from_u64(9);
+    let batch = 32;
+    let x: Vec<f32> = (0..batch * OBS)
+        .map(|_| rng.random_range(0.0..8.0))
+        .collect();
+    let (q_old, h_old) = run_file(&old, &x, batch);
+    let (q_new, h_new) = run_file(&new, &x, batch);
+    assert!(
+        h_old.is_none(),
+        "the shipped file predates the hidden outputs"
+    );
+    assert_eq!(q_old, q_new, "the same Q-values, bit for bit");
+    let h1 = h_new.expect("h1 after re-export");
+    assert_eq!(h1.len(), batch * 128);
+    assert!(h1.iter().all(|v| *v >= 0.0));
+    assert_eq!(
+        hamlet_onnx::inspect(&new).unwrap().metadata,
+        hamlet_onnx::inspect(&old).unwrap().metadata
+    );
+    // A dueling network round-trips too (V and A exposed).
+    let net = QNet::new(Network::Dueling, &mut rng);
+    let path = std::env::temp_dir().join(format!("rt-duel-{}.onnx", std::process::id()));
+    write_model(&net, &TrainingFacts::default(), &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let (net2, meta2) = hamlet_onnx::read_network(&bytes).unwrap();
+    assert_eq!(
+        run_file(&hamlet_onnx::export(&net2, &meta2).unwrap(), &x, batch).0,
+        run_file(&bytes, &x, batch).0
+    );
+    let _ = std::fs::remove_file(path);
+}

@@ -410,3 +410,71 @@ pub fn action_weights(bytes: &[u8]) -> Option<(usize, usize, Vec<f32>)> {
         .collect();
     (data.len() == (rows * cols) as usize).then_some((rows as usize, cols as usize, data))
 }
+
+/// Reads back a network this crate exported (initializers `fcN.*`, or `featuresN.*`, `valueN.*`,
+/// `advantageN.*`) with its metadata, so it can be written again by the current [`export`] —
+/// used to give models exported before the hidden-layer outputs existed their `h1`/`h2` outputs
+/// without retraining (`worker-training reexport`). The Q-values are the same function.
+pub fn read_network(bytes: &[u8]) -> Result<(NetworkDesc, BTreeMap<String, String>), OnnxError> {
+    let m: ModelProto = prost::Message::decode(bytes)?;
+    let metadata = m
+        .metadata_props
+        .iter()
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect();
+    let g = m.graph.unwrap_or_default();
+    let tensor = |name: &str| -> Option<(Vec<i64>, Vec<f32>)> {
+        let t = g.initializer.iter().find(|t| t.name == name)?;
+        let data = t
+            .raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Some((t.dims.clone(), data))
+    };
+    // Layers `prefix0`, `prefix1`, … ; all but the last of a chain are followed by a ReLU,
+    // unless `relu_last` (the dueling trunk).
+    let chain = |prefix: &str, relu_last: bool| -> Result<Vec<Dense>, OnnxError> {
+        let mut layers = Vec::new();
+        while let Some((dims, weight)) = tensor(&format!("{prefix}{}.weight", layers.len())) {
+            let (_, bias) = tensor(&format!("{prefix}{}.bias", layers.len()))
+                .ok_or_else(|| OnnxError::Shape(format!("{prefix}: a weight without a bias")))?;
+            let [outputs, inputs] = dims[..] else {
+                return Err(OnnxError::Shape(format!(
+                    "{prefix}: weights are not a matrix"
+                )));
+            };
+            layers.push(Dense {
+                inputs: inputs as usize,
+                outputs: outputs as usize,
+                weight,
+                bias,
+                relu: true,
+            });
+        }
+        if let Some(last) = layers.last_mut() {
+            last.relu = relu_last;
+        }
+        Ok(layers)
+    };
+    let mlp = chain("fc", false)?;
+    if !mlp.is_empty() {
+        return Ok((NetworkDesc::Mlp(mlp), metadata));
+    }
+    let (trunk, value, advantage) = (
+        chain("features", true)?,
+        chain("value", false)?,
+        chain("advantage", false)?,
+    );
+    if trunk.is_empty() || value.is_empty() || advantage.is_empty() {
+        return Err(OnnxError::Shape("not a network exported by Hamlet".into()));
+    }
+    Ok((
+        NetworkDesc::Dueling {
+            trunk,
+            value,
+            advantage,
+        },
+        metadata,
+    ))
+}

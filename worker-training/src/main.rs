@@ -18,6 +18,14 @@ struct Cli {
 enum Cmd {
     /// Train offline and write an ONNX model.
     Train(TrainArgs),
+    /// Write a model this project exported again with the current exporter (same weights, same
+    /// metadata), which adds the hidden-layer outputs `h1`, `h2` (and `value`, `advantage`).
+    Reexport {
+        /// The model to read.
+        input: std::path::PathBuf,
+        /// Where to write (atomically; may be the same file).
+        output: std::path::PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,6 +43,12 @@ fn main() -> anyhow::Result<()> {
                 r.env_steps,
                 r.seconds
             );
+            Ok(())
+        }
+        Some(Cmd::Reexport { input, output }) => {
+            let (net, metadata) = hamlet_onnx::read_network(&std::fs::read(&input)?)?;
+            hamlet_onnx::write_atomic(&output, &hamlet_onnx::export(&net, &metadata)?)?;
+            println!("wrote {} (from {})", output.display(), input.display());
             Ok(())
         }
         None => {
