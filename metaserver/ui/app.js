@@ -45,22 +45,21 @@ const app = {
   },
 };
 
-/// Light or dark: the reader's choice (kept per browser), else the system's.
+/// Light or dark: the reader's choice (kept per browser), else the system's (followed live).
 function setupTheme() {
-  const saved = localStorage.getItem('hamlet-theme');
-  const dark = () => document.documentElement.dataset.theme
-    ? document.documentElement.dataset.theme === 'dark'
-    : matchMedia('(prefers-color-scheme: dark)').matches;
-  const apply = (theme) => {
-    if (theme) document.documentElement.dataset.theme = theme;
-    $('btn-theme').textContent = dark() ? 'Light theme' : 'Dark theme';
-    window.hamlet.theme = dark() ? 'dark' : 'light';
+  const system = matchMedia('(prefers-color-scheme: dark)');
+  const apply = () => {
+    const theme = localStorage.getItem('hamlet-theme') ?? (system.matches ? 'dark' : 'light');
+    document.documentElement.dataset.theme = theme;
+    $('btn-theme').textContent = theme === 'dark' ? 'Light theme' : 'Dark theme';
+    window.hamlet.theme = theme;
     window.dispatchEvent(new Event('hamlet-theme'));
   };
-  apply(saved);
+  apply();
+  system.addEventListener('change', apply);
   $('btn-theme').onclick = () => {
-    const next = dark() ? 'light' : 'dark';
-    localStorage.setItem('hamlet-theme', next); apply(next);
+    localStorage.setItem('hamlet-theme', window.hamlet.theme === 'dark' ? 'light' : 'dark');
+    apply();
   };
 }
 

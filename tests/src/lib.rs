@@ -140,6 +140,25 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A workers directory whose inference worker dies at once (as a broken build would: it prints
+/// `boom: cannot start` and exits with code 3) and whose training worker is the real one.
+pub fn crash_looping_workers_dir() -> PathBuf {
+    let dir = temp_dir("crashloop");
+    let script = dir.join("worker-inference");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'boom: cannot start' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(
+        bin_dir().join("worker-training"),
+        dir.join("worker-training"),
+    )
+    .unwrap();
+    dir
+}
+
 /// Trains a tiny model with the real trainer (a couple of episodes: fast, and a valid network).
 pub fn make_model(dir: &Path, name: &str, seed: u64) -> PathBuf {
     let out = dir.join(name);

@@ -410,15 +410,7 @@ fn the_ui_fits_a_laptop_a_projector_and_a_phone_in_both_themes() {
 /// offers a new one — it does not quietly start a fresh session on its own.
 #[test]
 fn a_session_that_ended_says_so_and_offers_a_new_one() {
-    let dir = temp_dir("browser-crashloop");
-    let script = dir.join("worker-inference");
-    std::fs::write(&script, "#!/bin/sh\necho 'boom' >&2\nexit 3\n").unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::os::unix::fs::symlink(
-        bin_dir().join("worker-training"),
-        dir.join("worker-training"),
-    )
-    .unwrap();
+    let dir = crash_looping_workers_dir();
     let s = Server::start_with(ServerOpts {
         workers_dir: dir.clone(),
         args: ["--warm-workers", "0", "--backoff-max-ms", "100"]

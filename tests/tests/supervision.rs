@@ -154,19 +154,7 @@ async fn operator_restart_carries_the_session_over() {
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_loop_ends_the_session_but_not_the_server() {
     // A worker binary that dies at once, as a broken build would.
-    let dir = temp_dir("crashloop");
-    let script = dir.join("worker-inference");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\necho 'boom: cannot start' >&2\nexit 3\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::os::unix::fs::symlink(
-        bin_dir().join("worker-training"),
-        dir.join("worker-training"),
-    )
-    .unwrap();
+    let dir = crash_looping_workers_dir();
     let s = Server::start_with(ServerOpts {
         workers_dir: dir.clone(),
         ..Default::default()
