@@ -398,6 +398,75 @@ async fn scale(r: &mut Report) {
     drop(clients);
 }
 
+/// "Inside the agent" at speed 10: 16 sessions whose frames carry activations, and what a frame
+/// weighs with and without them.
+async fn detail(r: &mut Report) {
+    let s = Server::start_with(ServerOpts::default_model(&[]));
+    let n = 16;
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+        let plain = ws.expect("state_update", T).await;
+        ws.send(json!({"command":"set_detail","activations":true}))
+            .await;
+        ws.send(json!({"command":"step"})).await;
+        let rich = ws
+            .expect_where("a frame with activations", T, |v| {
+                v["type"] == "state_update" && v.get("activations").is_some()
+            })
+            .await;
+        if clients.is_empty() {
+            let (a, b) = (plain.to_string().len(), rich.to_string().len());
+            r.add(
+                "frame_bytes",
+                "state_update JSON: plain | with activations",
+                format!("{a} | {b} bytes"),
+                "the default model, one frame each",
+                json!({"plain": a, "with_activations": b}),
+            );
+        }
+        ws.send(json!({"command":"set_speed","speed":10})).await;
+        ws.send(json!({"command":"play"})).await;
+        clients.push(ws);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // every session reaches its pace
+    let window = Duration::from_secs(5);
+    let cpu0 = cpu_ticks(s.pid);
+    let t0 = Instant::now();
+    let results = join_all(clients.iter_mut().map(|ws| async move {
+        let (mut frames, mut gaps, mut last) = (0u64, Vec::new(), Instant::now());
+        let end = Instant::now() + window;
+        while Instant::now() < end {
+            if let Ok(v) = ws.next(end.saturating_duration_since(Instant::now())).await {
+                if v["type"] == "state_update" {
+                    frames += 1;
+                    gaps.push(ms(last.elapsed()));
+                    last = Instant::now();
+                }
+            }
+            ws.seen.clear();
+        }
+        (frames, gaps)
+    }))
+    .await;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = (cpu_ticks(s.pid) - cpu0) as f64 / 100.0 / secs * 100.0;
+    let frames: u64 = results.iter().map(|r| r.0).sum();
+    let mut gaps: Vec<f64> = results
+        .into_iter()
+        .flat_map(|r| r.1.into_iter().skip(1))
+        .collect();
+    let per = frames as f64 / secs / n as f64;
+    let p99 = pct(&mut gaps, 0.99);
+    r.add(
+        "detail_16",
+        "16 sessions at speed 10 with activations: frames/s per session, p99 gap",
+        format!("{per:.1}, {p99:.0} ms"),
+        &format!("metaserver {cpu:.0}% CPU"),
+        json!({"sessions": n, "per_session": per, "p99_gap_ms": p99, "metaserver_cpu_pct": cpu}),
+    );
+}
+
 /// CPU used by idle (paused) sessions' workers: heartbeats only, no spinning threads.
 async fn idle(r: &mut Report) {
     let s = Server::start_with(ServerOpts::default_model(&[]));
@@ -639,6 +708,9 @@ async fn main() {
     }
     if want("scale") {
         scale(&mut r).await;
+    }
+    if want("detail") {
+        detail(&mut r).await;
     }
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
