@@ -299,6 +299,47 @@ pub fn fields() -> Vec<FieldSpec> {
     ]
 }
 
+/// A configuration for a lesson, offered by the training form.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Preset {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub description: &'static str,
+    /// The fields this preset sets; the rest keep their defaults.
+    pub config: serde_json::Value,
+}
+
+/// Lesson presets; the first is what the form starts with.
+pub fn presets() -> Vec<Preset> {
+    use serde_json::json;
+    vec![
+        Preset {
+            name: "demo",
+            label: "1-minute demo",
+            description:
+                "Learns visibly within a minute: a few episodes shown, most run at full speed.",
+            config: json!({"num_episodes": 300, "batch_size": 64, "buffer_capacity": 50000,
+                           "target_update": 5, "show_every": 25, "step_delay": 0.02}),
+        },
+        Preset {
+            name: "watch",
+            label: "Watch it learn",
+            description:
+                "Every fifth episode shown at a watchable pace, so the class sees behaviour change.",
+            config: json!({"num_episodes": 300, "batch_size": 64, "buffer_capacity": 50000,
+                           "target_update": 5, "show_every": 5, "step_delay": 0.05}),
+        },
+        Preset {
+            name: "full",
+            label: "Full run",
+            description:
+                "The offline trainer's settings, nothing paced: the strongest agent this DQN makes.",
+            config: json!({"num_episodes": 1500, "batch_size": 64, "buffer_capacity": 50000,
+                           "target_update": 5, "show_every": 100, "step_delay": 0}),
+        },
+    ]
+}
+
 /// Run control from viewers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -98,10 +98,18 @@ async fn models(State(app): State<Arc<App>>) -> Response {
 }
 
 /// Every `start_training` field with its default, limits and help (the UI's form is built from it).
-async fn training_config() -> Response {
+async fn training_config(State(app): State<Arc<App>>) -> Response {
     let fields = ipc_proto::training::fields();
-    Json(json!({"fields": fields, "defaults": ipc_proto::training::TrainingConfig::default()}))
-        .into_response()
+    Json(json!({
+        "fields": fields,
+        "defaults": ipc_proto::training::TrainingConfig::default(),
+        "presets": ipc_proto::training::presets(),
+        // Measured on this server by earlier runs (null until one has run): the form computes
+        // each preset's expected duration from these.
+        "pace": app.training.pace(),
+        "random_policy_steps": app.random_reference.steps,
+    }))
+    .into_response()
 }
 
 /// The current (or last) run's figures for drawing the whole curve at once (protocol.md), with the

@@ -93,6 +93,39 @@ struct HubState {
     /// The current (or last) run's figures, and the run before it.
     history: RunHistory,
     previous: Option<RunHistory>,
+    /// How fast this machine trains: env steps per second of unpaced episodes (an average over
+    /// recent ones), and the last run's mean episode length — for the presets' expected durations.
+    pace: Pace,
+}
+
+/// The measured training speed.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Pace {
+    pub env_steps_per_sec: Option<f64>,
+    pub mean_episode_length: Option<f64>,
+    #[serde(skip)]
+    last_complete: Option<Instant>,
+}
+
+impl Pace {
+    /// An episode of `length` steps completed; `paced` if it was shown (its time is not the
+    /// machine's speed).
+    fn record(&mut self, length: u32, paced: bool) {
+        let now = Instant::now();
+        if let Some(prev) = self.last_complete.replace(now) {
+            let secs = now.duration_since(prev).as_secs_f64();
+            if !paced && secs > 0.0 && length > 0 {
+                let rate = f64::from(length) / secs;
+                self.env_steps_per_sec = Some(
+                    self.env_steps_per_sec
+                        .map_or(rate, |r| 0.9 * r + 0.1 * rate),
+                );
+            }
+        }
+        let l = f64::from(length);
+        self.mean_episode_length =
+            Some(self.mean_episode_length.map_or(l, |m| 0.98 * m + 0.02 * l));
+    }
 }
 
 pub struct TrainingHub {
@@ -137,6 +170,7 @@ impl TrainingHub {
                 control_token: None,
                 history: RunHistory::default(),
                 previous: None,
+                pace: Pace::default(),
             }),
             cmd_tx,
             cmd_rx: Mutex::new(Some(cmd_rx)),
@@ -148,6 +182,11 @@ impl TrainingHub {
     pub fn history(&self) -> (HistoryView, Option<HistoryView>) {
         let s = self.state.lock();
         (s.history.view(), s.previous.as_ref().map(RunHistory::view))
+    }
+
+    /// How fast this machine has been training (for the presets' expected durations).
+    pub fn pace(&self) -> Pace {
+        self.state.lock().pace
     }
 
     pub fn status(&self) -> TrainingStatus {
@@ -236,6 +275,7 @@ impl TrainingHub {
                 st.config = Some(t.config.clone());
                 st.last_episode = None;
                 s.run = RunState::Running;
+                s.pace.last_complete = Some(Instant::now());
                 let finished = std::mem::replace(&mut s.history, RunHistory::new(t.config.clone()));
                 if !finished.is_empty() {
                     s.previous = Some(finished);
@@ -244,7 +284,11 @@ impl TrainingHub {
             ServerMessage::EpisodeComplete(e) => {
                 st.current_episode = episode_being_run(e.episode, st.total_episodes);
                 st.last_episode = Some(e.clone());
+                let paced = st.config.as_ref().is_some_and(|c| {
+                    c.step_delay > 0.0 && (e.episode - 1).is_multiple_of(c.show_every.max(1))
+                });
                 s.history.episode(e);
+                s.pace.record(e.length, paced);
             }
             ServerMessage::Paused {} => st.paused = true,
             ServerMessage::Resumed {} => st.paused = false,

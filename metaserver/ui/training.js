@@ -40,14 +40,51 @@ export class TrainingView {
     const grid = $('train-fields');
     let fields;
     try {
-      fields = (await (await fetch('/api/training/config')).json()).fields;
+      this.config = await (await fetch('/api/training/config')).json();
+      fields = this.config.fields;
     } catch (e) {
       grid.textContent = `Could not load the training settings (${e}); reload the page.`;
       return;
     }
     this.fields = fields;
     grid.replaceChildren(...fields.map((f) => this.fieldInput(f)));
+    this.buildPresets(this.config);
     window.hamlet.trainingForm = fields.length;
+  }
+
+  /// Lesson presets, each with its expected duration on this server: computed from the training
+  /// speed measured by earlier runs here (none yet: it says so) and the last run's mean episode
+  /// length (or the random policy's, measured at start).
+  buildPresets(cfg) {
+    const pace = cfg.pace ?? {}, rate = pace.env_steps_per_sec, len = pace.mean_episode_length ?? cfg.random_policy_steps ?? 100;
+    const merged = (p) => ({ ...cfg.defaults, ...p.config });
+    const seconds = (c) => {
+      const shown = 1 / Math.max(1, c.show_every);
+      return c.num_episodes * len * ((1 - shown) / rate + shown * (c.step_delay + 1 / rate));
+    };
+    const minutes = (s) => (s < 90 ? `${Math.round(s)} s` : `${(s / 60).toFixed(1)} min`);
+    const buttons = cfg.presets.map((p, i) => {
+      const b = document.createElement('button'); b.type = 'button'; b.id = `preset-${p.name}`;
+      const c = merged(p);
+      const how = rate ? `about ${minutes(seconds(c))} on this server (measured ${Math.round(rate)} steps/s)` : 'duration: measured after the first run on this server';
+      b.innerHTML = `<strong></strong><small></small>`;
+      b.querySelector('strong').textContent = `${p.label} — ${how}`;
+      b.querySelector('small').textContent = p.description;
+      b.onclick = () => this.applyPreset(p, cfg);
+      b.setAttribute('aria-pressed', String(i === 0));
+      return b;
+    });
+    $('presets').replaceChildren(...buttons);
+    if (cfg.presets.length) this.applyPreset(cfg.presets[0], cfg); // the demo is the default
+  }
+
+  applyPreset(p, cfg) {
+    for (const f of this.fields) {
+      const v = p.config[f.name] ?? cfg.defaults[f.name];
+      if (v !== undefined && v !== null && f.kind !== 'text' && f.name !== 'seed') $(`t-${f.name}`).value = v;
+    }
+    for (const b of $('presets').children) b.setAttribute('aria-pressed', String(b.id === `preset-${p.name}`));
+    window.hamlet.training.preset = p.name;
   }
 
   fieldInput(f) {

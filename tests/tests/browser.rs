@@ -527,6 +527,21 @@ fn watching_it_learn_and_looking_inside() {
     b.click("#tab-training").unwrap();
     b.wait_for("the training form", W, "window.hamlet.trainingForm > 0")
         .unwrap();
+    // The form starts with the 1-minute demo; before any run it cannot yet say how long it takes.
+    assert_eq!(
+        b.eval("return window.hamlet.training.preset").unwrap(),
+        "demo"
+    );
+    assert_eq!(
+        b.eval("return document.getElementById('t-num_episodes').value")
+            .unwrap(),
+        "300"
+    );
+    assert_eq!(
+        b.eval("return document.getElementById('preset-demo').textContent.includes('after the first run')")
+            .unwrap(),
+        true
+    );
     b.eval(
         "for (const [k, v] of Object.entries({num_episodes: 40, max_steps: 50, step_delay: 0.01, show_every: 2, batch_size: 16, seed: 5})) \
          document.getElementById('t-' + k).value = v; return true;",
@@ -547,6 +562,13 @@ fn watching_it_learn_and_looking_inside() {
         .unwrap();
     b.goto(&format!("http://{}/ui/#training", s.addr)).unwrap();
     b.wait_for("the history", W, &format!("window.hamlet.training.historyRows >= {done} && Number(document.getElementById('c-reward').dataset.points) >= {done}")).unwrap();
+    // After a run, each preset says how long it takes on this server, from the measured speed.
+    b.wait_for(
+        "presets with a measured duration",
+        W,
+        "document.getElementById('preset-full').textContent.includes('steps/s')",
+    )
+    .unwrap();
     b.wait_for(
         "the run to finish",
         Duration::from_secs(90),

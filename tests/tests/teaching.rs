@@ -283,6 +283,12 @@ async fn only_the_starter_the_token_or_an_operator_controls_the_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_history_endpoint_has_the_whole_run() {
     let s = Server::start();
+    let config = s.get_json("/api/training/config");
+    assert!(
+        config["pace"]["env_steps_per_sec"].is_null(),
+        "no run yet: {config}"
+    );
+    assert_eq!(config["presets"][0]["name"], "demo");
     let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
     a.expect("training_status", T).await;
     a.send(
@@ -292,6 +298,20 @@ async fn the_history_endpoint_has_the_whole_run() {
     .await;
     a.expect("training_complete", std::time::Duration::from_secs(60))
         .await;
+    // The server now knows how fast it trains (for the presets' expected durations).
+    let pace = s.get_json("/api/training/config")["pace"].clone();
+    assert!(
+        pace["env_steps_per_sec"]
+            .as_f64()
+            .is_some_and(|r| r > 100.0),
+        "{pace}"
+    );
+    assert!(
+        pace["mean_episode_length"]
+            .as_f64()
+            .is_some_and(|l| l > 0.0 && l <= 50.0),
+        "{pace}"
+    );
     let h = s.get_json("/api/training/history");
     let eps: Vec<u64> = h["episodes"]
         .as_array()
