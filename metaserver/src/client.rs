@@ -30,6 +30,8 @@ pub struct Client {
     pub out: Arc<OutQueue>,
     close: Arc<Mutex<Option<(u16, String)>>>,
     metrics: Arc<Metrics>,
+    /// At most one `state_update` per this period (training viewers, `--viewer-fps`).
+    pace: Option<Duration>,
 }
 
 impl Client {
@@ -79,17 +81,28 @@ impl Client {
     }
 }
 
-/// Splits a socket: spawns the writer, returns the client handle and the read half.
+/// Splits a socket: spawns the writer, returns the client handle and the read half. With
+/// `max_fps`, the client gets at most that many `state_update`s a second, the newest winning
+/// (training viewers); without, every one its queue can hold (an inference session's own frames).
 pub fn start(
     socket: WebSocket,
     queue: usize,
+    max_fps: Option<f64>,
     metrics: Arc<Metrics>,
 ) -> (Client, SplitStream<WebSocket>) {
     let (sink, stream) = socket.split();
+    let pace = max_fps
+        .filter(|f| f.is_finite() && *f > 0.0)
+        .map(|f| Duration::from_secs_f64(1.0 / f));
+    let out = match pace {
+        Some(_) => OutQueue::latest_wins(queue),
+        None => OutQueue::new(queue),
+    };
     let client = Client {
-        out: Arc::new(OutQueue::new(queue)),
+        out: Arc::new(out),
         close: Arc::new(Mutex::new(None)),
         metrics,
+        pace,
     };
     tokio::spawn(writer(sink, client.clone()));
     (client, stream)
@@ -100,9 +113,10 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, c: Client) {
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     ping.tick().await;
     const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+    let mut next_frame_at = Instant::now();
     loop {
         tokio::select! {
-            f = c.out.pop() => match f {
+            f = next_frame(&c, &mut next_frame_at) => match f {
                 Some(f) => {
                     match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(f.text))).await {
                         Ok(Ok(())) => {
@@ -127,6 +141,29 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, c: Client) {
     });
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(frame))).await;
     let _ = sink.close().await;
+}
+
+/// The next frame to write; for a paced client, a `state_update` waits for its turn (meanwhile a
+/// newer one may replace it). Cancel-safe: a frame leaves the queue only when it is returned.
+async fn next_frame(c: &Client, next_at: &mut Instant) -> Option<OutFrame> {
+    let Some(period) = c.pace else {
+        return c.out.pop().await;
+    };
+    loop {
+        if !c.out.ready().await {
+            return None;
+        }
+        if c.out.front_is_droppable() && Instant::now() < *next_at {
+            tokio::time::sleep_until((*next_at).into()).await;
+            continue;
+        }
+        if let Some(f) = c.out.try_pop() {
+            if f.droppable {
+                *next_at = Instant::now() + period;
+            }
+            return Some(f);
+        }
+    }
 }
 
 /// What the reader hands on.

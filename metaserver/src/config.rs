@@ -45,6 +45,10 @@ pub struct Config {
     /// Most concurrent training viewers.
     #[arg(long, default_value_t = 512)]
     pub max_training_viewers: usize,
+    /// Most `state_update` frames per second sent to each training viewer; when a run produces
+    /// more (step_delay 0), the newest replaces one not yet sent.
+    #[arg(long, default_value_t = 60.0)]
+    pub viewer_fps: f64,
     /// Started, handshaken inference workers kept ready for new sessions.
     #[arg(long, default_value_t = 2)]
     pub warm_workers: usize,

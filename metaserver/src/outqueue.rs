@@ -38,6 +38,9 @@ pub struct OutQueue {
     inner: Mutex<Inner>,
     notify: Notify,
     capacity: usize,
+    /// Latest wins: a droppable frame replaces a droppable frame waiting at the tail (for paced
+    /// training viewers, who see the present rather than a backlog).
+    latest_wins: bool,
 }
 
 impl OutQueue {
@@ -49,6 +52,15 @@ impl OutQueue {
             }),
             notify: Notify::new(),
             capacity: capacity.max(2),
+            latest_wins: false,
+        }
+    }
+
+    /// A queue where a new `state_update` replaces one still waiting at the tail.
+    pub fn latest_wins(capacity: usize) -> Self {
+        OutQueue {
+            latest_wins: true,
+            ..OutQueue::new(capacity)
         }
     }
 
@@ -56,6 +68,13 @@ impl OutQueue {
         let mut g = self.inner.lock();
         if g.closed {
             return Push::Queued;
+        }
+        if self.latest_wins && f.droppable && g.q.back().is_some_and(|b| b.droppable) {
+            // Only at the tail: a frame never jumps ahead of a lifecycle message queued before it.
+            *g.q.back_mut().expect("checked") = f;
+            drop(g);
+            self.notify.notify_one();
+            return Push::DroppedOne;
         }
         let mut res = Push::Queued;
         if g.q.len() >= self.capacity {
@@ -102,6 +121,31 @@ impl OutQueue {
             }
             self.notify.notified().await;
         }
+    }
+
+    /// Waits until a frame is queued (true) or the queue is closed and empty (false).
+    pub async fn ready(&self) -> bool {
+        loop {
+            {
+                let g = self.inner.lock();
+                if !g.q.is_empty() {
+                    return true;
+                }
+                if g.closed {
+                    return false;
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// Whether the next frame out is a droppable one.
+    pub fn front_is_droppable(&self) -> bool {
+        self.inner.lock().q.front().is_some_and(|f| f.droppable)
+    }
+
+    pub fn try_pop(&self) -> Option<OutFrame> {
+        self.inner.lock().q.pop_front()
     }
 
     pub fn close(&self) {
@@ -153,5 +197,20 @@ mod tests {
         assert_eq!(q.push(f("s", true)), Push::DroppedOne);
         assert_eq!(q.push(f("e3", false)), Push::Overflow);
         assert!(q.pop().await.is_none(), "an overflowed queue is closed");
+    }
+
+    #[tokio::test]
+    async fn latest_wins_replaces_only_a_frame_at_the_tail() {
+        let q = OutQueue::latest_wins(8);
+        assert_eq!(q.push(f("s1", true)), Push::Queued);
+        assert_eq!(q.push(f("s2", true)), Push::DroppedOne, "s2 replaces s1");
+        assert_eq!(q.push(f("end", false)), Push::Queued);
+        assert_eq!(q.push(f("s3", true)), Push::Queued, "never ahead of `end`");
+        assert_eq!(q.push(f("s4", true)), Push::DroppedOne);
+        let mut out = Vec::new();
+        while let Some(x) = q.try_pop() {
+            out.push(x.text.to_string());
+        }
+        assert_eq!(out, ["s2", "end", "s4"]);
     }
 }

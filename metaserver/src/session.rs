@@ -96,7 +96,7 @@ struct Relay {
 const MAX_UNACKED: usize = 2 * crate::supervisor::WORKER_QUEUE;
 
 pub async fn run(socket: WebSocket, app: Arc<App>, permit: Option<OwnedSemaphorePermit>) {
-    let (client, stream) = client::start(socket, app.cfg.client_queue, app.metrics.clone());
+    let (client, stream) = client::start(socket, app.cfg.client_queue, None, app.metrics.clone());
     let Some(_permit) = permit else {
         refuse_full(&app, &client);
         return;

@@ -691,7 +691,8 @@ async fn next_event(w: &mut Option<TrainingWorker>) -> LinkEvent<FromTraining> {
 /// One `/ws/training` viewer; `operator` by the operator rule at connect.
 pub async fn viewer(socket: WebSocket, app: Arc<App>, operator: bool) {
     let hub = app.training.clone();
-    let (client, stream) = client::start(socket, app.cfg.client_queue, app.metrics.clone());
+    let fps = Some(app.cfg.viewer_fps);
+    let (client, stream) = client::start(socket, app.cfg.client_queue, fps, app.metrics.clone());
     let v = {
         let mut s = hub.state.lock();
         if s.viewers.len() >= app.cfg.max_training_viewers {

@@ -365,3 +365,66 @@ async fn the_training_config_table_matches_what_start_training_accepts() {
     let e = a.expect("error", T).await;
     assert!(e["message"].as_str().unwrap().contains("batch_size"), "{e}");
 }
+
+/// Training ignores its audience (protocol.md): 100 viewers of a run that shows every step with no
+/// delay each get every `episode_complete`, and at most `--viewer-fps` `state_update`s a second
+/// (the newest wins) — never a backlog.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_viewers_get_every_episode_and_at_most_viewer_fps_frames() {
+    let fps = 20.0;
+    let s = Server::start_with(ServerOpts {
+        args: vec![
+            "--viewer-fps".into(),
+            fps.to_string(),
+            "--client-rate".into(),
+            "1000".into(),
+        ],
+        ..Default::default()
+    });
+    let episodes = 40u64;
+    let mut viewers = Vec::new();
+    for _ in 0..100 {
+        let mut v = Ws::connect(&s.url("/ws/training")).await.unwrap();
+        v.expect("training_status", T).await;
+        viewers.push(v);
+    }
+    viewers[0]
+        .send(json!({"command":"start_training","num_episodes":episodes,"max_steps":200,"batch_size":32,
+                     "step_delay":0,"show_every":1,"seed":1}))
+        .await;
+    let t0 = std::time::Instant::now();
+    let counts = futures_util::future::join_all(viewers.into_iter().map(|mut v| async move {
+        let (mut frames, mut episodes_seen) = (0u64, Vec::new());
+        loop {
+            let m = v.next(LONG).await.unwrap();
+            match m["type"].as_str() {
+                Some("state_update") => frames += 1,
+                Some("episode_complete") => episodes_seen.push(m["episode"].as_u64().unwrap()),
+                Some("training_complete") => {
+                    return (frames, episodes_seen, std::time::Instant::now())
+                }
+                _ => {}
+            }
+            v.seen.clear();
+        }
+    }))
+    .await;
+    for (frames, seen, done) in &counts {
+        assert_eq!(
+            seen,
+            &(1..=episodes).collect::<Vec<_>>(),
+            "every episode_complete, in order"
+        );
+        let secs = done.duration_since(t0).as_secs_f64();
+        assert!(*frames >= 1, "frames are still shown");
+        assert!(
+            (*frames as f64) <= fps * secs + 2.0,
+            "{frames} state_updates in {secs:.2} s: more than {fps}/s"
+        );
+    }
+    let (frames, _, done) = &counts[0];
+    eprintln!(
+        "viewer 0: {frames} frames in {:.2} s",
+        done.duration_since(t0).as_secs_f64()
+    );
+}

@@ -12,6 +12,7 @@ use ipc_proto::browser::{
 use ipc_proto::training::FromTraining;
 use parking_lot::{Condvar, Mutex};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -101,18 +102,54 @@ impl RunSetup {
     }
 }
 
-/// Sends one frame to the event loop, waiting when it is behind (see the worker's module docs).
-fn send(tx: &mpsc::Sender<FromTraining>, m: FromTraining) {
-    let _ = tx.blocking_send(m);
+/// What the training thread hands to the worker's event loop. Lifecycle messages (episode start
+/// and end, checkpoints, the end of the run) go through a bounded channel and are never dropped;
+/// `state_update` frames go to a one-frame slot where the newest replaces one not yet taken, so
+/// the thread never waits for its viewers (protocol.md: the training thread never waits).
+pub struct Outbox {
+    tx: mpsc::Sender<FromTraining>,
+    frames: Arc<FrameSlot>,
+}
+
+/// The newest `state_update` not yet taken by the event loop.
+#[derive(Default)]
+pub struct FrameSlot {
+    latest: Mutex<Option<FromTraining>>,
+    pub ready: tokio::sync::Notify,
+}
+
+impl FrameSlot {
+    pub fn take(&self) -> Option<FromTraining> {
+        self.latest.lock().take()
+    }
+}
+
+impl Outbox {
+    pub fn new(tx: mpsc::Sender<FromTraining>, frames: Arc<FrameSlot>) -> Self {
+        Outbox { tx, frames }
+    }
+
+    /// A lifecycle message; a pending frame goes first, so viewers see frames in order.
+    fn send(&self, m: FromTraining) {
+        if let Some(f) = self.frames.take() {
+            let _ = self.tx.blocking_send(f);
+        }
+        let _ = self.tx.blocking_send(m);
+    }
+
+    /// A frame: replaces the pending one, never waits.
+    fn frame(&self, m: FromTraining) {
+        *self.frames.latest.lock() = Some(m);
+        self.frames.ready.notify_one();
+    }
+}
+
+fn send(out: &Outbox, m: FromTraining) {
+    out.send(m);
 }
 
 /// The training thread's body.
-pub fn train(
-    setup: RunSetup,
-    ctl: std::sync::Arc<RunCtl>,
-    tx: mpsc::Sender<FromTraining>,
-    models: PathBuf,
-) {
+pub fn train(setup: RunSetup, ctl: Arc<RunCtl>, tx: Outbox, models: PathBuf) {
     let RunSetup {
         trainer: mut tr,
         resumed,
@@ -197,11 +234,7 @@ fn ending_reason(ctl: &RunCtl) -> RunEnd {
 
 /// One episode; shown ones stream every step to viewers, paced by `step_delay`.
 /// `None`: the run is ending (the episode is then not counted).
-fn run_episode(
-    tr: &mut Trainer,
-    ctl: &RunCtl,
-    tx: &mpsc::Sender<FromTraining>,
-) -> Option<EpisodeStats> {
+fn run_episode(tr: &mut Trainer, ctl: &RunCtl, tx: &Outbox) -> Option<EpisodeStats> {
     let c = &tr.state.config;
     let ep = tr.state.episodes_done + 1;
     let shown = (ep - 1).is_multiple_of(c.show_every.max(1));
@@ -216,7 +249,7 @@ fn run_episode(
     }
     tr.run_episode(|v| {
         if shown {
-            send(tx, msg(ServerMessage::StateUpdate(Box::new(frame(v)))));
+            tx.frame(msg(ServerMessage::StateUpdate(Box::new(frame(v)))));
         }
         if ctl.gate(if shown { delay } else { Duration::ZERO }) {
             Flow::Continue
@@ -259,7 +292,7 @@ pub fn summary(tr: &Trainer, s: &EpisodeStats) -> EpisodeComplete {
     }
 }
 
-fn save_checkpoint(tr: &Trainer, ckpt: &Path, tx: &mpsc::Sender<FromTraining>) {
+fn save_checkpoint(tr: &Trainer, ckpt: &Path, tx: &Outbox) {
     match checkpoint::save(&tr.state, ckpt) {
         Ok(()) => send(
             tx,
@@ -273,7 +306,7 @@ fn save_checkpoint(tr: &Trainer, ckpt: &Path, tx: &mpsc::Sender<FromTraining>) {
 }
 
 /// Writes the model and announces the end of the run.
-fn save_model(tr: &Trainer, end: RunEnd, models: &Path, tx: &mpsc::Sender<FromTraining>) {
+fn save_model(tr: &Trainer, end: RunEnd, models: &Path, tx: &Outbox) {
     let (name, path) = model_path(models, tr);
     let facts = TrainingFacts::from_state(&tr.state);
     if let Err(e) = write_model(&tr.state.online, &facts, &path) {

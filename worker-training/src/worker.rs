@@ -2,12 +2,13 @@
 //! controlled from the metaserver (start, pause, resume, stop, resume-from-checkpoint, handover,
 //! shutdown). Each frame is sent once; fan-out to viewers is the metaserver's job.
 //!
-//! The training thread hands its frames to this process's event loop through a bounded channel
-//! (`blocking_send`): when the loop cannot write to the metaserver fast enough, the thread waits.
+//! The training thread hands lifecycle messages to this process's event loop through a bounded
+//! channel, and `state_update` frames through a one-frame slot (the newest wins): however slowly the
+//! frames are written to the metaserver, the thread does not wait for them.
 //! If the thread panics, the worker reports it on stderr and exits non-zero, so the supervisor
 //! treats it as a crash and resumes the run from its last checkpoint.
 
-use crate::run::{self, RunCtl, RunSetup};
+use crate::run::{self, FrameSlot, Outbox, RunCtl, RunSetup};
 use futures_util::SinkExt;
 use hamlet_dqn::checkpoint;
 use hamlet_dqn::dqn::Trainer;
@@ -23,7 +24,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-/// Frames the training thread may have in flight to the event loop.
+/// Lifecycle messages the training thread may have in flight to the event loop.
 const EVENT_QUEUE: usize = 1024;
 
 type Conn = Connection<ToTraining, FromTraining>;
@@ -33,6 +34,7 @@ struct ActiveRun {
     ctl: Arc<RunCtl>,
     thread: JoinHandle<()>,
     events: mpsc::Receiver<FromTraining>,
+    frames: Arc<FrameSlot>,
 }
 
 /// What the event loop does next.
@@ -94,10 +96,25 @@ fn begin_end(
     }
 }
 
+/// The run's next message: a lifecycle message, else the newest frame. `None` once the thread has
+/// ended (its channel closed).
 async fn next_event(active: &mut Option<ActiveRun>) -> Option<FromTraining> {
-    match active {
-        Some(r) => r.events.recv().await,
-        None => std::future::pending().await,
+    let Some(r) = active else {
+        return std::future::pending().await;
+    };
+    loop {
+        if let Ok(m) = r.events.try_recv() {
+            return Some(m);
+        }
+        tokio::select! {
+            biased;
+            m = r.events.recv() => return m,
+            _ = r.frames.ready.notified() => {
+                if let Some(f) = r.frames.take() {
+                    return Some(f);
+                }
+            }
+        }
     }
 }
 
@@ -166,14 +183,17 @@ async fn on_command(
     }
     let ctl = Arc::new(RunCtl::default());
     let (tx, events) = mpsc::channel(EVENT_QUEUE);
+    let frames = Arc::new(FrameSlot::default());
+    let outbox = Outbox::new(tx, frames.clone());
     let (ctl2, models_dir) = (ctl.clone(), env.models_dir.clone());
     let thread = std::thread::Builder::new()
         .name("dqn".into())
-        .spawn(move || run::train(setup, ctl2, tx, models_dir))?;
+        .spawn(move || run::train(setup, ctl2, outbox, models_dir))?;
     *active = Some(ActiveRun {
         ctl,
         thread,
         events,
+        frames,
     });
     Ok(Next::Continue)
 }

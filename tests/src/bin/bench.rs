@@ -582,6 +582,7 @@ async fn training_fanout(r: &mut Report) {
         (0, true),
         (50, true),
         (100, true),
+        (500, true),
         (100, false),
     ] {
         let mut cfg = cfg.clone();
@@ -599,9 +600,12 @@ async fn training_fanout(r: &mut Report) {
             vs.push(v);
         }
         for mut v in vs.drain(..) {
-            // The others drain their sockets like browsers.
+            // The others drain their sockets like browsers, and leave when the run is over.
             tokio::spawn(async move {
-                while v.next(Duration::from_secs(120)).await.is_ok() {
+                while let Ok(m) = v.next(Duration::from_secs(120)).await {
+                    if m["type"] == "training_complete" {
+                        break;
+                    }
                     v.seen.clear();
                 }
             });
