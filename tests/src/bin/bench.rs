@@ -303,6 +303,48 @@ async fn direct_worker_rtt() -> (f64, f64) {
     (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99))
 }
 
+/// What sessions received during a measurement window.
+struct Window {
+    secs: f64,
+    /// The metaserver's CPU over the window, % of one core.
+    cpu_pct: f64,
+    frames: u64,
+    /// Milliseconds between consecutive `state_update`s of a session (all sessions).
+    gaps: Vec<f64>,
+}
+
+/// Reads every session's frames for `window`, counting `state_update`s and the gaps between them.
+async fn watch_frames(clients: &mut [Ws], server_pid: u32, window: Duration) -> Window {
+    let cpu0 = cpu_ticks(server_pid);
+    let t0 = Instant::now();
+    let results = join_all(clients.iter_mut().map(|ws| async move {
+        let (mut frames, mut gaps, mut last) = (0u64, Vec::new(), Instant::now());
+        let end = Instant::now() + window;
+        while Instant::now() < end {
+            if let Ok(v) = ws.next(end.saturating_duration_since(Instant::now())).await {
+                if v["type"] == "state_update" {
+                    frames += 1;
+                    gaps.push(ms(last.elapsed()));
+                    last = Instant::now();
+                }
+            }
+            ws.seen.clear();
+        }
+        (frames, gaps)
+    }))
+    .await;
+    let secs = t0.elapsed().as_secs_f64();
+    Window {
+        secs,
+        cpu_pct: (cpu_ticks(server_pid) - cpu0) as f64 / 100.0 / secs * 100.0,
+        frames: results.iter().map(|r| r.0).sum(),
+        gaps: results
+            .into_iter()
+            .flat_map(|r| r.1.into_iter().skip(1))
+            .collect(),
+    }
+}
+
 async fn scale(r: &mut Report) {
     let s = Server::start_with(ServerOpts::default_model(&["--max-sessions", "300"]));
     tokio::time::sleep(Duration::from_secs(1)).await; // warm pool settles: idle baseline
@@ -344,35 +386,8 @@ async fn scale(r: &mut Report) {
         }
         // Let every session reach its pace, then measure 5 s.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let cpu0 = cpu_ticks(s.pid);
-        let t0 = Instant::now();
-        let window = Duration::from_secs(5);
-        let results = join_all(clients.iter_mut().map(|ws| async move {
-            let mut frames = 0u64;
-            let mut gaps = Vec::new();
-            let mut last = Instant::now();
-            let end = Instant::now() + window;
-            while Instant::now() < end {
-                match ws.next(end.saturating_duration_since(Instant::now())).await {
-                    Ok(v) if v["type"] == "state_update" => {
-                        frames += 1;
-                        gaps.push(ms(last.elapsed()));
-                        last = Instant::now();
-                    }
-                    _ => {}
-                }
-                ws.seen.clear();
-            }
-            (frames, gaps)
-        }))
-        .await;
-        let secs = t0.elapsed().as_secs_f64();
-        let cpu = (cpu_ticks(s.pid) - cpu0) as f64 / 100.0 / secs * 100.0;
-        let frames: u64 = results.iter().map(|r| r.0).sum();
-        let mut gaps: Vec<f64> = results
-            .into_iter()
-            .flat_map(|r| r.1.into_iter().skip(1))
-            .collect();
+        let w = watch_frames(&mut clients, s.pid, Duration::from_secs(5)).await;
+        let (secs, cpu, frames, mut gaps) = (w.secs, w.cpu_pct, w.frames, w.gaps);
         let p99 = pct(&mut gaps, 0.99);
         let worker_pids: Vec<u32> = s
             .workers()
@@ -430,32 +445,8 @@ async fn detail(r: &mut Report) {
         clients.push(ws);
     }
     tokio::time::sleep(Duration::from_millis(500)).await; // every session reaches its pace
-    let window = Duration::from_secs(5);
-    let cpu0 = cpu_ticks(s.pid);
-    let t0 = Instant::now();
-    let results = join_all(clients.iter_mut().map(|ws| async move {
-        let (mut frames, mut gaps, mut last) = (0u64, Vec::new(), Instant::now());
-        let end = Instant::now() + window;
-        while Instant::now() < end {
-            if let Ok(v) = ws.next(end.saturating_duration_since(Instant::now())).await {
-                if v["type"] == "state_update" {
-                    frames += 1;
-                    gaps.push(ms(last.elapsed()));
-                    last = Instant::now();
-                }
-            }
-            ws.seen.clear();
-        }
-        (frames, gaps)
-    }))
-    .await;
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = (cpu_ticks(s.pid) - cpu0) as f64 / 100.0 / secs * 100.0;
-    let frames: u64 = results.iter().map(|r| r.0).sum();
-    let mut gaps: Vec<f64> = results
-        .into_iter()
-        .flat_map(|r| r.1.into_iter().skip(1))
-        .collect();
+    let w = watch_frames(&mut clients, s.pid, Duration::from_secs(5)).await;
+    let (secs, cpu, frames, mut gaps) = (w.secs, w.cpu_pct, w.frames, w.gaps);
     let per = frames as f64 / secs / n as f64;
     let p99 = pct(&mut gaps, 0.99);
     r.add(
