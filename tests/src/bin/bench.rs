@@ -140,6 +140,7 @@ fn dqn(r: &mut Report) {
                 rates.push(n as f64 / t0.elapsed().as_secs_f64());
             }
             let ups = pct(&mut rates, 0.5);
+            let floor = gemm_floor_ms(t.state.online.layers(), batch as usize);
             // Env steps with learning (one update per step), from a fresh run.
             let mut t = Trainer::new(cfg);
             let t0 = Instant::now();
@@ -150,6 +151,7 @@ fn dqn(r: &mut Report) {
             }
             let sps = steps as f64 / t0.elapsed().as_secs_f64();
             let key = format!("{}_b{batch}", net.as_str());
+            let update_ms = 1e3 / ups;
             r.add(
                 &format!("dqn_{key}"),
                 &format!(
@@ -160,8 +162,120 @@ fn dqn(r: &mut Report) {
                 "median of 3; 3 s of training",
                 json!({"updates_per_sec": ups, "env_steps_per_sec": sps}),
             );
+            r.add(
+                &format!("dqn_floor_{key}"),
+                &format!(
+                    "DQN {} batch {batch}: update | its GEMMs alone (ratio)",
+                    net.as_str()
+                ),
+                format!("{update_ms:.3} | {floor:.3} ms ({:.2}×)", update_ms / floor),
+                "the ratio is the overhead: packing, Adam, bookkeeping",
+                json!({"update_ms": update_ms, "gemm_ms": floor, "ratio": update_ms / floor}),
+            );
         }
     }
+}
+
+/// Time of the matrix products one update does, alone (median of 200): for every layer, the
+/// forward pass of the target and the online network, the weight gradient, and the input gradient
+/// (all layers but the first) — the floor an update's time can approach.
+fn gemm_floor_ms(layers: &[hamlet_dqn::nn::Linear], batch: usize) -> f64 {
+    struct Bufs {
+        inp: usize,
+        out: usize,
+        x: Vec<f32>,
+        w: Vec<f32>,
+        y: Vec<f32>,
+        dy: Vec<f32>,
+        dw: Vec<f32>,
+        dx: Vec<f32>,
+    }
+    // Allocated once, outside the timing: the floor is the multiplications only.
+    let mut bufs: Vec<Bufs> = layers
+        .iter()
+        .map(|l| {
+            let (inp, out) = (l.inputs(), l.outputs());
+            Bufs {
+                inp,
+                out,
+                x: vec![0.5; batch * inp],
+                w: vec![0.5; inp * out],
+                y: vec![0.0; batch * out],
+                dy: vec![0.5; batch * out],
+                dw: vec![0.0; inp * out],
+                dx: vec![0.0; batch * inp],
+            }
+        })
+        .collect();
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        for (i, b) in bufs.iter_mut().enumerate() {
+            let (inp, out) = (b.inp, b.out);
+            // SAFETY: every buffer was allocated with exactly the size its shape and strides
+            // address (row-major, unit column stride); outputs are distinct from inputs.
+            unsafe {
+                for _ in 0..2 {
+                    // y[batch,out] = x · Wᵀ (target and online forward)
+                    matrixmultiply::sgemm(
+                        batch,
+                        inp,
+                        out,
+                        1.0,
+                        b.x.as_ptr(),
+                        inp as isize,
+                        1,
+                        b.w.as_ptr(),
+                        1,
+                        inp as isize,
+                        1.0,
+                        b.y.as_mut_ptr(),
+                        out as isize,
+                        1,
+                    );
+                }
+                // dW[out,in] += dYᵀ · X
+                matrixmultiply::sgemm(
+                    out,
+                    batch,
+                    inp,
+                    1.0,
+                    b.dy.as_ptr(),
+                    1,
+                    out as isize,
+                    b.x.as_ptr(),
+                    inp as isize,
+                    1,
+                    1.0,
+                    b.dw.as_mut_ptr(),
+                    inp as isize,
+                    1,
+                );
+                if i > 0 {
+                    // dX[batch,in] = dY · W
+                    matrixmultiply::sgemm(
+                        batch,
+                        out,
+                        inp,
+                        1.0,
+                        b.dy.as_ptr(),
+                        out as isize,
+                        1,
+                        b.w.as_ptr(),
+                        inp as isize,
+                        1,
+                        0.0,
+                        b.dx.as_mut_ptr(),
+                        inp as isize,
+                        1,
+                    );
+                }
+            }
+        }
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    std::hint::black_box(&bufs.iter().map(|b| b.y[0] + b.dw[0] + b.dx[0]).sum::<f32>());
+    pct(&mut times, 0.5)
 }
 
 async fn relay(r: &mut Report) {
