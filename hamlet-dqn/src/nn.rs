@@ -15,7 +15,7 @@ use std::ops::Range;
 /// a wrong size (a bug, or a corrupt checkpoint that slipped past validation) panics instead of
 /// reading or writing out of bounds. The checks cost nothing next to the multiplication.
 #[allow(clippy::too_many_arguments)]
-fn gemm(
+pub fn gemm(
     (m, k, n): (usize, usize, usize),
     a: &[f32],
     a_strides: (usize, usize),

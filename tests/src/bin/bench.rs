@@ -180,6 +180,7 @@ fn dqn(r: &mut Report) {
 /// forward pass of the target and the online network, the weight gradient, and the input gradient
 /// (all layers but the first) — the floor an update's time can approach.
 fn gemm_floor_ms(layers: &[hamlet_dqn::nn::Linear], batch: usize) -> f64 {
+    use hamlet_dqn::nn::gemm;
     struct Bufs {
         inp: usize,
         out: usize,
@@ -212,64 +213,43 @@ fn gemm_floor_ms(layers: &[hamlet_dqn::nn::Linear], batch: usize) -> f64 {
         let t = Instant::now();
         for (i, b) in bufs.iter_mut().enumerate() {
             let (inp, out) = (b.inp, b.out);
-            // SAFETY: every buffer was allocated with exactly the size its shape and strides
-            // address (row-major, unit column stride); outputs are distinct from inputs.
-            unsafe {
-                for _ in 0..2 {
-                    // y[batch,out] = x · Wᵀ (target and online forward)
-                    matrixmultiply::sgemm(
-                        batch,
-                        inp,
-                        out,
-                        1.0,
-                        b.x.as_ptr(),
-                        inp as isize,
-                        1,
-                        b.w.as_ptr(),
-                        1,
-                        inp as isize,
-                        1.0,
-                        b.y.as_mut_ptr(),
-                        out as isize,
-                        1,
-                    );
-                }
-                // dW[out,in] += dYᵀ · X
-                matrixmultiply::sgemm(
-                    out,
-                    batch,
-                    inp,
+            // The same checked wrapper the trainer's updates use.
+            for _ in 0..2 {
+                // y[batch,out] = x · Wᵀ (target and online forward)
+                gemm(
+                    (batch, inp, out),
+                    &b.x,
+                    (inp, 1),
+                    &b.w,
+                    (1, inp),
                     1.0,
-                    b.dy.as_ptr(),
-                    1,
-                    out as isize,
-                    b.x.as_ptr(),
-                    inp as isize,
-                    1,
-                    1.0,
-                    b.dw.as_mut_ptr(),
-                    inp as isize,
-                    1,
+                    &mut b.y,
+                    (out, 1),
                 );
-                if i > 0 {
-                    // dX[batch,in] = dY · W
-                    matrixmultiply::sgemm(
-                        batch,
-                        out,
-                        inp,
-                        1.0,
-                        b.dy.as_ptr(),
-                        out as isize,
-                        1,
-                        b.w.as_ptr(),
-                        inp as isize,
-                        1,
-                        0.0,
-                        b.dx.as_mut_ptr(),
-                        inp as isize,
-                        1,
-                    );
-                }
+            }
+            // dW[out,in] += dYᵀ · X
+            gemm(
+                (out, batch, inp),
+                &b.dy,
+                (1, out),
+                &b.x,
+                (inp, 1),
+                1.0,
+                &mut b.dw,
+                (inp, 1),
+            );
+            if i > 0 {
+                // dX[batch,in] = dY · W
+                gemm(
+                    (batch, out, inp),
+                    &b.dy,
+                    (out, 1),
+                    &b.w,
+                    (inp, 1),
+                    0.0,
+                    &mut b.dx,
+                    (inp, 1),
+                );
             }
         }
         times.push(t.elapsed().as_secs_f64() * 1e3);
