@@ -1,11 +1,12 @@
-//! DQN as world.md describes it: ε-greedy, target network, MSE, Adam, gradient clipping,
-//! per-episode ε decay, step cap — deterministic under a seed.
+//! DQN as world.md describes it — ε-greedy, target network, Adam, gradient clipping, per-episode
+//! ε decay, step cap — with the improvements a run's configuration chooses: Double DQN targets,
+//! n-step returns, Huber loss, fewer updates per step. Deterministic under a seed.
 
 use crate::nn::{Adam, Cache, Grads, QNet, ACTIONS, OBS};
-use crate::replay::{Batch, ReplayBuffer};
+use crate::replay::{Batch, EpisodeEnd, NStep, ReplayBuffer};
 use hamlet_env::wire::HeatMap;
 use hamlet_env::{argmax, Action, World};
-use ipc_proto::training::TrainingConfig;
+use ipc_proto::training::{Loss, TdTarget, TrainingConfig};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
@@ -68,9 +69,12 @@ pub struct Trainer {
     grads: Grads,
     cache: Cache,
     tcache: Cache,
+    /// Forward pass of the online network on the next states (Double DQN's choice).
+    ncache: Cache,
     batch: Batch,
     replay: ReplayBuffer,
     dq: Vec<f32>,
+    targets: Vec<f32>,
 }
 
 impl Trainer {
@@ -102,8 +106,10 @@ impl Trainer {
             state,
             cache: Cache::default(),
             tcache: Cache::default(),
+            ncache: Cache::default(),
             batch: Batch::default(),
             dq: Vec::new(),
+            targets: Vec::new(),
         }
     }
 
@@ -129,20 +135,8 @@ impl Trainer {
     /// One gradient step on a sampled batch; returns the loss.
     pub fn update(&mut self) -> f32 {
         let n = self.state.config.batch_size as usize;
-        let gamma = self.state.config.gamma as f32;
         self.replay.sample(n, &mut self.state.rng, &mut self.batch);
-        let qn = self
-            .state
-            .target
-            .forward(&self.batch.next_obs, n, &mut self.tcache);
-        let targets: Vec<f32> = (0..n)
-            .map(|b| {
-                let next_max = qn[b * ACTIONS..(b + 1) * ACTIONS]
-                    .iter()
-                    .fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-                self.batch.reward[b] + (1.0 - self.batch.done[b]) * gamma * next_max
-            })
-            .collect();
+        self.compute_targets(n);
         let q = self
             .state
             .online
@@ -152,18 +146,51 @@ impl Trainer {
         let mut loss = 0.0;
         for b in 0..n {
             let a = self.batch.action[b] as usize;
-            let diff = q[b * ACTIONS + a] - targets[b];
-            loss += diff * diff;
-            // d/dq of mean((q − y)²)
-            self.dq[b * ACTIONS + a] = 2.0 * diff / n as f32;
+            let diff = q[b * ACTIONS + a] - self.targets[b];
+            let (l, grad) = match self.state.config.loss {
+                Loss::Mse => (diff * diff, 2.0 * diff),
+                Loss::Huber if diff.abs() <= 1.0 => (0.5 * diff * diff, diff),
+                Loss::Huber => (diff.abs() - 0.5, diff.signum()),
+            };
+            loss += l;
+            // d/dq of the batch's mean loss
+            self.dq[b * ACTIONS + a] = grad / n as f32;
         }
-        self.grads.zero();
         self.state
             .online
             .backward(&mut self.cache, &self.dq, &mut self.grads);
-        self.grads.clip(GRAD_CLIP);
-        self.state.adam.step(&mut self.state.online, &self.grads);
+        let clip = self.grads.clip_coef(GRAD_CLIP);
+        self.state
+            .adam
+            .step(&mut self.state.online, &self.grads, clip);
         loss / n as f32
+    }
+
+    /// `targets[b] = reward + discount · value(next state)`, the value as the configured target
+    /// rule gives it.
+    fn compute_targets(&mut self, n: usize) {
+        let qn = self
+            .state
+            .target
+            .forward(&self.batch.next_obs, n, &mut self.tcache);
+        let chosen: Option<&[f32]> = match self.state.config.td_target {
+            TdTarget::Max => None,
+            TdTarget::Double => Some(self.state.online.forward(
+                &self.batch.next_obs,
+                n,
+                &mut self.ncache,
+            )),
+        };
+        self.targets.clear();
+        for b in 0..n {
+            let row = &qn[b * ACTIONS..(b + 1) * ACTIONS];
+            let next_value = match chosen {
+                None => row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)),
+                Some(online) => row[argmax(&online[b * ACTIONS..(b + 1) * ACTIONS])],
+            };
+            self.targets
+                .push(self.batch.reward[b] + self.batch.discount[b] * next_value);
+        }
     }
 
     /// Runs one training episode, calling `on_step` after every step.
@@ -178,6 +205,9 @@ impl Trainer {
         let mut obs = world.observation();
         let mut next = [0.0f32; OBS];
         let (mut cumulative, mut loss_sum, mut updates) = (0.0f64, 0.0f64, 0u32);
+        let c = &self.state.config;
+        let mut nstep = NStep::new(c.n_step, c.gamma as f32);
+        let (batch, train_every) = (c.batch_size as usize, u64::from(c.train_every.max(1)));
         let (x, y) = world.position();
         self.state.heat.visit(x, y);
         loop {
@@ -187,10 +217,17 @@ impl Trainer {
             cumulative += out.reward;
             let (x, y) = world.position();
             self.state.heat.visit(x, y);
-            self.replay
-                .push(&obs, a, out.reward as f32, &next, out.done);
+            let end = if out.done {
+                Some(EpisodeEnd::Terminal)
+            } else if world.steps() >= max_steps {
+                Some(EpisodeEnd::Truncated)
+            } else {
+                None
+            };
+            let replay = &mut self.replay;
+            nstep.push((obs, a, out.reward as f32), &next, end, |t| replay.push(t));
             self.state.total_steps += 1;
-            if self.replay.len() >= self.state.config.batch_size as usize {
+            if self.replay.len() >= batch && self.state.total_steps.is_multiple_of(train_every) {
                 loss_sum += f64::from(self.update());
                 updates += 1;
             }
@@ -208,7 +245,7 @@ impl Trainer {
                 return None;
             }
             obs = next;
-            if out.done || world.steps() >= max_steps {
+            if end.is_some() {
                 break;
             }
         }

@@ -369,19 +369,20 @@ impl QNet {
             };
             let (gw, gb) = &mut grads.layers[i];
             let (inp, out) = (l.inputs, l.outputs);
-            // dW[out,in] += dYᵀ[out,batch] · X[batch,in]
+            // dW[out,in] = dYᵀ[out,batch] · X[batch,in] (overwritten: each layer is visited once)
             gemm(
                 (out, batch, inp),
                 &d,
                 (1, out),
                 x,
                 (inp, 1),
-                1.0,
+                0.0,
                 gw,
                 (inp, 1),
             );
-            for b in 0..batch {
-                for (g, dv) in gb.iter_mut().zip(&d[b * l.outputs..(b + 1) * l.outputs]) {
+            gb.copy_from_slice(&d[..out]);
+            for row in d[out..batch * out].chunks_exact(out) {
+                for (g, dv) in gb.iter_mut().zip(row) {
                     *g += dv;
                 }
             }
@@ -407,8 +408,8 @@ impl QNet {
         d
     }
 
-    /// Accumulates into `grads` the gradient of a loss whose gradient w.r.t. the Q-values of the
-    /// last forward pass is `dq` (`[batch, ACTIONS]`).
+    /// Writes into `grads` (overwriting them) the gradient of a loss whose gradient w.r.t. the
+    /// Q-values of the last forward pass is `dq` (`[batch, ACTIONS]`).
     pub fn backward(&self, cache: &mut Cache, dq: &[f32], grads: &mut Grads) {
         let segs = self.segments();
         let input = std::mem::take(&mut cache.input);
@@ -462,24 +463,22 @@ impl Grads {
         (w, b)
     }
 
-    pub fn zero(&mut self) {
-        for (w, b) in &mut self.layers {
-            w.iter_mut().for_each(|v| *v = 0.0);
-            b.iter_mut().for_each(|v| *v = 0.0);
-        }
-    }
-
     pub fn norm(&self) -> f32 {
         self.layers
             .iter()
-            .flat_map(|(w, b)| w.iter().chain(b.iter()))
-            .map(|v| v * v)
+            .map(|(w, b)| sum_of_squares(w) + sum_of_squares(b))
             .sum::<f32>()
             .sqrt()
     }
 
-    /// Scales gradients so their global L2 norm is at most `max` (PyTorch's `clip_grad_norm_`).
-    /// Returns the norm before clipping.
+    /// The factor that brings the global L2 norm to at most `max` (PyTorch's `clip_grad_norm_`):
+    /// `max / (norm + 1e-6)` when that is below 1, else 1. [`Adam::step`] applies it while it
+    /// reads the gradients, which saves a pass over them.
+    pub fn clip_coef(&self, max: f32) -> f32 {
+        (max / (self.norm() + 1e-6)).min(1.0)
+    }
+
+    /// Scales gradients so their global L2 norm is at most `max`. Returns the norm before clipping.
     pub fn clip(&mut self, max: f32) -> f32 {
         let n = self.norm();
         let coef = max / (n + 1e-6);
@@ -492,6 +491,21 @@ impl Grads {
     }
 }
 
+/// Σ x² in 16 independent lanes added at the end: a fixed order (so the same result on every
+/// machine) that the compiler can vectorise — a plain `fold` must add one element at a time.
+fn sum_of_squares(x: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().map(|v| v * v).sum::<f32>()
+}
+
 /// Adam (β₁ 0.9, β₂ 0.999, ε 1e-8), with bias correction, as `torch.optim.Adam`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Adam {
@@ -499,6 +513,19 @@ pub struct Adam {
     pub t: u64,
     m: Vec<(Vec<f32>, Vec<f32>)>,
     v: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+/// Moments decay geometrically towards zero for parameters whose gradient stays zero (weights of
+/// inputs that are 0). Below `f32::MIN_POSITIVE` they would become subnormal numbers, on which
+/// x86 arithmetic takes a slow microcode path (~100 cycles instead of ~4): Adam's time grew several
+/// fold within a run. Such a moment is zero for every practical purpose, so it is set to zero.
+#[inline(always)]
+fn flush_tiny(x: f32) -> f32 {
+    if x.abs() < f32::MIN_POSITIVE {
+        0.0
+    } else {
+        x
+    }
 }
 
 impl Adam {
@@ -531,34 +558,83 @@ impl Adam {
         }
     }
 
-    pub fn step(&mut self, net: &mut QNet, g: &Grads) {
+    /// One Adam step with the gradients `g` scaled by `grad_scale` (the clipping factor of
+    /// [`Grads::clip_coef`]; 1 for none).
+    pub fn step(&mut self, net: &mut QNet, g: &Grads, grad_scale: f32) {
         const B1: f32 = 0.9;
         const B2: f32 = 0.999;
-        const EPS: f32 = 1e-8;
         self.t += 1;
         let bc1 = 1.0 - B1.powi(self.t.min(i32::MAX as u64) as i32);
         let bc2 = 1.0 - B2.powi(self.t.min(i32::MAX as u64) as i32);
-        let step = self.lr / bc1;
-        let bc2_sqrt = bc2.sqrt();
+        let k = AdamStep {
+            step: self.lr / bc1,
+            inv_bc2_sqrt: 1.0 / bc2.sqrt(),
+            grad_scale,
+        };
         for (i, layer) in net.layers.iter_mut().enumerate() {
             let (gw, gb) = &g.layers[i];
             let (mw, mb) = &mut self.m[i];
             let (vw, vb) = &mut self.v[i];
-            for (p, g, m, v) in [(&mut layer.w, gw, mw, vw), (&mut layer.b, gb, mb, vb)] {
-                // Zipped iterators: no bounds checks, so the loop vectorises (sqrt and division
-                // included). Same formula as torch.optim.Adam: p -= step·m / (√v / √bc2 + ε).
-                for (((p, g), m), v) in p
-                    .iter_mut()
-                    .zip(g.iter())
-                    .zip(m.iter_mut())
-                    .zip(v.iter_mut())
-                {
-                    *m = B1 * *m + (1.0 - B1) * g;
-                    *v = B2 * *v + (1.0 - B2) * g * g;
-                    *p -= step * *m / (v.sqrt() / bc2_sqrt + EPS);
-                }
-            }
+            adam_update(&mut layer.w, gw, mw, vw, k);
+            adam_update(&mut layer.b, gb, mb, vb, k);
         }
+    }
+}
+
+/// The per-step constants of one Adam update.
+#[derive(Debug, Clone, Copy)]
+struct AdamStep {
+    /// lr / (1 − β₁ᵗ)
+    step: f32,
+    /// 1 / √(1 − β₂ᵗ)
+    inv_bc2_sqrt: f32,
+    grad_scale: f32,
+}
+
+/// Updates parameters `p` with gradients `g` and moments `m`, `v` (equal lengths), using the
+/// widest vector instructions this CPU has. Every lane computes the same IEEE operations (Rust
+/// never fuses a multiply and an add by itself), so the result is bit-identical on every machine.
+fn adam_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: AdamStep) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: `adam_update_avx512` only needs AVX-512F, which the CPU reported just above.
+            return unsafe { adam_update_avx512(p, g, m, v, k) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: `adam_update_avx2` only needs AVX2, which the CPU reported just above.
+            return unsafe { adam_update_avx2(p, g, m, v, k) };
+        }
+    }
+    adam_update_portable(p, g, m, v, k)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn adam_update_avx512(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: AdamStep) {
+    adam_update_portable(p, g, m, v, k)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn adam_update_avx2(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: AdamStep) {
+    adam_update_portable(p, g, m, v, k)
+}
+
+/// The formula, written once (inlined into each instruction-set variant above), as
+/// `torch.optim.Adam`'s: p −= step·m / (√v / √bc2 + ε), with the division by √bc2 done as a
+/// multiplication by its inverse (one division per parameter instead of two; the last bit may
+/// differ from PyTorch's). Zipped iterators have no bounds checks, so the loop vectorises.
+#[inline(always)]
+fn adam_update_portable(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: AdamStep) {
+    const B1: f32 = 0.9;
+    const B2: f32 = 0.999;
+    const EPS: f32 = 1e-8;
+    for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let g = g * k.grad_scale;
+        *m = flush_tiny(B1 * *m + (1.0 - B1) * g);
+        *v = flush_tiny(B2 * *v + (1.0 - B2) * g * g);
+        *p -= k.step * *m / (v.sqrt() * k.inv_bc2_sqrt + EPS);
     }
 }
 

@@ -133,7 +133,7 @@ fn adam_first_step_moves_each_weight_by_lr() {
     g.layer_mut(0).0[5] = 0.3;
     g.layer_mut(2).1[1] = -2.0;
     let mut adam = Adam::new(&net, 0.01);
-    adam.step(&mut net, &g);
+    adam.step(&mut net, &g, 1.0);
     assert!((before.layers()[0].w()[5] - net.layers()[0].w()[5] - 0.01).abs() < 1e-6);
     assert!((net.layers()[2].b()[1] - before.layers()[2].b()[1] - 0.01).abs() < 1e-6);
     assert_eq!(

@@ -9,20 +9,19 @@ use ipc_proto::training::{Network, TrainingConfig};
 
 const EVAL_EPISODES: usize = 31;
 const EVAL_EPSILON: f64 = 0.05;
+/// Episodes of each learning run.
+const EPISODES: u32 = 400;
 
 fn median(mut v: Vec<u32>) -> u32 {
     v.sort_unstable();
     v[v.len() / 2]
 }
 
+/// The fastest settings (`worker-training train`'s defaults: Double DQN, n-step returns, …).
 fn config(seed: u64) -> TrainingConfig {
     TrainingConfig {
-        num_episodes: 250,
-        batch_size: 64,
-        buffer_capacity: 50_000,
-        target_update: 5,
         seed,
-        ..TrainingConfig::default()
+        ..TrainingConfig::full_run()
     }
 }
 
@@ -34,24 +33,44 @@ fn train(c: TrainingConfig, episodes: u32) -> Trainer {
     t
 }
 
-#[test]
-fn a_short_seeded_run_learns_far_beyond_the_random_policy() {
-    let random = median(evaluate(None, 1.0, EVAL_EPISODES, 7, 500));
-    let t = train(config(1), 250);
-    let learned = median(evaluate(
+/// Median survival of the final network after `episodes` episodes of `c`.
+fn learned_survival(c: TrainingConfig, episodes: u32) -> u32 {
+    let t = train(c, episodes);
+    median(evaluate(
         Some(&t.state.online),
         EVAL_EPSILON,
         EVAL_EPISODES,
         7,
         500,
-    ));
-    println!("median survival: random {random}, after 250 episodes {learned}");
-    // What this DQN reliably reaches in 250 episodes: seeds 1–5 gave 143, 152, 313, 148 and 166
-    // against the random policy's 91.
+    ))
+}
+
+fn random_survival() -> u32 {
+    median(evaluate(None, 1.0, EVAL_EPISODES, 7, 500))
+}
+
+/// The fastest settings (Double DQN, 3-step returns, …) learn: after 400 episodes the final
+/// network survives 2.5 × as long as the random policy. Measured: seeds 1, 2, 3 gave 344, 344 and
+/// 311 steps against the random policy's 91 (the same settings with 250 episodes reached only
+/// 136–157, so the bar is not reachable by chance).
+fn learns_far_beyond_the_random_policy(seed: u64) {
+    let random = random_survival();
+    let learned = learned_survival(config(seed), EPISODES);
+    println!("seed {seed}: median survival: random {random}, after {EPISODES} episodes {learned}");
     assert!(
-        learned * 2 >= random * 3,
-        "median survival {learned} steps after 250 episodes: not 1.5 × the random policy's {random}"
+        learned * 2 >= random * 5,
+        "seed {seed}: median survival {learned} steps after {EPISODES} episodes: not 2.5 × the random policy's {random}"
     );
+}
+
+#[test]
+fn seed_1_learns_far_beyond_the_random_policy() {
+    learns_far_beyond_the_random_policy(1);
+}
+
+#[test]
+fn seed_2_learns_far_beyond_the_random_policy() {
+    learns_far_beyond_the_random_policy(2);
 }
 
 #[test]

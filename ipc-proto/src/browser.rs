@@ -43,6 +43,14 @@ pub enum ErrorCode {
     NoActivations,
     /// Run control from a viewer who neither started the run nor holds its control token.
     NotRunOwner,
+    /// Another connection presented this session's resume token and took it over (close 4001).
+    SessionTakenOver,
+    /// A watcher's command: watch links are read-only.
+    ReadOnly,
+    /// A watch link that leads to no session (unknown or expired).
+    UnknownWatchLink,
+    /// `--max-watchers` watchers already watch this session.
+    TooManyWatchers,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +68,23 @@ pub struct Connected {
     pub playing: bool,
     pub speed: f64,
     pub max_steps: u32,
+    /// The owner's secret way back into this session (sessions.md); never sent to watchers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
+    /// The secret of the read-only share link; owner only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_token: Option<String>,
+    /// The connection came back to an existing session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<bool>,
+    /// Why a presented resume token did not lead back (`unknown_or_expired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_error: Option<String>,
+    /// A watcher's `connected`: the id of the session it watches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watching: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
 }
 
 /// Reply to the inference `status` command: `connected` fields plus where the session is.

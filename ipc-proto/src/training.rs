@@ -20,6 +20,73 @@ impl Network {
     }
 }
 
+/// How the learning target picks the next state's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TdTarget {
+    /// `max_a Q_target(s', a)`: the original DQN (world.md); overestimates values.
+    Max,
+    /// Double DQN: the online network chooses `a*`, the target network values it.
+    #[default]
+    Double,
+}
+
+/// The loss on the temporal-difference error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Mean squared error (world.md). Measured faster to competence here than Huber
+    /// (BENCHMARKS.md): a death's large error is exactly what the agent must learn from.
+    #[default]
+    Mse,
+    /// Huber (δ = 1): squared for small errors, linear beyond, so rare large errors do not swamp
+    /// the update.
+    Huber,
+}
+
+impl TdTarget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TdTarget::Max => "max",
+            TdTarget::Double => "double",
+        }
+    }
+}
+
+impl Loss {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Loss::Mse => "mse",
+            Loss::Huber => "huber",
+        }
+    }
+}
+
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_str!(Network, TdTarget, Loss);
+
+/// What a configuration without the learning-method fields meant (checkpoints written before
+/// they existed): the original DQN of world.md.
+mod original {
+    pub fn td_target() -> super::TdTarget {
+        super::TdTarget::Max
+    }
+    pub fn loss() -> super::Loss {
+        super::Loss::Mse
+    }
+    pub fn one() -> u32 {
+        1
+    }
+}
+
 /// A validated `start_training` request, with every default filled in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingConfig {
@@ -43,6 +110,17 @@ pub struct TrainingConfig {
     pub model_name: Option<String>,
     /// Episodes between checkpoints.
     pub checkpoint_every: u32,
+    /// Double DQN or the original max target.
+    #[serde(default = "original::td_target")]
+    pub td_target: TdTarget,
+    /// Steps of real reward before bootstrapping (1: one-step DQN).
+    #[serde(default = "original::one")]
+    pub n_step: u32,
+    #[serde(default = "original::loss")]
+    pub loss: Loss,
+    /// Environment steps per gradient step (1: one update per step, as the original).
+    #[serde(default = "original::one")]
+    pub train_every: u32,
 }
 
 impl Default for TrainingConfig {
@@ -64,6 +142,28 @@ impl Default for TrainingConfig {
             seed: 0,
             model_name: None,
             checkpoint_every: 5,
+            td_target: TdTarget::Double,
+            n_step: 3,
+            loss: Loss::Mse,
+            train_every: 1,
+        }
+    }
+}
+
+impl TrainingConfig {
+    /// The settings that reach competence fastest on this project's machine (measured by
+    /// `scripts/bench learn`, BENCHMARKS.md): `worker-training train`'s defaults and the training
+    /// form's "full run" preset. Nothing is shown or paced.
+    pub fn full_run() -> Self {
+        TrainingConfig {
+            num_episodes: 3000,
+            batch_size: 64,
+            buffer_capacity: 50_000,
+            show_every: 100,
+            step_delay: 0.0,
+            target_update: 5,
+            learning_rate: 5e-4,
+            ..TrainingConfig::default()
         }
     }
 }
@@ -84,6 +184,8 @@ pub mod limits {
     pub const TARGET_UPDATE: (u32, u32) = (1, 100_000);
     pub const MAX_STEPS: (u32, u32) = (1, 100_000);
     pub const CHECKPOINT_EVERY: (u32, u32) = (1, 100_000);
+    pub const N_STEP: (u32, u32) = (1, 20);
+    pub const TRAIN_EVERY: (u32, u32) = (1, 64);
 }
 
 /// A configuration outside [`limits`].
@@ -127,7 +229,9 @@ impl TrainingConfig {
             "checkpoint_every",
             self.checkpoint_every,
             limits::CHECKPOINT_EVERY,
-        )
+        )?;
+        int("n_step", self.n_step, limits::N_STEP)?;
+        int("train_every", self.train_every, limits::TRAIN_EVERY)
     }
 }
 
@@ -277,6 +381,41 @@ pub fn fields() -> Vec<FieldSpec> {
             "Episodes between checkpoints (a crashed run resumes from the last).",
         ),
         FieldSpec {
+            name: "td_target",
+            label: "Target",
+            kind: "choice",
+            default: json!(d.td_target.as_str()),
+            min: None,
+            max: None,
+            choices: Some(vec!["double", "max"]),
+            help: "double: Double DQN (the online network picks the next action, the target \
+                   network values it); max: the original DQN, which overestimates.",
+        },
+        int(
+            "n_step",
+            "n-step return",
+            d.n_step,
+            limits::N_STEP,
+            "Steps of real reward summed before bootstrapping (1: one-step DQN).",
+        ),
+        FieldSpec {
+            name: "loss",
+            label: "Loss",
+            kind: "choice",
+            default: json!(d.loss.as_str()),
+            min: None,
+            max: None,
+            choices: Some(vec!["mse", "huber"]),
+            help: "mse: squared error (the original); huber: large errors (a death's −100) count linearly.",
+        },
+        int(
+            "train_every",
+            "Steps per update",
+            d.train_every,
+            limits::TRAIN_EVERY,
+            "Environment steps per gradient step (1: learn after every step).",
+        ),
+        FieldSpec {
             name: "seed",
             label: "Seed",
             kind: "integer",
@@ -319,25 +458,38 @@ pub fn presets() -> Vec<Preset> {
             description:
                 "Learns visibly within a minute: a few episodes shown, most run at full speed.",
             config: json!({"num_episodes": 300, "batch_size": 64, "buffer_capacity": 50000,
-                           "target_update": 5, "show_every": 25, "step_delay": 0.02}),
+                           "target_update": 5, "learning_rate": 5e-4,
+                           "show_every": 25, "step_delay": 0.02}),
         },
         Preset {
             name: "watch",
             label: "Watch it learn",
             description:
-                "Every fifth episode shown at a watchable pace, so the class sees behaviour change.",
-            config: json!({"num_episodes": 300, "batch_size": 64, "buffer_capacity": 50000,
-                           "target_update": 5, "show_every": 5, "step_delay": 0.05}),
+                "Training runs at full speed; the newest shown episode is replayed at a watchable \
+                 pace, so the class sees behaviour change.",
+            config: json!({"num_episodes": 1500, "batch_size": 64, "buffer_capacity": 50000,
+                           "target_update": 5, "learning_rate": 5e-4,
+                           "show_every": 5, "step_delay": 0.05}),
         },
         Preset {
             name: "full",
             label: "Full run",
             description:
-                "The offline trainer's settings, nothing paced: the strongest agent this DQN makes.",
-            config: json!({"num_episodes": 1500, "batch_size": 64, "buffer_capacity": 50000,
-                           "target_update": 5, "show_every": 100, "step_delay": 0}),
+                "The offline trainer's settings, nothing paced: the fastest way to a competent agent.",
+            config: full_run_fields(),
         },
     ]
+}
+
+/// [`TrainingConfig::full_run`] as `start_training` fields (the seed and model name left to the
+/// form).
+fn full_run_fields() -> serde_json::Value {
+    let mut v = serde_json::to_value(TrainingConfig::full_run()).expect("a config serialises");
+    if let Some(m) = v.as_object_mut() {
+        m.remove("seed");
+        m.remove("model_name");
+    }
+    v
 }
 
 /// Run control from viewers.

@@ -2,7 +2,8 @@
 //!
 //! Code map: [`app`] (state, start, shutdown) · [`http`] (routes, operator guard) · [`client`]
 //! (browser socket I/O and limits) · [`outqueue`] (bounded per-client queue) · [`validate`] (all
-//! browser input) · [`session`] (inference relay) · [`training`] (the shared training run) ·
+//! browser input) · [`session`] (inference relay) · [`sessions`] (live and detached sessions,
+//! resume and watch) · [`store`] (durable sessions: `SessionStore`, the directory store) · [`training`] (the shared training run) ·
 //! [`history`] (the run's figures for late joiners) ·
 //! [`supervisor`] (spawn, handshake, ready) · [`process`] (child processes, pidfds, reaping) ·
 //! [`registry`] (live workers) · [`budget`] (restart policy) · [`pool`] (warm workers) ·
@@ -20,6 +21,8 @@ pub mod pool;
 pub mod process;
 pub mod registry;
 pub mod session;
+// pub mod sessions;
+pub mod store;
 pub mod supervisor;
 pub mod training;
 pub mod ui;

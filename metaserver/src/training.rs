@@ -93,8 +93,9 @@ struct HubState {
     /// The current (or last) run's figures, and the run before it.
     history: RunHistory,
     previous: Option<RunHistory>,
-    /// How fast this machine trains: env steps per second of unpaced episodes (an average over
-    /// recent ones), and the last run's mean episode length — for the presets' expected durations.
+    /// How fast this machine trains: env steps per second (an average over recent episodes; shown
+    /// episodes are replayed beside the run and do not slow it), and the last run's mean episode
+    /// length — for the presets' expected durations.
     pace: Pace,
 }
 
@@ -105,16 +106,20 @@ pub struct Pace {
     pub mean_episode_length: Option<f64>,
     #[serde(skip)]
     last_complete: Option<Instant>,
+    /// The run was paused since the last completed episode.
+    #[serde(skip)]
+    interrupted: bool,
 }
 
 impl Pace {
-    /// An episode of `length` steps completed; `paced` if it was shown (its time is not the
-    /// machine's speed).
-    fn record(&mut self, length: u32, paced: bool) {
+    /// An episode of `length` steps completed. If the run was paused meanwhile, its time is not
+    /// the machine's speed.
+    fn record(&mut self, length: u32) {
+        let paused = std::mem::take(&mut self.interrupted);
         let now = Instant::now();
         if let Some(prev) = self.last_complete.replace(now) {
             let secs = now.duration_since(prev).as_secs_f64();
-            if !paced && secs > 0.0 && length > 0 {
+            if !paused && secs > 0.0 && length > 0 {
                 let rate = f64::from(length) / secs;
                 self.env_steps_per_sec = Some(
                     self.env_steps_per_sec
@@ -284,13 +289,13 @@ impl TrainingHub {
             ServerMessage::EpisodeComplete(e) => {
                 st.current_episode = episode_being_run(e.episode, st.total_episodes);
                 st.last_episode = Some(e.clone());
-                let paced = st.config.as_ref().is_some_and(|c| {
-                    c.step_delay > 0.0 && (e.episode - 1).is_multiple_of(c.show_every.max(1))
-                });
                 s.history.episode(e);
-                s.pace.record(e.length, paced);
+                s.pace.record(e.length);
             }
-            ServerMessage::Paused {} => st.paused = true,
+            ServerMessage::Paused {} => {
+                st.paused = true;
+                s.pace.interrupted = true;
+            }
             ServerMessage::Resumed {} => st.paused = false,
             ServerMessage::TrainingComplete(_) => {
                 st.is_training = false;

@@ -58,10 +58,8 @@ export class TrainingView {
   buildPresets(cfg) {
     const pace = cfg.pace ?? {}, rate = pace.env_steps_per_sec, len = pace.mean_episode_length ?? cfg.random_policy_steps ?? 100;
     const merged = (p) => ({ ...cfg.defaults, ...p.config });
-    const seconds = (c) => {
-      const shown = 1 / Math.max(1, c.show_every);
-      return c.num_episodes * len * ((1 - shown) / rate + shown * (c.step_delay + 1 / rate));
-    };
+    // Shown episodes are replayed beside the run, so pacing does not lengthen it.
+    const seconds = (c) => c.num_episodes * len / rate;
     const minutes = (s) => (s < 90 ? `${Math.round(s)} s` : `${(s / 60).toFixed(1)} min`);
     const buttons = cfg.presets.map((p, i) => {
       const b = document.createElement('button'); b.type = 'button'; b.id = `preset-${p.name}`;
@@ -227,7 +225,9 @@ export class TrainingView {
         // Watch it learn: the shown episode's world, step by step, and how it chose.
         drawWorld($('t-grid'), m, []);
         s.shownFrames += 1; s.shownEpisode = m.episode; s.explored = m.explored ?? null;
-        $('t-now').textContent = `(episode ${m.episode}, step ${m.step}, ε ${this.epsilon?.toFixed(3) ?? '–'}: ${m.explored ? 'explored (random action)' : 'exploited (best Q-value)'})`;
+        // Paced episodes are replays of a recorded training episode while the run goes on ahead.
+        const behind = s.done >= m.episode ? `, replayed at a watchable pace — training is at episode ${s.current}` : '';
+        $('t-now').textContent = `(episode ${m.episode}, step ${m.step}, ε ${this.epsilon?.toFixed(3) ?? '–'}: ${m.explored ? 'explored (random action)' : 'exploited (best Q-value)'}${behind})`;
         break;
       }
       case 'episode_start': this.epsilon = m.epsilon; break;

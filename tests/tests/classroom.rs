@@ -167,7 +167,7 @@ async fn a_late_joiner_gets_the_episode_being_run_and_the_averages() {
     let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
     a.expect("training_status", T).await;
     a.send(
-        json!({"command":"start_training","num_episodes":50,"max_steps":40,"batch_size":8,
+        json!({"command":"start_training","num_episodes":100000,"max_steps":40,"batch_size":8,
                   "step_delay":0.002,"show_every":1,"seed":6}),
     )
     .await;

@@ -215,7 +215,7 @@ async fn only_the_starter_the_token_or_an_operator_controls_the_run() {
     );
     teacher
         .send(
-            json!({"command":"start_training","num_episodes":500,"max_steps":40,"batch_size":8,
+            json!({"command":"start_training","num_episodes":100000,"max_steps":40,"batch_size":8,
                      "step_delay":0.002,"show_every":1,"seed":2}),
         )
         .await;

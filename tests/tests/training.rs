@@ -15,13 +15,13 @@ async fn two_viewers_share_one_run_and_its_model_loads_in_a_session() {
     assert_eq!(a.expect("training_status", T).await["is_training"], false);
     b.expect("training_status", T).await;
     a.send(
-        json!({"command":"start_training","num_episodes":30,"max_steps":60,"batch_size":8,
+        json!({"command":"start_training","num_episodes":100000,"max_steps":60,"batch_size":8,
                   "step_delay":0.05,"show_every":1,"seed":5,"model_name":"e2e-run"}),
     )
     .await;
     for v in [&mut a, &mut b] {
         let st = v.expect("training_started", T).await;
-        assert_eq!(st["num_episodes"], 30);
+        assert_eq!(st["num_episodes"], 100000);
         assert_eq!(st["config"]["seed"], 5);
         assert_eq!(v.expect("episode_start", T).await["episode"], 1);
         let u = v.expect("state_update", T).await;
@@ -199,7 +199,7 @@ async fn operator_restart_of_the_training_worker_carries_the_run_over() {
     let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
     a.expect("training_status", T).await;
     a.send(
-        json!({"command":"start_training","num_episodes":12,"max_steps":60,"batch_size":8,
+        json!({"command":"start_training","num_episodes":200,"max_steps":60,"batch_size":8,
                   "step_delay":0.005,"show_every":1,"checkpoint_every":1,"seed":3}),
     )
     .await;
@@ -208,6 +208,9 @@ async fn operator_restart_of_the_training_worker_carries_the_run_over() {
         v["type"] == "episode_complete" && v["episode"] == 3
     })
     .await;
+    // Paused, so the restart surely lands mid-run (an unpaced run is done within seconds).
+    a.send(json!({"command":"pause"})).await;
+    a.expect("paused", T).await;
     let (id, pid) = training_worker(&s);
     let (code, _) = http(&s.addr, "POST", &format!("/api/workers/{id}/restart"), &[]);
     assert_eq!(code, 202);
@@ -220,6 +223,7 @@ async fn operator_restart_of_the_training_worker_carries_the_run_over() {
         "the run did not end: {:?}",
         a.seen.iter().rev().take(3).collect::<Vec<_>>()
     );
+    a.send(json!({"command":"resume"})).await;
     let done = a.expect("training_complete", LONG).await;
     assert_eq!(done["stopped"], false, "{done}");
     let last = a
@@ -228,7 +232,7 @@ async fn operator_restart_of_the_training_worker_carries_the_run_over() {
         .filter(|v| v["type"] == "episode_complete")
         .map(|v| v["episode"].as_u64().unwrap())
         .max();
-    assert_eq!(last, Some(12));
+    assert_eq!(last, Some(200));
     assert!(!alive(pid));
     assert_ne!(training_worker(&s).1, pid);
     assert_eq!(
@@ -272,7 +276,7 @@ async fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
     let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
     a.expect("training_status", T).await;
     a.send(
-        json!({"command":"start_training","num_episodes":40,"max_steps":40,"batch_size":8,
+        json!({"command":"start_training","num_episodes":100000,"max_steps":40,"batch_size":8,
                   "step_delay":0.002,"show_every":1,"checkpoint_every":1,"seed":4}),
     )
     .await;
@@ -339,7 +343,7 @@ async fn the_training_config_table_matches_what_start_training_accepts() {
             assert!(lo <= hi, "{f}");
         }
     }
-    assert_eq!(fields.len(), 16, "every start_training field: {fields:?}");
+    assert_eq!(fields.len(), 20, "every start_training field: {fields:?}");
     start["num_episodes"] = json!(1);
     start["max_steps"] = json!(5);
     let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
@@ -364,6 +368,16 @@ async fn the_training_config_table_matches_what_start_training_accepts() {
     a.send(over).await;
     let e = a.expect("error", T).await;
     assert!(e["message"].as_str().unwrap().contains("batch_size"), "{e}");
+    // A choice outside its list is refused with the field and the choices named.
+    let mut bad = start.clone();
+    bad["td_target"] = json!("triple");
+    a.send(bad).await;
+    let e = a.expect("error", T).await;
+    let text = e["message"].as_str().unwrap();
+    assert!(
+        text.contains("td_target") && text.contains("`double`"),
+        "{e}"
+    );
 }
 
 /// Training ignores its audience (protocol.md): 100 viewers of a run that shows every step with no
@@ -427,4 +441,54 @@ async fn a_hundred_viewers_get_every_episode_and_at_most_viewer_fps_frames() {
         "viewer 0: {frames} frames in {:.2} s",
         done.duration_since(t0).as_secs_f64()
     );
+}
+
+/// Pacing never slows learning (protocol.md, ARCHITECTURE.md): with a `step_delay`, shown
+/// episodes are recorded and replayed to viewers beside the run. A run whose every episode is
+/// shown at 0.5 s a step completes all 20 of its episodes while viewers have seen less than one
+/// episode's frames — paced in the run itself it would have needed 20 × 50 of them. What is shown
+/// is a real training episode: `episode_start`, then its steps in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn paced_episodes_are_replayed_while_the_run_learns_at_full_speed() {
+    let s = Server::start();
+    let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    a.expect("training_status", T).await;
+    a.send(
+        json!({"command":"start_training","num_episodes":20,"max_steps":50,"batch_size":8,
+               "step_delay":0.5,"show_every":1,"seed":8}),
+    )
+    .await;
+    a.expect("training_complete", LONG).await;
+    let completed = a
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "episode_complete")
+        .count();
+    assert_eq!(completed, 20);
+    let frames: Vec<&serde_json::Value> = a
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "state_update")
+        .collect();
+    assert!(
+        !frames.is_empty() && frames.len() < 50,
+        "{} frames shown before the run ended",
+        frames.len()
+    );
+    let start = a
+        .seen
+        .iter()
+        .position(|v| v["type"] == "episode_start")
+        .expect("the replay announces its episode");
+    let first = a.seen.iter().position(|v| v["type"] == "state_update");
+    assert!(first > Some(start));
+    let episode = &a.seen[start]["episode"];
+    let steps: Vec<u64> = frames
+        .iter()
+        .map(|f| {
+            assert_eq!(&f["episode"], episode, "{f}");
+            f["step"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(steps, (1..=steps.len() as u64).collect::<Vec<_>>());
 }

@@ -76,7 +76,9 @@ fn clamp_speed(s: f64) -> f64 {
 
 impl Session {
     /// Takes a session: fresh (`connected`, `episode_start`, the step-0 frame) or resumed from a
-    /// snapshot (nothing for the browser: the metaserver tells it `worker_restarted`).
+    /// snapshot — after a worker crash nothing for the browser (the metaserver tells it
+    /// `worker_restarted`); when `announce`d (a session back from the store, for a browser that
+    /// has not seen this worker) `connected` and the current frame.
     pub fn start(start: SessionStart, rt: &'static Runtime, models_dir: PathBuf) -> (Session, Out) {
         let mut out = Vec::new();
         let fresh = start.snapshot.is_none();
@@ -137,7 +139,7 @@ impl Session {
                 detail: false,
             },
         };
-        if fresh && start.announce {
+        if start.announce {
             out.insert(
                 0,
                 msg(ServerMessage::Connected(Connected {
@@ -147,8 +149,19 @@ impl Session {
                     playing: s.playing,
                     speed: s.speed,
                     max_steps: s.max_steps,
+                    resume_token: None,
+                    watch_token: None,
+                    resumed: None,
+                    resume_error: None,
+                    watching: None,
+                    read_only: None,
                 })),
             );
+        }
+        if !fresh && start.announce {
+            // Back from the session store: the page draws the world at once, without a step.
+            let frame = s.current_frame();
+            out.push(msg(frame));
         }
         if fresh {
             if model.is_none() && start.announce {
@@ -221,6 +234,23 @@ impl Session {
             Some(Ok((q, acts))) => (Some(q.to_vec()), acts),
             _ => (None, None),
         }
+    }
+
+    /// The world as it is now, with the last step's action and reward.
+    fn current_frame(&mut self) -> ServerMessage {
+        let (q, activations) = self.q_now();
+        ServerMessage::StateUpdate(Box::new(state_update(
+            &self.world,
+            FrameFacts {
+                episode: self.episode,
+                action: self.last_action,
+                reward: self.last_reward,
+                cumulative_reward: self.cumulative,
+                q_values: q,
+                activations,
+                ..FrameFacts::default()
+            },
+        )))
     }
 
     fn episode_start_frames(&mut self, out: &mut Out) {

@@ -8,17 +8,22 @@ use clap::Args;
 use hamlet_dqn::dqn::{greedy_episode, Flow, Trainer};
 use hamlet_dqn::export::{write_model, TrainingFacts};
 use hamlet_dqn::nn::QNet;
-use ipc_proto::training::{Network, TrainingConfig};
+use ipc_proto::training::{Loss, Network, TdTarget, TrainingConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 
+fn full_run() -> TrainingConfig {
+    TrainingConfig::full_run()
+}
+
+/// The defaults are [`TrainingConfig::full_run`]: the settings that reach competence fastest.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Episodes to train.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = full_run().num_episodes)]
     pub episodes: u32,
     /// Architecture: qnetwork or dueling.
-    #[arg(long, default_value = "qnetwork", value_parser = parse_network)]
+    #[arg(long, default_value_t = full_run().network, value_parser = parse_network)]
     pub network: Network,
     /// Seed for initial weights, exploration and replay sampling (runs are reproducible).
     #[arg(long, default_value_t = 0)]
@@ -26,34 +31,67 @@ pub struct TrainArgs {
     /// Where to write the ONNX model (atomically).
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = full_run().batch_size)]
     pub batch_size: u32,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = full_run().learning_rate)]
     pub learning_rate: f64,
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, default_value_t = full_run().gamma)]
     pub gamma: f64,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = full_run().epsilon_start)]
     pub epsilon_start: f64,
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = full_run().epsilon_min)]
     pub epsilon_min: f64,
-    #[arg(long, default_value_t = 0.995)]
+    #[arg(long, default_value_t = full_run().epsilon_decay)]
     pub epsilon_decay: f64,
     /// Episodes between target-network copies.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = full_run().target_update)]
     pub target_update: u32,
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = full_run().buffer_capacity)]
     pub buffer_capacity: u32,
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = full_run().max_steps)]
     pub max_steps: u32,
-    /// Episodes between greedy evaluations (0: only export the final network).
-    #[arg(long, default_value_t = 10)]
+    /// Target rule: double (Double DQN) or max (the original).
+    #[arg(long, default_value_t = full_run().td_target, value_parser = parse_td_target)]
+    pub td_target: TdTarget,
+    /// Steps of real reward before bootstrapping.
+    #[arg(long, default_value_t = full_run().n_step)]
+    pub n_step: u32,
+    /// huber or mse.
+    #[arg(long, default_value_t = full_run().loss, value_parser = parse_loss)]
+    pub loss: Loss,
+    /// Environment steps per gradient step.
+    #[arg(long, default_value_t = full_run().train_every)]
+    pub train_every: u32,
+    /// Episodes between greedy evaluations (0: only export the final network). One greedy
+    /// episode costs about 1 % of a training episode.
+    #[arg(long, default_value_t = 1)]
     pub eval_every: u32,
+    /// Stop at the first greedy evaluation that survives the step cap with at least this return
+    /// (the bench's "competence").
+    #[arg(long)]
+    pub stop_at_return: Option<f64>,
     /// Stop early once a greedy evaluation survives the full step cap this many times in a row.
     #[arg(long, default_value_t = 0)]
     pub stop_after_full_evals: u32,
     /// No progress bar: plain summary lines only (for logs and CI).
     #[arg(long)]
     pub quiet: bool,
+}
+
+pub fn parse_td_target(s: &str) -> Result<TdTarget, String> {
+    match s {
+        "double" => Ok(TdTarget::Double),
+        "max" => Ok(TdTarget::Max),
+        _ => Err(format!("unknown target rule `{s}` (double or max)")),
+    }
+}
+
+pub fn parse_loss(s: &str) -> Result<Loss, String> {
+    match s {
+        "huber" => Ok(Loss::Huber),
+        "mse" => Ok(Loss::Mse),
+        _ => Err(format!("unknown loss `{s}` (huber or mse)")),
+    }
 }
 
 pub fn parse_network(s: &str) -> Result<Network, String> {
@@ -88,7 +126,11 @@ pub fn config_from(a: &TrainArgs) -> TrainingConfig {
         target_update: a.target_update,
         max_steps: a.max_steps,
         seed: a.seed,
-        ..TrainingConfig::default()
+        td_target: a.td_target,
+        n_step: a.n_step,
+        loss: a.loss,
+        train_every: a.train_every,
+        ..TrainingConfig::full_run()
     }
 }
 
@@ -110,6 +152,7 @@ pub fn train(a: &TrainArgs, command: String) -> anyhow::Result<TrainReport> {
     };
     let mut best: Option<(u32, f64, u32, QNet)> = None;
     let mut full_streak = 0;
+    let mut competent = false;
     for _ in 0..a.episodes {
         let s = tr.run_episode(|_| Flow::Continue).expect("never aborted");
         let (avg_r, avg_l, _) = tr.averages(10);
@@ -119,7 +162,15 @@ pub fn train(a: &TrainArgs, command: String) -> anyhow::Result<TrainReport> {
         );
         if a.eval_every > 0 && s.episode.is_multiple_of(a.eval_every) {
             let (g_steps, g_reward) = greedy_episode(&tr.state.online, a.max_steps);
-            line += &format!("  greedy {g_steps:>3} ({g_reward:.1})");
+            line += &format!(
+                "  greedy {g_steps:>3} ({g_reward:.1})  t {:.1}s  steps {}",
+                t0.elapsed().as_secs_f64(),
+                tr.state.total_steps
+            );
+            if g_steps >= a.max_steps && a.stop_at_return.is_some_and(|r| g_reward >= r) {
+                line += "  COMPETENT";
+                competent = true;
+            }
             let better = best
                 .as_ref()
                 .is_none_or(|(bs, br, _, _)| (g_steps, g_reward) > (*bs, *br));
@@ -149,6 +200,9 @@ pub fn train(a: &TrainArgs, command: String) -> anyhow::Result<TrainReport> {
         }
         bar.set_message(format!("avg10 len {avg_l:.0}"));
         bar.inc(1);
+        if competent {
+            break;
+        }
         if a.stop_after_full_evals > 0 && full_streak >= a.stop_after_full_evals {
             bar.println("greedy policy survives the full cap repeatedly: stopping early");
             break;

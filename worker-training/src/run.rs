@@ -1,6 +1,12 @@
 //! One training run on its own thread: episodes, frames for viewers, checkpoints and the saved
-//! model. Controlled through [`RunCtl`] (pause, stop, shutdown, handover), whose condvar also
-//! paces shown episodes by `step_delay`.
+//! model. Controlled through [`RunCtl`] (pause, stop, shutdown, handover).
+//!
+//! **Pacing never slows learning.** With `step_delay` 0 a shown episode's frames go out as they
+//! happen (latest wins). With a delay, the training thread records the shown episode's frames at
+//! full speed and goes on learning; a second thread, the replayer, plays the newest recording to
+//! viewers one frame per `step_delay`. A recording that arrives while another is playing waits,
+//! and a newer one replaces it: viewers always see a real training episode at a watchable pace,
+//! the most recent one the replayer could get to, while the run itself never waits for them.
 
 use hamlet_dqn::checkpoint;
 use hamlet_dqn::dqn::{greedy_episode, EpisodeStats, Flow, StepView, Trainer};
@@ -33,11 +39,35 @@ pub struct CtlState {
     pub shutdown: bool,
     /// The worker is being replaced: checkpoint and end, leaving the run to the successor.
     pub handover: bool,
+    /// The training loop is over: the replayer stops.
+    finished: bool,
+    /// The newest recorded shown episode not yet replayed.
+    waiting: Option<Recording>,
 }
+
+/// A shown episode's frames, recorded at full speed for the replayer.
+struct Recording {
+    episode: u32,
+    epsilon: f64,
+    frames: Vec<ipc_proto::wire::StateUpdate>,
+}
+
+/// Frames kept of one shown episode (about 1 KB each): at the smallest non-zero delays this is
+/// minutes of replay; the rest of a longer episode is not shown.
+const MAX_RECORDED_FRAMES: usize = 3000;
 
 impl CtlState {
     fn ending(&self) -> bool {
         self.stop || self.shutdown || self.handover
+    }
+}
+
+/// Tells the replayer the run is over, also when the training thread unwinds from a panic.
+struct FinishOnDrop<'a>(&'a RunCtl);
+
+impl Drop for FinishOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(|s| s.finished = true);
     }
 }
 
@@ -57,13 +87,32 @@ impl RunCtl {
     /// Blocks while paused; waits up to `delay` (interruptibly). `false`: the run must end now.
     fn gate(&self, delay: Duration) -> bool {
         let mut g = self.s.lock();
-        if !delay.is_zero() && !g.ending() {
-            self.cv.wait_for(&mut g, delay);
+        let over = |g: &CtlState| g.ending() || g.finished;
+        // The condvar also wakes for other changes (a new recording): wait out the whole delay.
+        let deadline = std::time::Instant::now() + delay;
+        while !delay.is_zero() && !over(&g) {
+            if self.cv.wait_until(&mut g, deadline).timed_out() {
+                break;
+            }
         }
-        while g.paused && !g.ending() {
+        while g.paused && !over(&g) {
             self.cv.wait(&mut g);
         }
-        !g.ending()
+        !over(&g)
+    }
+
+    /// The next recording to replay; `None` once the run is over.
+    fn next_recording(&self) -> Option<Recording> {
+        let mut g = self.s.lock();
+        loop {
+            if g.ending() || g.finished {
+                return None;
+            }
+            if let Some(r) = g.waiting.take() {
+                return Some(r);
+            }
+            self.cv.wait(&mut g);
+        }
     }
 }
 
@@ -106,6 +155,7 @@ impl RunSetup {
 /// and end, checkpoints, the end of the run) go through a bounded channel and are never dropped;
 /// `state_update` frames go to a one-frame slot where the newest replaces one not yet taken, so
 /// the thread never waits for its viewers (protocol.md: the training thread never waits).
+#[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::Sender<FromTraining>,
     frames: Arc<FrameSlot>,
@@ -164,38 +214,20 @@ pub fn train(setup: RunSetup, ctl: Arc<RunCtl>, tx: Outbox, models: PathBuf) {
         };
         send(&tx, msg(ServerMessage::TrainingStarted(Box::new(started))));
     }
-    let panic_at = fault_episode().filter(|_| !resumed);
-    let mut end = RunEnd::Completed;
-    while tr.state.episodes_done < c.num_episodes {
-        let ep = tr.state.episodes_done + 1;
-        if panic_at == Some(ep) {
-            panic!("{ENV_FAULT_PANIC_AT_EPISODE}: injected panic at episode {ep}");
+    let delay = Duration::from_secs_f64(c.step_delay.clamp(0.0, 5.0));
+    let end = std::thread::scope(|scope| {
+        let finish = FinishOnDrop(&ctl);
+        if !delay.is_zero() {
+            let (ctl, tx) = (&*ctl, tx.clone());
+            std::thread::Builder::new()
+                .name("replay".into())
+                .spawn_scoped(scope, move || replay(ctl, &tx, delay))
+                .expect("spawn the replay thread");
         }
-        let Some(stats) = run_episode(&mut tr, &ctl, &tx) else {
-            end = ending_reason(&ctl);
-            break;
-        };
-        send(
-            &tx,
-            msg(ServerMessage::EpisodeComplete(summary(&tr, &stats))),
-        );
-        if ep.is_multiple_of(EVAL_EVERY) {
-            // A greedy episode is cheap (at most max_steps forward passes) and tells a class how
-            // well the network plays without exploration.
-            let (steps, reward) = greedy_episode(&tr.state.online, c.max_steps);
-            send(
-                &tx,
-                FromTraining::Evaluated {
-                    episode: ep,
-                    steps,
-                    reward,
-                },
-            );
-        }
-        if ep.is_multiple_of(c.checkpoint_every.max(1)) {
-            save_checkpoint(&tr, &ckpt, &tx);
-        }
-    }
+        let end = train_loop(&mut tr, &ctl, &tx, &ckpt, resumed);
+        drop(finish); // the replayer stops; the scope waits for it
+        end
+    });
     if matches!(end, RunEnd::Shutdown | RunEnd::Handover) {
         // Keep the run resumable (and, on shutdown, keep what it learned in the model below).
         save_checkpoint(&tr, &ckpt, &tx);
@@ -210,6 +242,57 @@ pub fn train(setup: RunSetup, ctl: Arc<RunCtl>, tx: Outbox, models: PathBuf) {
     save_model(&tr, end, &models, &tx);
     if end != RunEnd::Shutdown {
         checkpoint::remove(&ckpt);
+    }
+}
+
+/// Episodes until the run is complete or told to end.
+fn train_loop(tr: &mut Trainer, ctl: &RunCtl, tx: &Outbox, ckpt: &Path, resumed: bool) -> RunEnd {
+    let c = tr.state.config.clone();
+    let panic_at = fault_episode().filter(|_| !resumed);
+    while tr.state.episodes_done < c.num_episodes {
+        let ep = tr.state.episodes_done + 1;
+        if panic_at == Some(ep) {
+            panic!("{ENV_FAULT_PANIC_AT_EPISODE}: injected panic at episode {ep}");
+        }
+        let Some(stats) = run_episode(tr, ctl, tx) else {
+            return ending_reason(ctl);
+        };
+        send(tx, msg(ServerMessage::EpisodeComplete(summary(tr, &stats))));
+        if ep.is_multiple_of(EVAL_EVERY) {
+            // A greedy episode is cheap (at most max_steps forward passes) and tells a class how
+            // well the network plays without exploration.
+            let (steps, reward) = greedy_episode(&tr.state.online, c.max_steps);
+            send(
+                tx,
+                FromTraining::Evaluated {
+                    episode: ep,
+                    steps,
+                    reward,
+                },
+            );
+        }
+        if ep.is_multiple_of(c.checkpoint_every.max(1)) {
+            save_checkpoint(tr, ckpt, tx);
+        }
+    }
+    RunEnd::Completed
+}
+
+/// The replayer: plays each recorded shown episode to viewers, one frame per `delay`.
+fn replay(ctl: &RunCtl, tx: &Outbox, delay: Duration) {
+    while let Some(rec) = ctl.next_recording() {
+        let start = EpisodeStart {
+            episode: rec.episode,
+            model_name: None,
+            epsilon: Some(rec.epsilon),
+        };
+        send(tx, msg(ServerMessage::EpisodeStart(start)));
+        for f in rec.frames {
+            tx.frame(msg(ServerMessage::StateUpdate(Box::new(f))));
+            if !ctl.gate(delay) {
+                return;
+            }
+        }
     }
 }
 
@@ -232,31 +315,44 @@ fn ending_reason(ctl: &RunCtl) -> RunEnd {
     }
 }
 
-/// One episode; shown ones stream every step to viewers, paced by `step_delay`.
-/// `None`: the run is ending (the episode is then not counted).
+/// One episode at full speed. A shown episode's frames go to viewers as they happen (no delay)
+/// or are recorded for the replayer. `None`: the run is ending (the episode is then not counted).
 fn run_episode(tr: &mut Trainer, ctl: &RunCtl, tx: &Outbox) -> Option<EpisodeStats> {
     let c = &tr.state.config;
     let ep = tr.state.episodes_done + 1;
     let shown = (ep - 1).is_multiple_of(c.show_every.max(1));
-    let delay = Duration::from_secs_f64(c.step_delay.clamp(0.0, 5.0));
-    if shown {
+    let paced = c.step_delay > 0.0;
+    let epsilon = tr.state.epsilon;
+    if shown && !paced {
         let start = EpisodeStart {
             episode: ep,
             model_name: None,
-            epsilon: Some(tr.state.epsilon),
+            epsilon: Some(epsilon),
         };
         send(tx, msg(ServerMessage::EpisodeStart(start)));
     }
-    tr.run_episode(|v| {
-        if shown {
-            tx.frame(msg(ServerMessage::StateUpdate(Box::new(frame(v)))));
+    let mut recorded = Vec::new();
+    let stats = tr.run_episode(|v| {
+        match (shown, paced) {
+            (true, false) => tx.frame(msg(ServerMessage::StateUpdate(Box::new(frame(v))))),
+            (true, true) if recorded.len() < MAX_RECORDED_FRAMES => recorded.push(frame(v)),
+            _ => {}
         }
-        if ctl.gate(if shown { delay } else { Duration::ZERO }) {
+        if ctl.gate(Duration::ZERO) {
             Flow::Continue
         } else {
             Flow::Abort
         }
-    })
+    })?;
+    if shown && paced {
+        let rec = Recording {
+            episode: ep,
+            epsilon,
+            frames: recorded,
+        };
+        ctl.set(|s| s.waiting = Some(rec));
+    }
+    Some(stats)
 }
 
 fn frame(v: &StepView) -> ipc_proto::wire::StateUpdate {

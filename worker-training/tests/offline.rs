@@ -1,31 +1,54 @@
 //! `worker-training train`: the file it writes is the best network it evaluated, with its greedy
 //! survival in the ONNX metadata. (Learning quality itself is tested in `hamlet-dqn`.)
 
-use ipc_proto::training::Network;
-use worker_training::offline::{train, TrainArgs};
+use clap::Parser;
+use ipc_proto::training::TrainingConfig;
+use worker_training::offline::{config_from, train, TrainArgs};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
+fn parse(args: &[&str]) -> TrainArgs {
+    Cli::parse_from(std::iter::once("train").chain(args.iter().copied())).args
+}
+
+/// `worker-training train`'s defaults are the "full run" settings (`TrainingConfig::full_run`),
+/// which the live form's preset offers too and `scripts/bench learn` measures.
+#[test]
+fn the_trainers_defaults_are_the_full_run_settings() {
+    let args = parse(&["--out", "x.onnx", "--seed", "4"]);
+    assert_eq!(
+        config_from(&args),
+        TrainingConfig {
+            seed: 4,
+            ..TrainingConfig::full_run()
+        }
+    );
+}
 
 #[test]
 fn the_written_model_is_the_best_evaluated_one() {
     let dir = std::env::temp_dir().join(format!("offline-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let args = TrainArgs {
-        episodes: 30,
-        network: Network::Qnetwork,
-        seed: 1,
-        out: dir.join("m.onnx"),
-        batch_size: 32,
-        learning_rate: 1e-3,
-        gamma: 0.99,
-        epsilon_start: 1.0,
-        epsilon_min: 0.05,
-        epsilon_decay: 0.995,
-        target_update: 5,
-        buffer_capacity: 10_000,
-        max_steps: 200,
-        eval_every: 5,
-        stop_after_full_evals: 0,
-        quiet: true,
-    };
+    let out = dir.join("m.onnx");
+    let args = parse(&[
+        "--episodes",
+        "30",
+        "--seed",
+        "1",
+        "--batch-size",
+        "32",
+        "--max-steps",
+        "200",
+        "--eval-every",
+        "5",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let r = train(&args, "test".into()).unwrap();
     assert!(
         r.best_at_episode.is_multiple_of(5) && r.best_at_episode <= 30,

@@ -2,6 +2,7 @@
 //! go. Prints a table and writes the same figures as JSON to target/bench/latest.json.
 
 use futures_util::future::join_all;
+use futures_util::StreamExt;
 use hamlet_env::{World, OBS_DIM};
 use hamlet_tests::*;
 use ipc_proto::inference::{FromInference, SessionCommand, SessionStart, ToInference};
@@ -9,20 +10,23 @@ use ipc_proto::training::{Network, TrainingConfig};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-struct Report {
+#[path = "bench_parts/learn.rs"]
+mod learn;
+
+pub struct Report {
     rows: Vec<(String, String, String)>,
     json: serde_json::Map<String, Value>,
 }
 
 impl Report {
-    fn add(&mut self, key: &str, label: &str, value: String, how: &str, j: Value) {
+    pub fn add(&mut self, key: &str, label: &str, value: String, how: &str, j: Value) {
         println!("{label:<58} {value:>28}   {how}");
         self.rows.push((label.into(), value, how.into()));
         self.json.insert(key.into(), j);
     }
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
+pub fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
         return f64::NAN;
@@ -660,7 +664,8 @@ async fn crash_recovery(r: &mut Report) {
 /// and disconnects at once, then watches `/api/status` until the run completes.
 async fn training_fanout(r: &mut Report) {
     let s = Server::start();
-    let cfg = json!({"command":"start_training","num_episodes":15,"max_steps":200,"batch_size":32,"show_every":1,"step_delay":0,"seed":1});
+    // Long enough (≈ 10 000 steps, a few seconds) that starting and ending do not dominate.
+    let cfg = json!({"command":"start_training","num_episodes":80,"max_steps":300,"batch_size":32,"show_every":1,"step_delay":0,"seed":1});
     let mut steps_total = None;
     for (viewers, shown) in [
         (10usize, true),
@@ -684,14 +689,19 @@ async fn training_fanout(r: &mut Report) {
             v.expect("training_status", T).await;
             vs.push(v);
         }
-        for mut v in vs.drain(..) {
-            // The others drain their sockets like browsers, and leave when the run is over.
+        for v in vs.drain(..) {
+            // The others drain their sockets like browsers, and leave when the run is over. They
+            // only look for the end (no JSON parsing): 500 of them share the cores with the run.
             tokio::spawn(async move {
-                while let Ok(m) = v.next(Duration::from_secs(120)).await {
-                    if m["type"] == "training_complete" {
+                let mut ws = v.ws;
+                while let Ok(Some(Ok(m))) =
+                    tokio::time::timeout(Duration::from_secs(120), ws.next()).await
+                {
+                    if m.to_text()
+                        .is_ok_and(|t| t.contains("\"training_complete\""))
+                    {
                         break;
                     }
-                    v.seen.clear();
                 }
             });
         }
@@ -800,6 +810,10 @@ async fn main() {
     }
     if want("detail") {
         detail(&mut r).await;
+    }
+    // Half an hour or more: only when asked for by name.
+    if only.iter().any(|o| o == "learn") {
+        learn::learn(&mut r);
     }
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out).unwrap();

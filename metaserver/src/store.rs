@@ -1,0 +1,403 @@
+//! Where sessions outlive their connection and their server (sessions.md): one small trait,
+//! [`SessionStore`], and the embedded default, [`DirStore`] — a directory with one atomically
+//! written file per session.
+//!
+//! **Architecture Invariant: the store never sees a token.** Entries are keyed by the SHA-256 of
+//! the resume token ([`TokenHash`]); the watch token is kept only as its hash too. A stolen store
+//! directory does not let anyone into a session.
+//!
+//! The trait is shaped for the cluster store that follows (`cluster.md`): a write carries the
+//! writer's `epoch` and is refused when the stored entry has a newer one (compare-and-set: a node
+//! that lost a session can never overwrite its new owner), and entries expire after a time to
+//! live. Calls block (file or network I/O): async code calls them through `spawn_blocking`.
+
+use ipc_proto::inference::SessionSnapshot;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A secret handed to one browser: 128 bits from the operating system, base64url.
+pub fn new_token() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The SHA-256 of a token, hex: what the server keeps instead of the token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TokenHash(String);
+
+impl TokenHash {
+    pub fn of(token: &str) -> Self {
+        let digest = Sha256::digest(token.as_bytes());
+        TokenHash(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Compares in constant time (the hash of a guess says nothing about how close it was, but
+    /// the comparison costs nothing to make uniform).
+    pub fn matches(&self, other: &TokenHash) -> bool {
+        ipc_proto::handshake::secret_eq(&self.0, &other.0)
+    }
+
+    fn file_name(&self) -> String {
+        format!("{}.session", self.0)
+    }
+}
+
+/// Is `token` shaped like one of ours (so garbage is refused before any lookup)?
+pub fn plausible_token(token: &str) -> bool {
+    token.len() == 22
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// One session as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredSession {
+    pub id: String,
+    pub token: TokenHash,
+    pub watch: TokenHash,
+    /// Seed of the session's random numbers.
+    pub seed: u64,
+    /// The world, model, play state and speed; `None` before the first step.
+    pub snapshot: Option<SessionSnapshot>,
+    /// Raised by every process that takes the session (resume, restart): a write with an older
+    /// epoch than the stored one is refused.
+    pub epoch: u64,
+    /// When this copy was written (Unix milliseconds).
+    pub saved_at_ms: u64,
+}
+
+/// What [`SessionStore::list`] reports: ids and times, never tokens.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredRow {
+    pub id: String,
+    pub episode: u32,
+    pub step: u32,
+    pub saved_at_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session store I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("session store entry unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// The outcome of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Written,
+    /// The stored entry has a newer epoch: someone else owns the session now.
+    Superseded,
+}
+
+/// Durable session state. Implementations: [`DirStore`]; the Redis store of cluster.md.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Writes `s` unless the stored entry's epoch is newer (then [`Put::Superseded`]).
+    fn put(&self, s: &StoredSession) -> Result<Put, StoreError>;
+    /// The session whose resume token hashes to `token`.
+    fn get(&self, token: &TokenHash) -> Result<Option<StoredSession>, StoreError>;
+    /// The session whose watch token hashes to `watch`.
+    fn get_by_watch(&self, watch: &TokenHash) -> Result<Option<StoredSession>, StoreError>;
+    fn remove(&self, token: &TokenHash) -> Result<(), StoreError>;
+    /// Forgets entries written before `cutoff_ms`, and the oldest beyond `keep` entries among
+    /// those not in `live` (sessions attached right now); returns how many were forgotten.
+    fn expire(
+        &self,
+        cutoff_ms: u64,
+        keep: usize,
+        live: &dyn Fn(&str) -> bool,
+    ) -> Result<usize, StoreError>;
+    /// Every stored session (ids only).
+    fn list(&self) -> Vec<StoredRow>;
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the directory store remembers of each file, so lookups by watch token, listings and
+/// expiry need no directory scan.
+#[derive(Debug, Clone)]
+struct IndexEntry {
+    id: String,
+    watch: TokenHash,
+    epoch: u64,
+    episode: u32,
+    step: u32,
+    saved_at_ms: u64,
+}
+
+/// The embedded store: `DIR/<sha256 of token>.session`, JSON, written to a temporary file, synced
+/// and renamed (a crash leaves the old or the new copy, never half of one). The directory is 0700,
+/// files 0600.
+pub struct DirStore {
+    dir: PathBuf,
+    index: Mutex<HashMap<TokenHash, IndexEntry>>,
+}
+
+impl DirStore {
+    /// Opens (creating it 0700) `dir` and indexes the sessions already there; unreadable files are
+    /// logged and removed (they could never be resumed).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let store = DirStore {
+            dir: dir.to_path_buf(),
+            index: Mutex::new(HashMap::new()),
+        };
+        for entry in fs::read_dir(dir)?.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "session") {
+                continue;
+            }
+            match read_entry(&path) {
+                Ok(s) => {
+                    store.index.lock().insert(s.token.clone(), index_entry(&s));
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "dropping an unreadable session file");
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    fn path(&self, token: &TokenHash) -> PathBuf {
+        self.dir.join(token.file_name())
+    }
+}
+
+fn index_entry(s: &StoredSession) -> IndexEntry {
+    let (episode, step) = s
+        .snapshot
+        .as_ref()
+        .map_or((1, 0), |s| (s.episode, s.world.step));
+    IndexEntry {
+        id: s.id.clone(),
+        watch: s.watch.clone(),
+        epoch: s.epoch,
+        episode,
+        step,
+        saved_at_ms: s.saved_at_ms,
+    }
+}
+
+fn read_entry(path: &Path) -> Result<StoredSession, StoreError> {
+    let bytes = fs::read(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Writes `bytes` to `path` atomically: a 0600 temporary file beside it, synced, then renamed.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    fs::rename(&tmp, path)
+}
+
+impl SessionStore for DirStore {
+    fn put(&self, s: &StoredSession) -> Result<Put, StoreError> {
+        // The index lock is held across the write: two writers of one session are ordered, and
+        // the epoch check and the write are one step.
+        let mut index = self.index.lock();
+        if index.get(&s.token).is_some_and(|e| e.epoch > s.epoch) {
+            return Ok(Put::Superseded);
+        }
+        let bytes = serde_json::to_vec(s).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        write_atomic(&self.path(&s.token), &bytes)?;
+        index.insert(s.token.clone(), index_entry(s));
+        Ok(Put::Written)
+    }
+
+    fn get(&self, token: &TokenHash) -> Result<Option<StoredSession>, StoreError> {
+        if !self.index.lock().contains_key(token) {
+            return Ok(None);
+        }
+        match read_entry(&self.path(token)) {
+            Ok(s) => Ok(Some(s)),
+            Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn get_by_watch(&self, watch: &TokenHash) -> Result<Option<StoredSession>, StoreError> {
+        let token = self
+            .index
+            .lock()
+            .iter()
+            .find(|(_, e)| e.watch.matches(watch))
+            .map(|(t, _)| t.clone());
+        match token {
+            Some(t) => self.get(&t),
+            None => Ok(None),
+        }
+    }
+
+    fn remove(&self, token: &TokenHash) -> Result<(), StoreError> {
+        self.index.lock().remove(token);
+        match fs::remove_file(self.path(token)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn expire(
+        &self,
+        cutoff_ms: u64,
+        keep: usize,
+        live: &dyn Fn(&str) -> bool,
+    ) -> Result<usize, StoreError> {
+        let doomed: Vec<TokenHash> = {
+            let index = self.index.lock();
+            let mut idle: Vec<(&TokenHash, &IndexEntry)> =
+                index.iter().filter(|(_, e)| !live(&e.id)).collect();
+            // Newest first: beyond `keep`, the oldest go.
+            idle.sort_by_key(|e| std::cmp::Reverse(e.1.saved_at_ms));
+            idle.iter()
+                .enumerate()
+                .filter(|(i, (_, e))| *i >= keep || e.saved_at_ms < cutoff_ms)
+                .map(|(_, (t, _))| (*t).clone())
+                .collect()
+        };
+        for t in &doomed {
+            self.remove(t)?;
+        }
+        Ok(doomed.len())
+    }
+
+    fn list(&self) -> Vec<StoredRow> {
+        let mut rows: Vec<StoredRow> = self
+            .index
+            .lock()
+            .values()
+            .map(|e| StoredRow {
+                id: e.id.clone(),
+                episode: e.episode,
+                step: e.step,
+                saved_at_ms: e.saved_at_ms,
+            })
+            .collect();
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(token: &str, epoch: u64, saved_at_ms: u64) -> StoredSession {
+        StoredSession {
+            id: format!("id-{token}"),
+            token: TokenHash::of(token),
+            watch: TokenHash::of(&format!("w{token}")),
+            seed: 7,
+            snapshot: None,
+            epoch,
+            saved_at_ms,
+        }
+    }
+
+    fn temp() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("hamlet-store-{}", new_token()));
+        d.join("state")
+    }
+
+    #[test]
+    fn tokens_are_128_random_bits_and_only_their_hashes_are_stored() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert!(plausible_token(&a) && plausible_token(&b));
+        assert!(!plausible_token("../../etc/passwd") && !plausible_token(""));
+        let dir = temp();
+        let store = DirStore::open(&dir).unwrap();
+        let mut s = entry(&a, 1, 5);
+        s.token = TokenHash::of(&a);
+        store.put(&s).unwrap();
+        let files: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| fs::read_to_string(e.path()).unwrap() + &e.file_name().to_string_lossy())
+            .collect();
+        assert_eq!(files.len(), 1);
+        assert!(
+            !files[0].contains(&a),
+            "the token itself is nowhere on disk"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn an_older_epoch_cannot_overwrite_a_newer_one_and_entries_survive_reopening() {
+        let dir = temp();
+        let store = DirStore::open(&dir).unwrap();
+        assert_eq!(store.put(&entry("t", 2, 10)).unwrap(), Put::Written);
+        assert_eq!(store.put(&entry("t", 1, 20)).unwrap(), Put::Superseded);
+        assert_eq!(store.put(&entry("t", 3, 30)).unwrap(), Put::Written);
+        drop(store);
+        let store = DirStore::open(&dir).unwrap();
+        let got = store.get(&TokenHash::of("t")).unwrap().unwrap();
+        assert_eq!((got.epoch, got.saved_at_ms), (3, 30));
+        let by_watch = store.get_by_watch(&TokenHash::of("wt")).unwrap().unwrap();
+        assert_eq!(by_watch.id, "id-t");
+        assert!(store.get(&TokenHash::of("other")).unwrap().is_none());
+    }
+
+    #[test]
+    fn expiry_forgets_old_entries_and_the_oldest_beyond_the_limit_but_never_live_ones() {
+        let store = DirStore::open(&temp()).unwrap();
+        for (i, t) in ["a", "b", "c", "d"].iter().enumerate() {
+            store.put(&entry(t, 1, 100 + i as u64)).unwrap();
+        }
+        // Cut-off 101 forgets "a" (100); keeping 2 of the rest forgets "b" (101), the oldest, but
+        // "c" is live and does not count.
+        let gone = store.expire(101, 2, &|id| id == "id-c").unwrap();
+        assert_eq!(gone, 2);
+        let ids: Vec<String> = store.list().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["id-c", "id-d"]);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_dropped_at_open_not_served() {
+        let dir = temp();
+        let store = DirStore::open(&dir).unwrap();
+        store.put(&entry("t", 1, 1)).unwrap();
+        drop(store);
+        let path = dir.join(TokenHash::of("t").file_name());
+        fs::write(&path, b"{ not json").unwrap();
+        let store = DirStore::open(&dir).unwrap();
+        assert!(store.get(&TokenHash::of("t")).unwrap().is_none());
+        assert!(!path.exists());
+    }
+}
