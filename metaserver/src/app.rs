@@ -11,6 +11,7 @@ use ipc_proto::browser::ModelDetails;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -28,6 +29,13 @@ pub struct App {
     pub training: Arc<TrainingHub>,
     /// Cancelled once, at shutdown: every session, the hub and the pool watch it.
     pub shutdown: CancellationToken,
+    /// Cancelled by `POST /api/drain`: sessions are put away and browsers told to reconnect
+    /// (1012); no new session starts here, HTTP keeps being served.
+    pub drain: CancellationToken,
+    /// Sessions with a task in this process, by token hash (resume, watch).
+    pub live: crate::sessions::LiveSessions,
+    /// Where sessions outlive their connection and this process.
+    pub store: Arc<dyn crate::store::SessionStore>,
     /// Every browser connection's task, so shutdown can wait for them to finish.
     pub tasks: TaskTracker,
     pub started: Instant,
@@ -106,7 +114,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let pool = WarmPool::new(cfg.warm_workers);
     let training = TrainingHub::new(sup.clone(), shutdown.clone());
+    let store: Arc<dyn crate::store::SessionStore> = Arc::new(
+        crate::store::DirStore::open(&cfg.store)
+            .map_err(|e| anyhow::anyhow!("session store {}: {e}", cfg.store.display()))?,
+    );
     let app = Arc::new(App {
+        drain: CancellationToken::new(),
+        live: Default::default(),
+        store,
         session_permits: Arc::new(Semaphore::new(cfg.max_sessions)),
         cfg: cfg.clone(),
         sup: sup.clone(),
@@ -122,6 +137,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     });
     let pool_task = tokio::spawn(pool.clone().run(sup.clone(), shutdown.clone()));
     let hub_task = tokio::spawn(training.clone().run());
+    tokio::spawn(expire_detached(app.clone()));
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.host, cfg.port)).await?;
     let addr = listener.local_addr()?;
@@ -138,7 +154,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     wait_for_signal().await;
     info!("shutting down");
     shutdown.cancel();
-    // Sessions close their browsers (1001) and retire their workers; the hub saves the run.
+    // Sessions write their snapshots to the store, close their browsers with 1012 (reconnect and
+    // resume) and retire their workers; the hub saves the run.
     let grace = Duration::from_millis(cfg.shutdown_grace_ms);
     app.tasks.close();
     let _ = tokio::time::timeout(grace + Duration::from_secs(2), async {
@@ -156,6 +173,37 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     sup.cleanup();
     info!("bye");
     Ok(())
+}
+
+/// Forgets detached sessions whose resume window has passed, and the oldest beyond
+/// `--max-detached`; keeps the detached count for `/metrics`.
+async fn expire_detached(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = app.shutdown.cancelled() => return,
+        }
+        let window_ms = app.cfg.resume_window_secs.saturating_mul(1000);
+        let cutoff = crate::store::now_ms().saturating_sub(window_ms);
+        let (store, app2) = (app.store.clone(), app.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let n = store.expire(cutoff, app2.cfg.max_detached, &|id| app2.live.is_live(id));
+            let detached = store.list().len().saturating_sub(app2.live.len());
+            (n, detached)
+        })
+        .await;
+        match done {
+            Ok((Ok(n), detached)) => {
+                app.metrics.sessions_expired.fetch_add(n as u64, Relaxed);
+                app.metrics
+                    .sessions_detached
+                    .store(detached as i64, Relaxed);
+            }
+            Ok((Err(e), _)) => warn!(error = %e, "expiring detached sessions failed"),
+            Err(_) => {}
+        }
+    }
 }
 
 /// Worker binaries and ONNX Runtime present, models directory ready and free of interrupted writes.

@@ -18,6 +18,10 @@ use tokio::sync::mpsc;
 /// WebSocket close codes we use.
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
+    /// The server restarts (SIGTERM, drain): reconnect with the resume token.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// Another connection took the session over with its token.
+    pub const TAKEN_OVER: u16 = 4001;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
@@ -68,6 +72,11 @@ impl Client {
                 false
             }
         }
+    }
+
+    /// Closed by us or by the browser going away (nothing more will be written).
+    pub fn is_closed(&self) -> bool {
+        self.out.is_closed()
     }
 
     /// Closes the connection with a code after the queued frames are written.

@@ -102,6 +102,26 @@ pub struct Config {
     /// Directory for training checkpoints (default: MODELS_DIR/.checkpoints).
     #[arg(long)]
     pub checkpoint_dir: Option<PathBuf>,
+    /// Where sessions are kept so they outlive their connection and the server: a directory
+    /// (created 0700; one file per session, holding only a hash of its token).
+    #[arg(long, default_value = "state")]
+    pub store: PathBuf,
+    /// How long a session whose browser has gone can be resumed with its token.
+    #[arg(long, default_value_t = 300)]
+    pub resume_window_secs: u64,
+    /// Most detached sessions kept (the oldest are forgotten first).
+    #[arg(long, default_value_t = 4096)]
+    pub max_detached: usize,
+    /// Most read-only watchers of one session.
+    #[arg(long, default_value_t = 64)]
+    pub max_watchers: usize,
+    /// A changing session's snapshot reaches the store at most this often (and at once when its
+    /// browser leaves and at shutdown): the most a SIGKILL of the server rewinds a session.
+    #[arg(long, default_value_t = 250)]
+    pub snapshot_flush_ms: u64,
+    /// Do not resume a training run that was in progress when the server last stopped.
+    #[arg(long)]
+    pub no_resume_training: bool,
     /// Log format: text or json. Filter with RUST_LOG (default info).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

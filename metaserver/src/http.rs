@@ -2,7 +2,7 @@
 
 use crate::app::App;
 use crate::registry::{RestartRoute, WorkerControl};
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State, WebSocketUpgrade};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -23,6 +23,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/training/history", get(training_history))
         .route("/api/workers", get(workers))
         .route("/api/workers/{id}/restart", post(restart_worker))
+        .route("/api/ready", get(ready))
+        .route("/api/drain", post(drain))
         .route("/metrics", get(metrics))
         .route("/ws", get(ws_inference))
         .route("/ws/training", get(ws_training))
@@ -63,6 +65,13 @@ async fn root(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
 
 async fn status(State(app): State<Arc<App>>) -> Response {
     let sessions: Vec<_> = app.sessions.lock().values().cloned().collect();
+    // Sessions put away in the store (ids only: tokens are never shown).
+    let detached: Vec<_> = app
+        .store
+        .list()
+        .into_iter()
+        .filter(|r| !sessions.iter().any(|s| s.id == r.id))
+        .collect();
     let c = &app.cfg;
     Json(json!({
         "service": "Hamlet Metaserver",
@@ -80,7 +89,15 @@ async fn status(State(app): State<Arc<App>>) -> Response {
             "warm_workers": c.warm_workers,
             "max_restarts": c.max_restarts,
             "restart_window_secs": c.restart_window_secs,
+            "resume_window_secs": c.resume_window_secs,
+            "max_detached": c.max_detached,
+            "max_watchers": c.max_watchers,
+            "snapshot_flush_ms": c.snapshot_flush_ms,
         },
+        "ready": !app.drain.is_cancelled(),
+        "sessions_attached": sessions.iter().filter(|s| s.attached).count(),
+        "sessions_watched": sessions.iter().filter(|s| s.watchers > 0).count(),
+        "detached": detached,
         "warm_workers": app.pool.warm_count(),
         "sessions": sessions,
         "training": app.training.info(),
@@ -187,6 +204,23 @@ async fn workers(State(app): State<Arc<App>>, _: Operator) -> Response {
     Json(json!({"workers": list, "count": list.len()})).into_response()
 }
 
+/// For load balancers: 200 while this server takes new sessions, 503 once it drains.
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    if app.drain.is_cancelled() || app.shutdown.is_cancelled() {
+        let body = json!({"ready": false, "draining": true});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    Json(json!({"ready": true})).into_response()
+}
+
+/// Stops taking sessions: each is written to the store and its browsers are told to reconnect
+/// (1012), which a load balancer sends elsewhere. HTTP keeps being served.
+async fn drain(State(app): State<Arc<App>>, _: Operator) -> Response {
+    app.drain.cancel();
+    tracing::info!("draining: sessions are put away and their browsers told to reconnect");
+    (StatusCode::ACCEPTED, Json(json!({"draining": true}))).into_response()
+}
+
 async fn restart_worker(
     State(app): State<Arc<App>>,
     _: Operator,
@@ -281,9 +315,18 @@ fn refuse_origin(app: &App, h: &HeaderMap) -> Option<Response> {
     Some((StatusCode::FORBIDDEN, body).into_response())
 }
 
-async fn ws_inference(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUpgrade) -> Response {
+async fn ws_inference(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Query(query): Query<crate::session::WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
     if let Some(refused) = refuse_origin(&app, &h) {
         return refused;
+    }
+    if app.drain.is_cancelled() {
+        let body = "this server is draining; connect again (a load balancer sends you elsewhere)";
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
     }
     let permit = app.session_permits.clone().try_acquire_owned().ok();
     let max = app.cfg.max_frame_bytes;
@@ -291,7 +334,7 @@ async fn ws_inference(State(app): State<Arc<App>>, h: HeaderMap, ws: WebSocketUp
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             let tasks = app.tasks.clone();
-            tasks.track_future(crate::session::run(socket, app, permit))
+            tasks.track_future(crate::session::run(socket, app, permit, query))
         })
 }
 

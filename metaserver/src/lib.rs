@@ -21,7 +21,7 @@ pub mod pool;
 pub mod process;
 pub mod registry;
 pub mod session;
-// pub mod sessions;
+pub mod sessions;
 pub mod store;
 pub mod supervisor;
 pub mod training;

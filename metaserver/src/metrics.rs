@@ -46,6 +46,19 @@ pub struct Metrics {
     pub frames_dropped: AtomicU64,
     pub clients_overflowed: AtomicU64,
     pub client_errors: AtomicU64,
+    /// Connections that came back to their session with its token.
+    pub sessions_resumed: AtomicU64,
+    /// Owners replaced by a newer connection with the same token (close 4001).
+    pub sessions_taken_over: AtomicU64,
+    /// Detached sessions forgotten (resume window over, or beyond `--max-detached`).
+    pub sessions_expired: AtomicU64,
+    pub sessions_detached: AtomicI64,
+    pub watchers: AtomicI64,
+    /// Writes of session snapshots to the store: count, total and worst time.
+    pub store_flushes: AtomicU64,
+    pub store_flush_failures: AtomicU64,
+    store_flush_ns: AtomicU64,
+    store_flush_max_ns: AtomicU64,
     spawned: Mutex<BTreeMap<&'static str, u64>>,
     restarts: Mutex<BTreeMap<(&'static str, RestartReason), u64>>,
     latency_buckets: [AtomicU64; BUCKETS.len()],
@@ -73,6 +86,13 @@ impl Metrics {
             .filter(|((_, r), _)| *r != RestartReason::StartFailed)
             .map(|(_, v)| v)
             .sum()
+    }
+
+    pub fn observe_flush(&self, d: Duration) {
+        let ns = d.as_nanos() as u64;
+        self.store_flushes.fetch_add(1, Relaxed);
+        self.store_flush_ns.fetch_add(ns, Relaxed);
+        self.store_flush_max_ns.fetch_max(ns, Relaxed);
     }
 
     pub fn observe_relay(&self, d: Duration) {
@@ -127,6 +147,35 @@ impl Metrics {
             "Browser messages rejected with an error frame.",
             self.client_errors.load(Relaxed),
         );
+        counter(
+            &mut o,
+            "hamlet_sessions_resumed_total",
+            "Connections that came back to their session with its resume token.",
+            self.sessions_resumed.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "hamlet_sessions_taken_over_total",
+            "Session owners replaced by a newer connection with the same token (close 4001).",
+            self.sessions_taken_over.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "hamlet_sessions_expired_total",
+            "Detached sessions forgotten (resume window over, or beyond --max-detached).",
+            self.sessions_expired.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "hamlet_store_flush_failures_total",
+            "Session snapshots that could not be written to the store.",
+            self.store_flush_failures.load(Relaxed),
+        );
+        let flushes = self.store_flushes.load(Relaxed);
+        let _ = writeln!(o, "# HELP hamlet_store_flush_seconds Writes of session snapshots to the store.\n# TYPE hamlet_store_flush_seconds summary\nhamlet_store_flush_seconds_sum {}\nhamlet_store_flush_seconds_count {flushes}", self.store_flush_ns.load(Relaxed) as f64 / 1e9);
+        let _ = writeln!(o, "# HELP hamlet_store_flush_seconds_max The slowest snapshot write.\n# TYPE hamlet_store_flush_seconds_max gauge\nhamlet_store_flush_seconds_max {}", self.store_flush_max_ns.load(Relaxed) as f64 / 1e9);
+        let _ = writeln!(o, "# HELP hamlet_sessions_detached Sessions whose browser has gone, kept for resume.\n# TYPE hamlet_sessions_detached gauge\nhamlet_sessions_detached {}", self.sessions_detached.load(Relaxed));
+        let _ = writeln!(o, "# HELP hamlet_session_watchers Read-only watchers connected now.\n# TYPE hamlet_session_watchers gauge\nhamlet_session_watchers {}", self.watchers.load(Relaxed));
         let _ = writeln!(o, "# HELP hamlet_sessions_active Inference sessions connected now.\n# TYPE hamlet_sessions_active gauge\nhamlet_sessions_active {}", self.sessions_active.load(Relaxed));
         let _ = writeln!(o, "# HELP hamlet_training_viewers Training viewers connected now.\n# TYPE hamlet_training_viewers gauge\nhamlet_training_viewers {}", self.training_viewers.load(Relaxed));
         let _ = writeln!(

@@ -157,6 +157,10 @@ impl OutQueue {
         self.inner.lock().q.len()
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().closed
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

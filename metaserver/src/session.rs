@@ -1,9 +1,17 @@
-//! One `/ws` connection: a private inference session in its own worker process.
+//! One inference session: its worker process, its owner's browser (when attached), its read-only
+//! watchers, and its snapshot in the session store.
 //!
 //! **Architecture Invariant: sessions survive their worker.** The worker sends a snapshot after every
 //! step; when it dies (crash, `kill -9`, hang, a frame that is not a valid message) a replacement is
 //! started from the last snapshot and the browser is told `worker_restarted`. The browser
 //! connection is closed only when the restart budget is spent (`error`, then close 1011).
+//!
+//! **Architecture Invariant: sessions survive their connection and the server** (sessions.md). The
+//! snapshot reaches the store at most every `--snapshot-flush-ms` while it changes, and at once
+//! when the owner's browser leaves and at shutdown. A session whose owner has gone and that nobody
+//! watches is *detached*: its task ends, its worker is released, and only the stored snapshot
+//! remains, until its token brings it back or the resume window ends. Frames are encoded once for
+//! the owner and every watcher.
 
 use crate::app::App;
 use crate::budget::{RestartBudget, Verdict};
@@ -11,10 +19,12 @@ use crate::client::{self, close, Client, Incoming};
 use crate::metrics::RestartReason;
 use crate::pool::InferenceWorker;
 use crate::registry::{WorkerControl, WorkerState};
+use crate::sessions::{self, watch_token_for, Attach, Identity, OwnerConn};
+use crate::store::{now_ms, Put, StoredSession};
 use crate::validate;
-use axum::extract::ws::WebSocket;
+use axum::extract::ws::{Utf8Bytes, WebSocket};
 use hamlet_onnx::catalog;
-use ipc_proto::browser::{ErrorCode, ServerMessage, WorkerRestarted};
+use ipc_proto::browser::{Connected, ErrorCode, ServerMessage, WorkerRestarted};
 use ipc_proto::inference::{
     FromInference, SessionCommand, SessionSnapshot, SessionStart, ToInference,
 };
@@ -41,6 +51,14 @@ pub struct SessionInfo {
     pub worker_pid: Option<u32>,
     pub restarts: u32,
     pub connected_at: u64,
+    /// The owner's browser is connected.
+    pub attached: bool,
+    pub watchers: usize,
+    /// For watchers' `status`.
+    #[serde(skip)]
+    pub cumulative_reward: f64,
+    #[serde(skip)]
+    pub max_steps: u32,
 }
 
 /// Why a worker is being replaced, and since when the one that failed had been running.
@@ -61,78 +79,140 @@ impl Replace {
     }
 }
 
-/// What ended the relay's wait for something to do.
+/// What ended the session task's wait for something to do.
 enum Wake {
     /// Keep relaying with the same worker.
     Continue,
     /// Replace the worker.
     Replace(Replace),
-    /// The browser left or the server is stopping.
-    Stop,
+    /// The owner left and nobody watches: put the session away in the store.
+    Detach,
+    /// The server is stopping or draining: flush, close browsers with 1012.
+    ServerGoing,
+    /// The owner did not come back within the resume window; watchers are let go.
+    Expired,
 }
 
-struct Relay {
+/// The owner's browser, while attached.
+type Owner = OwnerConn;
+
+pub struct SessionTask {
     app: Arc<App>,
+    ident: Identity,
     id: String,
-    client: Client,
+    owner: Option<Owner>,
+    watchers: Vec<Client>,
+    attach_rx: mpsc::Receiver<Attach>,
     snapshot: Option<SessionSnapshot>,
     budget: RestartBudget,
     control_tx: mpsc::Sender<WorkerControl>,
-    /// When the client was last told its commands are being dropped (told at most once a second,
+    control_rx: mpsc::Receiver<WorkerControl>,
+    /// When the owner was last told its commands are being dropped (told at most once a second,
     /// so a flood cannot turn into a flood of undroppable error frames).
     last_busy_notice: Option<Instant>,
-    /// The browser has been sent `connected` (by the first worker).
+    /// A worker of this task has been started (the next ones are replacements).
     announced: bool,
     /// Number of the last command sent to a worker.
     last_seq: u64,
     /// Commands sent but not yet covered by a snapshot: replayed to a replacement worker so that
     /// none is lost with a dying one. Queries (`status`) are not kept.
     unacked: VecDeque<(u64, SessionCommand)>,
-    /// Seed of the session's random numbers (ε-greedy, random starts), drawn once per session.
-    seed: u64,
+    /// The worker's `connected`, for owners and watchers who attach later.
+    connected: Option<Connected>,
+    /// The last `state_update`, encoded: a browser that attaches draws at once.
+    last_frame: Option<Utf8Bytes>,
+    /// The snapshot changed since it last reached the store.
+    dirty: bool,
+    /// A periodic write to the store still in progress.
+    flushing: Option<tokio::task::JoinHandle<()>>,
+    /// When the owner left while watchers kept the session running.
+    owner_left: Option<Instant>,
 }
 
 /// At most this many unacknowledged commands are kept (more than a worker's queue holds).
 const MAX_UNACKED: usize = 2 * crate::supervisor::WORKER_QUEUE;
 
-pub async fn run(socket: WebSocket, app: Arc<App>, permit: Option<OwnedSemaphorePermit>) {
+/// Where a `/ws` connection wants to go (its query string).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct WsQuery {
+    pub resume: Option<String>,
+    pub watch: Option<String>,
+}
+
+/// One `/ws` connection: an owner (fresh or resuming) or a watcher. Returns when the browser has
+/// gone; the session itself lives in its own task.
+pub async fn run(
+    socket: WebSocket,
+    app: Arc<App>,
+    permit: Option<OwnedSemaphorePermit>,
+    query: WsQuery,
+) {
     let (client, stream) = client::start(socket, app.cfg.client_queue, None, app.metrics.clone());
+    if let Some(token) = query.watch {
+        return watch(stream, client, app, &token).await;
+    }
     let Some(_permit) = permit else {
         refuse_full(&app, &client);
         return;
     };
-    let id = uuid::Uuid::new_v4().to_string();
-    app.metrics.sessions_started.fetch_add(1, Relaxed);
-    app.metrics.sessions_active.fetch_add(1, Relaxed);
-    app.sessions.lock().insert(id.clone(), new_row(&id));
     let (tx, rx) = mpsc::channel(32);
+    sessions::open_owner(&app, client.clone(), rx, query.resume).await;
     let models_dir = app.sup.models_dir().to_path_buf();
-    tokio::spawn(client::read_loop(
+    // Reading here keeps the connection's permit until the browser has gone.
+    client::read_loop(stream, client, app.cfg.client_rate, tx, move |t| {
+        validate::parse_inference(t, |name| catalog::resolve(&models_dir, name).is_ok())
+    })
+    .await;
+}
+
+/// A read-only watcher's connection: commands get `read_only`, except `status`.
+async fn watch(
+    stream: futures_util::stream::SplitStream<WebSocket>,
+    client: Client,
+    app: Arc<App>,
+    watch_token: &str,
+) {
+    let Some(id) = sessions::open_watcher(&app, client.clone(), watch_token).await else {
+        return;
+    };
+    let (tx, mut rx) = mpsc::channel(8);
+    let models_dir = app.sup.models_dir().to_path_buf();
+    let reader = tokio::spawn(client::read_loop(
         stream,
         client.clone(),
         app.cfg.client_rate,
         tx,
         move |t| validate::parse_inference(t, |name| catalog::resolve(&models_dir, name).is_ok()),
     ));
-    let (control_tx, control_rx) = mpsc::channel(4);
-    let mut relay = Relay {
-        budget: RestartBudget::new(app.cfg.restart_policy()),
-        app: app.clone(),
-        id: id.clone(),
-        client,
-        snapshot: None,
-        control_tx,
-        last_busy_notice: None,
-        announced: false,
-        last_seq: 0,
-        unacked: VecDeque::new(),
-        seed: rand::random(),
-    };
-    info!(session = %id, "session opened");
-    relay.serve(rx, control_rx).await;
-    app.sessions.lock().remove(&id);
-    app.metrics.sessions_active.fetch_sub(1, Relaxed);
-    info!(session = %id, "session closed");
+    while let Some(Incoming::Valid(cmd)) = rx.recv().await {
+        let answer = match cmd {
+            SessionCommand::Status => watcher_status(&app, &id),
+            _ => ServerMessage::error(
+                ErrorCode::ReadOnly,
+                "this is a read-only view of someone else's session",
+            ),
+        };
+        client.send(&answer);
+    }
+    client.close(close::GOING_AWAY, "watcher left");
+    let _ = reader.await;
+}
+
+/// A watcher's `status`: the watched session as the status table has it.
+fn watcher_status(app: &App, id: &str) -> ServerMessage {
+    match app.sessions.lock().get(id) {
+        Some(r) => ServerMessage::SessionStatus(ipc_proto::browser::SessionStatus {
+            session_id: r.id.clone(),
+            model: r.model.clone(),
+            playing: r.playing,
+            speed: r.speed,
+            max_steps: r.max_steps,
+            episode: r.episode,
+            step: r.step,
+            cumulative_reward: r.cumulative_reward,
+        }),
+        None => ServerMessage::error(ErrorCode::UnknownWatchLink, "the watched session has ended"),
+    }
 }
 
 fn refuse_full(app: &App, client: &Client) {
@@ -147,7 +227,7 @@ fn refuse_full(app: &App, client: &Client) {
     client.close(close::TRY_AGAIN_LATER, "too many sessions");
 }
 
-fn new_row(id: &str) -> SessionInfo {
+fn new_row(id: &str, max_steps: u32) -> SessionInfo {
     SessionInfo {
         id: id.to_owned(),
         model: None,
@@ -159,25 +239,186 @@ fn new_row(id: &str) -> SessionInfo {
         worker_pid: None,
         restarts: 0,
         connected_at: crate::supervisor::unix_now(),
+        attached: false,
+        watchers: 0,
+        cumulative_reward: 0.0,
+        max_steps,
     }
 }
 
-impl Relay {
+/// The owner's `connected`: the worker's, with the secrets and whether it came back.
+fn owner_connected(base: &Connected, o: &OwnerConn) -> Connected {
+    Connected {
+        resume_token: Some(o.token.clone()),
+        watch_token: Some(watch_token_for(&o.token)),
+        resumed: Some(o.resumed),
+        resume_error: o.resume_error.then(|| "unknown_or_expired".to_owned()),
+        ..base.clone()
+    }
+}
+
+/// A watcher's `connected`: no secrets, the id it watches, read-only.
+fn watcher_connected(base: &Connected) -> Connected {
+    Connected {
+        watching: Some(base.session_id.clone()),
+        read_only: Some(true),
+        resume_token: None,
+        watch_token: None,
+        resumed: None,
+        resume_error: None,
+        ..base.clone()
+    }
+}
+
+impl SessionTask {
+    pub fn new(
+        app: Arc<App>,
+        ident: Identity,
+        snapshot: Option<SessionSnapshot>,
+        attach_rx: mpsc::Receiver<Attach>,
+    ) -> SessionTask {
+        let (control_tx, control_rx) = mpsc::channel(4);
+        SessionTask {
+            budget: RestartBudget::new(app.cfg.restart_policy()),
+            id: ident.id.clone(),
+            app,
+            ident,
+            owner: None,
+            watchers: Vec::new(),
+            attach_rx,
+            snapshot,
+            control_tx,
+            control_rx,
+            last_busy_notice: None,
+            announced: false,
+            last_seq: 0,
+            unacked: VecDeque::new(),
+            connected: None,
+            last_frame: None,
+            dirty: false,
+            flushing: None,
+            owner_left: None,
+        }
+    }
+
+    /// The session's life: attach its first browser, serve, then put it away or end it.
+    pub async fn run(mut self, first: Attach) {
+        let app = self.app.clone();
+        app.sessions
+            .lock()
+            .insert(self.id.clone(), new_row(&self.id, app.cfg.max_steps));
+        app.metrics.sessions_active.fetch_add(1, Relaxed);
+        info!(session = %self.id, resumed = self.snapshot.is_some(), "session task started");
+        self.attach(first);
+        let end = self.serve().await;
+        self.finish(end).await;
+        app.sessions.lock().remove(&self.id);
+        app.metrics.sessions_active.fetch_sub(1, Relaxed);
+        info!(session = %self.id, "session task ended");
+    }
+
     fn start_message(&self) -> ToInference {
         ToInference::Start(Box::new(SessionStart {
             session_id: self.id.clone(),
             model: self.app.default_model(),
             max_steps: self.app.cfg.max_steps,
             snapshot: self.snapshot.clone(),
+            // The first worker of this task introduces the session (`connected`; for a session
+            // back from the store, its current frame too); replacements do not.
             announce: !self.announced,
-            seed: self.seed,
+            seed: self.ident.seed,
         }))
+    }
+
+    /// A browser joins: the owner (taking over from a present one) or a watcher. One that joins a
+    /// running session gets `connected` and the current frame at once.
+    fn attach(&mut self, a: Attach) {
+        match a {
+            Attach::Owner(o) => self.attach_owner(o),
+            Attach::Watcher(c) => self.attach_watcher(c),
+        }
+        self.update_row();
+    }
+
+    fn attach_owner(&mut self, o: OwnerConn) {
+        if let Some(old) = self.owner.take() {
+            self.app.metrics.sessions_taken_over.fetch_add(1, Relaxed);
+            info!(session = %self.id, "session taken over by a new connection");
+            old.client.send(&ServerMessage::error(
+                ErrorCode::SessionTakenOver,
+                "this session was opened in another tab or window",
+            ));
+            old.client.close(close::TAKEN_OVER, "session taken over");
+        }
+        if let Some(base) = &self.connected {
+            let c = owner_connected(&self.refreshed(base), &o);
+            o.client.send(&ServerMessage::Connected(c));
+            if let Some(f) = &self.last_frame {
+                o.client.send_encoded(f.clone(), true, Instant::now());
+            }
+        }
+        self.owner_left = None;
+        self.owner = Some(o);
+    }
+
+    fn attach_watcher(&mut self, c: Client) {
+        self.prune_watchers();
+        if self.watchers.len() >= self.app.cfg.max_watchers {
+            c.send(&ServerMessage::error(
+                ErrorCode::TooManyWatchers,
+                format!(
+                    "this session already has {} watchers, the most allowed",
+                    self.app.cfg.max_watchers
+                ),
+            ));
+            c.close(close::TRY_AGAIN_LATER, "too many watchers");
+            return;
+        }
+        if let Some(base) = &self.connected {
+            let w = watcher_connected(&self.refreshed(base));
+            c.send(&ServerMessage::Connected(w));
+            if let Some(f) = &self.last_frame {
+                c.send_encoded(f.clone(), true, Instant::now());
+            }
+        }
+        self.app.metrics.watchers.fetch_add(1, Relaxed);
+        self.watchers.push(c);
+    }
+
+    /// The worker's `connected` brought up to date from the latest snapshot.
+    fn refreshed(&self, base: &Connected) -> Connected {
+        let mut c = base.clone();
+        if let Some(s) = &self.snapshot {
+            c.model = s.model.clone();
+            c.playing = s.playing;
+            c.speed = s.speed;
+        }
+        c.available_models = catalog::list(self.app.sup.models_dir());
+        c
+    }
+
+    fn prune_watchers(&mut self) {
+        let before = self.watchers.len();
+        self.watchers.retain(|w| !w.is_closed());
+        let gone = before - self.watchers.len();
+        if gone > 0 {
+            self.app.metrics.watchers.fetch_sub(gone as i64, Relaxed);
+            self.update_row();
+        }
+    }
+
+    fn update_row(&self) {
+        let (attached, watchers) = (self.owner.is_some(), self.watchers.len());
+        self.app.update_session(&self.id, |r| {
+            r.attached = attached;
+            r.watchers = watchers;
+        });
     }
 
     /// Gets a worker (warm if possible) and gives it this session. `replacing` says why the
     /// previous worker went; every failure on the way counts against the budget, except an
     /// operator's restart.
-    async fn attach(&mut self, mut replacing: Option<Replace>) -> Option<InferenceWorker> {
+    async fn start_worker(&mut self, mut replacing: Option<Replace>) -> Option<InferenceWorker> {
         loop {
             if let Some(r) = &replacing {
                 if !self.allow_restart(r).await {
@@ -220,7 +461,7 @@ impl Relay {
             Verdict::GiveUp => {
                 warn!(session = %self.id, last_exit = %r.text, "restart budget spent: closing session");
                 let c = &self.app.cfg;
-                self.client.send(&ServerMessage::error(
+                let e = ServerMessage::error(
                     ErrorCode::WorkerFailed,
                     format!(
                         "the worker behind this session failed {} times in {} s; giving up. Last exit: {}",
@@ -228,11 +469,23 @@ impl Relay {
                         c.restart_window_secs,
                         r.text
                     ),
-                ));
-                self.client.close(close::INTERNAL, "worker keeps failing");
+                );
+                for client in self.clients() {
+                    client.send(&e);
+                    client.close(close::INTERNAL, "worker keeps failing");
+                }
                 false
             }
         }
+    }
+
+    /// The owner's client (if attached) and every watcher's.
+    fn clients(&self) -> Vec<Client> {
+        self.owner
+            .iter()
+            .map(|o| o.client.clone())
+            .chain(self.watchers.iter().cloned())
+            .collect()
     }
 
     /// Gives the new worker the session, then every command its predecessor had not confirmed,
@@ -248,7 +501,7 @@ impl Relay {
             })
     }
 
-    /// Registers the worker as this session's and tells the browser, if this is a replacement.
+    /// Registers the worker as this session's and tells the browsers, if this is a replacement.
     fn adopt(&mut self, w: &InferenceWorker, replacing: Option<&Replace>) {
         let registry = &self.app.sup.registry;
         registry.update(&w.id, |i| {
@@ -270,35 +523,44 @@ impl Relay {
                 .snapshot
                 .as_ref()
                 .map_or((1, 0), |s| (s.episode, s.world.step));
-            self.client
-                .send(&ServerMessage::WorkerRestarted(WorkerRestarted {
-                    reason: r.text.clone(),
-                    resumed_episode: episode,
-                    resumed_step: step,
-                }));
+            let m = ServerMessage::WorkerRestarted(WorkerRestarted {
+                reason: r.text.clone(),
+                resumed_episode: episode,
+                resumed_step: step,
+            });
+            self.fan_out(&m, Instant::now());
         }
         self.announced = true;
     }
 
+    /// Sends a frame to the owner and every watcher, encoded once.
+    fn fan_out(&mut self, m: &ServerMessage, arrived: Instant) {
+        let text = Utf8Bytes::from(m.to_json());
+        let droppable = m.is_droppable();
+        if let ServerMessage::StateUpdate(_) = m {
+            self.last_frame = Some(text.clone());
+        }
+        if let Some(o) = &self.owner {
+            o.client.send_encoded(text.clone(), droppable, arrived);
+        }
+        for w in &self.watchers {
+            w.send_encoded(text.clone(), droppable, arrived);
+        }
+    }
+
     fn on_event(&mut self, ev: FromInference) {
         match ev {
-            FromInference::Message(m) => {
-                self.client.relay(&m, Instant::now());
-            }
-            FromInference::Snapshot(s) => {
-                self.app.update_session(&self.id, |i| {
-                    i.model = s.model.clone();
-                    i.episode = s.episode;
-                    i.step = s.world.step;
-                    i.playing = s.playing;
-                    i.speed = s.speed;
-                });
-                let applied = s.commands_applied;
-                while self.unacked.front().is_some_and(|(seq, _)| *seq <= applied) {
-                    self.unacked.pop_front();
+            FromInference::Message(ServerMessage::Connected(c)) => self.greet(c),
+            // Answers to the owner's own commands go to the owner only.
+            FromInference::Message(
+                m @ (ServerMessage::Error(_) | ServerMessage::SessionStatus(_)),
+            ) => {
+                if let Some(o) = &self.owner {
+                    o.client.relay(&m, Instant::now());
                 }
-                self.snapshot = Some(*s);
             }
+            FromInference::Message(m) => self.fan_out(&m, Instant::now()),
+            FromInference::Snapshot(s) => self.on_snapshot(*s),
             FromInference::Pong { .. } | FromInference::Ready => {}
             FromInference::Fatal { reason } => {
                 warn!(session = %self.id, %reason, "worker reported a fatal error")
@@ -306,7 +568,37 @@ impl Relay {
         }
     }
 
-    /// Numbers a browser command and queues it for the worker (kept until a snapshot confirms it).
+    /// The worker introduced the session: each browser gets its own `connected`.
+    fn greet(&mut self, c: Connected) {
+        if let Some(o) = &self.owner {
+            o.client
+                .send(&ServerMessage::Connected(owner_connected(&c, o)));
+        }
+        let w = ServerMessage::Connected(watcher_connected(&c));
+        for client in &self.watchers {
+            client.send(&w);
+        }
+        self.connected = Some(c);
+    }
+
+    fn on_snapshot(&mut self, s: SessionSnapshot) {
+        self.app.update_session(&self.id, |i| {
+            i.model = s.model.clone();
+            i.episode = s.episode;
+            i.step = s.world.step;
+            i.playing = s.playing;
+            i.speed = s.speed;
+            i.cumulative_reward = s.cumulative_reward;
+        });
+        let applied = s.commands_applied;
+        while self.unacked.front().is_some_and(|(seq, _)| *seq <= applied) {
+            self.unacked.pop_front();
+        }
+        self.snapshot = Some(s);
+        self.dirty = true;
+    }
+
+    /// Numbers an owner's command and queues it for the worker (kept until a snapshot confirms it).
     fn forward(&mut self, w: &InferenceWorker, cmd: SessionCommand) {
         self.last_seq += 1;
         let seq = self.last_seq;
@@ -324,9 +616,9 @@ impl Relay {
             let quiet = self
                 .last_busy_notice
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
-            if !quiet {
+            if let (false, Some(o)) = (quiet, &self.owner) {
                 self.last_busy_notice = Some(Instant::now());
-                self.client.send(&ServerMessage::error(
+                o.client.send(&ServerMessage::error(
                     ErrorCode::RateLimited,
                     "the session is busy: too many commands in flight; excess commands are dropped",
                 ));
@@ -359,59 +651,170 @@ impl Relay {
         Replace::new(reason, text, started)
     }
 
+    /// The owner's next command; pends while no owner is attached.
+    async fn owner_command(owner: &mut Option<Owner>) -> Option<Incoming<SessionCommand>> {
+        match owner {
+            Some(o) => o.commands.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Waits for the next thing to do with worker `w`.
-    async fn wake(
-        &mut self,
-        w: &mut InferenceWorker,
-        rx: &mut mpsc::Receiver<Incoming<SessionCommand>>,
-        control: &mut mpsc::Receiver<WorkerControl>,
-        shutdown: &tokio_util::sync::CancellationToken,
-    ) -> Wake {
+    async fn wake(&mut self, w: &mut InferenceWorker, tick: &mut tokio::time::Interval) -> Wake {
+        let (shutdown, drain) = (self.app.shutdown.clone(), self.app.drain.clone());
         tokio::select! {
-            inc = rx.recv() => match inc {
+            inc = Self::owner_command(&mut self.owner) => match inc {
                 Some(Incoming::Valid(cmd)) => { self.forward(w, cmd); Wake::Continue }
-                _ => Wake::Stop,
+                _ => self.owner_gone(),
             },
             ev = w.recv() => match ev {
                 LinkEvent::Event(ev) => { self.on_event(ev); Wake::Continue }
                 LinkEvent::Ended(end) => Wake::Replace(self.link_ended(w, end).await),
             },
-            Some(WorkerControl::Restart) = control.recv() => {
+            Some(a) = self.attach_rx.recv() => { self.attach(a); Wake::Continue }
+            Some(WorkerControl::Restart) = self.control_rx.recv() => {
                 let text = "restarted by an operator";
                 Wake::Replace(Replace::new(RestartReason::Operator, text, w.started))
             }
-            _ = shutdown.cancelled() => {
-                self.client.close(close::GOING_AWAY, "server shutting down");
-                Wake::Stop
-            }
+            _ = tick.tick() => self.housekeeping(),
+            _ = shutdown.cancelled() => Wake::ServerGoing,
+            _ = drain.cancelled() => Wake::ServerGoing,
         }
     }
 
-    async fn serve(
-        &mut self,
-        mut rx: mpsc::Receiver<Incoming<SessionCommand>>,
-        mut control: mpsc::Receiver<WorkerControl>,
-    ) {
-        let shutdown = self.app.shutdown.clone();
-        let Some(mut w) = self.attach(None).await else {
+    /// The owner's browser went away (closed, or the connection dropped).
+    fn owner_gone(&mut self) -> Wake {
+        self.owner = None;
+        self.prune_watchers();
+        self.update_row();
+        if self.watchers.is_empty() {
+            return Wake::Detach;
+        }
+        // Watchers keep the session running, until the owner's resume window ends.
+        self.owner_left = Some(Instant::now());
+        Wake::Continue
+    }
+
+    /// Every flush interval: write a changed snapshot, let go of departed watchers, end a session
+    /// whose owner stayed away too long.
+    fn housekeeping(&mut self) -> Wake {
+        self.flush_in_background();
+        self.prune_watchers();
+        if self.owner.is_none() {
+            if self.watchers.is_empty() {
+                return Wake::Detach;
+            }
+            let window = Duration::from_secs(self.app.cfg.resume_window_secs);
+            if self.owner_left.is_some_and(|t| t.elapsed() >= window) {
+                return Wake::Expired;
+            }
+        }
+        Wake::Continue
+    }
+
+    /// The session as the store keeps it.
+    fn stored(&self) -> StoredSession {
+        StoredSession {
+            id: self.id.clone(),
+            token: self.ident.token.clone(),
+            watch: self.ident.watch.clone(),
+            seed: self.ident.seed,
+            snapshot: self.snapshot.clone(),
+            epoch: self.ident.epoch,
+            saved_at_ms: now_ms(),
+        }
+    }
+
+    /// Starts writing a changed snapshot unless a write is still in progress (the next tick
+    /// writes what changed meanwhile): the relay never waits for the disk.
+    fn flush_in_background(&mut self) {
+        if !self.dirty || self.flushing.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
+        }
+        self.dirty = false;
+        let (store, app, entry) = (self.app.store.clone(), self.app.clone(), self.stored());
+        self.flushing = Some(tokio::task::spawn_blocking(move || {
+            write_entry(&app, store.as_ref(), &entry)
+        }));
+    }
+
+    /// Writes the snapshot now, after any write in progress.
+    async fn flush_now(&mut self) {
+        if let Some(h) = self.flushing.take() {
+            let _ = h.await;
+        }
+        self.dirty = false;
+        let (store, app, entry) = (self.app.store.clone(), self.app.clone(), self.stored());
+        let _ =
+            tokio::task::spawn_blocking(move || write_entry(&app, store.as_ref(), &entry)).await;
+    }
+
+    async fn serve(&mut self) -> Wake {
+        let Some(mut w) = self.start_worker(None).await else {
+            return Wake::Expired;
         };
+        let period = Duration::from_millis(self.app.cfg.snapshot_flush_ms.max(10));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            match self.wake(&mut w, &mut rx, &mut control, &shutdown).await {
+            match self.wake(&mut w, &mut tick).await {
                 Wake::Continue => continue,
-                Wake::Stop => break,
                 Wake::Replace(r) => {
                     if r.reason == RestartReason::Operator {
                         self.retire(w).await;
                     }
-                    match self.attach(Some(r)).await {
+                    match self.start_worker(Some(r)).await {
                         Some(next) => w = next,
-                        None => return,
+                        // The budget is spent: the browsers were told; the session is over.
+                        None => return Wake::Expired,
                     }
+                }
+                end => {
+                    self.retire(w).await;
+                    return end;
                 }
             }
         }
-        self.retire(w).await;
+    }
+
+    /// Puts the session away (detach, server going) or forgets it (expired, failed).
+    async fn finish(&mut self, end: Wake) {
+        let keep = matches!(end, Wake::Detach | Wake::ServerGoing);
+        if keep {
+            self.flush_now().await;
+        } else {
+            if let Some(h) = self.flushing.take() {
+                let _ = h.await;
+            }
+            let (store, token) = (self.app.store.clone(), self.ident.token.clone());
+            let _ = tokio::task::spawn_blocking(move || store.remove(&token)).await;
+        }
+        let pending = self.app.live.leave(&self.ident.token, &mut self.attach_rx);
+        match end {
+            Wake::ServerGoing => {
+                for c in self.clients() {
+                    c.close(
+                        close::SERVICE_RESTART,
+                        "server restarting: reconnect to resume",
+                    );
+                }
+                for a in pending {
+                    attach_client(a).close(close::SERVICE_RESTART, "server restarting");
+                }
+            }
+            Wake::Expired => {
+                for c in self.clients() {
+                    c.close(close::GOING_AWAY, "the session has ended");
+                }
+                sessions::redispatch(&self.app, pending);
+            }
+            _ => sessions::redispatch(&self.app, pending),
+        }
+        self.app
+            .metrics
+            .watchers
+            .fetch_sub(self.watchers.len() as i64, Relaxed);
+        self.watchers.clear();
     }
 
     /// Ends a worker gracefully, relaying what it still sends.
@@ -419,5 +822,27 @@ impl Relay {
         let grace = Duration::from_millis(self.app.cfg.shutdown_grace_ms);
         w.retire(ToInference::Shutdown, grace, |ev| self.on_event(ev))
             .await;
+    }
+}
+
+fn attach_client(a: Attach) -> Client {
+    match a {
+        Attach::Owner(o) => o.client,
+        Attach::Watcher(c) => c,
+    }
+}
+
+/// One write to the store, timed.
+fn write_entry(app: &App, store: &dyn crate::store::SessionStore, entry: &StoredSession) {
+    let t = Instant::now();
+    match store.put(entry) {
+        Ok(Put::Written) => app.metrics.observe_flush(t.elapsed()),
+        Ok(Put::Superseded) => {
+            warn!(session = %entry.id, "the stored session has a newer owner; not overwritten")
+        }
+        Err(e) => {
+            app.metrics.store_flush_failures.fetch_add(1, Relaxed);
+            warn!(session = %entry.id, error = %e, "could not write the session to the store");
+        }
     }
 }

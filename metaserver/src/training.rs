@@ -670,7 +670,7 @@ impl TrainingHub {
                         self.retire(w, ToTraining::Shutdown).await;
                     }
                     for c in self.state.lock().viewers.values() {
-                        c.close(client::close::GOING_AWAY, "server shutting down");
+                        c.close(client::close::SERVICE_RESTART, "server restarting: reconnect");
                     }
                     return;
                 }

@@ -199,6 +199,8 @@ pub struct ServerOpts {
     pub copy_models: Vec<PathBuf>,
     /// Extra environment for the metaserver (and so its workers), e.g. a test fault switch.
     pub env: Vec<(String, String)>,
+    /// Write the metaserver's log (stderr) to this file instead of the test's stderr.
+    pub log_file: Option<PathBuf>,
 }
 
 impl Default for ServerOpts {
@@ -209,6 +211,7 @@ impl Default for ServerOpts {
             models: 1,
             copy_models: vec![],
             env: vec![],
+            log_file: None,
         }
     }
 }
@@ -252,6 +255,11 @@ impl Server {
         .arg(&models)
         .arg("--ort-lib")
         .arg(ort_lib())
+        .args(if o.args.iter().any(|a| a == "--store") {
+            vec![]
+        } else {
+            vec!["--store".into(), dir.join("state")]
+        })
         .args(&o.args)
         .env(
             "RUST_LOG",
@@ -259,7 +267,10 @@ impl Server {
         )
         .envs(o.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(match &o.log_file {
+            Some(f) => Stdio::from(std::fs::File::create(f).expect("log file")),
+            None => Stdio::inherit(),
+        });
         // If the test process dies without dropping us, the server (and so its workers) follows.
         // SAFETY: prctl is async-signal-safe.
         unsafe {
@@ -464,6 +475,14 @@ impl Ws {
             seen: vec![],
             closed: None,
         })
+    }
+
+    /// Drops the TCP connection without a WebSocket close frame (Wi-Fi off, a laptop asleep).
+    pub fn drop_connection(self) {
+        use std::os::fd::AsRawFd;
+        if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = self.ws.get_ref() {
+            let _ = nix::sys::socket::shutdown(tcp.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
     }
 
     pub async fn send(&mut self, v: Value) {

@@ -223,7 +223,7 @@ async fn sigkill_of_the_metaserver_leaves_no_worker_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_closes_browsers_with_1001_and_leaves_nothing() {
+async fn sigterm_closes_browsers_with_1012_and_leaves_nothing() {
     let mut s = Server::start();
     let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
     ws.expect("connected", T).await;
@@ -239,7 +239,8 @@ async fn sigterm_closes_browsers_with_1001_and_leaves_nothing() {
         let c = s.terminate();
         (c, s)
     });
-    assert_eq!(ws.expect_close(T).await, 1001);
+    // 1012: the service restarts; the page reconnects with its token (sessions.md).
+    assert_eq!(ws.expect_close(T).await, 1012);
     let (code, _s) = code.await.unwrap();
     assert_eq!(code, Some(0), "clean exit");
     assert!(

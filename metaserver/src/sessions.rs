@@ -1,0 +1,311 @@
+//! Which sessions are live in this process, and how a `/ws` connection finds its session: fresh,
+//! resumed with its token (live here, or back from the [`SessionStore`]), or watched read-only.
+//!
+//! **Architecture Invariant: one live task per session.** A session is started from the store only
+//! while holding the live map's lock after checking it is not live already, and a session task
+//! leaves the map before it ends — handing any connection that reached it meanwhile back through
+//! [`open_owner`] / [`open_watcher`], which then find its freshly flushed copy in the store.
+
+use crate::app::App;
+use crate::client::{close, Client, Incoming};
+use crate::store::{new_token, plausible_token, SessionStore, StoredSession, TokenHash};
+use ipc_proto::browser::{ErrorCode, ServerMessage};
+use ipc_proto::inference::SessionCommand;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+/// A browser that presented (or was just given) a session's resume token.
+pub struct OwnerConn {
+    pub client: Client,
+    pub commands: mpsc::Receiver<Incoming<SessionCommand>>,
+    /// The token itself, for this connection's `connected` (never stored).
+    pub token: String,
+    /// It came back to an existing session.
+    pub resumed: bool,
+    /// It presented a token that led nowhere (and got a fresh session).
+    pub resume_error: bool,
+}
+
+/// A connection joining a live session.
+pub enum Attach {
+    /// The owner's browser (a present owner is taken over: close 4001).
+    Owner(OwnerConn),
+    /// A read-only watcher.
+    Watcher(Client),
+}
+
+/// Who a session is: its id, the hashes of its two secrets, its seed and its epoch in the store.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub id: String,
+    pub token: TokenHash,
+    pub watch: TokenHash,
+    pub seed: u64,
+    pub epoch: u64,
+}
+
+/// The watch token belonging to a resume token: derived, so a resuming owner can be given its
+/// share link again although the server keeps neither secret (only their hashes). One-way: the
+/// watch token reveals nothing about the resume token.
+pub fn watch_token_for(token: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("hamlet-watch:{token}").as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
+impl Identity {
+    fn fresh(token: &str) -> Identity {
+        Identity {
+            id: uuid::Uuid::new_v4().to_string(),
+            token: TokenHash::of(token),
+            watch: TokenHash::of(&watch_token_for(token)),
+            seed: rand::random(),
+            epoch: 1,
+        }
+    }
+
+    /// The identity of a stored session taken by this process: its epoch moves on.
+    fn taken_from(s: &StoredSession) -> Identity {
+        Identity {
+            id: s.id.clone(),
+            token: s.token.clone(),
+            watch: s.watch.clone(),
+            seed: s.seed,
+            epoch: s.epoch + 1,
+        }
+    }
+}
+
+struct LiveSession {
+    id: String,
+    watch: TokenHash,
+    attach: mpsc::Sender<Attach>,
+}
+
+/// The sessions with a task in this process, by the hash of their resume token.
+#[derive(Default)]
+pub struct LiveSessions {
+    by_token: Mutex<HashMap<TokenHash, LiveSession>>,
+}
+
+impl LiveSessions {
+    fn sender(&self, token: &TokenHash) -> Option<mpsc::Sender<Attach>> {
+        self.by_token.lock().get(token).map(|l| l.attach.clone())
+    }
+
+    fn sender_by_watch(&self, watch: &TokenHash) -> Option<(String, mpsc::Sender<Attach>)> {
+        self.by_token
+            .lock()
+            .values()
+            .find(|l| l.watch.matches(watch))
+            .map(|l| (l.id.clone(), l.attach.clone()))
+    }
+
+    pub fn is_live(&self, id: &str) -> bool {
+        self.by_token.lock().values().any(|l| l.id == id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_token.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes a session that is ending; what still waits in its attach queue is returned, to be
+    /// dispatched again (to the store copy it has just flushed).
+    pub fn leave(&self, token: &TokenHash, pending: &mut mpsc::Receiver<Attach>) -> Vec<Attach> {
+        let mut map = self.by_token.lock();
+        map.remove(token);
+        // Under the lock: no sender can be found any more, so nothing arrives after this.
+        pending.close();
+        let mut left = Vec::new();
+        while let Ok(a) = pending.try_recv() {
+            left.push(a);
+        }
+        left
+    }
+}
+
+/// How many connections may wait in a session's attach queue.
+const ATTACH_QUEUE: usize = 16;
+
+/// Starts a session task for `ident` unless one is live already; either way `first` reaches it.
+fn start_or_join(
+    app: &Arc<App>,
+    ident: Identity,
+    snapshot: Option<ipc_proto::inference::SessionSnapshot>,
+    first: Attach,
+) {
+    let mut map = app.live.by_token.lock();
+    if let Some(l) = map.get(&ident.token) {
+        // Another connection started it a moment ago.
+        if let Err(e) = l.attach.try_send(first) {
+            refuse_busy(e.into_inner());
+        }
+        return;
+    }
+    let (tx, rx) = mpsc::channel(ATTACH_QUEUE);
+    map.insert(
+        ident.token.clone(),
+        LiveSession {
+            id: ident.id.clone(),
+            watch: ident.watch.clone(),
+            attach: tx,
+        },
+    );
+    drop(map);
+    let task = crate::session::SessionTask::new(app.clone(), ident, snapshot, rx);
+    app.tasks.spawn(task.run(first));
+}
+
+fn refuse_busy(a: Attach) {
+    let client = match a {
+        Attach::Owner(o) => o.client,
+        Attach::Watcher(c) => c,
+    };
+    client.send(&ServerMessage::error(
+        ErrorCode::RateLimited,
+        "too many connections are joining this session at once; try again",
+    ));
+    client.close(close::TRY_AGAIN_LATER, "session busy");
+}
+
+async fn stored(
+    app: &Arc<App>,
+    lookup: impl FnOnce(&dyn SessionStore) -> Result<Option<StoredSession>, crate::store::StoreError>
+        + Send
+        + 'static,
+) -> Option<StoredSession> {
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || lookup(store.as_ref())).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            warn!(error = %e, "session store lookup failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// A browser on `/ws`: with a resume token that leads back, its session; otherwise a fresh one
+/// (`resume_error` says why when a token was presented).
+pub async fn open_owner(
+    app: &Arc<App>,
+    client: Client,
+    commands: OwnerCommands,
+    presented: Option<String>,
+) {
+    let mut conn = OwnerConn {
+        client,
+        commands,
+        token: String::new(),
+        resumed: false,
+        resume_error: presented.is_some(),
+    };
+    if let Some(token) = presented.filter(|t| plausible_token(t)) {
+        let hash = TokenHash::of(&token);
+        conn.token = token;
+        conn.resumed = true;
+        conn.resume_error = false;
+        match dispatch_live(app, &hash, Attach::Owner(conn)).await {
+            None => return,
+            Some(Attach::Owner(back)) => conn = back,
+            Some(Attach::Watcher(_)) => unreachable!("an owner was dispatched"),
+        }
+        let found = stored(app, move |s| s.get(&hash)).await;
+        if let Some(s) = found {
+            app.metrics.sessions_resumed.fetch_add(1, Relaxed);
+            let snapshot = s.snapshot.clone();
+            start_or_join(app, Identity::taken_from(&s), snapshot, Attach::Owner(conn));
+            return;
+        }
+        conn.resumed = false;
+        conn.resume_error = true;
+    }
+    let token = new_token();
+    let ident = Identity::fresh(&token);
+    conn.token = token;
+    app.metrics.sessions_started.fetch_add(1, Relaxed);
+    start_or_join(app, ident, None, Attach::Owner(conn));
+}
+
+/// The commands of an owner's connection.
+pub type OwnerCommands = mpsc::Receiver<Incoming<SessionCommand>>;
+
+/// Hands `a` to the live session of `token`; gives it back if there is none (or it just ended).
+async fn dispatch_live(app: &Arc<App>, token: &TokenHash, a: Attach) -> Option<Attach> {
+    let Some(tx) = app.live.sender(token) else {
+        return Some(a);
+    };
+    if let Attach::Owner(_) = a {
+        app.metrics.sessions_resumed.fetch_add(1, Relaxed);
+    }
+    tx.send(a).await.err().map(|e| e.0)
+}
+
+/// A browser on `/ws?watch=…`: joins the session read-only; the session's id. `None` (after
+/// telling the browser) when the link leads nowhere.
+pub async fn open_watcher(app: &Arc<App>, client: Client, watch_token: &str) -> Option<String> {
+    if plausible_token(watch_token) {
+        let hash = TokenHash::of(watch_token);
+        if let Some((id, tx)) = app.live.sender_by_watch(&hash) {
+            match tx.send(Attach::Watcher(client)).await {
+                Ok(()) => return Some(id),
+                Err(e) => {
+                    let Attach::Watcher(c) = e.0 else {
+                        unreachable!("a watcher was sent")
+                    };
+                    return Box::pin(open_watcher(app, c, watch_token)).await;
+                }
+            }
+        }
+        let found = stored(app, move |s| s.get_by_watch(&hash)).await;
+        if let Some(s) = found {
+            let (id, snapshot) = (s.id.clone(), s.snapshot.clone());
+            start_or_join(
+                app,
+                Identity::taken_from(&s),
+                snapshot,
+                Attach::Watcher(client),
+            );
+            return Some(id);
+        }
+    }
+    client.send(&ServerMessage::error(
+        ErrorCode::UnknownWatchLink,
+        "this watch link leads to no session (it has ended or expired)",
+    ));
+    client.close(close::POLICY, "unknown watch link");
+    None
+}
+
+/// Connections that reached a session as it ended go round again.
+pub fn redispatch(app: &Arc<App>, pending: Vec<Attach>) {
+    for a in pending {
+        let app = app.clone();
+        tokio::spawn(async move {
+            match a {
+                Attach::Owner(o) => {
+                    let token = Some(o.token.clone());
+                    open_owner(&app, o.client, o.commands, token).await
+                }
+                Attach::Watcher(c) => {
+                    // The watcher's link is not known here; it was valid a moment ago, so the
+                    // session's stored copy is found by the id's watch hash on its next attempt.
+                    c.send(&ServerMessage::error(
+                        ErrorCode::UnknownWatchLink,
+                        "the session was just put away; open the link again",
+                    ));
+                    c.close(close::TRY_AGAIN_LATER, "session moved");
+                }
+            }
+        });
+    }
+}
