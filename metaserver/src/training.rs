@@ -12,6 +12,7 @@ use crate::client::{self, Client, Incoming};
 use crate::history::{HistoryView, RunHistory};
 use crate::metrics::RestartReason;
 use crate::registry::{WorkerControl, WorkerState};
+use crate::store::TokenHash;
 use crate::supervisor::{Supervisor, WorkerHandle};
 use crate::validate::{self, TrainingRequest};
 use axum::extract::ws::{Utf8Bytes, WebSocket};
@@ -89,7 +90,10 @@ struct HubState {
     /// Who may control the current run (protocol.md): the starting viewer, anyone with the
     /// token, operators.
     owner: Option<u64>,
+    /// The token itself, only until it is given to the starter in its `training_started`.
     control_token: Option<String>,
+    /// What presented tokens are compared with (also what survives a server restart).
+    control_hash: Option<TokenHash>,
     /// The current (or last) run's figures, and the run before it.
     history: RunHistory,
     previous: Option<RunHistory>,
@@ -173,6 +177,7 @@ impl TrainingHub {
                 pending_restart: None,
                 owner: None,
                 control_token: None,
+                control_hash: None,
                 history: RunHistory::default(),
                 previous: None,
                 pace: Pace::default(),
@@ -254,7 +259,7 @@ impl TrainingHub {
         let s = self.state.lock();
         v.operator
             || s.owner == Some(v.id)
-            || matches!((token, s.control_token.as_deref()), (Some(t), Some(want)) if ipc_proto::handshake::secret_eq(t, want))
+            || matches!((token, &s.control_hash), (Some(t), Some(want)) if TokenHash::of(t).matches(want))
     }
 
     /// The status as one viewer sees it: whether it may control the run.
@@ -567,7 +572,9 @@ impl TrainingHub {
             s.restarts = 0;
             s.run = RunState::Running;
             s.owner = Some(v.id);
-            s.control_token = Some(uuid::Uuid::new_v4().simple().to_string());
+            let token = crate::store::new_token();
+            s.control_hash = Some(TokenHash::of(&token));
+            s.control_token = Some(token);
         }
         info!(
             episodes = config.num_episodes,
@@ -630,6 +637,9 @@ impl TrainingHub {
         let shutdown = self.shutdown.clone();
         let mut worker: Option<TrainingWorker> = None;
         let mut budget = RestartBudget::new(self.sup.cfg.restart_policy());
+        if let Some(record) = self.take_run_record() {
+            worker = self.resume_after_restart(record, &mut budget).await;
+        }
         loop {
             tokio::select! {
                 c = cmds.recv() => match c {
@@ -666,8 +676,14 @@ impl TrainingHub {
                 },
                 _ = shutdown.cancelled() => {
                     if let Some(w) = worker.take() {
-                        // The worker checkpoints and saves its model on Shutdown.
-                        self.retire(w, ToTraining::Shutdown).await;
+                        if self.is_training() && !self.sup.cfg.no_resume_training {
+                            // The worker checkpoints; the next server resumes the run.
+                            self.retire(w, ToTraining::Handover).await;
+                            self.save_run_record();
+                        } else {
+                            // The worker checkpoints and saves its model on Shutdown.
+                            self.retire(w, ToTraining::Shutdown).await;
+                        }
                     }
                     for c in self.state.lock().viewers.values() {
                         c.close(client::close::SERVICE_RESTART, "server restarting: reconnect");
@@ -676,6 +692,103 @@ impl TrainingHub {
                 }
             }
         }
+    }
+}
+
+/// A run in progress when the server stopped (SIGTERM), so the next server resumes it
+/// (sessions.md). Kept beside the session store as `training-run.json`; the control token only as
+/// its hash.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct RunRecord {
+    checkpoint: String,
+    config: TrainingConfig,
+    paused: bool,
+    episodes_completed: u32,
+    control_hash: Option<TokenHash>,
+}
+
+impl TrainingHub {
+    fn run_record_path(&self) -> std::path::PathBuf {
+        self.sup.cfg.store.join("training-run.json")
+    }
+
+    /// Writes the record of the run in progress (after its worker checkpointed).
+    fn save_run_record(&self) {
+        let record = {
+            let s = self.state.lock();
+            let (Some((episode, checkpoint)), Some(config)) = (&s.checkpoint, &s.status.config)
+            else {
+                warn!("no checkpoint of the run in progress: it cannot be resumed");
+                return;
+            };
+            RunRecord {
+                checkpoint: checkpoint.clone(),
+                config: config.clone(),
+                paused: s.status.paused,
+                episodes_completed: *episode,
+                control_hash: s.control_hash.clone(),
+            }
+        };
+        let path = self.run_record_path();
+        let bytes = serde_json::to_vec_pretty(&record).expect("a record serialises");
+        match hamlet_onnx::write_atomic(&path, &bytes) {
+            Ok(()) => info!(
+                episode = record.episodes_completed,
+                "training run saved for the next server"
+            ),
+            Err(e) => warn!(error = %e, "could not save the training run for the next server"),
+        }
+    }
+
+    /// Reads and removes the record a previous server left; `None` if there is none, it is
+    /// unreadable, or `--no-resume-training` says not to resume.
+    fn take_run_record(&self) -> Option<RunRecord> {
+        let path = self.run_record_path();
+        let bytes = std::fs::read(&path).ok()?;
+        let _ = std::fs::remove_file(&path);
+        if self.sup.cfg.no_resume_training {
+            info!("a training run was in progress when the server stopped; not resumed (--no-resume-training)");
+            return None;
+        }
+        match serde_json::from_slice::<RunRecord>(&bytes) {
+            Ok(r) if r.config.validate().is_ok() => Some(r),
+            _ => {
+                warn!(file = %path.display(), "unreadable training run record ignored");
+                None
+            }
+        }
+    }
+
+    /// Continues the previous server's run from its checkpoint; viewers get
+    /// `training_restarted` (reason `server restarted`) when the worker says where it resumed.
+    async fn resume_after_restart(
+        &self,
+        r: RunRecord,
+        budget: &mut RestartBudget,
+    ) -> Option<TrainingWorker> {
+        {
+            let mut s = self.state.lock();
+            s.status.is_training = true;
+            s.status.paused = r.paused;
+            s.status.total_episodes = r.config.num_episodes;
+            s.status.current_episode =
+                episode_being_run(r.episodes_completed, r.config.num_episodes);
+            s.status.config = Some(r.config.clone());
+            s.checkpoint = Some((r.episodes_completed, r.checkpoint.clone()));
+            s.control_hash = r.control_hash;
+            s.run = RunState::Running;
+            s.history = RunHistory::new(r.config.clone());
+        }
+        info!(
+            episode = r.episodes_completed,
+            "resuming the training run the previous server left"
+        );
+        let lost = Lost {
+            reason: RestartReason::Operator,
+            text: "server restarted".into(),
+            started: Instant::now(),
+        };
+        self.resume_run(budget, lost).await
     }
 }
 

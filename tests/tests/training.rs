@@ -492,3 +492,56 @@ async fn paced_episodes_are_replayed_while_the_run_learns_at_full_speed() {
         .collect();
     assert_eq!(steps, (1..=steps.len() as u64).collect::<Vec<_>>());
 }
+
+/// A run in progress when the server stops (SIGTERM) resumes from its checkpoint when a server
+/// starts again on the same store — unless `--no-resume-training` says not to.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_survives_a_server_restart_and_the_flag_turns_that_off() {
+    for (flag, resumes) in [(None, true), (Some("--no-resume-training"), false)] {
+        let store = temp_dir("train-restart").join("state");
+        let opts = |extra: &[&str]| {
+            let mut args = vec!["--store".to_owned(), store.display().to_string()];
+            args.extend(extra.iter().map(|a| a.to_string()));
+            ServerOpts {
+                args,
+                ..Default::default()
+            }
+        };
+        let mut s = Server::start_with(opts(&[]));
+        let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
+        a.expect("training_status", T).await;
+        a.send(json!({"command":"start_training","num_episodes":100000,"max_steps":60,
+                      "batch_size":8,"step_delay":0,"show_every":1000,"checkpoint_every":1,"seed":6}))
+            .await;
+        a.expect_where("episode 5", LONG, |v| {
+            v["type"] == "episode_complete" && v["episode"] == 5
+        })
+        .await;
+        let stopping = tokio::task::spawn_blocking(move || {
+            let code = s.terminate();
+            (code, s)
+        });
+        assert_eq!(a.expect_close(T).await, 1012);
+        let (code, old) = stopping.await.unwrap();
+        assert_eq!(code, Some(0));
+        let s2 = Server::start_with(opts(flag.as_slice()));
+        let mut v = Ws::connect(&s2.url("/ws/training")).await.unwrap();
+        let st = v.expect("training_status", T).await;
+        if resumes {
+            let r = v.expect("training_restarted", LONG).await;
+            assert_eq!(r["reason"], "server restarted");
+            let from = r["resumed_from_episode"].as_u64().unwrap();
+            assert!(from >= 5, "{r}");
+            let next = v.expect("episode_complete", LONG).await;
+            assert_eq!(next["episode"].as_u64().unwrap(), from + 1);
+            assert_eq!(s2.get_json("/api/status")["training"]["is_training"], true);
+        } else {
+            assert_eq!(st["is_training"], false, "{st}");
+            assert_eq!(s2.get_json("/api/status")["training"]["is_training"], false);
+        }
+        drop(v);
+        drop(s2);
+        drop(old);
+        let _ = std::fs::remove_dir_all(store.parent().unwrap());
+    }
+}

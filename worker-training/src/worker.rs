@@ -69,8 +69,9 @@ pub async fn run(env: WorkerEnv) -> anyhow::Result<()> {
                     if ended { finish(&mut active)?; }
                     if ended && ending { Next::Exit } else { Next::Continue }
                 }
-                // The thread ended without saying so: it panicked.
-                None => { finish(&mut active)?; Next::Continue }
+                // The thread ended without a `RunEnded`: it panicked (an error here), or it
+                // handed the run over and the worker is on its way out.
+                None => { finish(&mut active)?; if ending { Next::Exit } else { Next::Continue } }
             },
             _ = sigterm.recv() => begin_end(&active, &mut ending, |c| c.shutdown = true),
         };
