@@ -47,9 +47,18 @@ fn wants_html(h: &HeaderMap) -> bool {
     }
 }
 
-async fn root(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+async fn root(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
     if wants_html(&h) {
-        return Redirect::temporary("/ui/").into_response();
+        // The query goes along: a share link is `/?watch=…`.
+        let to = match query {
+            Some(q) if !q.is_empty() => format!("/ui/?{q}"),
+            _ => "/ui/".to_owned(),
+        };
+        return Redirect::temporary(&to).into_response();
     }
     let t = app.training.info();
     Json(json!({

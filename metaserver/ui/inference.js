@@ -18,6 +18,8 @@ const METERS = [
 // Ranges for screen readers (role="meter"): [min, max] of each meter as the browser gets it.
 const RANGES = { energy: [0, 1], hygiene: [0, 1], satiation: [0, 1], money: [-100, 100], stress: [0, 100], social: [0, 1] };
 
+const TOKEN = 'hamlet-resume-token';
+
 export class InferenceView {
   constructor(app) {
     this.app = app;
@@ -25,11 +27,18 @@ export class InferenceView {
                    model: null, frames: 0, restarts: 0, lastRestartReason: null, meters: null,
                    epsilon: 0, inside: false, insideFrames: 0, noActivations: false };
     this.episodes = []; this.trail = []; this.last = null; this.cap = 500;
-    this.socket = new Socket('/ws', {
+    // A watch link (?watch=…) shows someone else's session read-only; otherwise this tab's own
+    // session, resumed with the token kept per tab (a reload or a dropped connection comes back).
+    this.watch = new URLSearchParams(location.search).get('watch');
+    this.socket = new Socket(() => this.path(), {
       onMessage: (m) => this.onMessage(m),
       onState: (s, code, reason) => this.app.setConn('inference', s, code, reason),
-      // 1011: the session's worker kept dying and the server ended the session.
-      finalCodes: { 1011: () => this.ended(this.lastError) },
+      finalCodes: {
+        // 1011: the session's worker kept dying and the server ended the session.
+        1011: () => { sessionStorage.removeItem(TOKEN); this.ended(this.lastError); },
+        // 4001: the session was opened in another tab; taking it back is the reader's choice.
+        4001: () => this.ended('This session was opened in another tab or window.', 'Use it here'),
+      },
     });
     window.hamlet.inference = this.state;
     this.buildMeters(); this.bind(); this.fitCanvases();
@@ -53,14 +62,40 @@ export class InferenceView {
 
   start() { if (!this.started) { this.started = true; this.socket.connect(); } this.refreshModels(); }
 
-  /// After close 1011 the server gave up on this session: say so, and reconnect only when asked.
-  ended(reason) {
+  path() {
+    if (this.watch) return `/ws?watch=${encodeURIComponent(this.watch)}`;
+    const token = sessionStorage.getItem(TOKEN);
+    return token ? `/ws?resume=${encodeURIComponent(token)}` : '/ws';
+  }
+
+  /// After close 1011 the server gave up on this session (after 4001 another tab took it): say
+  /// so, and reconnect only when asked.
+  ended(reason, button = 'Start a new session') {
     $('ended-why').textContent = reason || "The agent's process kept failing, so the server stopped restarting it.";
+    $('btn-new-session').textContent = button;
     $('ended').hidden = false; this.state.ended = true;
     $('btn-new-session').onclick = () => {
       $('ended').hidden = true; this.state.ended = false; this.episodes = []; this.trail = []; this.last = null;
       this.socket.connect();
     };
+  }
+
+  /// The owner's share link: the page with `?watch=`, copied if the browser allows, and shown.
+  share() {
+    if (!this.watchToken) return;
+    const link = `${location.origin}/?watch=${this.watchToken}`;
+    $('share-link').value = link; $('share-box').hidden = false; $('share-link').select();
+    navigator.clipboard?.writeText(link).then(
+      () => { $('share-note').textContent = 'Copied. Anyone with this link sees this session but cannot control it.'; },
+      () => { $('share-note').textContent = 'Copy this link: anyone with it sees this session but cannot control it.'; });
+  }
+
+  /// A watch link's page: the session without controls, saying whose it is.
+  watchMode(m) {
+    document.body.classList.add('watching');
+    this.state.readOnly = true; this.state.watching = m.watching;
+    $('watch-banner').hidden = false;
+    $('watch-banner').textContent = `Watching session ${m.watching.slice(0, 8)} (view only): its owner controls it; you see what they see.`;
   }
 
   /// The page's URL carries model and speed, so a link reproduces what the teacher shows.
@@ -94,13 +129,14 @@ export class InferenceView {
     $('btn-play').setAttribute('aria-pressed', String(p)); $('btn-pause').setAttribute('aria-pressed', String(!p));
   }
 
-  send(cmd, extra = {}) { this.socket.send({ type: 'control', command: cmd, ...extra }); }
+  send(cmd, extra = {}) { if (!this.state.readOnly) this.socket.send({ type: 'control', command: cmd, ...extra }); }
 
   bind() {
     $('btn-play').onclick = () => { this.send('play'); this.setPlaying(true); };
     $('btn-pause').onclick = () => { this.send('pause'); this.setPlaying(false); };
     $('btn-step').onclick = () => this.send('step');
     $('btn-reset').onclick = () => this.send('reset');
+    $('btn-share').onclick = () => this.share();
     $('speed').oninput = (e) => { const s = Number(e.target.value); $('speed-out').textContent = `${s.toFixed(1)}×`; };
     $('speed').onchange = (e) => { this.send('set_speed', { speed: Number(e.target.value) }); this.state.speed = Number(e.target.value); this.remember({ speed: e.target.value }); };
     $('model').onchange = (e) => { this.send('load_model', { model: e.target.value }); this.remember({ model: e.target.value }); };
@@ -170,16 +206,30 @@ export class InferenceView {
   onMessage(m) {
     switch (m.type) {
       case 'connected':
-        Object.assign(this.state, { connected: true, speed: m.speed, model: m.model, sessionId: m.session_id });
+        Object.assign(this.state, { connected: true, speed: m.speed, model: m.model, sessionId: m.session_id, resumed: Boolean(m.resumed) });
         this.setPlaying(m.playing);
         this.cap = m.max_steps ?? 500; $('cap').textContent = this.cap;
         $('speed').value = m.speed; $('speed-out').textContent = `${Number(m.speed).toFixed(1)}×`;
-        this.refreshModels(); this.applyUrl();
+        this.refreshModels();
+        if (m.read_only) { this.watchMode(m); break; }
+        if (m.resume_token) sessionStorage.setItem(TOKEN, m.resume_token);
+        this.watchToken = m.watch_token; $('btn-share').hidden = !m.watch_token;
+        // A resumed session is as it was; a new one takes the model and speed the URL names.
+        if (m.resumed) this.announceResume = true;
+        else { this.episodes = []; this.applyUrl(); }
         if (this.state.inside) this.send('set_detail', { activations: true });
         break;
       case 'session_status': Object.assign(this.state, { speed: m.speed, model: m.model }); this.setPlaying(m.playing); break;
       case 'episode_start': this.trail = []; this.state.episode = m.episode; if (m.model_name) this.state.model = m.model_name; break;
-      case 'state_update': this.render(m); break;
+      case 'state_update':
+        if (this.announceResume) {
+          this.announceResume = false;
+          const note = $('resumed-note');
+          note.textContent = `Resumed at episode ${m.episode}, step ${m.step}.`; note.hidden = false;
+          this.state.resumedAt = { episode: m.episode, step: m.step };
+          clearTimeout(this.resumeTimer); this.resumeTimer = setTimeout(() => { note.hidden = true; }, 6000);
+        }
+        this.render(m); break;
       case 'episode_end':
         this.episodes.push({ episode: m.episode, steps: m.steps, reason: m.reason });
         this.state.lastEnd = m.reason;

@@ -123,6 +123,14 @@ pub fn ort_lib() -> PathBuf {
     root().join(ipc_proto::ORT_LIB_PATH)
 }
 
+/// A loopback port free right now (for a test that restarts a server on the same address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 pub fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "hamlet-e2e-{tag}-{}-{}",
@@ -244,10 +252,16 @@ impl Server {
             std::fs::copy(m, models.join(m.file_name().unwrap())).unwrap();
         }
         let mut cmd = Command::new(bin_dir().join("metaserver"));
-        cmd.args(if o.args.iter().any(|a| a == "--host") {
-            vec!["--port", "0"]
+        let given = |flag: &str| o.args.iter().any(|a| a == flag);
+        cmd.args(if given("--host") {
+            vec![]
         } else {
-            vec!["--host", "127.0.0.1", "--port", "0"]
+            vec!["--host", "127.0.0.1"]
+        })
+        .args(if given("--port") {
+            vec![]
+        } else {
+            vec!["--port", "0"]
         })
         .arg("--workers-dir")
         .arg(&o.workers_dir)

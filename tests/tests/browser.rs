@@ -576,3 +576,89 @@ fn watching_it_learn_and_looking_inside() {
     )
     .unwrap();
 }
+
+/// Sessions survive (sessions.md): a reloaded tab is the same session at the same step; a
+/// restarted server gives it back; the share link shows it read-only to another browser, which
+/// follows the owner's steps and has no controls.
+#[test]
+fn a_session_survives_a_reload_and_a_server_restart_and_can_be_watched() {
+    let store = temp_dir("browser-store").join("state");
+    let port = free_port().to_string();
+    let opts = || ServerOpts {
+        args: vec![
+            "--store".into(),
+            store.display().to_string(),
+            "--port".into(),
+            port.clone(),
+        ],
+        ..Default::default()
+    };
+    let mut s = Server::start_with(opts());
+    let b = Browser::start().expect("headless Chromium");
+    let page = format!("http://{}/ui/", s.addr);
+    b.goto(&page).unwrap();
+    b.wait_for(
+        "the first frame",
+        W,
+        "window.hamlet.inference && window.hamlet.inference.frames >= 1",
+    )
+    .unwrap();
+    for _ in 0..5 {
+        b.click("#btn-step").unwrap();
+    }
+    b.wait_for("five steps", W, "window.hamlet.inference.step === 5")
+        .unwrap();
+    let id = b.eval("return window.hamlet.inference.sessionId").unwrap();
+    // Reload: the same session, where it was, and the page says so.
+    b.eval("location.reload(); return true").unwrap();
+    b.wait_for("the resumed session", W, "window.hamlet.inference && window.hamlet.inference.resumedAt && window.hamlet.inference.frames >= 1")
+        .unwrap();
+    assert_eq!(
+        b.eval("return window.hamlet.inference.sessionId").unwrap(),
+        id
+    );
+    assert_eq!(b.eval("return window.hamlet.inference.step").unwrap(), 5);
+    let note = b.eval("const n = document.getElementById('resumed-note'); return n.hidden ? '' : n.textContent").unwrap();
+    assert_eq!(note, "Resumed at episode 1, step 5.");
+    // Share: a second browser opens the link, sees the session and no controls.
+    b.click("#btn-share").unwrap();
+    let link = b
+        .eval("return document.getElementById('share-link').value")
+        .unwrap();
+    let link = link.as_str().unwrap().to_owned();
+    assert!(
+        link.starts_with(&format!("http://{}/?watch=", s.addr)),
+        "{link}"
+    );
+    let w = Browser::start().expect("a second headless Chromium");
+    w.goto(&link).unwrap();
+    w.wait_for("the watched session", W, "window.hamlet.inference && window.hamlet.inference.readOnly && window.hamlet.inference.step === 5")
+        .unwrap();
+    assert_eq!(
+        w.eval("return window.hamlet.inference.watching").unwrap(),
+        id
+    );
+    let visible = w.eval("return ['btn-play','btn-step','btn-reset','speed','btn-share'].filter(i => document.getElementById(i).offsetParent !== null)").unwrap();
+    assert_eq!(
+        visible,
+        serde_json::json!([]),
+        "no controls on a watch page"
+    );
+    let banner = w
+        .eval("return document.getElementById('watch-banner').textContent")
+        .unwrap();
+    assert!(banner.as_str().unwrap().contains("view only"), "{banner}");
+    b.click("#btn-step").unwrap();
+    w.wait_for("the owner's step", W, "window.hamlet.inference.step === 6")
+        .unwrap();
+    shot_to(&w, "watching");
+    // The server restarts: the page reconnects by itself and resumes at the step it had.
+    assert_eq!(s.terminate(), Some(0));
+    let s2 = Server::start_with(opts());
+    b.wait_for("the session after the restart", Duration::from_secs(60), &format!(
+        "window.hamlet.inference.connected && window.hamlet.inference.sessionId === {id} && window.hamlet.conn.inference === 'connected' && window.hamlet.inference.resumedAt && window.hamlet.inference.resumedAt.step === 6"
+    ))
+    .unwrap();
+    drop((w, b, s2, s));
+    let _ = std::fs::remove_dir_all(store.parent().unwrap());
+}
