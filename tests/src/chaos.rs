@@ -1,5 +1,7 @@
 //! Chaos run: sessions playing at full speed and a watched training run while workers are killed
-//! (`kill -9`) or stopped (SIGSTOP) at random. Loopback only; bounded in time; stops by itself.
+//! (`kill -9`) or stopped (SIGSTOP) at random, and browser connections are dropped without a close
+//! frame (the load generator then reconnects with the session's resume token, as the UI does).
+//! Loopback only; bounded in time; stops by itself.
 //!
 //! The killer respects the restart budget (at most 3 hits per target in any 60 s, the budget being
 //! 5), so every lost session is a defect, not the policy working as designed. A session is lost
@@ -28,6 +30,9 @@ pub struct ChaosConfig {
     pub kill_every: Duration,
     /// Share of hits that are SIGSTOP (detected by heartbeat) rather than SIGKILL.
     pub stop_share: f64,
+    /// Share of hits that drop a browser's connection instead of hitting a worker (the rest
+    /// split by `stop_share`).
+    pub drop_share: f64,
     pub seed: u64,
 }
 
@@ -39,6 +44,9 @@ pub struct ChaosReport {
     pub lost_reasons: Vec<String>,
     pub sigkills: usize,
     pub sigstops: usize,
+    pub connections_dropped: usize,
+    /// Reconnections that came back to their session (same id, `resumed: true`).
+    pub resumes: usize,
     pub restarts_reported: u64,
     pub worker_restarted_seen: usize,
     pub longest_gap_ms: f64,
@@ -62,20 +70,70 @@ struct SessionOutcome {
     longest_gap: f64,
     violations: Vec<String>,
     restarts_seen: usize,
+    resumes: usize,
+}
+
+/// What a session's follower needs to come back after its connection is dropped.
+pub struct Reconnect {
+    pub url: String,
+    pub token: String,
+    pub session_id: Value,
+    /// A message here: drop the connection now (no close frame) and resume with the token.
+    pub drop_now: tokio::sync::mpsc::Receiver<()>,
+}
+
+/// Drops the connection and comes back with the token; checks it is the same session. The frames
+/// that follow are checked by the caller like those after a worker restart.
+async fn drop_and_resume(ws: Ws, r: &Reconnect) -> Result<Ws, String> {
+    ws.drop_connection();
+    let url = format!("{}?resume={}", r.url, r.token);
+    let mut ws = Ws::connect(&url)
+        .await
+        .map_err(|e| format!("reconnect: {e}"))?;
+    let c = ws
+        .next(crate::T)
+        .await
+        .map_err(|e| format!("no `connected` after reconnecting: {e}"))?;
+    if c["type"] != "connected" || c["resumed"] != true || c["session_id"] != r.session_id {
+        return Err(format!("reconnected to something else: {c}"));
+    }
+    ws.seen.clear();
+    Ok(ws)
 }
 
 /// Follows one session's frames and checks that crashes never restart, skip or cut short an
 /// episode, and that the session never falls silent.
-async fn watch_session(mut ws: Ws, until: Instant) -> SessionOutcome {
+async fn watch_session(mut ws: Ws, mut re: Reconnect, until: Instant) -> SessionOutcome {
     let mut o = SessionOutcome::default();
     let mut last: Option<(u64, u64)> = None;
     let mut last_at = Instant::now();
     let mut resumed: Option<(u64, u64)> = None;
     // The last episode whose `episode_end` was seen: only after it may the next one begin.
     let mut ended: Option<u64> = None;
+    // After a reconnect, the first frame is the session as it was put away: the step last seen
+    // or a later one (frames sent while the drop was noticed were lost with the connection).
+    let mut reattached = false;
     while Instant::now() < until {
         let left = until.saturating_duration_since(Instant::now()).min(MAX_GAP);
-        let v = match ws.next(left).await {
+        let next = tokio::select! {
+            v = ws.next(left) => Some(v),
+            Some(()) = re.drop_now.recv() => None,
+        };
+        let Some(next) = next else {
+            match drop_and_resume(ws, &re).await {
+                Ok(back) => {
+                    ws = back;
+                    o.resumes += 1;
+                    reattached = true;
+                    continue;
+                }
+                Err(e) => {
+                    o.lost = Some(e);
+                    break;
+                }
+            }
+        };
+        let v = match next {
             Ok(v) => v,
             Err(e) => {
                 if last_at.elapsed() >= MAX_GAP {
@@ -99,6 +157,17 @@ async fn watch_session(mut ws: Ws, until: Instant) -> SessionOutcome {
                     v["episode"].as_u64().unwrap_or(0),
                     v["step"].as_u64().unwrap_or(0),
                 );
+                if let (true, Some((e, s))) = (std::mem::take(&mut reattached), last) {
+                    let ok = (cur.0 == e && cur.1 >= s) || cur.0 > e;
+                    if !ok {
+                        o.violations
+                            .push(format!("resumed at {cur:?} after {:?}", (e, s)));
+                    }
+                    // What happened while the drop was noticed is not seen: start afresh here.
+                    ended = None;
+                    last = Some(cur);
+                    continue;
+                }
                 if let Some((e, s)) = last {
                     let next_episode =
                         |prev: u64| cur.0 == prev + 1 && cur.1 == 0 && ended == Some(prev);
@@ -191,16 +260,40 @@ async fn watch_training(
 
 /// Hits active workers at random until shortly before `until` (a SIGSTOPped worker needs ~6 s to
 /// be replaced), never more than 3 times per session in a minute. Counts into `rep`.
-async fn kill_at_random(s: &Server, cfg: &ChaosConfig, until: Instant, rep: &mut ChaosReport) {
+async fn kill_at_random(
+    s: &Server,
+    cfg: &ChaosConfig,
+    until: Instant,
+    rep: &mut ChaosReport,
+    drops: &HashMap<String, tokio::sync::mpsc::Sender<()>>,
+) {
     let mut rng = rand_pcg::Pcg64::seed_from_u64(cfg.seed);
     let mut hits: HashMap<String, Vec<Instant>> = HashMap::new();
     let stop_leeway = Duration::from_secs(7);
     while Instant::now() + cfg.kill_every + stop_leeway < until {
         tokio::time::sleep(cfg.kill_every).await;
-        let workers: Vec<Value> = s
+        let active: Vec<Value> = s
             .workers()
             .into_iter()
             .filter(|w| w["state"] == "active")
+            .collect();
+        // A dropped connection costs the session no restart: any session may get one.
+        if rng.random::<f64>() < cfg.drop_share {
+            let sessions: Vec<&str> = active
+                .iter()
+                .filter_map(|w| w["session"].as_str())
+                .filter(|id| drops.contains_key(*id))
+                .collect();
+            if !sessions.is_empty() {
+                let id = sessions[rng.random_range(0..sessions.len())];
+                if drops[id].try_send(()).is_ok() {
+                    rep.connections_dropped += 1;
+                }
+            }
+            continue;
+        }
+        let workers: Vec<&Value> = active
+            .iter()
             .filter(|w| {
                 let key = w["session"].as_str().unwrap_or("");
                 hits.get(key).is_none_or(|h| {
@@ -214,7 +307,7 @@ async fn kill_at_random(s: &Server, cfg: &ChaosConfig, until: Instant, rep: &mut
         if workers.is_empty() {
             continue;
         }
-        let w = &workers[rng.random_range(0..workers.len())];
+        let w = workers[rng.random_range(0..workers.len())];
         let pid = w["pid"].as_u64().unwrap() as u32;
         hits.entry(w["session"].as_str().unwrap_or("").to_owned())
             .or_default()
@@ -233,6 +326,7 @@ fn add_outcome(rep: &mut ChaosReport, o: SessionOutcome) {
     rep.frames += o.frames;
     rep.longest_gap_ms = rep.longest_gap_ms.max(o.longest_gap);
     rep.worker_restarted_seen += o.restarts_seen;
+    rep.resumes += o.resumes;
     rep.continuity_violations += o.violations.len();
     rep.violation_examples
         .extend(o.violations.into_iter().filter(|v| !v.is_empty()).take(3));
@@ -258,22 +352,34 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
     // Sessions playing at full speed.
     let mut watchers = Vec::new();
     let watch_from = Instant::now();
+    let mut drops = HashMap::new();
     for _ in 0..cfg.sessions {
         let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+        let c = ws.expect("connected", crate::T).await;
         ws.expect("state_update", crate::T).await;
         ws.send(json!({"command":"set_speed","speed":10})).await;
         ws.send(json!({"command":"play"})).await;
         rep.sessions_started += 1;
-        watchers.push(tokio::spawn(watch_session(ws, until)));
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        drops.insert(c["session_id"].as_str().unwrap().to_owned(), tx);
+        let re = Reconnect {
+            url: s.url("/ws"),
+            token: c["resume_token"].as_str().unwrap().to_owned(),
+            session_id: c["session_id"].clone(),
+            drop_now: rx,
+        };
+        watchers.push(tokio::spawn(watch_session(ws, re, until)));
     }
-    kill_at_random(&s, &cfg, until, &mut rep).await;
+    kill_at_random(&s, &cfg, until, &mut rep, &drops).await;
     for w in watchers {
         add_outcome(&mut rep, w.await.unwrap());
     }
     let watched = until.saturating_duration_since(watch_from).as_secs_f64();
     // A SIGSTOP costs up to the hang timeout plus a ping interval; a SIGKILL is seen at once and,
     // with at most 3 hits per session a minute, restarted within a short backoff.
-    let hit_cost = rep.sigstops as f64 * 6.0 + rep.sigkills as f64 * 0.5;
+    let hit_cost = rep.sigstops as f64 * 6.0
+        + rep.sigkills as f64 * 0.5
+        + rep.connections_dropped as f64 * 0.5;
     rep.frames_expected =
         (rep.sessions_started as f64 * watched - hit_cost).max(0.0) * FRAMES_PER_SEC;
     let (tr, tl, td) = training.await.unwrap();

@@ -1,4 +1,5 @@
-//! The short chaos run in the test suite: nothing lost while workers die at random.
+//! The short chaos run in the test suite: nothing lost while workers die at random and browser
+//! connections drop.
 
 use hamlet_tests::chaos::{run, ChaosConfig};
 use std::time::Duration;
@@ -11,6 +12,7 @@ async fn short_chaos_loses_nothing() {
         viewers: 2,
         kill_every: Duration::from_millis(600),
         stop_share: 0.2,
+        drop_share: 0.3,
         seed: 1,
     })
     .await;
@@ -22,6 +24,11 @@ async fn short_chaos_loses_nothing() {
         "the killer hit too little: {r:?}"
     );
     assert!(r.worker_restarted_seen >= 1);
+    assert!(r.connections_dropped >= 2, "too few drops: {r:?}");
+    assert_eq!(
+        r.resumes, r.connections_dropped,
+        "every dropped connection came back"
+    );
     assert!(
         r.longest_gap_ms <= hamlet_tests::chaos::MAX_GAP.as_secs_f64() * 1e3,
         "{r:?}"

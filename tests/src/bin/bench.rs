@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 #[path = "bench_parts/learn.rs"]
 mod learn;
+#[path = "bench_parts/sessions.rs"]
+mod sessions;
 
 pub struct Report {
     rows: Vec<(String, String, String)>,
@@ -810,6 +812,9 @@ async fn main() {
     }
     if want("detail") {
         detail(&mut r).await;
+    }
+    if want("sessions") {
+        sessions::sessions(&mut r).await;
     }
     // Half an hour or more: only when asked for by name.
     if only.iter().any(|o| o == "learn") {

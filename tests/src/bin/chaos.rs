@@ -14,11 +14,12 @@ async fn main() {
         viewers: 10,
         kill_every: Duration::from_millis(500),
         stop_share: 0.2,
+        drop_share: 0.25,
         seed: 42,
     };
-    println!("chaos: {secs} s, {sessions} sessions at speed 10, a training run with {} viewers, a hit every {:?} ({}% SIGSTOP)", cfg.viewers, cfg.kill_every, (cfg.stop_share * 100.0) as u32);
+    println!("chaos: {secs} s, {sessions} sessions at speed 10, a training run with {} viewers, a hit every {:?} ({}% dropped connections, {}% SIGSTOP, the rest SIGKILL)", cfg.viewers, cfg.kill_every, (cfg.drop_share * 100.0) as u32, (cfg.stop_share * 100.0) as u32);
     let r = run(cfg).await;
-    let rows: [(&str, String); 15] = [
+    let rows: [(&str, String); 16] = [
         ("duration", format!("{:.0} s", r.duration_secs)),
         ("sessions started", r.sessions_started.to_string()),
         (
@@ -28,6 +29,10 @@ async fn main() {
         (
             "hits: SIGKILL / SIGSTOP",
             format!("{} / {}", r.sigkills, r.sigstops),
+        ),
+        (
+            "connections dropped / resumed",
+            format!("{} / {}", r.connections_dropped, r.resumes),
         ),
         ("restarts (/metrics)", r.restarts_reported.to_string()),
         (

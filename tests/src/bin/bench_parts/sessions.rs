@@ -1,0 +1,128 @@
+//! `scripts/bench sessions`: what durable sessions cost (sessions.md): resume latency, the store's
+//! write cost per session, and the memory a detached session takes.
+
+use super::{pct, Report};
+use futures_util::future::join_all;
+use hamlet_tests::{rss_kib, Server, ServerOpts, Ws, T};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+pub async fn sessions(r: &mut Report) {
+    resume_latency(r).await;
+    flush_cost(r).await;
+    detached_memory(r).await;
+}
+
+/// Drop the connection (no close frame), reconnect with the token: time to the first
+/// `state_update`. Each resume finds the session put away in the store and starts its worker.
+async fn resume_latency(r: &mut Report) {
+    let s = Server::start_with(ServerOpts::default_model(&[]));
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    let token = ws.expect("connected", T).await["resume_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ws.expect("state_update", T).await;
+    let mut lat = Vec::new();
+    for _ in 0..60 {
+        ws.drop_connection();
+        // Wait until the server has put the session away (as after a real network drop).
+        s.wait_for("the session detached", T, |s| {
+            s.get_json("/api/status")["sessions"]
+                .as_array()
+                .is_some_and(|a| a.is_empty())
+        });
+        let t = Instant::now();
+        ws = Ws::connect(&s.url(&format!("/ws?resume={token}")))
+            .await
+            .unwrap();
+        ws.expect("state_update", T).await;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        ws.seen.clear();
+    }
+    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    r.add(
+        "resume_latency_ms",
+        "resume: reconnect with the token → first state_update",
+        format!("p50 {p50:.1} ms, p99 {p99:.1} ms"),
+        "60 resumes of a detached session (a worker starts from the snapshot)",
+        json!({"p50": p50, "p99": p99}),
+    );
+}
+
+/// 16 sessions at speed 10 for 10 s, flushed every 250 ms: writes per session per second and
+/// their time (from `/metrics`).
+async fn flush_cost(r: &mut Report) {
+    let s = Server::start_with(ServerOpts::default_model(&["--snapshot-flush-ms", "250"]));
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+        ws.expect("state_update", T).await;
+        ws.send(json!({"command":"set_speed","speed":10})).await;
+        ws.send(json!({"command":"play"})).await;
+        clients.push(ws);
+    }
+    let (n0, sum0) = (
+        s.metric("hamlet_store_flush_seconds_count"),
+        s.metric("hamlet_store_flush_seconds_sum"),
+    );
+    let window = Duration::from_secs(10);
+    let until = Instant::now() + window;
+    join_all(clients.iter_mut().map(|ws| async move {
+        while Instant::now() < until {
+            if ws.next(Duration::from_secs(1)).await.is_err() {
+                break;
+            }
+            ws.seen.clear();
+        }
+    }))
+    .await;
+    let n = s.metric("hamlet_store_flush_seconds_count") - n0;
+    let secs = s.metric("hamlet_store_flush_seconds_sum") - sum0;
+    let per_session_per_sec = n / 16.0 / window.as_secs_f64();
+    let mean_ms = secs / n.max(1.0) * 1e3;
+    let cost_ms_per_sec = per_session_per_sec * mean_ms;
+    r.add(
+        "store_flush",
+        "store: writes per session per second | time per write",
+        format!("{per_session_per_sec:.2} | {mean_ms:.2} ms ({cost_ms_per_sec:.2} ms/s per session)"),
+        "16 sessions at speed 10, --snapshot-flush-ms 250, 10 s; atomic write + fsync",
+        json!({"writes_per_session_per_sec": per_session_per_sec, "mean_ms": mean_ms, "ms_per_session_per_sec": cost_ms_per_sec}),
+    );
+}
+
+/// 1000 sessions opened and left (each detached: snapshot in the store, no process): the
+/// metaserver's memory before and after, per detached session.
+async fn detached_memory(r: &mut Report) {
+    let s = Server::start_with(ServerOpts::default_model(&["--max-detached", "4096"]));
+    // Warm up the allocator and the paths once, then measure.
+    open_and_leave(&s, 32).await;
+    let before = rss_kib(s.pid);
+    open_and_leave(&s, 1000).await;
+    s.wait_for("1000 detached sessions", Duration::from_secs(60), |s| {
+        s.get_json("/api/status")["detached"]
+            .as_array()
+            .is_some_and(|d| d.len() >= 1032)
+    });
+    let after = rss_kib(s.pid);
+    let per = (after.saturating_sub(before) as f64 * 1024.0) / 1000.0;
+    r.add(
+        "detached_bytes",
+        "memory of a detached session (metaserver RSS growth)",
+        format!("{per:.0} bytes each"),
+        &format!("1000 detached; RSS {before} → {after} KiB; the snapshot itself is on disk"),
+        json!({"bytes_per_detached": per, "rss_before_kib": before, "rss_after_kib": after}),
+    );
+}
+
+/// Opens `n` sessions (32 at a time), each taking its first frame, and leaves them.
+async fn open_and_leave(s: &Server, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(32) {
+        join_all(chunk.iter().map(|_| async {
+            let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+            ws.expect("state_update", T).await;
+            ws.drop_connection();
+        }))
+        .await;
+    }
+}
