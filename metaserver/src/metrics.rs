@@ -176,7 +176,7 @@ impl Metrics {
         let _ = writeln!(o, "# HELP hamlet_store_flush_seconds_max The slowest snapshot write.\n# TYPE hamlet_store_flush_seconds_max gauge\nhamlet_store_flush_seconds_max {}", self.store_flush_max_ns.load(Relaxed) as f64 / 1e9);
         let _ = writeln!(o, "# HELP hamlet_sessions_detached Sessions whose browser has gone, kept for resume.\n# TYPE hamlet_sessions_detached gauge\nhamlet_sessions_detached {}", self.sessions_detached.load(Relaxed));
         let _ = writeln!(o, "# HELP hamlet_session_watchers Read-only watchers connected now.\n# TYPE hamlet_session_watchers gauge\nhamlet_session_watchers {}", self.watchers.load(Relaxed));
-        let _ = writeln!(o, "# HELP hamlet_sessions_active Inference sessions connected now.\n# TYPE hamlet_sessions_active gauge\nhamlet_sessions_active {}", self.sessions_active.load(Relaxed));
+        let _ = writeln!(o, "# HELP hamlet_sessions_active Inference sessions running now (owner attached, or watched).\n# TYPE hamlet_sessions_active gauge\nhamlet_sessions_active {}", self.sessions_active.load(Relaxed));
         let _ = writeln!(o, "# HELP hamlet_training_viewers Training viewers connected now.\n# TYPE hamlet_training_viewers gauge\nhamlet_training_viewers {}", self.training_viewers.load(Relaxed));
         let _ = writeln!(
             o,

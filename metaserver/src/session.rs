@@ -159,10 +159,13 @@ pub async fn run(
     sessions::open_owner(&app, client.clone(), rx, query.resume).await;
     let models_dir = app.sup.models_dir().to_path_buf();
     // Reading here keeps the connection's permit until the browser has gone.
-    client::read_loop(stream, client, app.cfg.client_rate, tx, move |t| {
+    client::read_loop(stream, client.clone(), app.cfg.client_rate, tx, move |t| {
         validate::parse_inference(t, |name| catalog::resolve(&models_dir, name).is_ok())
     })
     .await;
+    // Nothing more can reach a browser that has gone: end its writer (and free its buffers) now,
+    // not when a keep-alive ping finally fails.
+    client.close(close::GOING_AWAY, "connection closed");
 }
 
 /// A read-only watcher's connection: commands get `read_only`, except `status`.

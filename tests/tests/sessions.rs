@@ -357,3 +357,18 @@ async fn drain_puts_sessions_away_and_readiness_follows() {
     });
     assert_eq!(s.get_json("/api/status")["detached"][0]["step"], 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watchers_are_bounded_per_session() {
+    let s = Server::start_with(ServerOpts {
+        args: vec!["--max-watchers".into(), "1".into()],
+        ..Default::default()
+    });
+    let (mut owner, c) = open_session(&s, "").await;
+    owner.expect("state_update", T).await;
+    let watch = c["watch_token"].as_str().unwrap().to_owned();
+    let (_first, _) = open_session(&s, &format!("?watch={watch}")).await;
+    let mut second = Ws::connect(&s.url(&format!("/ws?watch={watch}"))).await.unwrap();
+    assert_eq!(second.expect("error", T).await["code"], "too_many_watchers");
+    assert_eq!(second.expect_close(T).await, 1013);
+}
