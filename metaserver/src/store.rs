@@ -339,7 +339,7 @@ mod tests {
         let dir = temp();
         let store = DirStore::open(&dir).unwrap();
         let mut s = entry(&a, 1, 5);
-        s.token = TokenHash::of(&a);
+        s.id = "session-1".into();
         store.put(&s).unwrap();
         let files: Vec<String> = fs::read_dir(&dir)
             .unwrap()
@@ -380,9 +380,9 @@ mod tests {
         for (i, t) in ["a", "b", "c", "d"].iter().enumerate() {
             store.put(&entry(t, 1, 100 + i as u64)).unwrap();
         }
-        // Cut-off 101 forgets "a" (100); keeping 2 of the rest forgets "b" (101), the oldest, but
-        // "c" is live and does not count.
-        let gone = store.expire(101, 2, &|id| id == "id-c").unwrap();
+        // Cut-off 101 forgets "a" (100, too old); keeping 1 of those not live keeps "d" (the
+        // newest) and forgets "b"; "c" is live, so neither rule touches it.
+        let gone = store.expire(101, 1, &|id| id == "id-c").unwrap();
         assert_eq!(gone, 2);
         let ids: Vec<String> = store.list().into_iter().map(|r| r.id).collect();
         assert_eq!(ids, ["id-c", "id-d"]);

@@ -152,12 +152,15 @@ fn inference_training_and_a_killed_worker_in_a_real_browser() {
         "Number(document.getElementById('c-reward').dataset.points) >= 4",
     )
     .unwrap();
-    assert!(b
+    // Mid-run it names the episode; an unpaced 12-episode run may already be over.
+    let progress = b
         .eval("return document.getElementById('t-progress').textContent")
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .contains("Episode"));
+        .unwrap();
+    let progress = progress.as_str().unwrap();
+    assert!(
+        progress.contains("Episode") || progress.contains("after 12 episodes"),
+        "{progress}"
+    );
     b.eval("window.scrollTo(0, 0); return true").unwrap();
     b.screenshot(&artifacts().join("training.png")).unwrap();
     b.wait_for(
@@ -569,12 +572,10 @@ fn watching_it_learn_and_looking_inside() {
         "document.getElementById('preset-full').textContent.includes('steps/s')",
     )
     .unwrap();
-    b.wait_for(
-        "the run to finish",
-        Duration::from_secs(90),
-        "window.hamlet.training.lastModel",
-    )
-    .unwrap();
+    // Unpaced training is fast: the run may have ended before the reloaded page connected.
+    s.wait_for("the run to finish", Duration::from_secs(90), |s| {
+        s.get_json("/api/status")["training"]["state"] == "completed"
+    });
 }
 
 /// Sessions survive (sessions.md): a reloaded tab is the same session at the same step; a

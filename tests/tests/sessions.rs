@@ -368,7 +368,9 @@ async fn watchers_are_bounded_per_session() {
     owner.expect("state_update", T).await;
     let watch = c["watch_token"].as_str().unwrap().to_owned();
     let (_first, _) = open_session(&s, &format!("?watch={watch}")).await;
-    let mut second = Ws::connect(&s.url(&format!("/ws?watch={watch}"))).await.unwrap();
+    let mut second = Ws::connect(&s.url(&format!("/ws?watch={watch}")))
+        .await
+        .unwrap();
     assert_eq!(second.expect("error", T).await["code"], "too_many_watchers");
     assert_eq!(second.expect_close(T).await, 1013);
 }

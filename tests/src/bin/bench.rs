@@ -744,6 +744,40 @@ async fn training_fanout(r: &mut Report) {
     }
 }
 
+/// Pacing and learning (issue 16): the same seeded run with the form's "watch it learn" pacing
+/// (every 5th episode shown, 0.05 s a step) and unpaced, one viewer each; shown episodes are
+/// replayed beside the run, so the two should train at the same speed.
+async fn paced_vs_unpaced(r: &mut Report) {
+    let s = Server::start();
+    let mut rates = Vec::new();
+    for (label, show_every, delay) in [("unpaced", 100000, 0.0), ("watch-it-learn pacing", 5, 0.05)]
+    {
+        let mut v = Ws::connect(&s.url("/ws/training")).await.unwrap();
+        v.expect("training_status", T).await;
+        let cfg = json!({"command":"start_training","num_episodes":200,"max_steps":300,"batch_size":64,
+                         "show_every":show_every,"step_delay":delay,"seed":1});
+        let t = Instant::now();
+        v.send(cfg).await;
+        let steps = count_run_steps(&mut v).await;
+        let sps = steps as f64 / t.elapsed().as_secs_f64();
+        rates.push(sps);
+        r.add(
+            &format!("training_{}", label.replace([' ', '-'], "_")),
+            &format!("training env steps/s, {label}, 1 viewer"),
+            format!("{sps:.0} steps/s"),
+            &format!("{steps} steps (seed 1, batch 64)"),
+            json!({"env_steps_per_sec": sps, "steps": steps}),
+        );
+    }
+    r.add(
+        "training_paced_ratio",
+        "… paced / unpaced",
+        format!("{:.2}", rates[1] / rates[0]),
+        "1.00 = pacing costs learning nothing",
+        json!(rates[1] / rates[0]),
+    );
+}
+
 /// Env steps of one run, from its `episode_complete` frames, until `training_complete`.
 async fn count_run_steps(ws: &mut Ws) -> u64 {
     let mut steps = 0;
@@ -806,6 +840,7 @@ async fn main() {
     }
     if want("training") {
         training_fanout(&mut r).await;
+        paced_vs_unpaced(&mut r).await;
     }
     if want("scale") {
         scale(&mut r).await;
