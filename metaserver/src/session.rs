@@ -129,6 +129,9 @@ pub struct SessionTask {
     owner_left: Option<Instant>,
 }
 
+/// How long a detached session's worker may take to stop before it is killed.
+const DETACH_GRACE: Duration = Duration::from_millis(500);
+
 /// At most this many unacknowledged commands are kept (more than a worker's queue holds).
 const MAX_UNACKED: usize = 2 * crate::supervisor::WORKER_QUEUE;
 
@@ -773,7 +776,14 @@ impl SessionTask {
                     }
                 }
                 end => {
-                    self.retire(w).await;
+                    // A detached session's state is in its snapshot already: a worker that does
+                    // not stop at once (a hung one) is not worth the browser's wait to resume.
+                    let full = Duration::from_millis(self.app.cfg.shutdown_grace_ms);
+                    let grace = match end {
+                        Wake::Detach => full.min(DETACH_GRACE),
+                        _ => full,
+                    };
+                    self.retire_within(w, grace).await;
                     return end;
                 }
             }
@@ -823,6 +833,11 @@ impl SessionTask {
     /// Ends a worker gracefully, relaying what it still sends.
     async fn retire(&mut self, w: InferenceWorker) {
         let grace = Duration::from_millis(self.app.cfg.shutdown_grace_ms);
+        self.retire_within(w, grace).await;
+    }
+
+    /// Ends a worker, killing it if it has not stopped within `grace`.
+    async fn retire_within(&mut self, w: InferenceWorker, grace: Duration) {
         w.retire(ToInference::Shutdown, grace, |ev| self.on_event(ev))
             .await;
     }

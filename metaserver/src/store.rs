@@ -17,8 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -140,9 +139,9 @@ struct IndexEntry {
     saved_at_ms: u64,
 }
 
-/// The embedded store: `DIR/<sha256 of token>.session`, JSON, written to a temporary file, synced
-/// and renamed (a crash leaves the old or the new copy, never half of one). The directory is 0700,
-/// files 0600.
+/// The embedded store: `DIR/<sha256 of token>.session`, JSON, written by the project's one atomic
+/// writer (`hamlet_onnx::write_atomic`: temporary file, fsync, rename, fsync of the directory — a
+/// crash or power cut leaves the old or the new copy, never half of one). The directory is 0700.
 pub struct DirStore {
     dir: PathBuf,
     index: Mutex<HashMap<TokenHash, IndexEntry>>,
@@ -163,7 +162,8 @@ impl DirStore {
         };
         for entry in fs::read_dir(dir)?.flatten() {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "tmp") {
+            // Interrupted writes (`hamlet_onnx::write_atomic`'s temporary files) are litter.
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
                 let _ = fs::remove_file(&path);
                 continue;
             }
@@ -208,20 +208,6 @@ fn read_entry(path: &Path) -> Result<StoredSession, StoreError> {
     serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Writes `bytes` to `path` atomically: a 0600 temporary file beside it, synced, then renamed.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_data()?;
-    fs::rename(&tmp, path)
-}
-
 impl SessionStore for DirStore {
     fn put(&self, s: &StoredSession) -> Result<Put, StoreError> {
         // The index lock is held across the write: two writers of one session are ordered, and
@@ -231,7 +217,7 @@ impl SessionStore for DirStore {
             return Ok(Put::Superseded);
         }
         let bytes = serde_json::to_vec(s).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        write_atomic(&self.path(&s.token), &bytes)?;
+        hamlet_onnx::write_atomic(&self.path(&s.token), &bytes)?;
         index.insert(s.token.clone(), index_entry(s));
         Ok(Put::Written)
     }

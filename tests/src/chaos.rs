@@ -164,7 +164,10 @@ async fn watch_session(mut ws: Ws, mut re: Reconnect, until: Instant) -> Session
                             .push(format!("resumed at {cur:?} after {:?}", (e, s)));
                     }
                     // What happened while the drop was noticed is not seen: start afresh here.
-                    ended = None;
+                    // A session put away between episodes resumes on the last frame of the one
+                    // that ended (its `episode_end` went to the dropped connection).
+                    let over = v["done"] == true || v["step"].as_u64() >= Some(500);
+                    ended = over.then_some(cur.0);
                     last = Some(cur);
                     continue;
                 }

@@ -17,7 +17,7 @@ async fn main() {
         drop_share: 0.25,
         seed: 42,
     };
-    println!("chaos: {secs} s, {sessions} sessions at speed 10, a training run with {} viewers, a hit every {:?} ({}% dropped connections, {}% SIGSTOP, the rest SIGKILL)", cfg.viewers, cfg.kill_every, (cfg.drop_share * 100.0) as u32, (cfg.stop_share * 100.0) as u32);
+    println!("chaos: {secs} s, {sessions} sessions at speed 10, a training run with {} viewers, a hit every {:?}: {}% drop a browser connection, the others hit a worker ({}% SIGSTOP, the rest SIGKILL)", cfg.viewers, cfg.kill_every, (cfg.drop_share * 100.0) as u32, (cfg.stop_share * 100.0) as u32);
     let r = run(cfg).await;
     let rows: [(&str, String); 16] = [
         ("duration", format!("{:.0} s", r.duration_secs)),
