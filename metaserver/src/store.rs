@@ -39,8 +39,10 @@ impl TokenHash {
         TokenHash(digest.iter().map(|b| format!("{b:02x}")).collect())
     }
 
-    /// Compares in constant time (the hash of a guess says nothing about how close it was, but
-    /// the comparison costs nothing to make uniform).
+    /// Compares in constant time. (Lookups by hash in a map compare hashes too, not in constant
+    /// time; that leaks nothing useful: a guess's hash is unrelated to the guess, so timing can
+    /// at best reveal prefixes of a hash, and finding a token for a hash prefix is a preimage
+    /// search.)
     pub fn matches(&self, other: &TokenHash) -> bool {
         ipc_proto::handshake::secret_eq(&self.0, &other.0)
     }
