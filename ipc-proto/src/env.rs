@@ -16,6 +16,9 @@ pub const ENV_MODELS_DIR: &str = "HAMLET_MODELS_DIR";
 pub const ENV_CHECKPOINT_DIR: &str = "HAMLET_CHECKPOINT_DIR";
 /// Environment variable with the log format (`text` or `json`) for worker processes.
 pub const ENV_LOG_FORMAT: &str = "HAMLET_LOG_FORMAT";
+/// Environment variable with the most `state_update` frames per second a viewer is sent
+/// (`--viewer-fps`): the training worker sends no more than that (the newest at each turn).
+pub const ENV_FRAME_RATE: &str = "HAMLET_FRAME_RATE";
 
 /// ONNX Runtime's shared library, relative to the repository (where `scripts/setup` puts it).
 pub const ORT_LIB_PATH: &str = ".onnxruntime/libonnxruntime.so.1.31.1";
@@ -30,6 +33,8 @@ pub struct WorkerEnv {
     pub models_dir: PathBuf,
     pub checkpoint_dir: PathBuf,
     pub log_json: bool,
+    /// Most frames per second worth sending (none: every frame).
+    pub frame_rate: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +54,10 @@ impl WorkerEnv {
             models_dir: var(ENV_MODELS_DIR)?.into(),
             checkpoint_dir: var(ENV_CHECKPOINT_DIR)?.into(),
             log_json: std::env::var(ENV_LOG_FORMAT).is_ok_and(|f| f == "json"),
+            frame_rate: std::env::var(ENV_FRAME_RATE)
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|r| r.is_finite() && *r > 0.0),
         };
         // Workers call this first thing, before any other thread could read the environment.
         std::env::remove_var(ENV_TOKEN);

@@ -288,7 +288,8 @@ impl Supervisor {
             .env(ipc_proto::ENV_ORT_LIB, &self.ort_lib)
             .env(ipc_proto::ENV_MODELS_DIR, &self.models_dir)
             .env(ipc_proto::ENV_CHECKPOINT_DIR, &self.checkpoint_dir)
-            .env(ipc_proto::ENV_LOG_FORMAT, &self.cfg.log_format);
+            .env(ipc_proto::ENV_LOG_FORMAT, &self.cfg.log_format)
+            .env(ipc_proto::ENV_FRAME_RATE, self.cfg.viewer_fps.to_string());
         cmd
     }
 

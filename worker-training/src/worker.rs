@@ -4,7 +4,8 @@
 //!
 //! The training thread hands lifecycle messages to this process's event loop through a bounded
 //! channel, and `state_update` frames through a one-frame slot (the newest wins): however slowly the
-//! frames are written to the metaserver, the thread does not wait for them.
+//! frames are written to the metaserver, the thread does not wait for them. The loop sends at most
+//! `--viewer-fps` frames a second (the newest at each turn): more would never reach a viewer.
 //! If the thread panics, the worker reports it on stderr and exits non-zero, so the supervisor
 //! treats it as a crash and resumes the run from its last checkpoint.
 
@@ -20,6 +21,7 @@ use ipc_proto::{WorkerEnv, WorkerKind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -35,6 +37,12 @@ struct ActiveRun {
     thread: JoinHandle<()>,
     events: mpsc::Receiver<FromTraining>,
     frames: Arc<FrameSlot>,
+    /// At most one frame per this period goes to the metaserver (`--viewer-fps`: a viewer is
+    /// never sent more), so a run showing every step does not cost the metaserver a frame per
+    /// step and per viewer.
+    frame_period: Option<Duration>,
+    /// When the next frame may be sent.
+    next_frame_at: Option<tokio::time::Instant>,
 }
 
 /// What the event loop does next.
@@ -107,11 +115,19 @@ async fn next_event(active: &mut Option<ActiveRun>) -> Option<FromTraining> {
         if let Ok(m) = r.events.try_recv() {
             return Some(m);
         }
+        let (frames, not_before) = (r.frames.clone(), r.next_frame_at);
+        let frame_turn = async move {
+            if let Some(at) = not_before {
+                tokio::time::sleep_until(at).await;
+            }
+            frames.ready.notified().await
+        };
         tokio::select! {
             biased;
             m = r.events.recv() => return m,
-            _ = r.frames.ready.notified() => {
+            _ = frame_turn => {
                 if let Some(f) = r.frames.take() {
+                    r.next_frame_at = r.frame_period.map(|p| tokio::time::Instant::now() + p);
                     return Some(f);
                 }
             }
@@ -195,6 +211,8 @@ async fn on_command(
         thread,
         events,
         frames,
+        frame_period: env.frame_rate.map(|r| Duration::from_secs_f64(1.0 / r)),
+        next_frame_at: None,
     });
     Ok(Next::Continue)
 }
