@@ -62,16 +62,48 @@ impl Loss {
     }
 }
 
-macro_rules! display_as_str {
-    ($($t:ty),*) => {$(
+/// A field with a few named values (`network`, `td_target`, `loss`): the names are written once,
+/// in `as_str`, and read by the browser-message validator, the field table and the offline
+/// trainer's flags alike.
+pub trait Choice: Copy + 'static {
+    /// Every value, the default first.
+    const ALL: &'static [Self];
+    fn name(self) -> &'static str;
+
+    fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|c| c.name()).collect()
+    }
+
+    fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.name() == s)
+    }
+}
+
+macro_rules! choice {
+    ($t:ty, [$($v:expr),*]) => {
+        impl Choice for $t {
+            const ALL: &'static [Self] = &[$($v),*];
+            fn name(self) -> &'static str {
+                self.as_str()
+            }
+        }
         impl std::fmt::Display for $t {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
-    )*};
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                Self::from_name(s)
+                    .ok_or_else(|| format!("unknown value `{s}` (one of: {})", Self::names().join(", ")))
+            }
+        }
+    };
 }
-display_as_str!(Network, TdTarget, Loss);
+choice!(Network, [Network::Qnetwork, Network::Dueling]);
+choice!(TdTarget, [TdTarget::Double, TdTarget::Max]);
+choice!(Loss, [Loss::Mse, Loss::Huber]);
 
 /// What a configuration without the learning-method fields meant (checkpoints written before
 /// they existed): the original DQN of world.md.
@@ -321,7 +353,7 @@ pub fn fields() -> Vec<FieldSpec> {
             default: json!(d.network.as_str()),
             min: None,
             max: None,
-            choices: Some(vec!["qnetwork", "dueling"]),
+            choices: Some(Network::names()),
             help: "Q-network architecture.",
         },
         num(
@@ -387,7 +419,7 @@ pub fn fields() -> Vec<FieldSpec> {
             default: json!(d.td_target.as_str()),
             min: None,
             max: None,
-            choices: Some(vec!["double", "max"]),
+            choices: Some(TdTarget::names()),
             help: "double: Double DQN (the online network picks the next action, the target \
                    network values it); max: the original DQN, which overestimates.",
         },
@@ -405,7 +437,7 @@ pub fn fields() -> Vec<FieldSpec> {
             default: json!(d.loss.as_str()),
             min: None,
             max: None,
-            choices: Some(vec!["mse", "huber"]),
+            choices: Some(Loss::names()),
             help: "mse: squared error (the original); huber: large errors (a death's −100) count linearly.",
         },
         int(

@@ -282,7 +282,8 @@ fn reject(client: &Client, answer: &ServerMessage, errors: &mut u32) -> bool {
 }
 
 /// Reads browser messages, validating each with `parse`; errors are answered on `client` directly.
-/// Returns when the client disconnects or is closed for a policy violation.
+/// Returns when the client disconnects or is closed for a policy violation — and then closes the
+/// client, so its writer (and its buffers) end now, not when a keep-alive ping finally fails.
 pub async fn read_loop<T: Send + 'static>(
     mut stream: SplitStream<WebSocket>,
     client: Client,
@@ -321,4 +322,6 @@ pub async fn read_loop<T: Send + 'static>(
         }
     }
     let _ = tx.send(Incoming::Gone).await;
+    // The first close wins: a code set earlier (a policy violation, a takeover) is kept.
+    client.close(close::GOING_AWAY, "connection closed");
 }

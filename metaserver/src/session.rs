@@ -160,15 +160,23 @@ pub async fn run(
     };
     let (tx, rx) = mpsc::channel(32);
     sessions::open_owner(&app, client.clone(), rx, query.resume).await;
-    let models_dir = app.sup.models_dir().to_path_buf();
     // Reading here keeps the connection's permit until the browser has gone.
-    client::read_loop(stream, client.clone(), app.cfg.client_rate, tx, move |t| {
-        validate::parse_inference(t, |name| catalog::resolve(&models_dir, name).is_ok())
-    })
+    client::read_loop(
+        stream,
+        client,
+        app.cfg.client_rate,
+        tx,
+        command_parser(&app),
+    )
     .await;
-    // Nothing more can reach a browser that has gone: end its writer (and free its buffers) now,
-    // not when a keep-alive ping finally fails.
-    client.close(close::GOING_AWAY, "connection closed");
+}
+
+/// Validates an inference command; model names are checked against the models directory.
+fn command_parser(
+    app: &App,
+) -> impl Fn(&str) -> Result<SessionCommand, validate::Rejection> + Send + 'static {
+    let models_dir = app.sup.models_dir().to_path_buf();
+    move |t| validate::parse_inference(t, |name| catalog::resolve(&models_dir, name).is_ok())
 }
 
 /// A read-only watcher's connection: commands get `read_only`, except `status`.
@@ -182,13 +190,12 @@ async fn watch(
         return;
     };
     let (tx, mut rx) = mpsc::channel(8);
-    let models_dir = app.sup.models_dir().to_path_buf();
     let reader = tokio::spawn(client::read_loop(
         stream,
         client.clone(),
         app.cfg.client_rate,
         tx,
-        move |t| validate::parse_inference(t, |name| catalog::resolve(&models_dir, name).is_ok()),
+        command_parser(&app),
     ));
     while let Some(Incoming::Valid(cmd)) = rx.recv().await {
         let answer = match cmd {
@@ -200,7 +207,6 @@ async fn watch(
         };
         client.send(&answer);
     }
-    client.close(close::GOING_AWAY, "watcher left");
     let _ = reader.await;
 }
 
@@ -812,7 +818,8 @@ impl SessionTask {
                     );
                 }
                 for a in pending {
-                    attach_client(a).close(close::SERVICE_RESTART, "server restarting");
+                    a.into_client()
+                        .close(close::SERVICE_RESTART, "server restarting");
                 }
             }
             Wake::Expired => {
@@ -840,13 +847,6 @@ impl SessionTask {
     async fn retire_within(&mut self, w: InferenceWorker, grace: Duration) {
         w.retire(ToInference::Shutdown, grace, |ev| self.on_event(ev))
             .await;
-    }
-}
-
-fn attach_client(a: Attach) -> Client {
-    match a {
-        Attach::Owner(o) => o.client,
-        Attach::Watcher(c) => c,
     }
 }
 

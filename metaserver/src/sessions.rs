@@ -38,6 +38,16 @@ pub enum Attach {
     Watcher(Client),
 }
 
+impl Attach {
+    /// The browser behind this attachment.
+    pub fn into_client(self) -> Client {
+        match self {
+            Attach::Owner(o) => o.client,
+            Attach::Watcher(c) => c,
+        }
+    }
+}
+
 /// Who a session is: its id, the hashes of its two secrets, its seed and its epoch in the store.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -166,10 +176,7 @@ fn start_or_join(
 }
 
 fn refuse_busy(a: Attach) {
-    let client = match a {
-        Attach::Owner(o) => o.client,
-        Attach::Watcher(c) => c,
-    };
+    let client = a.into_client();
     client.send(&ServerMessage::error(
         ErrorCode::RateLimited,
         "too many connections are joining this session at once; try again",

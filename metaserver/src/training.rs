@@ -855,6 +855,4 @@ pub async fn viewer(socket: WebSocket, app: Arc<App>, operator: bool) {
     }
     hub.state.lock().viewers.remove(&v.id);
     app.metrics.training_viewers.fetch_sub(1, Relaxed);
-    // The viewer has gone: end its writer now, not when a keep-alive ping finally fails.
-    client.close(client::close::GOING_AWAY, "connection closed");
 }

@@ -4,7 +4,7 @@
 use hamlet_onnx::catalog;
 use ipc_proto::browser::{ErrorCode, ServerMessage};
 use ipc_proto::inference::{SessionCommand, StartMode, MAX_SPEED, MIN_SPEED};
-use ipc_proto::training::{limits, Loss, Network, RunControl, TdTarget, TrainingConfig};
+use ipc_proto::training::{limits, Choice, RunControl, TrainingConfig};
 use serde_json::{Map, Value};
 
 /// A rejected message: becomes an `error` frame, the connection stays open.
@@ -261,22 +261,15 @@ fn float_field(m: &Map<String, Value>, key: &str, (lo, hi): (f64, f64), default:
 }
 
 /// One of a few named values; blank means the default.
-fn choice_field<T: Copy>(
-    m: &Map<String, Value>,
-    key: &str,
-    choices: &[(&str, T)],
-    default: T,
-) -> Res<T> {
+fn choice_field<T: Choice>(m: &Map<String, Value>, key: &str, default: T) -> Res<T> {
     if is_blank(m.get(key)) {
         return Ok(default);
     }
-    let given = m.get(key).and_then(Value::as_str);
-    choices
-        .iter()
-        .find(|(name, _)| Some(*name) == given)
-        .map(|(_, v)| *v)
+    m.get(key)
+        .and_then(Value::as_str)
+        .and_then(T::from_name)
         .ok_or_else(|| {
-            let names: Vec<String> = choices.iter().map(|(n, _)| format!("`{n}`")).collect();
+            let names: Vec<String> = T::names().iter().map(|n| format!("`{n}`")).collect();
             Rejection::new(
                 ErrorCode::InvalidField,
                 format!("`{key}` must be one of {}", names.join(", ")),
@@ -324,15 +317,7 @@ pub fn parse_training(text: &str) -> Res<TrainingRequest> {
     Ok(match command(&m)? {
         "start_training" => {
             let d = TrainingConfig::default();
-            let network = choice_field(
-                &m,
-                "network",
-                &[
-                    ("qnetwork", Network::Qnetwork),
-                    ("dueling", Network::Dueling),
-                ],
-                d.network,
-            )?;
+            let network = choice_field(&m, "network", d.network)?;
             let seed = match m.get("seed") {
                 v if is_blank(v) => rand::random::<u32>() as u64,
                 Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
@@ -398,19 +383,9 @@ pub fn parse_training(text: &str) -> Res<TrainingRequest> {
                     limits::CHECKPOINT_EVERY,
                     d.checkpoint_every,
                 )?,
-                td_target: choice_field(
-                    &m,
-                    "td_target",
-                    &[("double", TdTarget::Double), ("max", TdTarget::Max)],
-                    d.td_target,
-                )?,
+                td_target: choice_field(&m, "td_target", d.td_target)?,
                 n_step: int_field(&m, "n_step", limits::N_STEP, d.n_step)?,
-                loss: choice_field(
-                    &m,
-                    "loss",
-                    &[("huber", Loss::Huber), ("mse", Loss::Mse)],
-                    d.loss,
-                )?,
+                loss: choice_field(&m, "loss", d.loss)?,
                 train_every: int_field(&m, "train_every", limits::TRAIN_EVERY, d.train_every)?,
             }))
         }
@@ -430,6 +405,7 @@ pub fn parse_training(text: &str) -> Res<TrainingRequest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipc_proto::training::Network;
 
     fn inf(t: &str) -> Res<SessionCommand> {
         parse_inference(t, |n| n == "default.onnx")

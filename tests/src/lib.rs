@@ -225,6 +225,17 @@ impl Default for ServerOpts {
 }
 
 impl ServerOpts {
+    /// The default set-up with its sessions in `store` (outside any one server's temporary
+    /// directory, so a second server can take them over), plus these metaserver flags.
+    pub fn on_store(store: &Path, args: &[&str]) -> ServerOpts {
+        let mut all = vec!["--store".to_owned(), store.display().to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        ServerOpts {
+            args: all,
+            ..Default::default()
+        }
+    }
+
     /// Only the shipped default model (`models/hamlet-default.onnx`), plus these metaserver flags.
     pub fn default_model(args: &[&str]) -> ServerOpts {
         ServerOpts {

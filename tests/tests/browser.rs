@@ -585,15 +585,7 @@ fn watching_it_learn_and_looking_inside() {
 fn a_session_survives_a_reload_and_a_server_restart_and_can_be_watched() {
     let store = temp_dir("browser-store").join("state");
     let port = free_port().to_string();
-    let opts = || ServerOpts {
-        args: vec![
-            "--store".into(),
-            store.display().to_string(),
-            "--port".into(),
-            port.clone(),
-        ],
-        ..Default::default()
-    };
+    let opts = || ServerOpts::on_store(&store, &["--port", &port]);
     let mut s = Server::start_with(opts());
     let b = Browser::start().expect("headless Chromium");
     let page = format!("http://{}/ui/", s.addr);

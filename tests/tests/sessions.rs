@@ -3,21 +3,12 @@
 
 use hamlet_tests::*;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A store directory outside any one server's temporary directory, so a second server can use it.
 fn shared_store(tag: &str) -> PathBuf {
     temp_dir(tag).join("state")
-}
-
-fn with_store(store: &Path, extra: &[&str]) -> ServerOpts {
-    let mut args = vec!["--store".to_owned(), store.display().to_string()];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    ServerOpts {
-        args,
-        ..Default::default()
-    }
 }
 
 /// Steps a paused session `n` times; the frames it got.
@@ -188,7 +179,7 @@ async fn watchers_see_the_owners_frames_in_order_and_cannot_command() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_and_restart_resume_all_sixteen_playing_sessions_at_their_step() {
     let store = shared_store("restart");
-    let mut s = Server::start_with(with_store(&store, &[]));
+    let mut s = Server::start_with(ServerOpts::on_store(&store, &[]));
     let mut sessions = Vec::new();
     for _ in 0..16 {
         let (mut ws, c) = open_session(&s, "").await;
@@ -224,7 +215,7 @@ async fn sigterm_and_restart_resume_all_sixteen_playing_sessions_at_their_step()
     let (code, old) = stopping.await.unwrap();
     assert_eq!(code, Some(0));
     drop(old);
-    let s2 = Server::start_with(with_store(&store, &[]));
+    let s2 = Server::start_with(ServerOpts::on_store(&store, &[]));
     for ((_, token, id), (episode, step)) in sessions.iter().zip(&last_steps) {
         let (mut ws, c) = open_session(&s2, &format!("?resume={token}")).await;
         assert_eq!(c["resumed"], true);
@@ -251,7 +242,10 @@ async fn sigterm_and_restart_resume_all_sixteen_playing_sessions_at_their_step()
 async fn sigkill_and_restart_rewind_at_most_one_flush_interval() {
     let store = shared_store("kill");
     let flush_ms = 250u64;
-    let mut s = Server::start_with(with_store(&store, &["--snapshot-flush-ms", "250"]));
+    let mut s = Server::start_with(ServerOpts::on_store(
+        &store,
+        &["--snapshot-flush-ms", "250"],
+    ));
     let (mut ws, c) = open_session(&s, "").await;
     let token = c["resume_token"].as_str().unwrap().to_owned();
     ws.send(json!({"command":"set_speed","speed":10})).await;
@@ -269,7 +263,7 @@ async fn sigkill_and_restart_rewind_at_most_one_flush_interval() {
         .unwrap()["step"]
         .as_u64()
         .unwrap();
-    let s2 = Server::start_with(with_store(&store, &[]));
+    let s2 = Server::start_with(ServerOpts::on_store(&store, &[]));
     let (mut ws2, c2) = open_session(&s2, &format!("?resume={token}")).await;
     assert_eq!(c2["resumed"], true, "{c2}");
     let resumed = ws2.expect("state_update", T).await["step"]

@@ -499,14 +499,7 @@ async fn paced_episodes_are_replayed_while_the_run_learns_at_full_speed() {
 async fn a_run_survives_a_server_restart_and_the_flag_turns_that_off() {
     for (flag, resumes) in [(None, true), (Some("--no-resume-training"), false)] {
         let store = temp_dir("train-restart").join("state");
-        let opts = |extra: &[&str]| {
-            let mut args = vec!["--store".to_owned(), store.display().to_string()];
-            args.extend(extra.iter().map(|a| a.to_string()));
-            ServerOpts {
-                args,
-                ..Default::default()
-            }
-        };
+        let opts = |extra: &[&str]| ServerOpts::on_store(&store, extra);
         let mut s = Server::start_with(opts(&[]));
         let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
         a.expect("training_status", T).await;

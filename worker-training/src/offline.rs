@@ -23,7 +23,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = full_run().num_episodes)]
     pub episodes: u32,
     /// Architecture: qnetwork or dueling.
-    #[arg(long, default_value_t = full_run().network, value_parser = parse_network)]
+    #[arg(long, default_value_t = full_run().network)]
     pub network: Network,
     /// Seed for initial weights, exploration and replay sampling (runs are reproducible).
     #[arg(long, default_value_t = 0)]
@@ -51,13 +51,13 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = full_run().max_steps)]
     pub max_steps: u32,
     /// Target rule: double (Double DQN) or max (the original).
-    #[arg(long, default_value_t = full_run().td_target, value_parser = parse_td_target)]
+    #[arg(long, default_value_t = full_run().td_target)]
     pub td_target: TdTarget,
     /// Steps of real reward before bootstrapping.
     #[arg(long, default_value_t = full_run().n_step)]
     pub n_step: u32,
     /// huber or mse.
-    #[arg(long, default_value_t = full_run().loss, value_parser = parse_loss)]
+    #[arg(long, default_value_t = full_run().loss)]
     pub loss: Loss,
     /// Environment steps per gradient step.
     #[arg(long, default_value_t = full_run().train_every)]
@@ -76,30 +76,6 @@ pub struct TrainArgs {
     /// No progress bar: plain summary lines only (for logs and CI).
     #[arg(long)]
     pub quiet: bool,
-}
-
-pub fn parse_td_target(s: &str) -> Result<TdTarget, String> {
-    match s {
-        "double" => Ok(TdTarget::Double),
-        "max" => Ok(TdTarget::Max),
-        _ => Err(format!("unknown target rule `{s}` (double or max)")),
-    }
-}
-
-pub fn parse_loss(s: &str) -> Result<Loss, String> {
-    match s {
-        "huber" => Ok(Loss::Huber),
-        "mse" => Ok(Loss::Mse),
-        _ => Err(format!("unknown loss `{s}` (huber or mse)")),
-    }
-}
-
-pub fn parse_network(s: &str) -> Result<Network, String> {
-    match s {
-        "qnetwork" => Ok(Network::Qnetwork),
-        "dueling" => Ok(Network::Dueling),
-        _ => Err(format!("unknown network `{s}` (qnetwork or dueling)")),
-    }
 }
 
 /// Result of an offline run.
