@@ -51,6 +51,9 @@ pub enum ErrorCode {
     UnknownWatchLink,
     /// `--max-watchers` watchers already watch this session.
     TooManyWatchers,
+    /// A cluster node cannot reach Redis: resume, watch links and cluster training are
+    /// unavailable until it can (cluster.md); running sessions are unaffected.
+    StoreUnavailable,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,8 @@
 //! Shared state of the running server, start-up and graceful shutdown.
 
-use crate::config::Config;
+use crate::cluster::training::ClusterTraining;
+use crate::cluster::Cluster;
+use crate::config::{Config, StoreLocation};
 use crate::metrics::Metrics;
 use crate::pool::WarmPool;
 use crate::session::SessionInfo;
@@ -36,6 +38,8 @@ pub struct App {
     pub live: crate::sessions::LiveSessions,
     /// Where sessions outlive their connection and this process.
     pub store: Arc<dyn crate::store::SessionStore>,
+    /// This node's link to the cluster (`--store redis://…`); `None` on one machine.
+    pub cluster: Option<Arc<Cluster>>,
     /// Every browser connection's task, so shutdown can wait for them to finish.
     pub tasks: TaskTracker,
     pub started: Instant,
@@ -113,15 +117,28 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let sup = Arc::new(Supervisor::new(cfg.clone(), metrics.clone())?);
     let shutdown = CancellationToken::new();
     let pool = WarmPool::new(cfg.warm_workers);
-    let training = TrainingHub::new(sup.clone(), shutdown.clone());
-    let store: Arc<dyn crate::store::SessionStore> = Arc::new(
-        crate::store::DirStore::open(&cfg.store)
-            .map_err(|e| anyhow::anyhow!("session store {}: {e}", cfg.store.display()))?,
-    );
+    let cluster = match &cfg.store {
+        StoreLocation::Redis(url) => Some(Cluster::new(url, cfg.node_id())?),
+        StoreLocation::Dir(_) => None,
+    };
+    let cluster_training = cluster.clone().map(ClusterTraining::new);
+    let training = TrainingHub::new(sup.clone(), shutdown.clone(), cluster_training.clone());
+    let store: Arc<dyn crate::store::SessionStore> = match (&cfg.store, &cluster) {
+        (StoreLocation::Dir(dir), _) => Arc::new(
+            crate::store::DirStore::open(dir)
+                .map_err(|e| anyhow::anyhow!("session store {}: {e}", dir.display()))?,
+        ),
+        (StoreLocation::Redis(_), Some(c)) => Arc::new(crate::cluster::store::RedisStore::new(
+            c.clone(),
+            cfg.resume_window_secs,
+        )),
+        (StoreLocation::Redis(_), None) => unreachable!("a redis store makes a cluster"),
+    };
     let app = Arc::new(App {
         drain: CancellationToken::new(),
         live: Default::default(),
         store,
+        cluster: cluster.clone(),
         session_permits: Arc::new(Semaphore::new(cfg.max_sessions)),
         cfg: cfg.clone(),
         sup: sup.clone(),
@@ -138,6 +155,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let pool_task = tokio::spawn(pool.clone().run(sup.clone(), shutdown.clone()));
     let hub_task = tokio::spawn(training.clone().run());
     tokio::spawn(expire_detached(app.clone()));
+    if let (Some(c), Some(ct)) = (cluster, cluster_training) {
+        start_cluster_tasks(&app, c, ct);
+    }
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.host, cfg.port)).await?;
     let addr = listener.local_addr()?;
@@ -173,6 +193,39 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     sup.cleanup();
     info!("bye");
     Ok(())
+}
+
+/// A cluster node's background work: heartbeats, the model sync, and its part in the training
+/// run (publishing, subscribing, the lease).
+fn start_cluster_tasks(app: &Arc<App>, c: Arc<Cluster>, ct: Arc<ClusterTraining>) {
+    info!(node = %c.node_id, "cluster node (sessions, models and training shared through redis)");
+    let me = {
+        let app = app.clone();
+        move || crate::cluster::NodeRow {
+            id: app.cfg.node_id(),
+            sessions: app.live.len(),
+            training_viewers: app.training.info().viewers,
+            ready: !app.drain.is_cancelled(),
+            training_holder: app.training.is_cluster_holder(),
+            heartbeat_ms: crate::store::now_ms(),
+        }
+    };
+    let stop = app.shutdown.clone();
+    tokio::spawn(c.clone().heartbeats(me, stop.clone()));
+    tokio::spawn(crate::cluster::models::sync(
+        c,
+        app.cfg.models_dir.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(ct.clone().publisher());
+    tokio::spawn(app.training.clone().sharer(ct.clone()));
+    tokio::spawn(app.training.clone().lease_keeper(ct.clone()));
+    let (hub, hub2) = (app.training.clone(), app.training.clone());
+    tokio::spawn(ct.subscriber(
+        move |text| hub.relay_remote(text),
+        move |c| hub2.remote_command(c),
+        stop,
+    ));
 }
 
 /// Forgets detached sessions whose resume window has passed, and the oldest beyond

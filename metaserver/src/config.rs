@@ -103,9 +103,13 @@ pub struct Config {
     #[arg(long)]
     pub checkpoint_dir: Option<PathBuf>,
     /// Where sessions are kept so they outlive their connection and the server: a directory
-    /// (created 0700; one file per session, holding only a hash of its token).
-    #[arg(long, default_value = "state")]
-    pub store: PathBuf,
+    /// (created 0700; one file per session, holding only a hash of its token), or
+    /// `redis://HOST:PORT/DB`, which makes this server a cluster node (cluster.md).
+    #[arg(long, default_value = "state", value_parser = StoreLocation::parse)]
+    pub store: StoreLocation,
+    /// This node's name in a cluster (default HOSTNAME:PORT); only used with `--store redis://…`.
+    #[arg(long, env = "HAMLET_NODE_ID")]
+    pub node_id: Option<String>,
     /// How long a session whose browser has gone can be resumed with its token.
     #[arg(long, default_value_t = 300)]
     pub resume_window_secs: u64,
@@ -127,7 +131,47 @@ pub struct Config {
     pub log_format: String,
 }
 
+/// Where `--store` keeps sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// One machine: a directory.
+    Dir(PathBuf),
+    /// A cluster node: a Redis URL (`redis://HOST:PORT/DB`).
+    Redis(String),
+}
+
+impl StoreLocation {
+    fn parse(s: &str) -> Result<Self, String> {
+        if s.starts_with("redis://") {
+            redis::Client::open(s).map_err(|e| format!("not a usable Redis URL: {e}"))?;
+            Ok(StoreLocation::Redis(s.to_owned()))
+        } else if s.contains("://") {
+            Err("a directory, or redis://HOST:PORT/DB".into())
+        } else {
+            Ok(StoreLocation::Dir(PathBuf::from(s)))
+        }
+    }
+
+    /// The directory, on one machine.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        match self {
+            StoreLocation::Dir(d) => Some(d),
+            StoreLocation::Redis(_) => None,
+        }
+    }
+}
+
 impl Config {
+    /// The node id of cluster.md: `--node-id`, else HOSTNAME:PORT.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "node".into());
+            format!("{host}:{}", self.port)
+        })
+    }
+
     pub fn checkpoint_dir(&self) -> PathBuf {
         self.checkpoint_dir
             .clone()

@@ -111,6 +111,7 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         "sessions": sessions,
         "training": app.training.info(),
         "training_status": app.training.status(),
+        "cluster": app.cluster.as_ref().map(|c| c.view()),
     }))
     .into_response()
 }
@@ -256,9 +257,12 @@ async fn restart_worker(
 
 async fn metrics(State(app): State<Arc<App>>, _: Operator) -> Response {
     let count = |k: WorkerKind| (k.as_str(), app.sup.registry.count(k));
-    let body = app
+    let mut body = app
         .metrics
         .render(&[count(WorkerKind::Inference), count(WorkerKind::Training)]);
+    if let Some(c) = &app.cluster {
+        body.push_str(&c.render_metrics());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -7,11 +7,13 @@
 //! [`history`] (the run's figures for late joiners) ·
 //! [`supervisor`] (spawn, handshake, ready) · [`process`] (child processes, pidfds, reaping) ·
 //! [`registry`] (live workers) · [`budget`] (restart policy) · [`pool`] (warm workers) ·
-//! [`metrics`] · [`ui`] (embedded browser UI).
+//! [`metrics`] · [`ui`] (embedded browser UI) · [`cluster`] (a node of a cluster: Redis store,
+//! heartbeats, shared models, one training run for all nodes).
 
 pub mod app;
 pub mod budget;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod history;
 pub mod http;

@@ -32,6 +32,7 @@ use ipc_proto::link::{LinkEnd, LinkEvent, SendError};
 use ipc_proto::WorkerKind;
 use serde::Serialize;
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,6 +92,9 @@ enum Wake {
     ServerGoing,
     /// The owner did not come back within the resume window; watchers are let go.
     Expired,
+    /// The store refused a write: another process (a cluster node where the browser resumed)
+    /// owns the session now. This one lets go without writing.
+    Superseded,
 }
 
 /// The owner's browser, while attached.
@@ -127,6 +131,17 @@ pub struct SessionTask {
     flushing: Option<tokio::task::JoinHandle<()>>,
     /// When the owner left while watchers kept the session running.
     owner_left: Option<Instant>,
+    /// What the last write to the store came to (set from the blocking thread that wrote).
+    write: Arc<WriteOutcome>,
+}
+
+/// Flags a background write leaves for the session task.
+#[derive(Default)]
+struct WriteOutcome {
+    /// The store refused it: a newer owner elsewhere has the session.
+    superseded: AtomicBool,
+    /// It failed (the store unreachable): write again at the next tick.
+    failed: AtomicBool,
 }
 
 /// How long a detached session's worker may take to stop before it is killed.
@@ -310,6 +325,7 @@ impl SessionTask {
             dirty: false,
             flushing: None,
             owner_left: None,
+            write: Arc::default(),
         }
     }
 
@@ -710,6 +726,12 @@ impl SessionTask {
     /// Every flush interval: write a changed snapshot, let go of departed watchers, end a session
     /// whose owner stayed away too long.
     fn housekeeping(&mut self) -> Wake {
+        if self.write.superseded.load(Relaxed) {
+            return Wake::Superseded;
+        }
+        if self.write.failed.swap(false, Relaxed) {
+            self.dirty = true;
+        }
         self.flush_in_background();
         self.prune_watchers();
         if self.owner.is_none() {
@@ -744,9 +766,9 @@ impl SessionTask {
             return;
         }
         self.dirty = false;
-        let (store, app, entry) = (self.app.store.clone(), self.app.clone(), self.stored());
+        let (app, entry, outcome) = (self.app.clone(), self.stored(), self.write.clone());
         self.flushing = Some(tokio::task::spawn_blocking(move || {
-            write_entry(&app, store.as_ref(), &entry)
+            write_entry(&app, &entry, &outcome)
         }));
     }
 
@@ -756,9 +778,8 @@ impl SessionTask {
             let _ = h.await;
         }
         self.dirty = false;
-        let (store, app, entry) = (self.app.store.clone(), self.app.clone(), self.stored());
-        let _ =
-            tokio::task::spawn_blocking(move || write_entry(&app, store.as_ref(), &entry)).await;
+        let (app, entry, outcome) = (self.app.clone(), self.stored(), self.write.clone());
+        let _ = tokio::task::spawn_blocking(move || write_entry(&app, &entry, &outcome)).await;
     }
 
     async fn serve(&mut self) -> Wake {
@@ -786,7 +807,7 @@ impl SessionTask {
                     // not stop at once (a hung one) is not worth the browser's wait to resume.
                     let full = Duration::from_millis(self.app.cfg.shutdown_grace_ms);
                     let grace = match end {
-                        Wake::Detach => full.min(DETACH_GRACE),
+                        Wake::Detach | Wake::Superseded => full.min(DETACH_GRACE),
                         _ => full,
                     };
                     self.retire_within(w, grace).await;
@@ -798,15 +819,21 @@ impl SessionTask {
 
     /// Puts the session away (detach, server going) or forgets it (expired, failed).
     async fn finish(&mut self, end: Wake) {
-        let keep = matches!(end, Wake::Detach | Wake::ServerGoing);
-        if keep {
-            self.flush_now().await;
-        } else {
-            if let Some(h) = self.flushing.take() {
-                let _ = h.await;
+        match end {
+            Wake::Detach | Wake::ServerGoing => self.flush_now().await,
+            // The newer owner's copy stays as it is.
+            Wake::Superseded => {}
+            _ => {
+                if let Some(h) = self.flushing.take() {
+                    let _ = h.await;
+                }
+                let (store, token, epoch) = (
+                    self.app.store.clone(),
+                    self.ident.token.clone(),
+                    self.ident.epoch,
+                );
+                let _ = tokio::task::spawn_blocking(move || store.remove(&token, epoch)).await;
             }
-            let (store, token) = (self.app.store.clone(), self.ident.token.clone());
-            let _ = tokio::task::spawn_blocking(move || store.remove(&token)).await;
         }
         let pending = self.app.live.leave(&self.ident.token, &mut self.attach_rx);
         match end {
@@ -825,6 +852,22 @@ impl SessionTask {
             Wake::Expired => {
                 for c in self.clients() {
                     c.close(close::GOING_AWAY, "the session has ended");
+                }
+                sessions::redispatch(&self.app, pending);
+            }
+            Wake::Superseded => {
+                info!(session = %self.id, "session taken by another node; letting go");
+                self.app.metrics.sessions_taken_over.fetch_add(1, Relaxed);
+                if let Some(o) = &self.owner {
+                    o.client.send(&ServerMessage::error(
+                        ErrorCode::SessionTakenOver,
+                        "this session was opened in another tab or window",
+                    ));
+                    o.client.close(close::TAKEN_OVER, "session taken over");
+                }
+                // Watchers come back through their link and find the new owner's copy.
+                for c in &self.watchers {
+                    c.close(close::SERVICE_RESTART, "session moved: reconnect");
                 }
                 sessions::redispatch(&self.app, pending);
             }
@@ -850,15 +893,17 @@ impl SessionTask {
     }
 }
 
-/// One write to the store, timed.
-fn write_entry(app: &App, store: &dyn crate::store::SessionStore, entry: &StoredSession) {
+/// One write to the store, timed; its outcome is left in `outcome`.
+fn write_entry(app: &App, entry: &StoredSession, outcome: &WriteOutcome) {
     let t = Instant::now();
-    match store.put(entry) {
+    match app.store.put(entry) {
         Ok(Put::Written) => app.metrics.observe_flush(t.elapsed()),
         Ok(Put::Superseded) => {
+            outcome.superseded.store(true, Relaxed);
             warn!(session = %entry.id, "the stored session has a newer owner; not overwritten")
         }
         Err(e) => {
+            outcome.failed.store(true, Relaxed);
             app.metrics.store_flush_failures.fetch_add(1, Relaxed);
             warn!(session = %entry.id, error = %e, "could not write the session to the store");
         }

@@ -8,7 +8,9 @@
 
 use crate::app::App;
 use crate::client::{close, Client, Incoming};
-use crate::store::{new_token, plausible_token, SessionStore, StoredSession, TokenHash};
+use crate::store::{
+    new_token, plausible_token, Lookup, SessionStore, StoreError, StoredSession, TokenHash,
+};
 use ipc_proto::browser::{ErrorCode, ServerMessage};
 use ipc_proto::inference::SessionCommand;
 use parking_lot::Mutex;
@@ -79,14 +81,15 @@ impl Identity {
         }
     }
 
-    /// The identity of a stored session taken by this process: its epoch moves on.
+    /// The identity of a stored session taken by this process ([`SessionStore::take`] has
+    /// raised its epoch already).
     fn taken_from(s: &StoredSession) -> Identity {
         Identity {
             id: s.id.clone(),
             token: s.token.clone(),
             watch: s.watch.clone(),
             seed: s.seed,
-            epoch: s.epoch + 1,
+            epoch: s.epoch,
         }
     }
 }
@@ -184,21 +187,48 @@ fn refuse_busy(a: Attach) {
     client.close(close::TRY_AGAIN_LATER, "session busy");
 }
 
-async fn stored(
-    app: &Arc<App>,
-    lookup: impl FnOnce(&dyn SessionStore) -> Result<Option<StoredSession>, crate::store::StoreError>
-        + Send
-        + 'static,
-) -> Option<StoredSession> {
+/// What a lookup in the store found.
+enum Found {
+    Session(Box<StoredSession>),
+    Nothing,
+    /// The store cannot answer now (a cluster's Redis is down): the session may well exist.
+    Unavailable,
+}
+
+/// Takes the stored session `key` names (by resume or watch hash) for this process.
+async fn take_stored(app: &Arc<App>, watch: bool, hash: TokenHash) -> Found {
     let store = app.store.clone();
-    match tokio::task::spawn_blocking(move || lookup(store.as_ref())).await {
-        Ok(Ok(s)) => s,
+    let take = move |s: &dyn SessionStore| {
+        let key = if watch {
+            Lookup::Watch(&hash)
+        } else {
+            Lookup::Token(&hash)
+        };
+        s.take(key)
+    };
+    match tokio::task::spawn_blocking(move || take(store.as_ref())).await {
+        Ok(Ok(Some(s))) => Found::Session(Box::new(s)),
+        Ok(Ok(None)) => Found::Nothing,
+        Ok(Err(StoreError::Unavailable(e))) => {
+            warn!(error = %e, "session store unavailable for a resume");
+            Found::Unavailable
+        }
         Ok(Err(e)) => {
             warn!(error = %e, "session store lookup failed");
-            None
+            Found::Nothing
         }
-        Err(_) => None,
+        Err(_) => Found::Nothing,
     }
+}
+
+/// The store is down: the browser keeps its token and tries again later (nothing is lost by
+/// handing it a fresh session instead).
+fn refuse_unavailable(client: &Client) {
+    client.send(&ServerMessage::error(
+        ErrorCode::StoreUnavailable,
+        "sessions cannot be resumed right now (the session store is unreachable); retrying",
+    ));
+    client.close(close::TRY_AGAIN_LATER, "session store unavailable");
 }
 
 /// A browser on `/ws`: with a resume token that leads back, its session; otherwise a fresh one
@@ -226,12 +256,15 @@ pub async fn open_owner(
             Some(Attach::Owner(back)) => conn = back,
             Some(Attach::Watcher(_)) => unreachable!("an owner was dispatched"),
         }
-        let found = stored(app, move |s| s.get(&hash)).await;
-        if let Some(s) = found {
-            app.metrics.sessions_resumed.fetch_add(1, Relaxed);
-            let snapshot = s.snapshot.clone();
-            start_or_join(app, Identity::taken_from(&s), snapshot, Attach::Owner(conn));
-            return;
+        match take_stored(app, false, hash).await {
+            Found::Session(s) => {
+                app.metrics.sessions_resumed.fetch_add(1, Relaxed);
+                let snapshot = s.snapshot.clone();
+                start_or_join(app, Identity::taken_from(&s), snapshot, Attach::Owner(conn));
+                return;
+            }
+            Found::Unavailable => return refuse_unavailable(&conn.client),
+            Found::Nothing => {}
         }
         conn.resumed = false;
         conn.resume_error = true;
@@ -273,16 +306,22 @@ pub async fn open_watcher(app: &Arc<App>, client: Client, watch_token: &str) -> 
                 }
             }
         }
-        let found = stored(app, move |s| s.get_by_watch(&hash)).await;
-        if let Some(s) = found {
-            let (id, snapshot) = (s.id.clone(), s.snapshot.clone());
-            start_or_join(
-                app,
-                Identity::taken_from(&s),
-                snapshot,
-                Attach::Watcher(client),
-            );
-            return Some(id);
+        match take_stored(app, true, hash).await {
+            Found::Session(s) => {
+                let (id, snapshot) = (s.id.clone(), s.snapshot.clone());
+                start_or_join(
+                    app,
+                    Identity::taken_from(&s),
+                    snapshot,
+                    Attach::Watcher(client),
+                );
+                return Some(id);
+            }
+            Found::Unavailable => {
+                refuse_unavailable(&client);
+                return None;
+            }
+            Found::Nothing => {}
         }
     }
     client.send(&ServerMessage::error(

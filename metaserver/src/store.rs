@@ -47,6 +47,11 @@ impl TokenHash {
         ipc_proto::handshake::secret_eq(&self.0, &other.0)
     }
 
+    /// The hash as hex (a file or key name; not a secret).
+    pub fn hex(&self) -> &str {
+        &self.0
+    }
+
     fn file_name(&self) -> String {
         format!("{}.session", self.0)
     }
@@ -92,6 +97,9 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("session store entry unreadable: {0}")]
     Corrupt(String),
+    /// The store could not be reached (a cluster's Redis is down or too slow).
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// The outcome of a write.
@@ -102,6 +110,13 @@ pub enum Put {
     Superseded,
 }
 
+/// How [`SessionStore::take`] finds a session: by the hash of its resume or its watch token.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup<'a> {
+    Token(&'a TokenHash),
+    Watch(&'a TokenHash),
+}
+
 /// Durable session state. Implementations: [`DirStore`]; the Redis store of cluster.md.
 pub trait SessionStore: Send + Sync + 'static {
     /// Writes `s` unless the stored entry's epoch is newer (then [`Put::Superseded`]).
@@ -110,7 +125,22 @@ pub trait SessionStore: Send + Sync + 'static {
     fn get(&self, token: &TokenHash) -> Result<Option<StoredSession>, StoreError>;
     /// The session whose watch token hashes to `watch`.
     fn get_by_watch(&self, watch: &TokenHash) -> Result<Option<StoredSession>, StoreError>;
-    fn remove(&self, token: &TokenHash) -> Result<(), StoreError>;
+    /// Takes a stored session for this process (a resume or a watcher starting it): returned
+    /// with an epoch above every earlier owner's, so their later writes are refused. `None` when
+    /// no session matches. One machine needs no more than a raised number (its live map already
+    /// keeps one task per session); a cluster store records the claim.
+    fn take(&self, key: Lookup<'_>) -> Result<Option<StoredSession>, StoreError> {
+        let found = match key {
+            Lookup::Token(t) => self.get(t)?,
+            Lookup::Watch(w) => self.get_by_watch(w)?,
+        };
+        Ok(found.map(|mut s| {
+            s.epoch += 1;
+            s
+        }))
+    }
+    /// Forgets a session, unless an owner with a newer epoch than `epoch` has it now.
+    fn remove(&self, token: &TokenHash, epoch: u64) -> Result<(), StoreError>;
     /// Forgets entries written before `cutoff_ms`, and the oldest beyond `keep` entries among
     /// those not in `live` (sessions attached right now); returns how many were forgotten.
     fn expire(
@@ -119,7 +149,8 @@ pub trait SessionStore: Send + Sync + 'static {
         keep: usize,
         live: &dyn Fn(&str) -> bool,
     ) -> Result<usize, StoreError>;
-    /// Every stored session (ids only).
+    /// Every stored session (ids only). Answered from memory (`/api/status` calls it from async
+    /// code): a store that lives elsewhere refreshes its copy in [`SessionStore::expire`].
     fn list(&self) -> Vec<StoredRow>;
 }
 
@@ -248,8 +279,13 @@ impl SessionStore for DirStore {
         }
     }
 
-    fn remove(&self, token: &TokenHash) -> Result<(), StoreError> {
-        self.index.lock().remove(token);
+    fn remove(&self, token: &TokenHash, epoch: u64) -> Result<(), StoreError> {
+        let mut index = self.index.lock();
+        if index.get(token).is_some_and(|e| e.epoch > epoch) {
+            return Ok(());
+        }
+        index.remove(token);
+        drop(index);
         match fs::remove_file(self.path(token)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
@@ -275,7 +311,7 @@ impl SessionStore for DirStore {
                 .collect()
         };
         for t in &doomed {
-            self.remove(t)?;
+            self.remove(t, u64::MAX)?;
         }
         Ok(doomed.len())
     }

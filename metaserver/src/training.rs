@@ -9,6 +9,7 @@
 use crate::app::App;
 use crate::budget::{RestartBudget, Verdict};
 use crate::client::{self, Client, Incoming};
+use crate::cluster::training::{ClusterRun, ClusterTraining, Orphan};
 use crate::history::{HistoryView, RunHistory};
 use crate::metrics::RestartReason;
 use crate::registry::{WorkerControl, WorkerState};
@@ -37,6 +38,14 @@ enum HubCmd {
     /// Run control, with the control token the message carried (if any).
     Control(RunControl, Viewer, Option<String>),
     Operator(WorkerControl),
+    /// Cluster: a checked command from a viewer on another node.
+    Remote(RunControl),
+    /// Cluster: this node took the lease of a run whose holder is gone.
+    Failover(Box<Orphan>),
+    /// Cluster: another node holds the lease now; stop the worker without saving anything.
+    LeaseLost,
+    /// Cluster: the lease cannot be renewed (false: pause the run) or can again (true).
+    LeaseReachable(bool),
 }
 
 /// A `/ws/training` connection as the hub sees it.
@@ -143,6 +152,10 @@ pub struct TrainingHub {
     cmd_tx: mpsc::Sender<HubCmd>,
     cmd_rx: Mutex<Option<mpsc::Receiver<HubCmd>>>,
     shutdown: CancellationToken,
+    /// A cluster node's share of the one run (`--store redis://…`); `None` on one machine.
+    cluster: Option<Arc<ClusterTraining>>,
+    /// Where the holder's updates for Redis queue (set by [`TrainingHub::sharer`]).
+    share_tx: Mutex<Option<mpsc::Sender<Share>>>,
 }
 
 /// Why the hub must replace its worker, and since when that worker had been running.
@@ -153,7 +166,11 @@ struct Lost {
 }
 
 impl TrainingHub {
-    pub fn new(sup: Arc<Supervisor>, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        sup: Arc<Supervisor>,
+        shutdown: CancellationToken,
+        cluster: Option<Arc<ClusterTraining>>,
+    ) -> Arc<Self> {
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         Arc::new(TrainingHub {
             sup,
@@ -185,6 +202,8 @@ impl TrainingHub {
             cmd_tx,
             cmd_rx: Mutex::new(Some(cmd_rx)),
             shutdown,
+            cluster,
+            share_tx: Mutex::new(None),
         })
     }
 
@@ -225,14 +244,47 @@ impl TrainingHub {
         }
     }
 
-    /// Encodes once, queues for every viewer; viewers that are hopelessly behind are dropped.
+    /// Encodes once, queues for every viewer (and, on a cluster's holder, publishes it once for
+    /// the other nodes' viewers); viewers that are hopelessly behind are dropped.
     fn broadcast(&self, m: &ServerMessage, arrived: Instant) {
         let text = Utf8Bytes::from(m.to_json());
-        let droppable = m.is_droppable();
+        if let Some(ct) = &self.cluster {
+            ct.publish(&text);
+        }
+        self.broadcast_local(text, m.is_droppable(), arrived);
+    }
+
+    fn broadcast_local(&self, text: Utf8Bytes, droppable: bool, arrived: Instant) {
         self.state
             .lock()
             .viewers
             .retain(|_, c| c.send_encoded(text.clone(), droppable, arrived));
+    }
+
+    /// Does this node hold the cluster's training lease?
+    pub fn is_cluster_holder(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.is_holder())
+    }
+
+    /// Cluster holder: a command a viewer on another node sent (checked there).
+    pub fn remote_command(&self, c: RunControl) {
+        if self.cmd_tx.try_send(HubCmd::Remote(c)).is_err() {
+            warn!("training command from another node dropped: the hub is busy");
+        }
+    }
+
+    /// Cluster: a frame the holder published, for this node's viewers; lifecycle messages update
+    /// this node's mirror so its late joiners and `/api/status` agree with the holder.
+    pub fn relay_remote(&self, text: &str) {
+        let Ok(m) = serde_json::from_str::<ServerMessage>(text) else {
+            return;
+        };
+        self.mirror(&m);
+        if let ServerMessage::TrainingStarted(_) = m {
+            // Started elsewhere: nobody here owns it.
+            self.state.lock().owner = None;
+        }
+        self.broadcast_local(Utf8Bytes::from(text), m.is_droppable(), Instant::now());
     }
 
     /// `training_started` for everyone, the starter's copy with the run's control token.
@@ -241,6 +293,9 @@ impl TrainingHub {
             return self.broadcast(m, arrived);
         };
         let text = Utf8Bytes::from(m.to_json());
+        if let Some(ct) = &self.cluster {
+            ct.publish(&text);
+        }
         let mut s = self.state.lock();
         let (owner, token) = (s.owner, s.control_token.clone());
         s.viewers.retain(|id, c| {
@@ -313,6 +368,7 @@ impl TrainingHub {
     }
 
     fn fail_run(&self, reason: String) {
+        self.share(Share::Finished);
         {
             let mut s = self.state.lock();
             s.status.is_training = false;
@@ -335,6 +391,12 @@ impl TrainingHub {
             FromTraining::Message(m) => {
                 self.mirror(&m);
                 self.announce_start(&m, arrived);
+                match m {
+                    ServerMessage::TrainingComplete(_) => self.share(Share::Finished),
+                    ServerMessage::Paused {} | ServerMessage::Resumed {} => self.share(Share::Run),
+                    ServerMessage::StateUpdate(_) => {}
+                    _ => self.share(Share::Status),
+                }
             }
             FromTraining::Evaluated {
                 episode,
@@ -342,7 +404,8 @@ impl TrainingHub {
                 reward,
             } => self.state.lock().history.evaluation(episode, steps, reward),
             FromTraining::Checkpointed { episode, path } => {
-                self.state.lock().checkpoint = Some((episode, path));
+                self.state.lock().checkpoint = Some((episode, path.clone()));
+                self.share(Share::Checkpoint(path));
             }
             FromTraining::RunEnded {
                 failed: Some(reason),
@@ -353,6 +416,7 @@ impl TrainingHub {
                 model_saved,
             } => {
                 info!(model = ?model_saved, "training run ended");
+                self.share(Share::Finished);
                 let mut s = self.state.lock();
                 s.status.is_training = false;
                 s.checkpoint = None;
@@ -547,6 +611,9 @@ impl TrainingHub {
             ));
             return;
         }
+        if !self.may_start_in_cluster(&client).await {
+            return;
+        }
         if worker.as_ref().is_none_or(|w| !w.is_usable()) {
             match self.spawn_worker().await {
                 Ok(w) => *worker = Some(w),
@@ -555,6 +622,9 @@ impl TrainingHub {
                         ErrorCode::TrainingFailed,
                         format!("cannot start the training worker: {e}"),
                     ));
+                    if let Some(ct) = &self.cluster {
+                        ct.release().await;
+                    }
                     return;
                 }
             }
@@ -582,6 +652,7 @@ impl TrainingHub {
             seed = config.seed,
             "training run starting"
         );
+        self.share(Share::Run);
         if let Some(w) = worker.as_ref() {
             let _ = w.send(ToTraining::Start(config));
         }
@@ -638,7 +709,9 @@ impl TrainingHub {
         let mut worker: Option<TrainingWorker> = None;
         let mut budget = RestartBudget::new(self.sup.cfg.restart_policy());
         if let Some(record) = self.take_run_record() {
-            worker = self.resume_after_restart(record, &mut budget).await;
+            worker = self
+                .resume_after_restart(record, &mut budget, "server restarted")
+                .await;
         }
         loop {
             tokio::select! {
@@ -647,6 +720,7 @@ impl TrainingHub {
                     Some(HubCmd::Start(config, v)) => self.start_run(&mut worker, &mut budget, config, v).await,
                     Some(HubCmd::Control(c, v, token)) => match worker.as_ref() {
                         _ if !self.is_training() => { v.client.send(&ServerMessage::error(ErrorCode::NotTraining, "no training run is in progress")); }
+                        None if self.cluster.as_ref().is_some_and(|c| !c.is_holder()) => self.forward_control(c, &v, token),
                         _ if !self.may_control(&v, token.as_deref()) => {
                             v.client.send(&ServerMessage::error(ErrorCode::NotRunOwner, "only the person who started this run (or an operator) can pause, resume or stop it"));
                         }
@@ -661,6 +735,7 @@ impl TrainingHub {
                         let text = "restarted by an operator".to_owned();
                         self.replace(&mut worker, &mut budget, Lost { reason: RestartReason::Operator, text, started }).await;
                     }
+                    Some(other) => self.on_cluster_cmd(other, &mut worker, &mut budget).await,
                 },
                 ev = next_event(&mut worker) => match ev {
                     LinkEvent::Event(ev) => self.on_event(ev),
@@ -676,7 +751,11 @@ impl TrainingHub {
                 },
                 _ = shutdown.cancelled() => {
                     if let Some(w) = worker.take() {
-                        if self.is_training() && !self.sup.cfg.no_resume_training {
+                        if self.is_training() && self.cluster.is_some() {
+                            // The worker checkpoints; another node continues the run.
+                            self.retire(w, ToTraining::Handover).await;
+                            self.hand_over_to_cluster().await;
+                        } else if self.is_training() && !self.sup.cfg.no_resume_training {
                             // The worker checkpoints; the next server resumes the run.
                             self.retire(w, ToTraining::Handover).await;
                             self.save_run_record();
@@ -695,12 +774,285 @@ impl TrainingHub {
     }
 }
 
+impl TrainingHub {
+    /// The cluster's commands to the hub (never sent on one machine).
+    async fn on_cluster_cmd(
+        &self,
+        cmd: HubCmd,
+        worker: &mut Option<TrainingWorker>,
+        budget: &mut RestartBudget,
+    ) {
+        match cmd {
+            HubCmd::Remote(c) => {
+                if let Some(w) = worker.as_ref() {
+                    let _ = w.send(ToTraining::Control(c));
+                }
+            }
+            HubCmd::Failover(o) if worker.is_none() => *worker = self.adopt(*o, budget).await,
+            HubCmd::Failover(_) => warn!("took the training lease while running a worker"),
+            HubCmd::LeaseLost => {
+                if let Some(mut w) = worker.take() {
+                    // Another node continues the run: nothing of this worker's may be saved.
+                    warn!(worker = %w.id, "training lease lost: stopping this node's worker");
+                    w.kill();
+                    let _ = w.wait_exit().await;
+                    self.state.lock().worker = None;
+                }
+            }
+            HubCmd::LeaseReachable(reachable) => {
+                let paused = self.state.lock().status.paused;
+                let c = match (reachable, paused) {
+                    (false, false) => Some(RunControl::Pause),
+                    (true, true) => Some(RunControl::Resume),
+                    _ => None,
+                };
+                if let (Some(w), Some(c)) = (worker.as_ref(), c) {
+                    warn!(?c, "training lease renewal: redis reachable = {reachable}");
+                    let _ = w.send(ToTraining::Control(c));
+                }
+            }
+            HubCmd::Start(..) | HubCmd::Control(..) | HubCmd::Operator(_) => {}
+        }
+    }
+
+    /// Cluster holder at SIGTERM: the worker has checkpointed; share the checkpoint and let go.
+    async fn hand_over_to_cluster(&self) {
+        let Some(ct) = &self.cluster else { return };
+        let path = self.state.lock().checkpoint.as_ref().map(|c| c.1.clone());
+        if let (Some(r), Some(p)) = (self.cluster_run(true), path) {
+            if ct.save_checkpoint(&r, std::path::Path::new(&p)).await {
+                info!(
+                    episode = r.episodes_completed,
+                    "training run handed over to the cluster"
+                );
+            }
+        }
+        ct.release().await;
+    }
+}
+
+/// What a cluster's holder tells Redis, in order, by one task (the hub never waits for Redis).
+enum Share {
+    /// The latest `training_status`, for late joiners on other nodes.
+    Status,
+    /// The run's description changed (started, paused, resumed).
+    Run,
+    /// A checkpoint file to upload with the run's description.
+    Checkpoint(String),
+    /// The run is over: final status, forget the run, release the lease.
+    Finished,
+}
+
+impl TrainingHub {
+    fn share(&self, what: Share) {
+        if let (Some(ct), Some(tx)) = (&self.cluster, self.share_tx.lock().as_ref()) {
+            if ct.is_holder() && tx.try_send(what).is_err() {
+                warn!("training updates for redis are backing up; one skipped");
+            }
+        }
+    }
+
+    /// The run as another node would continue it.
+    fn cluster_run(&self, handed_over: bool) -> Option<ClusterRun> {
+        let s = self.state.lock();
+        Some(ClusterRun {
+            config: s.status.config.clone()?,
+            paused: s.status.paused,
+            episodes_completed: s.checkpoint.as_ref().map_or(0, |c| c.0),
+            control_hash: s.control_hash.clone(),
+            handed_over,
+        })
+    }
+
+    /// Cluster: carries out the holder's [`Share`]s in order.
+    pub async fn sharer(self: Arc<Self>, ct: Arc<ClusterTraining>) {
+        let (tx, mut rx) = mpsc::channel(SHARE_QUEUE);
+        *self.share_tx.lock() = Some(tx);
+        while let Some(what) = rx.recv().await {
+            let status = || serde_json::to_string(&self.status()).expect("serialises");
+            match what {
+                Share::Status => ct.set_status(status()).await,
+                Share::Run => {
+                    if let Some(r) = self.cluster_run(false) {
+                        ct.save_run(&r).await;
+                    }
+                    ct.set_status(status()).await;
+                }
+                Share::Checkpoint(path) => {
+                    if let Some(r) = self.cluster_run(false) {
+                        ct.save_checkpoint(&r, std::path::Path::new(&path)).await;
+                    }
+                }
+                Share::Finished => {
+                    ct.set_status(status()).await;
+                    ct.finish_run().await;
+                }
+            }
+        }
+    }
+
+    /// Cluster: renews the lease while holding it; otherwise adopts a run whose holder is gone.
+    pub async fn lease_keeper(self: Arc<Self>, ct: Arc<ClusterTraining>) {
+        let mut tick = tokio::time::interval(crate::cluster::training::RENEW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unreachable = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            let cmd = if ct.is_holder() {
+                match ct.renew().await {
+                    Ok(true) if unreachable => Some(HubCmd::LeaseReachable(true)),
+                    Ok(true) => None,
+                    Ok(false) => Some(HubCmd::LeaseLost),
+                    Err(_) if !unreachable => Some(HubCmd::LeaseReachable(false)),
+                    Err(_) => None,
+                }
+            } else {
+                match ct.take_orphan().await {
+                    Ok(Some(o)) => Some(HubCmd::Failover(Box::new(o))),
+                    _ => None,
+                }
+            };
+            if let Some(HubCmd::LeaseReachable(r)) = &cmd {
+                unreachable = !*r;
+            }
+            if let Some(HubCmd::LeaseLost) = &cmd {
+                unreachable = false;
+            }
+            if let Some(c) = cmd {
+                let _ = self.cmd_tx.send(c).await;
+            }
+        }
+    }
+
+    /// Cluster: a run taken over from a lost holder continues here from its last checkpoint.
+    async fn adopt(&self, o: Orphan, budget: &mut RestartBudget) -> Option<TrainingWorker> {
+        let checkpoint = match o.checkpoint {
+            Some(bytes) => {
+                let path = self
+                    .sup
+                    .cfg
+                    .checkpoint_dir()
+                    .join(format!("cluster-{}.ckpt", o.fence));
+                let p = path.clone();
+                match tokio::task::spawn_blocking(move || hamlet_onnx::write_atomic(&p, &bytes))
+                    .await
+                {
+                    Ok(Ok(())) => Some(path.display().to_string()),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let reason = if o.run.handed_over {
+            "server restarted"
+        } else {
+            "node lost"
+        };
+        info!(
+            fence = o.fence,
+            episode = o.run.episodes_completed,
+            reason,
+            "training run taken over"
+        );
+        let record = RunRecord {
+            checkpoint,
+            config: o.run.config,
+            paused: o.run.paused,
+            episodes_completed: o.run.episodes_completed,
+            control_hash: o.run.control_hash,
+        };
+        let w = self.resume_after_restart(record, budget, reason).await;
+        self.share(Share::Run);
+        w
+    }
+
+    /// Cluster: may this follower's viewer control the run? Then forward it to the holder.
+    fn forward_control(&self, c: RunControl, v: &Viewer, token: Option<String>) {
+        let Some(ct) = self.cluster.clone() else {
+            return;
+        };
+        let (client, operator) = (v.client.clone(), v.operator);
+        tokio::spawn(async move {
+            let allowed = match token {
+                _ if operator => Ok(true),
+                Some(t) => ct.token_controls(&t).await,
+                None => Ok(false),
+            };
+            let refusal = match allowed {
+                Ok(true) => match ct.forward(c).await {
+                    Ok(()) => return,
+                    Err(_) => None,
+                },
+                Ok(false) => Some(ServerMessage::error(ErrorCode::NotRunOwner, "only the person who started this run (or an operator) can pause, resume or stop it")),
+                Err(_) => None,
+            };
+            client.send(&refusal.unwrap_or_else(store_unavailable));
+        });
+    }
+
+    /// Cluster follower: the holder's latest status, for a viewer who just arrived here.
+    async fn refresh_from_cluster(&self) {
+        let Some(ct) = self.cluster.as_ref().filter(|c| !c.is_holder()) else {
+            return;
+        };
+        if let Ok(Some(json)) = ct.status().await {
+            if let Ok(st) = serde_json::from_str::<TrainingStatus>(&json) {
+                let mut s = self.state.lock();
+                s.run = match (st.is_training, s.run) {
+                    (true, _) => RunState::Running,
+                    (false, RunState::Running) => RunState::Completed,
+                    (false, other) => other,
+                };
+                s.status = st;
+            }
+        }
+    }
+
+    /// Cluster: a run may start here only if none is recorded and the lease is free.
+    async fn may_start_in_cluster(&self, client: &Client) -> bool {
+        let Some(ct) = &self.cluster else {
+            return true;
+        };
+        let taken = match ct.run_exists().await {
+            Ok(false) => ct.acquire().await.map(|f| f.is_none()),
+            other => other,
+        };
+        match taken {
+            Ok(false) => true,
+            Ok(true) => {
+                client.send(&ServerMessage::error(
+                    ErrorCode::TrainingInProgress,
+                    "a training run is in progress on another node: watch it, or stop it first",
+                ));
+                false
+            }
+            Err(_) => {
+                client.send(&store_unavailable());
+                false
+            }
+        }
+    }
+}
+
+const SHARE_QUEUE: usize = 256;
+
+fn store_unavailable() -> ServerMessage {
+    ServerMessage::error(
+        ErrorCode::StoreUnavailable,
+        "the cluster's shared store is unreachable; try again in a moment",
+    )
+}
+
 /// A run in progress when the server stopped (SIGTERM), so the next server resumes it
 /// (sessions.md). Kept beside the session store as `training-run.json`; the control token only as
 /// its hash.
 #[derive(Debug, Serialize, serde::Deserialize)]
 struct RunRecord {
-    checkpoint: String,
+    /// `None`: no checkpoint yet; the run starts again from its configuration.
+    checkpoint: Option<String>,
     config: TrainingConfig,
     paused: bool,
     episodes_completed: u32,
@@ -708,8 +1060,13 @@ struct RunRecord {
 }
 
 impl TrainingHub {
-    fn run_record_path(&self) -> std::path::PathBuf {
-        self.sup.cfg.store.join("training-run.json")
+    /// Beside a directory store; a cluster keeps its run in Redis instead.
+    fn run_record_path(&self) -> Option<std::path::PathBuf> {
+        self.sup
+            .cfg
+            .store
+            .dir()
+            .map(|d| d.join("training-run.json"))
     }
 
     /// Writes the record of the run in progress (after its worker checkpointed).
@@ -722,14 +1079,16 @@ impl TrainingHub {
                 return;
             };
             RunRecord {
-                checkpoint: checkpoint.clone(),
+                checkpoint: Some(checkpoint.clone()),
                 config: config.clone(),
                 paused: s.status.paused,
                 episodes_completed: *episode,
                 control_hash: s.control_hash.clone(),
             }
         };
-        let path = self.run_record_path();
+        let Some(path) = self.run_record_path() else {
+            return;
+        };
         let bytes = serde_json::to_vec_pretty(&record).expect("a record serialises");
         match hamlet_onnx::write_atomic(&path, &bytes) {
             Ok(()) => info!(
@@ -743,7 +1102,7 @@ impl TrainingHub {
     /// Reads and removes the record a previous server left; `None` if there is none, it is
     /// unreadable, or `--no-resume-training` says not to resume.
     fn take_run_record(&self) -> Option<RunRecord> {
-        let path = self.run_record_path();
+        let path = self.run_record_path()?;
         let bytes = std::fs::read(&path).ok()?;
         let _ = std::fs::remove_file(&path);
         if self.sup.cfg.no_resume_training {
@@ -765,6 +1124,7 @@ impl TrainingHub {
         &self,
         r: RunRecord,
         budget: &mut RestartBudget,
+        reason: &str,
     ) -> Option<TrainingWorker> {
         {
             let mut s = self.state.lock();
@@ -774,18 +1134,18 @@ impl TrainingHub {
             s.status.current_episode =
                 episode_being_run(r.episodes_completed, r.config.num_episodes);
             s.status.config = Some(r.config.clone());
-            s.checkpoint = Some((r.episodes_completed, r.checkpoint.clone()));
+            s.checkpoint = r.checkpoint.clone().map(|c| (r.episodes_completed, c));
             s.control_hash = r.control_hash;
             s.run = RunState::Running;
             s.history = RunHistory::new(r.config.clone());
         }
         info!(
             episode = r.episodes_completed,
-            "resuming the training run the previous server left"
+            reason, "resuming a training run left by another server"
         );
         let lost = Lost {
             reason: RestartReason::Operator,
-            text: "server restarted".into(),
+            text: reason.into(),
             started: Instant::now(),
         };
         self.resume_run(budget, lost).await
@@ -831,7 +1191,9 @@ pub async fn viewer(socket: WebSocket, app: Arc<App>, operator: bool) {
             operator,
         }
     };
-    // Late joiners catch up at once from the mirror.
+    // Late joiners catch up at once from the mirror (on a cluster follower, first brought up to
+    // date from the holder's `training:status`).
+    hub.refresh_from_cluster().await;
     client.send(&ServerMessage::TrainingStatus(Box::new(hub.status_for(&v))));
     app.metrics.training_viewers.fetch_add(1, Relaxed);
     let (tx, mut rx) = mpsc::channel(32);

@@ -672,3 +672,4 @@ impl Drop for DirectWorker {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+pub mod cluster;

@@ -1,0 +1,276 @@
+//! Sessions in Redis: the cluster's [`SessionStore`] (cluster.md's key layout).
+//!
+//! - `hamlet:sess:{id}` — the session (MessagePack [`StoredSession`]: snapshot with model and play
+//!   state, the hashes of its tokens, its epoch), TTL = the resume window;
+//! - `hamlet:token:{sha256}` and `hamlet:watch:{sha256}` → the session id, same TTL;
+//! - `hamlet:sess:{id}:owner` — hash `{epoch, node}`: who owns the session now;
+//! - `hamlet:sessions` (sorted set: id → saved at) and `hamlet:sessions:pos` (id → episode:step),
+//!   the listing for `/api/status`, trimmed as entries expire.
+//!
+//! Writes are one Lua script that compares the writer's epoch with the owner's and writes only
+//! if it is not older; a resume raises the owner's epoch in Redis (`HINCRBY`), so the node that
+//! had the session before finds its next write refused and lets go.
+
+use super::{key, Cluster, ClusterError};
+use crate::store::{Lookup, Put, SessionStore, StoreError, StoredRow, StoredSession, TokenHash};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use tokio::runtime::Handle;
+
+/// Writes `sess`, its token and watch keys and the listing, if the writer's epoch (ARGV[2]) is
+/// not older than the owner's. KEYS: sess, owner, token, watch, listing, positions.
+/// ARGV: blob, epoch, node, ttl ms, id, saved at ms, "episode:step". Returns 1 written, 0 refused.
+const PUT: &str = r#"
+local current = redis.call('HGET', KEYS[2], 'epoch')
+if current and tonumber(current) > tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+redis.call('HSET', KEYS[2], 'epoch', ARGV[2], 'node', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[4])
+redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[5], ARGV[6], ARGV[5])
+redis.call('HSET', KEYS[6], ARGV[5], ARGV[7])
+return 1
+"#;
+
+/// Claims a session: the owner's epoch rises above every earlier owner's (at least above the
+/// stored copy's). KEYS: sess, owner. ARGV: node, ttl ms, the stored copy's epoch.
+/// Returns the new epoch, or nil when the session has expired meanwhile.
+const TAKE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local current = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
+local epoch = math.max(current, tonumber(ARGV[3])) + 1
+redis.call('HSET', KEYS[2], 'epoch', epoch, 'node', ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return epoch
+"#;
+
+/// Forgets a session unless a newer owner has it. KEYS: sess, owner, token, watch, listing,
+/// positions. ARGV: epoch, id.
+const REMOVE: &str = r#"
+local current = redis.call('HGET', KEYS[2], 'epoch')
+if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[2])
+redis.call('HDEL', KEYS[6], ARGV[2])
+return 1
+"#;
+
+/// The cluster's session store. Its calls block (the trait's contract): each runs the async
+/// Redis call on the server's runtime from the blocking thread that called it.
+pub struct RedisStore {
+    cluster: Arc<Cluster>,
+    runtime: Handle,
+    ttl_ms: u64,
+    put: redis::Script,
+    take: redis::Script,
+    remove: redis::Script,
+    /// The listing as the last [`SessionStore::expire`] read it.
+    rows: Mutex<Vec<StoredRow>>,
+}
+
+impl RedisStore {
+    /// Must be called on the runtime its calls will use.
+    pub fn new(cluster: Arc<Cluster>, resume_window_secs: u64) -> RedisStore {
+        RedisStore {
+            cluster,
+            runtime: Handle::current(),
+            ttl_ms: resume_window_secs.max(1).saturating_mul(1000),
+            put: redis::Script::new(PUT),
+            take: redis::Script::new(TAKE),
+            remove: redis::Script::new(REMOVE),
+            rows: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn block_on<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, ClusterError>>,
+    ) -> Result<T, StoreError> {
+        self.runtime
+            .block_on(f)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    fn session_keys(id: &str, s: &StoredSession) -> [String; 6] {
+        [
+            key(&format!("sess:{id}")),
+            key(&format!("sess:{id}:owner")),
+            key(&format!("token:{}", s.token.hex())),
+            key(&format!("watch:{}", s.watch.hex())),
+            key("sessions"),
+            key("sessions:pos"),
+        ]
+    }
+
+    /// The id a token or watch hash leads to, then the session itself.
+    fn lookup(&self, k: Lookup<'_>) -> Result<Option<StoredSession>, StoreError> {
+        let index = match k {
+            Lookup::Token(t) => key(&format!("token:{}", t.hex())),
+            Lookup::Watch(w) => key(&format!("watch:{}", w.hex())),
+        };
+        let c = &self.cluster;
+        let id: Option<String> = self.block_on(c.call(|mut con| async move {
+            redis::cmd("GET").arg(index).query_async(&mut con).await
+        }))?;
+        let Some(id) = id else { return Ok(None) };
+        let sess = key(&format!("sess:{id}"));
+        let blob: Option<Vec<u8>> = self.block_on(c.call(|mut con| async move {
+            redis::cmd("GET").arg(sess).query_async(&mut con).await
+        }))?;
+        let Some(blob) = blob else { return Ok(None) };
+        let s: StoredSession =
+            rmp_serde::from_slice(&blob).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // The index could only lead elsewhere if someone forged keys in Redis.
+        let matches = match k {
+            Lookup::Token(t) => s.token.matches(t),
+            Lookup::Watch(w) => s.watch.matches(w),
+        };
+        Ok(matches.then_some(s))
+    }
+}
+
+impl SessionStore for RedisStore {
+    fn put(&self, s: &StoredSession) -> Result<Put, StoreError> {
+        let blob = rmp_serde::to_vec_named(s).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let keys = Self::session_keys(&s.id, s);
+        let (episode, step) = s
+            .snapshot
+            .as_ref()
+            .map_or((1, 0), |p| (p.episode, p.world.step));
+        let mut inv = self.put.prepare_invoke();
+        inv.key(&keys[..]);
+        inv.arg(blob)
+            .arg(s.epoch)
+            .arg(&self.cluster.node_id)
+            .arg(self.ttl_ms)
+            .arg(&s.id)
+            .arg(s.saved_at_ms)
+            .arg(format!("{episode}:{step}"));
+        let written: i64 = self.block_on(
+            self.cluster
+                .call(|mut con| async move { inv.invoke_async(&mut con).await }),
+        )?;
+        Ok(if written == 1 {
+            Put::Written
+        } else {
+            Put::Superseded
+        })
+    }
+
+    fn get(&self, token: &TokenHash) -> Result<Option<StoredSession>, StoreError> {
+        self.lookup(Lookup::Token(token))
+    }
+
+    fn get_by_watch(&self, watch: &TokenHash) -> Result<Option<StoredSession>, StoreError> {
+        self.lookup(Lookup::Watch(watch))
+    }
+
+    fn take(&self, k: Lookup<'_>) -> Result<Option<StoredSession>, StoreError> {
+        let Some(mut s) = self.lookup(k)? else {
+            return Ok(None);
+        };
+        let mut inv = self.take.prepare_invoke();
+        inv.key(key(&format!("sess:{}", s.id)))
+            .key(key(&format!("sess:{}:owner", s.id)))
+            .arg(&self.cluster.node_id)
+            .arg(self.ttl_ms)
+            .arg(s.epoch);
+        let epoch: Option<u64> = self.block_on(
+            self.cluster
+                .call(|mut con| async move { inv.invoke_async(&mut con).await }),
+        )?;
+        Ok(epoch.map(|e| {
+            s.epoch = e;
+            s
+        }))
+    }
+
+    fn remove(&self, token: &TokenHash, epoch: u64) -> Result<(), StoreError> {
+        let Some(s) = self.lookup(Lookup::Token(token))? else {
+            return Ok(());
+        };
+        let keys = Self::session_keys(&s.id, &s);
+        let mut inv = self.remove.prepare_invoke();
+        inv.key(&keys[..]).arg(epoch).arg(&s.id);
+        let _: i64 = self.block_on(
+            self.cluster
+                .call(|mut con| async move { inv.invoke_async(&mut con).await }),
+        )?;
+        Ok(())
+    }
+
+    /// Redis forgets sessions by their TTL; this trims the listing of those it forgot and reads
+    /// it for [`SessionStore::list`]. (`keep`, `--max-detached`, is not enforced across a
+    /// cluster: the TTL bounds what is kept; `live` is only this node's knowledge.)
+    fn expire(
+        &self,
+        cutoff_ms: u64,
+        _keep: usize,
+        _live: &dyn Fn(&str) -> bool,
+    ) -> Result<usize, StoreError> {
+        let (listing, pos) = (key("sessions"), key("sessions:pos"));
+        let (gone, rows): (Vec<String>, Vec<(String, u64)>) =
+            self.block_on(self.cluster.call(|mut con| async move {
+                let gone: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(&listing)
+                    .arg("-inf")
+                    .arg(format!("({cutoff_ms}"))
+                    .arg("BYSCORE")
+                    .query_async(&mut con)
+                    .await?;
+                if !gone.is_empty() {
+                    redis::pipe()
+                        .zrem(&listing, &gone)
+                        .hdel(&pos, &gone)
+                        .query_async::<()>(&mut con)
+                        .await?;
+                }
+                let rows: Vec<(String, u64)> = redis::cmd("ZRANGE")
+                    .arg(&listing)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query_async(&mut con)
+                    .await?;
+                Ok((gone, rows))
+            }))?;
+        let ids: Vec<&String> = rows.iter().map(|r| &r.0).collect();
+        let positions: Vec<Option<String>> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            let pos = key("sessions:pos");
+            let ids: Vec<String> = ids.into_iter().cloned().collect();
+            self.block_on(self.cluster.call(|mut con| async move {
+                redis::cmd("HMGET")
+                    .arg(pos)
+                    .arg(ids)
+                    .query_async(&mut con)
+                    .await
+            }))?
+        };
+        let listed = rows
+            .into_iter()
+            .zip(positions)
+            .map(|((id, saved_at_ms), p)| {
+                let (episode, step) = p
+                    .as_deref()
+                    .and_then(|p| p.split_once(':'))
+                    .and_then(|(e, s)| Some((e.parse().ok()?, s.parse().ok()?)))
+                    .unwrap_or((1, 0));
+                StoredRow {
+                    id,
+                    episode,
+                    step,
+                    saved_at_ms,
+                }
+            })
+            .collect();
+        *self.rows.lock() = listed;
+        Ok(gone.len())
+    }
+
+    fn list(&self) -> Vec<StoredRow> {
+        self.rows.lock().clone()
+    }
+}
