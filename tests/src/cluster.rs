@@ -295,3 +295,26 @@ pub fn log_lines(path: &std::path::Path, needle: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// How many frames a resumed session went back: the resumed frame must be one the browser saw
+/// (or a step or three after the last it saw: in flight when its node died). `seen` holds the
+/// (episode, step) of every `state_update` it got. `Err` when the resumed frame was never seen.
+pub fn rewind(seen: &[(u64, u64)], resumed: (u64, u64)) -> Result<usize, String> {
+    let Some(last) = seen.last().copied() else {
+        return Ok(0);
+    };
+    if let Some(i) = seen.iter().rposition(|p| *p == resumed) {
+        return Ok(seen.len() - 1 - i);
+    }
+    if resumed.0 == last.0 && resumed.1 > last.1 && resumed.1 <= last.1 + 3 {
+        return Ok(0);
+    }
+    Err(format!(
+        "resumed at {resumed:?}, a frame never seen (last seen {last:?})"
+    ))
+}
+
+/// Does `next` follow `prev` (the next step, or the start of the next episode)?
+pub fn follows(prev: (u64, u64), next: (u64, u64)) -> bool {
+    (next.0 == prev.0 && next.1 == prev.1 + 1) || (next.0 == prev.0 + 1 && next.1 <= 1)
+}

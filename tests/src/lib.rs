@@ -672,4 +672,5 @@ impl Drop for DirectWorker {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+pub mod chaos_cluster;
 pub mod cluster;

@@ -10,6 +10,8 @@ use ipc_proto::training::{Network, TrainingConfig};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+#[path = "bench_parts/cluster.rs"]
+mod cluster;
 #[path = "bench_parts/learn.rs"]
 mod learn;
 #[path = "bench_parts/sessions.rs"]
@@ -409,6 +411,8 @@ struct Window {
     /// The metaserver's CPU over the window, % of one core.
     cpu_pct: f64,
     frames: u64,
+    /// Frames of each client, in order.
+    per_client: Vec<u64>,
     /// Milliseconds between consecutive `state_update`s of a session (all sessions).
     gaps: Vec<f64>,
 }
@@ -438,6 +442,7 @@ async fn watch_frames(clients: &mut [Ws], server_pid: u32, window: Duration) -> 
         secs,
         cpu_pct: (cpu_ticks(server_pid) - cpu0) as f64 / 100.0 / secs * 100.0,
         frames: results.iter().map(|r| r.0).sum(),
+        per_client: results.iter().map(|r| r.0).collect(),
         gaps: results
             .into_iter()
             .flat_map(|r| r.1.into_iter().skip(1))
@@ -850,6 +855,9 @@ async fn main() {
     }
     if want("sessions") {
         sessions::sessions(&mut r).await;
+    }
+    if want("cluster") {
+        cluster::cluster(&mut r).await;
     }
     // Half an hour or more: only when asked for by name.
     if only.iter().any(|o| o == "learn") {

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--cluster") {
+        return cluster(std::env::args().skip(2)).await;
+    }
     let mut args = std::env::args().skip(1);
     let secs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(60);
     let sessions: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(16);
@@ -101,4 +104,75 @@ fn passed(r: &hamlet_tests::chaos::ChaosReport) -> bool {
     r.sessions_lost == 0
         && r.continuity_violations == 0
         && r.frames as f64 >= 0.8 * r.frames_expected
+}
+
+/// `scripts/chaos --cluster [SECONDS] [SESSIONS]`: nodes killed and drained under load.
+async fn cluster(mut args: impl Iterator<Item = String>) {
+    use hamlet_tests::chaos_cluster::{percentile, run, ClusterChaosConfig};
+    let secs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(90);
+    let sessions: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(12);
+    let cfg = ClusterChaosConfig {
+        duration: Duration::from_secs(secs),
+        sessions,
+        hit_every: Duration::from_secs(10),
+        drain_share: 0.5,
+        seed: 42,
+    };
+    println!("chaos --cluster: {secs} s, redis + 3 nodes + haproxy, {sessions} sessions at speed 5 through haproxy, a node hit every {:?} ({}% drained, the rest kill -9), then started again", cfg.hit_every, (cfg.drain_share * 100.0) as u32);
+    let r = run(cfg).await;
+    let f = |v: &[usize]| v.iter().map(|x| *x as f64).collect::<Vec<_>>();
+    let p = |v: &[f64], q| percentile(v, q).map_or("–".into(), |x| format!("{x:.0}"));
+    let rows = [
+        ("duration", format!("{:.0} s", r.duration_secs)),
+        (
+            "sessions / lost",
+            format!("{} / {} {:?}", r.sessions, r.sessions_lost, r.lost_reasons),
+        ),
+        ("node kills / drains", format!("{} / {}", r.kills, r.drains)),
+        ("resumes on another node", r.resumes.to_string()),
+        (
+            "rewind after a kill, frames p50 / p99 / max",
+            format!(
+                "{} / {} / {}",
+                p(&f(&r.rewind_frames_kill), 50.0),
+                p(&f(&r.rewind_frames_kill), 99.0),
+                p(&f(&r.rewind_frames_kill), 100.0)
+            ),
+        ),
+        (
+            "rewind after a drain, frames max",
+            p(&f(&r.rewind_frames_drain), 100.0),
+        ),
+        (
+            "time to resume, ms p50 / p99",
+            format!(
+                "{} / {}",
+                p(&r.time_to_resume_ms, 50.0),
+                p(&r.time_to_resume_ms, 99.0)
+            ),
+        ),
+        (
+            "continuity violations",
+            format!("{} {:?}", r.continuity_violations, r.violation_examples),
+        ),
+        ("state_update frames received", r.frames.to_string()),
+    ];
+    for (k, v) in rows {
+        println!("  {k:<44} {v}");
+    }
+    let dir = hamlet_tests::root().join("target/chaos");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(
+        dir.join("cluster-latest.json"),
+        serde_json::to_string_pretty(&r).unwrap(),
+    );
+    // At most one flush interval (250 ms = 12.5 frames at speed 5) plus the write, after a kill.
+    let ok = r.sessions_lost == 0
+        && r.continuity_violations == 0
+        && r.rewind_frames_drain.iter().all(|x| *x == 0)
+        && r.rewind_frames_kill.iter().all(|x| *x <= 20);
+    println!("{}", if ok { "PASS" } else { "FAIL" });
+    if !ok {
+        std::process::exit(1);
+    }
 }

@@ -1,0 +1,136 @@
+//! `scripts/bench cluster`: what a cluster costs on one machine (cluster.md) — frames per second
+//! with 1, 2 and 3 nodes on a real Redis against one server with the directory store (on one
+//! machine more nodes add no cores, so the ratio is the price of Redis and the extra processes),
+//! Redis calls per session per second, and the latency of resuming on another node.
+
+use super::{pct, watch_frames, Report};
+use futures_util::future::join_all;
+use hamlet_tests::cluster::{start_nodes, Redis};
+use hamlet_tests::{Server, ServerOpts, Ws, T};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const SESSIONS: usize = 48;
+
+pub async fn cluster(r: &mut Report) {
+    let single = Server::start_with(ServerOpts::default_model(&[]));
+    let base = throughput(&[&single]).await;
+    drop(single);
+    r.add(
+        "cluster_base_fps",
+        &format!("{SESSIONS} sessions at speed 10, one server, directory store"),
+        format!("{:.0} frames/s", base.0),
+        "the reference for the rows below",
+        json!({"frames_per_sec": base.0}),
+    );
+    for n in [1usize, 2, 3] {
+        let redis = Redis::start();
+        let nodes = start_nodes(&redis, n, &[]);
+        let calls0 = redis_calls(&nodes);
+        let t = Instant::now();
+        let (fps, per_node) = throughput(&nodes.iter().collect::<Vec<_>>()).await;
+        let calls = (redis_calls(&nodes) - calls0) / t.elapsed().as_secs_f64() / SESSIONS as f64;
+        r.add(
+            &format!("cluster_{n}_nodes"),
+            &format!("  {n} node(s) on redis: frames/s (ratio), per node"),
+            format!(
+                "{fps:.0} ({:.2}), {}",
+                fps / base.0,
+                per_node
+                    .iter()
+                    .map(|f| format!("{f:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            ),
+            "same load, sessions spread evenly",
+            json!({"frames_per_sec": fps, "ratio": fps / base.0, "per_node": per_node}),
+        );
+        r.add(
+            &format!("cluster_{n}_redis_calls"),
+            &format!("  {n} node(s): redis calls per session per second"),
+            format!("{calls:.1}"),
+            "hamlet_redis_calls_total over the run (heartbeats, model sync, flushes)",
+            json!(calls),
+        );
+    }
+    resume_elsewhere(r).await;
+}
+
+/// Sum of `hamlet_redis_calls_total` over the nodes.
+fn redis_calls(nodes: &[Server]) -> f64 {
+    nodes
+        .iter()
+        .map(|n| n.metric("hamlet_redis_calls_total"))
+        .sum()
+}
+
+/// [`SESSIONS`] sessions at speed 10 spread over `nodes`: frames per second in all, and per node.
+async fn throughput(nodes: &[&Server]) -> (f64, Vec<f64>) {
+    let clients = join_all((0..SESSIONS).map(|i| {
+        let url = nodes[i % nodes.len()].url("/ws");
+        async move {
+            let mut ws = Ws::connect(&url).await.unwrap();
+            ws.expect("state_update", Duration::from_secs(60)).await;
+            ws.send(json!({"command":"set_speed","speed":10})).await;
+            ws.send(json!({"command":"play"})).await;
+            ws
+        }
+    }))
+    .await;
+    let mut clients = clients;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut per_node = Vec::new();
+    let mut total = 0.0;
+    // Each node's clients are watched together with the others' (one window for all).
+    let w = watch_frames(&mut clients, nodes[0].pid, Duration::from_secs(5)).await;
+    for n in 0..nodes.len() {
+        let f: u64 = w
+            .per_client
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % nodes.len() == n)
+            .map(|(_, f)| *f)
+            .sum();
+        per_node.push(f as f64 / w.secs);
+        total += f as f64 / w.secs;
+    }
+    (total, per_node)
+}
+
+/// A session on node 1 loses its connection and resumes on node 2 (and back): time from the
+/// reconnect to its first frame.
+async fn resume_elsewhere(r: &mut Report) {
+    let redis = Redis::start();
+    let nodes = start_nodes(&redis, 2, &[]);
+    let mut ws = Ws::connect(&nodes[0].url("/ws")).await.unwrap();
+    let token = ws.expect("connected", T).await["resume_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ws.expect("state_update", T).await;
+    let mut lat = Vec::new();
+    for i in 0..40 {
+        ws.drop_connection();
+        let (from, to) = (&nodes[i % 2], &nodes[(i + 1) % 2]);
+        from.wait_for("the session detached", T, |s| {
+            s.get_json("/api/status")["sessions"]
+                .as_array()
+                .is_some_and(|a| a.is_empty())
+        });
+        let t = Instant::now();
+        ws = Ws::connect(&to.url(&format!("/ws?resume={token}")))
+            .await
+            .unwrap();
+        ws.expect("state_update", T).await;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        ws.seen.clear();
+    }
+    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    r.add(
+        "cluster_resume_elsewhere_ms",
+        "resume on another node: reconnect → first state_update",
+        format!("p50 {p50:.1} ms, p99 {p99:.1} ms"),
+        "40 resumes alternating between 2 nodes",
+        json!({"p50": p50, "p99": p99}),
+    );
+}
