@@ -189,9 +189,11 @@ pub async fn run(cfg: ClusterChaosConfig) -> ClusterChaosReport {
         }
         let url = redis.url();
         let port = ports[i];
-        nodes[i] = tokio::task::spawn_blocking(move || start_node(&url, i + 1, port))
-            .await
-            .ok();
+        // On this (long-lived) worker thread, not a blocking-pool one: the node's parent-death
+        // signal fires when the thread that started it exits.
+        nodes[i] = Some(tokio::task::block_in_place(|| {
+            start_node(&url, i + 1, port)
+        }));
     }
     for f in followers {
         let o = f.await.unwrap_or_default();

@@ -297,6 +297,9 @@ impl Server {
             None => Stdio::inherit(),
         });
         // If the test process dies without dropping us, the server (and so its workers) follows.
+        // Linux ties this signal to the *thread* that started the child: start servers from a
+        // thread that outlives them (a test's own thread or a runtime worker, never a
+        // `spawn_blocking` thread, which exits when idle and would take the server with it).
         // SAFETY: prctl is async-signal-safe.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
