@@ -275,7 +275,19 @@ async fn the_training_holder_dies_and_another_node_continues_the_run_for_every_v
         let h = n.get_json("/api/status")["cluster"]["training_holder"].clone();
         h == "node2" || h == "node3"
     });
-    viewers[1].send(json!({"command":"stop"})).await;
+    // Commands from the viewer on the node that does not hold the run are checked there and
+    // forwarded: pause, resume and stop reach the run, and both nodes' viewers hear of them.
+    let holder = nodes[1].get_json("/api/status")["cluster"]["training_holder"].clone();
+    let follower = if holder == "node2" { 2 } else { 1 };
+    viewers[follower].send(json!({"command":"pause"})).await;
+    for v in viewers.iter_mut().skip(1) {
+        v.expect("paused", T).await;
+    }
+    viewers[follower].send(json!({"command":"resume"})).await;
+    for v in viewers.iter_mut().skip(1) {
+        v.expect("resumed", T).await;
+    }
+    viewers[follower].send(json!({"command":"stop"})).await;
     for v in viewers.iter_mut().skip(1) {
         v.expect("training_complete", LONG).await;
     }
