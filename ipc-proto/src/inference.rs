@@ -1,6 +1,7 @@
 //! Metaserver ⇄ `worker-inference`.
 
 use crate::browser::ServerMessage;
+use crate::wire::StateUpdate;
 use serde::{Deserialize, Serialize};
 
 /// A validated browser command for an inference session (the metaserver parsed the JSON).
@@ -138,6 +139,13 @@ pub enum FromInference {
     Ready,
     /// For the browser.
     Message(ServerMessage),
+    /// A `state_update` for the browser — the one message of every step. It travels outside
+    /// [`FromInference::Message`] because `ServerMessage` is internally tagged (`"type"`), and
+    /// decoding an internally tagged enum first buffers the whole value as generic content, then
+    /// decodes it again: at 256 sessions that was about a third of the metaserver's CPU (profile
+    /// in BENCHMARKS.md). Use [`FromInference::for_browser`] to make one and
+    /// [`FromInference::into_browser`] to read one.
+    State(Box<StateUpdate>),
     /// The session's state after a step or state change.
     Snapshot(Box<SessionSnapshot>),
     Pong {
@@ -147,4 +155,23 @@ pub enum FromInference {
     Fatal {
         reason: String,
     },
+}
+
+impl FromInference {
+    /// A message for the browser, `state_update`s on their fast path.
+    pub fn for_browser(m: ServerMessage) -> FromInference {
+        match m {
+            ServerMessage::StateUpdate(u) => FromInference::State(u),
+            other => FromInference::Message(other),
+        }
+    }
+
+    /// The browser message this carries, if any.
+    pub fn into_browser(self) -> Option<ServerMessage> {
+        match self {
+            FromInference::Message(m) => Some(m),
+            FromInference::State(u) => Some(ServerMessage::StateUpdate(u)),
+            _ => None,
+        }
+    }
 }

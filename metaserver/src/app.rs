@@ -161,6 +161,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.host, cfg.port)).await?;
     let addr = listener.local_addr()?;
+    // Frames are small and must leave at once: without TCP_NODELAY, a frame written while the
+    // previous one is unacknowledged waits for the browser's delayed ACK (up to 40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     println!("metaserver listening on http://{addr}");
     info!(%addr, socket_dir = %sup.socket_dir().display(), "listening");
     let router = crate::http::router(app.clone());

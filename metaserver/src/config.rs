@@ -126,6 +126,12 @@ pub struct Config {
     /// Do not resume a training run that was in progress when the server last stopped.
     #[arg(long)]
     pub no_resume_training: bool,
+    /// Threads relaying frames (the async runtime's workers). Default: 1 on a machine with at
+    /// most 2 cores — there every cross-thread wake-up costs more than a second thread gains, and
+    /// the other core is the workers' (BENCHMARKS.md, "where a frame's time goes") — else one
+    /// per core.
+    #[arg(long, env = "HAMLET_RUNTIME_THREADS")]
+    pub runtime_threads: Option<usize>,
     /// Log format: text or json. Filter with RUST_LOG (default info).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -162,6 +168,14 @@ impl StoreLocation {
 }
 
 impl Config {
+    /// `--runtime-threads`, or its default for this machine.
+    pub fn runtime_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.runtime_threads
+            .filter(|n| *n > 0)
+            .unwrap_or(if cores <= 2 { 1 } else { cores })
+    }
+
     /// The node id of cluster.md: `--node-id`, else HOSTNAME:PORT.
     pub fn node_id(&self) -> String {
         self.node_id.clone().unwrap_or_else(|| {

@@ -3,9 +3,12 @@
 use clap::Parser;
 use metaserver::config::Config;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     hamlet_log::init(cfg.log_format == "json");
-    metaserver::app::run(cfg).await
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.runtime_threads())
+        .enable_all()
+        .build()?
+        .block_on(metaserver::app::run(cfg))
 }

@@ -588,6 +588,7 @@ impl SessionTask {
                 }
             }
             FromInference::Message(m) => self.fan_out(&m, Instant::now()),
+            FromInference::State(u) => self.fan_out(&ServerMessage::StateUpdate(u), Instant::now()),
             FromInference::Snapshot(s) => self.on_snapshot(*s),
             FromInference::Pong { .. } | FromInference::Ready => {}
             FromInference::Fatal { reason } => {

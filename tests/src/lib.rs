@@ -554,6 +554,23 @@ impl Ws {
         }
     }
 
+    /// Next text frame unparsed and unrecorded (a light load generator: the bench counts frames
+    /// by their leading `{"type":"…"` — serde writes the tag first — without parsing them).
+    pub async fn next_text(&mut self, timeout: Duration) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .map_err(|_| anyhow!("timeout after {timeout:?}"))?;
+            match m {
+                Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
+                Some(Ok(Message::Close(_))) | None => bail!("closed"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("ws error: {e}"),
+            }
+        }
+    }
+
     /// Waits for a frame of `type` (other frames are recorded and skipped).
     pub async fn expect(&mut self, ty: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;

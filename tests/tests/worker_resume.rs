@@ -46,7 +46,8 @@ impl Worker {
         let mut frame = None;
         loop {
             match self.0.recv().await {
-                FromInference::Message(m @ ServerMessage::StateUpdate(_)) => {
+                FromInference::State(u) => {
+                    let m = ServerMessage::StateUpdate(u);
                     frame = Some(serde_json::from_str(&m.to_json()).unwrap());
                 }
                 FromInference::Snapshot(s) if s.commands_applied == seq && frame.is_some() => {

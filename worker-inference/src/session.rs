@@ -49,7 +49,7 @@ pub struct Session {
 type Out = Vec<FromInference>;
 
 fn msg(m: ServerMessage) -> FromInference {
-    FromInference::Message(m)
+    FromInference::for_browser(m)
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> FromInference {

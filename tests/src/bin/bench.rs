@@ -5,15 +5,18 @@ use futures_util::future::join_all;
 use futures_util::StreamExt;
 use hamlet_env::{World, OBS_DIM};
 use hamlet_tests::*;
-use ipc_proto::inference::{FromInference, SessionCommand, SessionStart, ToInference};
 use ipc_proto::training::{Network, TrainingConfig};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 #[path = "bench_parts/cluster.rs"]
 mod cluster;
+#[path = "bench_parts/guard.rs"]
+mod guard;
 #[path = "bench_parts/learn.rs"]
 mod learn;
+#[path = "bench_parts/relay.rs"]
+mod relay;
 #[path = "bench_parts/sessions.rs"]
 mod sessions;
 
@@ -266,84 +269,6 @@ fn gemm_floor_ms(layers: &[hamlet_dqn::nn::Linear], batch: usize) -> f64 {
     pct(&mut times, 0.5)
 }
 
-async fn relay(r: &mut Report) {
-    let s = Server::start_with(ServerOpts::default_model(&[
-        "--client-rate",
-        "1000000",
-        "--max-steps",
-        "100000",
-    ]));
-    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
-    ws.expect("state_update", T).await;
-    let mut lat = Vec::new();
-    for i in 0..1100 {
-        let t = Instant::now();
-        ws.send(json!({"command":"step"})).await;
-        ws.expect("state_update", T).await;
-        if i >= 100 {
-            lat.push(ms(t.elapsed()));
-        }
-        if ws.seen.len() > 64 {
-            ws.seen.clear();
-        }
-    }
-    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
-    let (d50, d99) = direct_worker_rtt().await;
-    r.add(
-        "relay_rtt_ms",
-        "round trip step → state_update through the metaserver",
-        format!("p50 {p50:.3} ms, p99 {p99:.3} ms"),
-        "1000 steps, paused session",
-        json!({"p50": p50, "p99": p99}),
-    );
-    r.add(
-        "worker_rtt_ms",
-        "same, straight to the worker (no metaserver)",
-        format!("p50 {d50:.3} ms, p99 {d99:.3} ms"),
-        "1000 steps over the Unix socket",
-        json!({"p50": d50, "p99": d99}),
-    );
-    r.add(
-        "relay_cost_ms",
-        "the relay's own cost (difference of medians)",
-        format!("{:.3} ms", p50 - d50),
-        "both clients parse every frame's JSON",
-        json!({"p50_diff": p50 - d50}),
-    );
-
-    // Throughput: a window of 32 steps in flight, refilled as frames arrive.
-    let n = 5000;
-    let window = 32;
-    let t = Instant::now();
-    for _ in 0..window {
-        ws.send(json!({"command":"step"})).await;
-    }
-    let (mut got, mut sent) = (0, window);
-    while got < n {
-        let v = ws.next(T).await.unwrap();
-        if v["type"] == "state_update" {
-            got += 1;
-        }
-        if v["type"] == "state_update" || v["type"] == "episode_end" {
-            // Every step answers with a frame; a death's episode_end means the next step begins a
-            // new episode (its step-0 frame counts as that step's answer).
-            if sent < n + window {
-                ws.send(json!({"command":"step"})).await;
-                sent += 1;
-            }
-        }
-        ws.seen.clear();
-    }
-    let fps = got as f64 / t.elapsed().as_secs_f64();
-    r.add(
-        "relay_throughput_fps",
-        "one session, steps pipelined: state_update frames/s",
-        format!("{fps:.0} frames/s"),
-        "5000 steps, 32 in flight",
-        json!({"frames_per_sec": fps}),
-    );
-}
-
 /// Time from process start to `Ready` (handshake done, ONNX Runtime loaded), spawning the worker
 /// with the supervisor's own code (`DirectWorker`).
 async fn worker_start(r: &mut Report) {
@@ -364,52 +289,13 @@ async fn worker_start(r: &mut Report) {
     );
 }
 
-/// Step round trips straight to a worker. Each frame is also turned into JSON text and parsed
-/// back, as the relay's client does with every frame, so the difference of the two paths is the
-/// metaserver's own cost.
-async fn direct_worker_rtt() -> (f64, f64) {
-    let mut w = DirectWorker::spawn(&root().join("models")).await;
-    w.send(ToInference::Start(Box::new(SessionStart {
-        announce: true,
-        seed: 1,
-        session_id: "bench".into(),
-        model: Some("hamlet-default.onnx".into()),
-        max_steps: 100_000,
-        snapshot: None,
-    })))
-    .await;
-    let step = || ToInference::Command {
-        seq: 0,
-        command: SessionCommand::Step,
-    };
-    let mut lat = Vec::new();
-    for i in 0..1100 {
-        let t = Instant::now();
-        w.send(step()).await;
-        loop {
-            if let FromInference::Message(m) = w.recv().await {
-                let v: Value = serde_json::from_str(&m.to_json()).unwrap();
-                if v["type"] == "state_update" {
-                    break;
-                }
-                if v["type"] == "episode_end" {
-                    w.send(step()).await;
-                }
-            }
-        }
-        if i >= 100 {
-            lat.push(ms(t.elapsed()));
-        }
-    }
-    w.kill9().await;
-    (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99))
-}
-
 /// What sessions received during a measurement window.
 struct Window {
     secs: f64,
     /// The metaserver's CPU over the window, % of one core.
     cpu_pct: f64,
+    /// This load generator's own CPU over the window, % of one core.
+    generator_cpu_pct: f64,
     frames: u64,
     /// Frames of each client, in order.
     per_client: Vec<u64>,
@@ -419,20 +305,32 @@ struct Window {
 
 /// Reads every session's frames for `window`, counting `state_update`s and the gaps between them.
 async fn watch_frames(clients: &mut [Ws], server_pid: u32, window: Duration) -> Window {
+    // First read what queued up while the generator was busy elsewhere (connecting the others):
+    // counted in the window, it would show more frames than the sessions made in it.
+    join_all(
+        clients
+            .iter_mut()
+            .map(|ws| async move { while ws.next_text(Duration::from_millis(3)).await.is_ok() {} }),
+    )
+    .await;
     let cpu0 = cpu_ticks(server_pid);
+    let gen0 = cpu_ticks(std::process::id());
     let t0 = Instant::now();
     let results = join_all(clients.iter_mut().map(|ws| async move {
         let (mut frames, mut gaps, mut last) = (0u64, Vec::new(), Instant::now());
         let end = Instant::now() + window;
         while Instant::now() < end {
-            if let Ok(v) = ws.next(end.saturating_duration_since(Instant::now())).await {
-                if v["type"] == "state_update" {
+            if let Ok(t) = ws
+                .next_text(end.saturating_duration_since(Instant::now()))
+                .await
+            {
+                // Counted, not parsed: the generator must not be what limits the pace.
+                if t.starts_with(r#"{"type":"state_update""#) {
                     frames += 1;
                     gaps.push(ms(last.elapsed()));
                     last = Instant::now();
                 }
             }
-            ws.seen.clear();
         }
         (frames, gaps)
     }))
@@ -441,6 +339,7 @@ async fn watch_frames(clients: &mut [Ws], server_pid: u32, window: Duration) -> 
     Window {
         secs,
         cpu_pct: (cpu_ticks(server_pid) - cpu0) as f64 / 100.0 / secs * 100.0,
+        generator_cpu_pct: (cpu_ticks(std::process::id()) - gen0) as f64 / 100.0 / secs * 100.0,
         frames: results.iter().map(|r| r.0).sum(),
         per_client: results.iter().map(|r| r.0).collect(),
         gaps: results
@@ -450,7 +349,8 @@ async fn watch_frames(clients: &mut [Ws], server_pid: u32, window: Duration) -> 
     }
 }
 
-async fn scale(r: &mut Report) {
+/// Sessions at speed 10, 1 to 256; returns the frames per session per second at 256.
+async fn scale(r: &mut Report) -> f64 {
     let s = Server::start_with(ServerOpts::default_model(&["--max-sessions", "300"]));
     tokio::time::sleep(Duration::from_secs(1)).await; // warm pool settles: idle baseline
     let idle_rss = rss_kib(s.pid);
@@ -476,6 +376,7 @@ async fn scale(r: &mut Report) {
         json!({"rss": wr, "pss": wp}),
     );
     let mut clients: Vec<Ws> = Vec::new();
+    let mut last_per = 0.0;
     for n in [1usize, 16, 64, 100, 256] {
         while clients.len() < n {
             let k = (n - clients.len()).min(32);
@@ -507,15 +408,17 @@ async fn scale(r: &mut Report) {
         let ms_rss = rss_kib(s.pid) as f64 / 1024.0;
         let fps = frames as f64 / secs;
         let per = fps / n as f64;
+        last_per = per;
         r.add(
             &format!("scale_{n}"),
             &format!("{n:>3} sessions at speed 10: frames/s (per session), p99 gap"),
             format!("{fps:.0} ({per:.1}), {p99:.0} ms"),
-            &format!("metaserver {cpu:.0}% CPU, {ms_rss:.0} MiB; worker PSS {:.1} MiB", pct(&mut pss, 0.5)),
-            json!({"sessions": n, "frames_per_sec": fps, "per_session": per, "p99_gap_ms": p99, "metaserver_cpu_pct": cpu, "metaserver_rss_mib": ms_rss, "worker_pss_mib_median": pct(&mut pss, 0.5)}),
+            &format!("metaserver {cpu:.0}% CPU, {ms_rss:.0} MiB; worker PSS {:.1} MiB; generator {:.0}% CPU", pct(&mut pss, 0.5), w.generator_cpu_pct),
+            json!({"sessions": n, "frames_per_sec": fps, "per_session": per, "p99_gap_ms": p99, "metaserver_cpu_pct": cpu, "metaserver_rss_mib": ms_rss, "worker_pss_mib_median": pct(&mut pss, 0.5), "generator_cpu_pct": w.generator_cpu_pct}),
         );
     }
     drop(clients);
+    last_per
 }
 
 /// "Inside the agent" at speed 10: 16 sessions whose frames carry activations, and what a frame
@@ -831,8 +734,10 @@ async fn main() {
     if want("decision") {
         worker_start(&mut r).await;
     }
+    let mut guard = guard::Guard::load();
     if want("relay") {
-        relay(&mut r).await;
+        let f = relay::relay(&mut r).await;
+        guard.relay_ratio(f.rtt_ratio_p50);
     }
     if want("idle") {
         idle(&mut r).await;
@@ -848,7 +753,8 @@ async fn main() {
         paced_vs_unpaced(&mut r).await;
     }
     if want("scale") {
-        scale(&mut r).await;
+        let per = scale(&mut r).await;
+        guard.pace_256(per);
     }
     if want("detail") {
         detail(&mut r).await;
@@ -872,4 +778,5 @@ async fn main() {
     )
     .unwrap();
     println!("\nwrote target/bench/latest.json");
+    guard.finish();
 }
