@@ -1,6 +1,6 @@
 //! Cluster chaos (`scripts/chaos --cluster`): a real local cluster (Redis, 3 nodes, HAProxy) with
-//! sessions playing through HAProxy while nodes are killed (`kill -9`) or drained (SIGTERM) at
-//! random and started again on the same address. Each browser reconnects through HAProxy with its
+//! sessions playing through HAProxy while each node in turn is killed (`kill -9`) or drained
+//! (SIGTERM), chosen at random, and started again on the same address. Each browser reconnects through HAProxy with its
 //! resume token, as the UI does. Loopback only; bounded in time; stops by itself.
 //!
 //! A session is lost when a reconnection is not `resumed` into the same session, or it cannot get

@@ -113,7 +113,10 @@ pub fn config_from(a: &TrainArgs) -> TrainingConfig {
 pub fn train(a: &TrainArgs, command: String) -> anyhow::Result<TrainReport> {
     let t0 = Instant::now();
     let mut tr = Trainer::new(config_from(a));
-    let bar = if a.quiet {
+    // Without a terminal (output to a file or a pipe) the bar hides itself and the lines it would
+    // print with it: print them plainly instead, as with --quiet.
+    let plain = a.quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let bar = if plain {
         indicatif::ProgressBar::hidden()
     } else {
         let b = indicatif::ProgressBar::new(u64::from(a.episodes));
@@ -169,7 +172,7 @@ pub fn train(a: &TrainArgs, command: String) -> anyhow::Result<TrainReport> {
                 0
             };
         }
-        if a.quiet {
+        if plain {
             println!("{line}");
         } else {
             bar.println(line);
@@ -180,7 +183,12 @@ pub fn train(a: &TrainArgs, command: String) -> anyhow::Result<TrainReport> {
             break;
         }
         if a.stop_after_full_evals > 0 && full_streak >= a.stop_after_full_evals {
-            bar.println("greedy policy survives the full cap repeatedly: stopping early");
+            let note = "greedy policy survives the full cap repeatedly: stopping early";
+            if plain {
+                println!("{note}");
+            } else {
+                bar.println(note);
+            }
             break;
         }
     }

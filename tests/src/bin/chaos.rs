@@ -118,7 +118,7 @@ async fn cluster(mut args: impl Iterator<Item = String>) {
         drain_share: 0.5,
         seed: 42,
     };
-    println!("chaos --cluster: {secs} s, redis + 3 nodes + haproxy, {sessions} sessions at speed 5 through haproxy, a node hit every {:?} ({}% drained, the rest kill -9), then started again", cfg.hit_every, (cfg.drain_share * 100.0) as u32);
+    println!("chaos --cluster: {secs} s, redis + 3 nodes + haproxy, {sessions} sessions at speed 5 through haproxy, each node in turn hit every {:?} ({}% drained, the rest kill -9), then started again", cfg.hit_every, (cfg.drain_share * 100.0) as u32);
     let r = run(cfg).await;
     let f = |v: &[usize]| v.iter().map(|x| *x as f64).collect::<Vec<_>>();
     let p = |v: &[f64], q| percentile(v, q).map_or("–".into(), |x| format!("{x:.0}"));
