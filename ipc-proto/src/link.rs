@@ -157,9 +157,24 @@ impl<C: Heartbeat> WorkerLink<C> {
 type Sink<C> = futures_util::stream::SplitSink<Connection<<C as Heartbeat>::Event, C>, C>;
 type Source<C> = futures_util::stream::SplitStream<Connection<<C as Heartbeat>::Event, C>>;
 
+/// Most commands written with one flush (one system call) when several are waiting.
+const WRITE_BATCH: usize = 32;
+
 async fn write_commands<C: Heartbeat>(mut sink: Sink<C>, mut commands: mpsc::Receiver<C>) {
-    while let Some(c) = commands.recv().await {
-        if sink.send(c).await.is_err() {
+    while let Some(first) = commands.recv().await {
+        // Whatever queued meanwhile goes out with it: one flush for the lot.
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(c) = next.take() {
+            if sink.feed(c).await.is_err() {
+                return;
+            }
+            n += 1;
+            if n < WRITE_BATCH {
+                next = commands.try_recv().ok();
+            }
+        }
+        if sink.flush().await.is_err() {
             break;
         }
     }

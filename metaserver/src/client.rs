@@ -127,10 +127,13 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, c: Client) {
         tokio::select! {
             f = next_frame(&c, &mut next_frame_at) => match f {
                 Some(f) => {
-                    match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(f.text))).await {
+                    let batch = more_frames(&c, f);
+                    match tokio::time::timeout(SEND_TIMEOUT, write_batch(&mut sink, &batch)).await {
                         Ok(Ok(())) => {
-                            c.metrics.frames_relayed.fetch_add(1, Relaxed);
-                            c.metrics.observe_relay(f.arrived.elapsed());
+                            c.metrics.frames_relayed.fetch_add(batch.len() as u64, Relaxed);
+                            for f in &batch {
+                                c.metrics.observe_relay(f.arrived.elapsed());
+                            }
                         }
                         _ => break,
                     }
@@ -150,6 +153,34 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, c: Client) {
     });
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(frame))).await;
     let _ = sink.close().await;
+}
+
+/// Most frames written with one flush (one system call): enough to empty a burst, few enough that
+/// a client's writer does not hold its thread for long.
+const WRITE_BATCH: usize = 32;
+
+/// `first` and the frames queued behind it, up to [`WRITE_BATCH`]. Paced clients (training
+/// viewers) get one frame per turn, as their pace decides.
+fn more_frames(c: &Client, first: OutFrame) -> Vec<OutFrame> {
+    let mut batch = vec![first];
+    while c.pace.is_none() && batch.len() < WRITE_BATCH {
+        match c.out.try_pop() {
+            Some(f) => batch.push(f),
+            None => break,
+        }
+    }
+    batch
+}
+
+/// Queues every frame of `batch` in the WebSocket's buffer, then flushes once.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    batch: &[OutFrame],
+) -> Result<(), axum::Error> {
+    for f in batch {
+        sink.feed(Message::Text(f.text.clone())).await?;
+    }
+    sink.flush().await
 }
 
 /// The next frame to write; for a paced client, a `state_update` waits for its turn (meanwhile a
