@@ -211,7 +211,10 @@ impl FromRequestParts<Arc<App>> for Operator {
 
 async fn workers(State(app): State<Arc<App>>, _: Operator) -> Response {
     let list = app.sup.registry.list();
-    Json(json!({"workers": list, "count": list.len()})).into_response()
+    // In a cluster each node lists its own workers: say whose list this is (behind a load
+    // balancer, consecutive requests may reach different nodes).
+    let node = app.cluster.as_ref().map(|c| c.node_id.clone());
+    Json(json!({"workers": list, "count": list.len(), "node_id": node})).into_response()
 }
 
 /// For load balancers: 200 while this server takes new sessions, 503 once it drains.

@@ -32,8 +32,20 @@ export class OperatorView {
     // Stable order: training first, then by start time (ids are UUIDs and say nothing about age).
     const workers = [...j.workers].sort((a, b) => a.kind.localeCompare(b.kind, undefined, { numeric: true }) * -1
       || a.started - b.started || a.pid - b.pid);
-    $('workers-msg').textContent = `${j.count} worker processes.`;
+    $('workers-msg').textContent = j.node_id
+      ? `${j.count} worker processes on node ${j.node_id} (the node that answered; each node lists its own). ${await this.clusterLine()}`
+      : `${j.count} worker processes.`;
     document.querySelector('#workers tbody').replaceChildren(...workers.map((w) => this.row(w, mine)));
+  }
+
+  /// One line about the cluster from /api/status: its nodes and their sessions, who trains.
+  async clusterLine() {
+    const st = await fetch('/api/status').then((r) => r.json()).catch(() => null);
+    const c = st?.cluster;
+    if (!c) return '';
+    const nodes = c.nodes.map((n) => `${n.id} ${n.sessions}${n.ready ? '' : ' (draining)'}`).join(', ');
+    const redis = c.redis_reachable ? '' : ' Redis is unreachable from this node.';
+    return `Cluster: ${c.nodes.length} nodes (sessions: ${nodes}); training held by ${c.training_holder ?? 'no node'}.${redis}`;
   }
 
   row(w, mine) {

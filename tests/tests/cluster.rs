@@ -314,6 +314,8 @@ async fn models_trained_on_one_node_are_offered_and_loadable_on_every_node() {
     b.log_file = Some(b_log.clone());
     let b = Server::start_with(b);
     let c = Server::start_with(node_opts(&redis.url(), 3, &[]));
+    // Each node's worker list says whose it is (behind HAProxy requests reach any node).
+    assert_eq!(c.get_json("/api/workers")["node_id"], "node3");
     c.wait_for("node3 to fetch the cluster's models", T, |c| {
         c.models.join("shared.onnx").exists()
     });
