@@ -79,7 +79,7 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         .store
         .list()
         .into_iter()
-        .filter(|r| !sessions.iter().any(|s| s.id == r.id))
+        .filter(|r| !r.running_elsewhere && !sessions.iter().any(|s| s.id == r.id))
         .collect();
     let c = &app.cfg;
     Json(json!({

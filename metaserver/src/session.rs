@@ -748,7 +748,7 @@ impl SessionTask {
     }
 
     /// The session as the store keeps it.
-    fn stored(&self) -> StoredSession {
+    fn stored(&self, running: bool) -> StoredSession {
         StoredSession {
             id: self.id.clone(),
             token: self.ident.token.clone(),
@@ -757,6 +757,7 @@ impl SessionTask {
             snapshot: self.snapshot.clone(),
             epoch: self.ident.epoch,
             saved_at_ms: now_ms(),
+            running,
         }
     }
 
@@ -767,19 +768,19 @@ impl SessionTask {
             return;
         }
         self.dirty = false;
-        let (app, entry, outcome) = (self.app.clone(), self.stored(), self.write.clone());
+        let (app, entry, outcome) = (self.app.clone(), self.stored(true), self.write.clone());
         self.flushing = Some(tokio::task::spawn_blocking(move || {
             write_entry(&app, &entry, &outcome)
         }));
     }
 
-    /// Writes the snapshot now, after any write in progress.
-    async fn flush_now(&mut self) {
+    /// Writes the snapshot now, after any write in progress, as the session is put away.
+    async fn put_away(&mut self) {
         if let Some(h) = self.flushing.take() {
             let _ = h.await;
         }
         self.dirty = false;
-        let (app, entry, outcome) = (self.app.clone(), self.stored(), self.write.clone());
+        let (app, entry, outcome) = (self.app.clone(), self.stored(false), self.write.clone());
         let _ = tokio::task::spawn_blocking(move || write_entry(&app, &entry, &outcome)).await;
     }
 
@@ -821,7 +822,7 @@ impl SessionTask {
     /// Puts the session away (detach, server going) or forgets it (expired, failed).
     async fn finish(&mut self, end: Wake) {
         match end {
-            Wake::Detach | Wake::ServerGoing => self.flush_now().await,
+            Wake::Detach | Wake::ServerGoing => self.put_away().await,
             // The newer owner's copy stays as it is.
             Wake::Superseded => {}
             _ => {

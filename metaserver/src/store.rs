@@ -80,6 +80,10 @@ pub struct StoredSession {
     pub epoch: u64,
     /// When this copy was written (Unix milliseconds).
     pub saved_at_ms: u64,
+    /// A server was running the session when it wrote this copy (false: written as the session
+    /// was put away — detached, or its server stopping).
+    #[serde(default)]
+    pub running: bool,
 }
 
 /// What [`SessionStore::list`] reports: ids and times, never tokens.
@@ -89,6 +93,10 @@ pub struct StoredRow {
     pub episode: u32,
     pub step: u32,
     pub saved_at_ms: u64,
+    /// Another live server runs this session right now (a cluster's store knows; on one machine
+    /// always false).
+    #[serde(skip)]
+    pub running_elsewhere: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -326,6 +334,7 @@ impl SessionStore for DirStore {
                 episode: e.episode,
                 step: e.step,
                 saved_at_ms: e.saved_at_ms,
+                running_elsewhere: false,
             })
             .collect();
         rows.sort_by(|a, b| a.id.cmp(&b.id));
@@ -346,6 +355,7 @@ mod tests {
             snapshot: None,
             epoch,
             saved_at_ms,
+            running: false,
         }
     }
 

@@ -364,6 +364,21 @@ async fn redis_killed_and_restarted_nodes_keep_playing_and_resume_works_again() 
         v["type"] == "state_update" && v["step"].as_u64() >= Some(5)
     })
     .await;
+    // Another node does not count a session running on node1 as detached.
+    nodes[0].wait_for("the session in redis's listing", T, |_| {
+        redis.cmd(&["ZCARD", "hamlet:sessions"]) == "1"
+    });
+    let beat = |n: &Server| -> u64 {
+        n.get_json("/api/status")["cluster"]["nodes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["id"] == "node2"))
+            .and_then(|r| r["heartbeat_ms"].as_u64())
+            .unwrap_or(0)
+    };
+    let seen = beat(&nodes[1]);
+    // Two heartbeats later its once-a-second listing refresh has run too.
+    nodes[1].wait_for("two heartbeats of node2", T, |n| beat(n) > seen + 1000);
+    assert_eq!(nodes[1].get_json("/api/status")["detached"], json!([]));
     redis.kill9();
     nodes[0].wait_for("node1 to notice", T, |n| {
         n.get_json("/api/status")["cluster"]["redis_reachable"] == false
@@ -383,6 +398,12 @@ async fn redis_killed_and_restarted_nodes_keep_playing_and_resume_works_again() 
         !redis.cmd(&["KEYS", "hamlet:sess:*"]).is_empty()
     });
     s.ws.drop_connection();
+    // Detached, it is listed by every node (ids and positions only, from Redis).
+    nodes[1].wait_for("node2 to list the detached session", T, |n| {
+        n.get_json("/api/status")["detached"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|r| r["id"] == s.id))
+    });
     let mut back = Ws::connect(&nodes[1].url(&format!("/ws?resume={}", s.token)))
         .await
         .unwrap();

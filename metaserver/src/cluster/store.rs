@@ -19,7 +19,8 @@ use tokio::runtime::Handle;
 
 /// Writes `sess`, its token and watch keys and the listing, if the writer's epoch (ARGV[2]) is
 /// not older than the owner's. KEYS: sess, owner, token, watch, listing, positions.
-/// ARGV: blob, epoch, node, ttl ms, id, saved at ms, "episode:step". Returns 1 written, 0 refused.
+/// ARGV: blob, epoch, node, ttl ms, id, saved at ms, [`Position`] JSON. Returns 1 written, 0
+/// refused.
 const PUT: &str = r#"
 local current = redis.call('HGET', KEYS[2], 'epoch')
 if current and tonumber(current) > tonumber(ARGV[2]) then return 0 end
@@ -55,6 +56,16 @@ redis.call('ZREM', KEYS[5], ARGV[2])
 redis.call('HDEL', KEYS[6], ARGV[2])
 return 1
 "#;
+
+/// What the listing says of a session besides its id: where it was, and whether the node that
+/// wrote it was running it (so `/api/status` can tell detached sessions from others' live ones).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Position {
+    episode: u32,
+    step: u32,
+    running: bool,
+    node: String,
+}
 
 /// The cluster's session store. Its calls block (the trait's contract): each runs the async
 /// Redis call on the server's runtime from the blocking thread that called it.
@@ -130,6 +141,74 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Takes out of the listing the sessions last written before `cutoff_ms` (Redis has let
+    /// their keys expire); how many.
+    fn trim_listing(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
+        let (listing, pos) = (key("sessions"), key("sessions:pos"));
+        self.block_on(self.cluster.call(|mut con| async move {
+            let gone: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&listing)
+                .arg("-inf")
+                .arg(format!("({cutoff_ms}"))
+                .arg("BYSCORE")
+                .query_async(&mut con)
+                .await?;
+            if !gone.is_empty() {
+                redis::pipe()
+                    .zrem(&listing, &gone)
+                    .hdel(&pos, &gone)
+                    .query_async::<()>(&mut con)
+                    .await?;
+            }
+            Ok(gone.len())
+        }))
+    }
+
+    /// Every listed session with the episode and step of its last write.
+    fn read_listing(&self) -> Result<Vec<StoredRow>, StoreError> {
+        let (listing, pos) = (key("sessions"), key("sessions:pos"));
+        let (rows, positions): (Vec<(String, u64)>, Vec<Option<String>>) =
+            self.block_on(self.cluster.call(|mut con| async move {
+                let rows: Vec<(String, u64)> = redis::cmd("ZRANGE")
+                    .arg(&listing)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query_async(&mut con)
+                    .await?;
+                if rows.is_empty() {
+                    return Ok((rows, Vec::new()));
+                }
+                let ids: Vec<&String> = rows.iter().map(|r| &r.0).collect();
+                let positions = redis::cmd("HMGET")
+                    .arg(&pos)
+                    .arg(ids)
+                    .query_async(&mut con)
+                    .await?;
+                Ok((rows, positions))
+            }))?;
+        let alive: Vec<String> = self.cluster.nodes().into_iter().map(|n| n.id).collect();
+        Ok(rows
+            .into_iter()
+            .zip(positions)
+            .map(|((id, saved_at_ms), p)| {
+                let p: Option<Position> = p.and_then(|p| serde_json::from_str(&p).ok());
+                StoredRow {
+                    id,
+                    episode: p.as_ref().map_or(1, |p| p.episode),
+                    step: p.as_ref().map_or(0, |p| p.step),
+                    saved_at_ms,
+                    // Its node wrote it while running it, and that node still beats.
+                    running_elsewhere: p.is_some_and(|p| {
+                        p.running && p.node != self.cluster.node_id && alive.contains(&p.node)
+                    }),
+                }
+            })
+            .collect())
+    }
+}
+
 impl SessionStore for RedisStore {
     fn put(&self, s: &StoredSession) -> Result<Put, StoreError> {
         let blob = rmp_serde::to_vec_named(s).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -138,6 +217,12 @@ impl SessionStore for RedisStore {
             .snapshot
             .as_ref()
             .map_or((1, 0), |p| (p.episode, p.world.step));
+        let position = Position {
+            episode,
+            step,
+            running: s.running,
+            node: self.cluster.node_id.clone(),
+        };
         let mut inv = self.put.prepare_invoke();
         inv.key(&keys[..]);
         inv.arg(blob)
@@ -146,7 +231,7 @@ impl SessionStore for RedisStore {
             .arg(self.ttl_ms)
             .arg(&s.id)
             .arg(s.saved_at_ms)
-            .arg(format!("{episode}:{step}"));
+            .arg(serde_json::to_string(&position).expect("serialises"));
         let written: i64 = self.block_on(
             self.cluster
                 .call(|mut con| async move { inv.invoke_async(&mut con).await }),
@@ -209,65 +294,9 @@ impl SessionStore for RedisStore {
         _keep: usize,
         _live: &dyn Fn(&str) -> bool,
     ) -> Result<usize, StoreError> {
-        let (listing, pos) = (key("sessions"), key("sessions:pos"));
-        let (gone, rows): (Vec<String>, Vec<(String, u64)>) =
-            self.block_on(self.cluster.call(|mut con| async move {
-                let gone: Vec<String> = redis::cmd("ZRANGE")
-                    .arg(&listing)
-                    .arg("-inf")
-                    .arg(format!("({cutoff_ms}"))
-                    .arg("BYSCORE")
-                    .query_async(&mut con)
-                    .await?;
-                if !gone.is_empty() {
-                    redis::pipe()
-                        .zrem(&listing, &gone)
-                        .hdel(&pos, &gone)
-                        .query_async::<()>(&mut con)
-                        .await?;
-                }
-                let rows: Vec<(String, u64)> = redis::cmd("ZRANGE")
-                    .arg(&listing)
-                    .arg(0)
-                    .arg(-1)
-                    .arg("WITHSCORES")
-                    .query_async(&mut con)
-                    .await?;
-                Ok((gone, rows))
-            }))?;
-        let ids: Vec<&String> = rows.iter().map(|r| &r.0).collect();
-        let positions: Vec<Option<String>> = if ids.is_empty() {
-            Vec::new()
-        } else {
-            let pos = key("sessions:pos");
-            let ids: Vec<String> = ids.into_iter().cloned().collect();
-            self.block_on(self.cluster.call(|mut con| async move {
-                redis::cmd("HMGET")
-                    .arg(pos)
-                    .arg(ids)
-                    .query_async(&mut con)
-                    .await
-            }))?
-        };
-        let listed = rows
-            .into_iter()
-            .zip(positions)
-            .map(|((id, saved_at_ms), p)| {
-                let (episode, step) = p
-                    .as_deref()
-                    .and_then(|p| p.split_once(':'))
-                    .and_then(|(e, s)| Some((e.parse().ok()?, s.parse().ok()?)))
-                    .unwrap_or((1, 0));
-                StoredRow {
-                    id,
-                    episode,
-                    step,
-                    saved_at_ms,
-                }
-            })
-            .collect();
-        *self.rows.lock() = listed;
-        Ok(gone.len())
+        let gone = self.trim_listing(cutoff_ms)?;
+        *self.rows.lock() = self.read_listing()?;
+        Ok(gone)
     }
 
     fn list(&self) -> Vec<StoredRow> {
