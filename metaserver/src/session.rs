@@ -133,6 +133,8 @@ pub struct SessionTask {
     owner_left: Option<Instant>,
     /// What the last write to the store came to (set from the blocking thread that wrote).
     write: Arc<WriteOutcome>,
+    /// When the last periodic write started, and the store's generation then.
+    written: (Instant, u64),
 }
 
 /// Flags a background write leaves for the session task.
@@ -326,6 +328,7 @@ impl SessionTask {
             flushing: None,
             owner_left: None,
             write: Arc::default(),
+            written: (Instant::now(), 0),
         }
     }
 
@@ -733,6 +736,15 @@ impl SessionTask {
         if self.write.failed.swap(false, Relaxed) {
             self.dirty = true;
         }
+        // A store that forgets by itself (a cluster's Redis) hears again from a session that has
+        // not changed for a while, or when it may have come back empty.
+        let store = &self.app.store;
+        let stale = store
+            .refresh_every()
+            .is_some_and(|every| self.written.0.elapsed() >= every);
+        if stale || store.generation() != self.written.1 {
+            self.dirty = true;
+        }
         self.flush_in_background();
         self.prune_watchers();
         if self.owner.is_none() {
@@ -768,6 +780,7 @@ impl SessionTask {
             return;
         }
         self.dirty = false;
+        self.written = (Instant::now(), self.app.store.generation());
         let (app, entry, outcome) = (self.app.clone(), self.stored(true), self.write.clone());
         self.flushing = Some(tokio::task::spawn_blocking(move || {
             write_entry(&app, &entry, &outcome)

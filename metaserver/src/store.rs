@@ -157,6 +157,17 @@ pub trait SessionStore: Send + Sync + 'static {
         keep: usize,
         live: &dyn Fn(&str) -> bool,
     ) -> Result<usize, StoreError>;
+    /// How often a live session must write itself again even when nothing changed: a store whose
+    /// entries expire by themselves (Redis, TTL = the resume window) would otherwise forget a
+    /// session paused for longer than that. `None`: entries stay until removed or expired here.
+    fn refresh_every(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Changes when the store may have lost what it had (Redis came back, possibly empty): live
+    /// sessions then write themselves again.
+    fn generation(&self) -> u64 {
+        0
+    }
     /// Every stored session (ids only). Answered from memory (`/api/status` calls it from async
     /// code): a store that lives elsewhere refreshes its copy in [`SessionStore::expire`].
     fn list(&self) -> Vec<StoredRow>;

@@ -364,9 +364,16 @@ async fn redis_killed_and_restarted_nodes_keep_playing_and_resume_works_again() 
         v["type"] == "state_update" && v["step"].as_u64() >= Some(5)
     })
     .await;
+    // A second session stays paused: it has nothing new to write when Redis comes back.
+    let mut paused = open(&nodes[0].url("/ws")).await;
+    paused.ws.send(json!({"command":"step"})).await;
+    paused
+        .ws
+        .expect_where("step 1", T, |v| v["step"] == 1)
+        .await;
     // Another node does not count a session running on node1 as detached.
-    nodes[0].wait_for("the session in redis's listing", T, |_| {
-        redis.cmd(&["ZCARD", "hamlet:sessions"]) == "1"
+    nodes[0].wait_for("the sessions in redis's listing", T, |_| {
+        redis.cmd(&["ZCARD", "hamlet:sessions"]) == "2"
     });
     let beat = |n: &Server| -> u64 {
         n.get_json("/api/status")["cluster"]["nodes"]
@@ -393,10 +400,17 @@ async fn redis_killed_and_restarted_nodes_keep_playing_and_resume_works_again() 
     assert_eq!(other.expect("error", T).await["code"], "store_unavailable");
     assert_eq!(other.expect_close(T).await, 1013);
     redis.restart();
-    // Restarted empty: the playing session publishes itself again at its next flush.
-    nodes[0].wait_for("the session back in redis", T, |_| {
-        !redis.cmd(&["KEYS", "hamlet:sess:*"]).is_empty()
+    // Restarted empty: both sessions write themselves again — the playing one at its next flush,
+    // the paused one because its node saw Redis come back.
+    nodes[0].wait_for("both sessions back in redis", T, |_| {
+        redis.cmd(&["ZCARD", "hamlet:sessions"]) == "2"
     });
+    paused.ws.drop_connection();
+    let mut p2 = Ws::connect(&nodes[1].url(&format!("/ws?resume={}", paused.token)))
+        .await
+        .unwrap();
+    assert_eq!(p2.expect("connected", T).await["resumed"], true);
+    assert_eq!(p2.expect("state_update", T).await["step"], 1);
     s.ws.drop_connection();
     // Detached, it is listed by every node (ids and positions only, from Redis).
     nodes[1].wait_for("node2 to list the detached session", T, |n| {
@@ -433,8 +447,11 @@ async fn a_node_cut_off_from_redis_never_overwrites_the_newer_owner() {
     let mut s = open(&cut_off.url("/ws")).await;
     s.ws.send(json!({"command":"step"})).await;
     s.ws.expect_where("step 1", T, |v| v["step"] == 1).await;
-    cut_off.wait_for("the snapshot in redis", T, |_| {
-        !redis.cmd(&["KEYS", "hamlet:sess:*:owner"]).is_empty()
+    let id = s.id.as_str().unwrap().to_owned();
+    cut_off.wait_for("step 1's snapshot in redis", T, |_| {
+        redis
+            .cmd(&["HGET", "hamlet:sessions:pos", &id])
+            .contains(r#""step":1,"#)
     });
     link.cut();
     // The student goes on on the cut-off node; meanwhile the same token opens the session on
@@ -475,4 +492,37 @@ async fn a_node_cut_off_from_redis_never_overwrites_the_newer_owner() {
         .unwrap();
     again.expect("connected", T).await;
     assert_eq!(again.expect("state_update", T).await["step"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_session_keeps_its_keys_in_redis_beyond_the_resume_window() {
+    let redis = Redis::start();
+    let nodes = start_nodes(&redis, 1, &["--resume-window-secs", "3"]);
+    let s = open(&nodes[0].url("/ws")).await;
+    let key = format!("hamlet:sess:{}", s.id.as_str().unwrap());
+    nodes[0].wait_for("the session in redis", T, |_| {
+        redis.cmd(&["EXISTS", &key]) == "1"
+    });
+    let ttl = || redis.cmd(&["PTTL", &key]).parse::<i64>().unwrap_or(-2);
+    let first = ttl();
+    assert!(
+        first > 0 && first <= 3000,
+        "TTL {first} ms: the resume window"
+    );
+    // Nothing changes in a paused session, yet its node writes it again before the TTL runs out:
+    // the TTL falls, then rises again.
+    let lowest = std::cell::Cell::new(first);
+    nodes[0].wait_for("the TTL renewed", T, |_| {
+        let now = ttl();
+        lowest.set(lowest.get().min(now));
+        now > lowest.get() + 200
+    });
+    assert_eq!(
+        redis.cmd(&["EXISTS", &format!("hamlet:token:{}", sha256_hex(&s.token))]),
+        "1"
+    );
+}
+
+fn sha256_hex(token: &str) -> String {
+    metaserver::store::TokenHash::of(token).hex().to_owned()
 }

@@ -77,6 +77,8 @@ pub struct Cluster {
     /// Calls made (for `/metrics` and the bench's operations per session per second).
     pub ops: AtomicU64,
     pub errors: AtomicU64,
+    /// How many times Redis became reachable again after being unreachable.
+    reconnected: AtomicU64,
     /// Every node alive at the last heartbeat (this one included).
     nodes: Mutex<Vec<NodeRow>>,
 }
@@ -100,6 +102,7 @@ impl Cluster {
             up: AtomicBool::new(false),
             ops: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            reconnected: AtomicU64::new(0),
             nodes: Mutex::new(Vec::new()),
         }))
     }
@@ -135,7 +138,11 @@ impl Cluster {
         if result.is_err() {
             self.errors.fetch_add(1, Relaxed);
         }
-        if self.up.swap(reached, Relaxed) != reached {
+        let was = self.up.swap(reached, Relaxed);
+        if was != reached {
+            if reached && self.ops.load(Relaxed) > 1 {
+                self.reconnected.fetch_add(1, Relaxed);
+            }
             if reached {
                 info!(node = %self.node_id, "redis reachable");
             } else {
@@ -174,6 +181,11 @@ impl Cluster {
             u8::from(self.is_up()),
             self.nodes.lock().len()
         )
+    }
+
+    /// How many times Redis came back after being unreachable (it may have come back empty).
+    pub fn reconnections(&self) -> u64 {
+        self.reconnected.load(Relaxed)
     }
 
     /// The cluster as the last heartbeat saw it.

@@ -299,6 +299,17 @@ impl SessionStore for RedisStore {
         Ok(gone)
     }
 
+    /// A third of the time to live, at most a minute: a paused session keeps its keys.
+    fn refresh_every(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_millis(
+            (self.ttl_ms / 3).clamp(1000, 60_000),
+        ))
+    }
+
+    fn generation(&self) -> u64 {
+        self.cluster.reconnections()
+    }
+
     fn list(&self) -> Vec<StoredRow> {
         self.rows.lock().clone()
     }
