@@ -123,11 +123,13 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, c: Client) {
     ping.tick().await;
     const SEND_TIMEOUT: Duration = Duration::from_secs(10);
     let mut next_frame_at = Instant::now();
+    // Reused for every write: the hot path allocates no list of its own.
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
         tokio::select! {
             f = next_frame(&c, &mut next_frame_at) => match f {
                 Some(f) => {
-                    let batch = more_frames(&c, f);
+                    more_frames(&c, f, &mut batch);
                     match tokio::time::timeout(SEND_TIMEOUT, write_batch(&mut sink, &batch)).await {
                         Ok(Ok(())) => {
                             c.metrics.frames_relayed.fetch_add(batch.len() as u64, Relaxed);
@@ -159,17 +161,17 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, c: Client) {
 /// a client's writer does not hold its thread for long.
 const WRITE_BATCH: usize = 32;
 
-/// `first` and the frames queued behind it, up to [`WRITE_BATCH`]. Paced clients (training
-/// viewers) get one frame per turn, as their pace decides.
-fn more_frames(c: &Client, first: OutFrame) -> Vec<OutFrame> {
-    let mut batch = vec![first];
+/// Fills `batch` with `first` and the frames queued behind it, up to [`WRITE_BATCH`]. Paced
+/// clients (training viewers) get one frame per turn, as their pace decides.
+fn more_frames(c: &Client, first: OutFrame, batch: &mut Vec<OutFrame>) {
+    batch.clear();
+    batch.push(first);
     while c.pace.is_none() && batch.len() < WRITE_BATCH {
         match c.out.try_pop() {
             Some(f) => batch.push(f),
             None => break,
         }
     }
-    batch
 }
 
 /// Queues every frame of `batch` in the WebSocket's buffer, then flushes once.

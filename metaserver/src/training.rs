@@ -9,7 +9,7 @@
 use crate::app::App;
 use crate::budget::{RestartBudget, Verdict};
 use crate::client::{self, Client, Incoming};
-use crate::cluster::training::{ClusterRun, ClusterTraining, Orphan};
+use crate::cluster::training::{ClusterTraining, Orphan};
 use crate::history::{HistoryView, RunHistory};
 use crate::metrics::RestartReason;
 use crate::registry::{WorkerControl, WorkerState};
@@ -819,7 +819,7 @@ impl TrainingHub {
     async fn hand_over_to_cluster(&self) {
         let Some(ct) = &self.cluster else { return };
         let path = self.state.lock().checkpoint.as_ref().map(|c| c.1.clone());
-        if let (Some(r), Some(p)) = (self.cluster_run(true), path) {
+        if let (Some(r), Some(p)) = (self.run_facts(true), path) {
             if ct.save_checkpoint(&r, std::path::Path::new(&p)).await {
                 info!(
                     episode = r.episodes_completed,
@@ -852,10 +852,10 @@ impl TrainingHub {
         }
     }
 
-    /// The run as another node would continue it.
-    fn cluster_run(&self, handed_over: bool) -> Option<ClusterRun> {
+    /// The run as another server would continue it (`None` before a run has a configuration).
+    fn run_facts(&self, handed_over: bool) -> Option<RunFacts> {
         let s = self.state.lock();
-        Some(ClusterRun {
+        Some(RunFacts {
             config: s.status.config.clone()?,
             paused: s.status.paused,
             episodes_completed: s.checkpoint.as_ref().map_or(0, |c| c.0),
@@ -873,13 +873,13 @@ impl TrainingHub {
             match what {
                 Share::Status => ct.set_status(status()).await,
                 Share::Run => {
-                    if let Some(r) = self.cluster_run(false) {
+                    if let Some(r) = self.run_facts(false) {
                         ct.save_run(&r).await;
                     }
                     ct.set_status(status()).await;
                 }
                 Share::Checkpoint(path) => {
-                    if let Some(r) = self.cluster_run(false) {
+                    if let Some(r) = self.run_facts(false) {
                         ct.save_checkpoint(&r, std::path::Path::new(&path)).await;
                     }
                 }
@@ -959,10 +959,7 @@ impl TrainingHub {
         );
         let record = RunRecord {
             checkpoint,
-            config: o.run.config,
-            paused: o.run.paused,
-            episodes_completed: o.run.episodes_completed,
-            control_hash: o.run.control_hash,
+            run: o.run,
         };
         let w = self.resume_after_restart(record, budget, reason).await;
         self.share(Share::Run);
@@ -1046,17 +1043,29 @@ fn store_unavailable() -> ServerMessage {
     )
 }
 
+/// What another server needs to continue a run: the next server after a SIGTERM (in
+/// `training-run.json`) or another cluster node (in Redis). The control token only as its hash.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RunFacts {
+    pub config: TrainingConfig,
+    pub paused: bool,
+    /// Episodes completed when the checkpoint was taken (0: no checkpoint yet).
+    pub episodes_completed: u32,
+    pub control_hash: Option<TokenHash>,
+    /// The holder handed the run over on purpose (SIGTERM), rather than dying.
+    #[serde(default)]
+    pub handed_over: bool,
+}
+
 /// A run in progress when the server stopped (SIGTERM), so the next server resumes it
-/// (sessions.md). Kept beside the session store as `training-run.json`; the control token only as
-/// its hash.
+/// (sessions.md), kept beside the session store as `training-run.json`; or one taken over from a
+/// lost cluster node.
 #[derive(Debug, Serialize, serde::Deserialize)]
 struct RunRecord {
     /// `None`: no checkpoint yet; the run starts again from its configuration.
     checkpoint: Option<String>,
-    config: TrainingConfig,
-    paused: bool,
-    episodes_completed: u32,
-    control_hash: Option<TokenHash>,
+    #[serde(flatten)]
+    run: RunFacts,
 }
 
 impl TrainingHub {
@@ -1071,20 +1080,14 @@ impl TrainingHub {
 
     /// Writes the record of the run in progress (after its worker checkpointed).
     fn save_run_record(&self) {
-        let record = {
-            let s = self.state.lock();
-            let (Some((episode, checkpoint)), Some(config)) = (&s.checkpoint, &s.status.config)
-            else {
-                warn!("no checkpoint of the run in progress: it cannot be resumed");
-                return;
-            };
-            RunRecord {
-                checkpoint: Some(checkpoint.clone()),
-                config: config.clone(),
-                paused: s.status.paused,
-                episodes_completed: *episode,
-                control_hash: s.control_hash.clone(),
-            }
+        let checkpoint = self.state.lock().checkpoint.as_ref().map(|c| c.1.clone());
+        let (Some(checkpoint), Some(run)) = (checkpoint, self.run_facts(true)) else {
+            warn!("no checkpoint of the run in progress: it cannot be resumed");
+            return;
+        };
+        let record = RunRecord {
+            checkpoint: Some(checkpoint),
+            run,
         };
         let Some(path) = self.run_record_path() else {
             return;
@@ -1092,7 +1095,7 @@ impl TrainingHub {
         let bytes = serde_json::to_vec_pretty(&record).expect("a record serialises");
         match hamlet_onnx::write_atomic(&path, &bytes) {
             Ok(()) => info!(
-                episode = record.episodes_completed,
+                episode = record.run.episodes_completed,
                 "training run saved for the next server"
             ),
             Err(e) => warn!(error = %e, "could not save the training run for the next server"),
@@ -1110,7 +1113,7 @@ impl TrainingHub {
             return None;
         }
         match serde_json::from_slice::<RunRecord>(&bytes) {
-            Ok(r) if r.config.validate().is_ok() => Some(r),
+            Ok(r) if r.run.config.validate().is_ok() => Some(r),
             _ => {
                 warn!(file = %path.display(), "unreadable training run record ignored");
                 None
@@ -1122,10 +1125,11 @@ impl TrainingHub {
     /// `training_restarted` (reason `server restarted`) when the worker says where it resumed.
     async fn resume_after_restart(
         &self,
-        r: RunRecord,
+        record: RunRecord,
         budget: &mut RestartBudget,
         reason: &str,
     ) -> Option<TrainingWorker> {
+        let RunRecord { checkpoint, run: r } = record;
         {
             let mut s = self.state.lock();
             s.status.is_training = true;
@@ -1134,7 +1138,7 @@ impl TrainingHub {
             s.status.current_episode =
                 episode_being_run(r.episodes_completed, r.config.num_episodes);
             s.status.config = Some(r.config.clone());
-            s.checkpoint = r.checkpoint.clone().map(|c| (r.episodes_completed, c));
+            s.checkpoint = checkpoint.map(|c| (r.episodes_completed, c));
             s.control_hash = r.control_hash;
             s.run = RunState::Running;
             s.history = RunHistory::new(r.config.clone());

@@ -220,11 +220,3 @@ pub async fn run(cfg: ClusterChaosConfig) -> ClusterChaosReport {
     drop(nodes);
     rep
 }
-
-/// The `p`-th percentile (0–100) of `v` (nearest rank); `None` when empty.
-pub fn percentile(v: &[f64], p: f64) -> Option<f64> {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let i = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize - 1;
-    s.get(i.min(s.len().saturating_sub(1))).copied()
-}

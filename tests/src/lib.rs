@@ -123,6 +123,15 @@ pub fn ort_lib() -> PathBuf {
     root().join(ipc_proto::ORT_LIB_PATH)
 }
 
+/// The `p` quantile (0–1) of `v`, which it sorts; NaN when empty.
+pub fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
 /// A loopback port free right now (for a test that restarts a server on the same address).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -527,19 +536,25 @@ impl Ws {
             .expect("ws send");
     }
 
-    /// Next JSON frame, or error on timeout/close.
+    /// Next JSON frame (recorded in `seen`), or error on timeout/close.
     pub async fn next(&mut self, timeout: Duration) -> Result<Value> {
+        let t = self.next_text(timeout).await?;
+        let v: Value = serde_json::from_str(&t)?;
+        self.seen.push(v.clone());
+        Ok(v)
+    }
+
+    /// Next text frame unparsed and unrecorded (a light load generator: the bench counts frames
+    /// by their leading `{"type":"…"` — serde writes the tag first — without parsing them), or
+    /// error on timeout/close (a close frame's code lands in `closed`).
+    pub async fn next_text(&mut self, timeout: Duration) -> Result<String> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let m = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .map_err(|_| anyhow!("timeout after {timeout:?}"))?;
             match m {
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(&t)?;
-                    self.seen.push(v.clone());
-                    return Ok(v);
-                }
+                Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
                 Some(Ok(Message::Close(f))) => {
                     let f = f
                         .map(|f| (u16::from(f.code), f.reason.to_string()))
@@ -550,23 +565,6 @@ impl Ws {
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => bail!("ws error: {e}"),
                 None => bail!("stream ended"),
-            }
-        }
-    }
-
-    /// Next text frame unparsed and unrecorded (a light load generator: the bench counts frames
-    /// by their leading `{"type":"…"` — serde writes the tag first — without parsing them).
-    pub async fn next_text(&mut self, timeout: Duration) -> Result<String> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let m = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .map_err(|_| anyhow!("timeout after {timeout:?}"))?;
-            match m {
-                Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
-                Some(Ok(Message::Close(_))) | None => bail!("closed"),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => bail!("ws error: {e}"),
             }
         }
     }

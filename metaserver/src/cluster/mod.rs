@@ -152,6 +152,21 @@ impl Cluster {
         result
     }
 
+    /// One command, as [`Cluster::call`] runs it.
+    pub async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ClusterError> {
+        self.call(|mut c| async move { cmd.query_async(&mut c).await })
+            .await
+    }
+
+    /// One Lua script invocation, as [`Cluster::call`] runs it.
+    pub async fn script<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, ClusterError> {
+        self.call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await
+    }
+
     /// The cluster part of `/api/status`: this node, Redis, every node alive, the training holder.
     pub fn view(&self) -> serde_json::Value {
         let nodes = self.nodes();
@@ -246,9 +261,7 @@ impl Cluster {
             })
             .await?;
         let keys: Vec<String> = ids.iter().map(|i| key(&format!("node:{i}"))).collect();
-        let rows: Vec<Option<String>> = self
-            .call(|mut c| async move { redis::cmd("MGET").arg(keys).query_async(&mut c).await })
-            .await?;
+        let rows: Vec<Option<String>> = self.cmd(redis::cmd("MGET").arg(keys)).await?;
         let mut alive = Vec::new();
         let mut gone = Vec::new();
         for (id, row) in ids.into_iter().zip(rows) {
@@ -260,13 +273,7 @@ impl Cluster {
         if !gone.is_empty() {
             // Heartbeats that expired: the node died without saying goodbye.
             let _ = self
-                .call(|mut c| async move {
-                    redis::cmd("SREM")
-                        .arg(key("nodes"))
-                        .arg(gone)
-                        .query_async::<()>(&mut c)
-                        .await
-                })
+                .cmd::<()>(redis::cmd("SREM").arg(key("nodes")).arg(gone))
                 .await;
         }
         alive.sort_by(|a, b| a.id.cmp(&b.id));

@@ -31,15 +31,7 @@ pub async fn sync(cluster: Arc<Cluster>, dir: PathBuf, stop: CancellationToken) 
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let remote: Vec<String> = match cluster
-            .call(|mut c| async move {
-                redis::cmd("HKEYS")
-                    .arg(key("models"))
-                    .query_async(&mut c)
-                    .await
-            })
-            .await
-        {
+        let remote: Vec<String> = match cluster.cmd(redis::cmd("HKEYS").arg(key("models"))).await {
             Ok(r) => r,
             Err(_) => continue,
         };
@@ -58,6 +50,15 @@ pub async fn sync(cluster: Arc<Cluster>, dir: PathBuf, stop: CancellationToken) 
     }
 }
 
+/// The cluster's bytes of model `name` (`None` if it has none, or Redis cannot say).
+async fn cluster_model(cluster: &Cluster, name: &str) -> Option<Vec<u8>> {
+    cluster
+        .cmd(redis::cmd("HGET").arg(key("models")).arg(name))
+        .await
+        .ok()
+        .flatten()
+}
+
 async fn read_model(dir: &Path, name: &str) -> Option<Vec<u8>> {
     let bytes = tokio::fs::read(dir.join(name)).await.ok()?;
     (bytes.len() <= MAX_MODEL_BYTES).then_some(bytes)
@@ -69,33 +70,15 @@ async fn publish(cluster: &Cluster, dir: &Path, name: &str, known: bool) -> bool
     let Some(bytes) = read_model(dir, name).await else {
         return false;
     };
-    let n = name.to_owned();
     if known {
-        let theirs: Option<Vec<u8>> = cluster
-            .call(|mut c| async move {
-                redis::cmd("HGET")
-                    .arg(key("models"))
-                    .arg(n)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await
-            .ok()
-            .flatten();
+        let theirs = cluster_model(cluster, name).await;
         if theirs.as_ref().is_some_and(|t| *t != bytes) {
             warn!(model = name, "the cluster has a different model of this name; the local file is kept and not shared");
         }
         return true;
     }
     let added: Result<bool, _> = cluster
-        .call(|mut c| async move {
-            redis::cmd("HSETNX")
-                .arg(key("models"))
-                .arg(n)
-                .arg(bytes)
-                .query_async(&mut c)
-                .await
-        })
+        .cmd(redis::cmd("HSETNX").arg(key("models")).arg(name).arg(bytes))
         .await;
     match added {
         Ok(true) => {
@@ -113,19 +96,10 @@ async fn fetch(cluster: &Cluster, dir: &Path, name: &str) -> bool {
         // Not a name a client could load; never a path on this disk.
         return true;
     }
-    let n = name.to_owned();
-    let bytes: Option<Vec<u8>> = cluster
-        .call(|mut c| async move {
-            redis::cmd("HGET")
-                .arg(key("models"))
-                .arg(n)
-                .query_async(&mut c)
-                .await
-        })
+    let Some(bytes) = cluster_model(cluster, name)
         .await
-        .ok()
-        .flatten();
-    let Some(bytes) = bytes.filter(|b| b.len() <= MAX_MODEL_BYTES) else {
+        .filter(|b| b.len() <= MAX_MODEL_BYTES)
+    else {
         return false;
     };
     let path = dir.join(name);

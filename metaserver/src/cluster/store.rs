@@ -121,14 +121,10 @@ impl RedisStore {
             Lookup::Watch(w) => key(&format!("watch:{}", w.hex())),
         };
         let c = &self.cluster;
-        let id: Option<String> = self.block_on(c.call(|mut con| async move {
-            redis::cmd("GET").arg(index).query_async(&mut con).await
-        }))?;
+        let id: Option<String> = self.block_on(c.cmd(redis::cmd("GET").arg(index)))?;
         let Some(id) = id else { return Ok(None) };
         let sess = key(&format!("sess:{id}"));
-        let blob: Option<Vec<u8>> = self.block_on(c.call(|mut con| async move {
-            redis::cmd("GET").arg(sess).query_async(&mut con).await
-        }))?;
+        let blob: Option<Vec<u8>> = self.block_on(c.cmd(redis::cmd("GET").arg(sess)))?;
         let Some(blob) = blob else { return Ok(None) };
         let s: StoredSession =
             rmp_serde::from_slice(&blob).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -232,10 +228,7 @@ impl SessionStore for RedisStore {
             .arg(&s.id)
             .arg(s.saved_at_ms)
             .arg(serde_json::to_string(&position).expect("serialises"));
-        let written: i64 = self.block_on(
-            self.cluster
-                .call(|mut con| async move { inv.invoke_async(&mut con).await }),
-        )?;
+        let written: i64 = self.block_on(self.cluster.script(inv))?;
         Ok(if written == 1 {
             Put::Written
         } else {
@@ -261,10 +254,7 @@ impl SessionStore for RedisStore {
             .arg(&self.cluster.node_id)
             .arg(self.ttl_ms)
             .arg(s.epoch);
-        let epoch: Option<u64> = self.block_on(
-            self.cluster
-                .call(|mut con| async move { inv.invoke_async(&mut con).await }),
-        )?;
+        let epoch: Option<u64> = self.block_on(self.cluster.script(inv))?;
         Ok(epoch.map(|e| {
             s.epoch = e;
             s
@@ -278,10 +268,7 @@ impl SessionStore for RedisStore {
         let keys = Self::session_keys(&s.id, &s);
         let mut inv = self.remove.prepare_invoke();
         inv.key(&keys[..]).arg(epoch).arg(&s.id);
-        let _: i64 = self.block_on(
-            self.cluster
-                .call(|mut con| async move { inv.invoke_async(&mut con).await }),
-        )?;
+        let _: i64 = self.block_on(self.cluster.script(inv))?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 //!   renewed every second; the fencing number comes from `INCR hamlet:training:epoch`. Only the
 //!   holder runs `worker-training`. A holder that cannot renew pauses its run (safety over
 //!   availability) and continues when it can; one that finds the lease taken stops its worker.
-//! - **Checkpoints.** `hamlet:training:run` (hash: `fence`, `meta` = [`ClusterRun`] JSON,
+//! - **Checkpoints.** `hamlet:training:run` (hash: `fence`, `meta` = [`RunFacts`] JSON,
 //!   `checkpoint` = the worker's checkpoint file) is written only through a fenced
 //!   compare-and-set: a writer with an older fencing number than the stored one is refused.
 //!   When the holder dies its lease expires; another node takes it and resumes the run from the
@@ -18,8 +18,9 @@
 
 use super::{key, Cluster, ClusterError};
 use crate::store::TokenHash;
+use crate::training::RunFacts;
 use futures_util::StreamExt;
-use ipc_proto::training::{RunControl, TrainingConfig};
+use ipc_proto::training::RunControl;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -63,22 +64,10 @@ redis.call('HSET', KEYS[1], 'fence', ARGV[1], unpack(ARGV, 2))
 return 1
 "#;
 
-/// What another node needs to continue the run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClusterRun {
-    pub config: TrainingConfig,
-    pub paused: bool,
-    /// Episodes completed when the checkpoint was taken (0: no checkpoint yet).
-    pub episodes_completed: u32,
-    pub control_hash: Option<TokenHash>,
-    /// The holder handed the run over on purpose (SIGTERM), rather than dying.
-    pub handed_over: bool,
-}
-
 /// A run found without a holder.
 pub struct Orphan {
     pub fence: u64,
-    pub run: ClusterRun,
+    pub run: RunFacts,
     pub checkpoint: Option<Vec<u8>>,
 }
 
@@ -144,10 +133,7 @@ impl ClusterTraining {
             .key(channel("epoch"))
             .arg(&self.cluster.node_id)
             .arg(LEASE_TTL_MS);
-        let fence: Option<u64> = self
-            .cluster
-            .call(|mut c| async move { inv.invoke_async(&mut c).await })
-            .await?;
+        let fence: Option<u64> = self.cluster.script(inv).await?;
         if let Some(f) = fence {
             *self.fence.lock() = Some(f);
             info!(node = %self.cluster.node_id, fence = f, "training lease taken");
@@ -164,10 +150,7 @@ impl ClusterTraining {
         inv.key(channel("lease"))
             .arg(self.lease_value(fence))
             .arg(LEASE_TTL_MS);
-        let ours: i64 = self
-            .cluster
-            .call(|mut c| async move { inv.invoke_async(&mut c).await })
-            .await?;
+        let ours: i64 = self.cluster.script(inv).await?;
         if ours == 0 {
             *self.fence.lock() = None;
             warn!(node = %self.cluster.node_id, fence, "training lease lost to another node");
@@ -182,10 +165,7 @@ impl ClusterTraining {
         };
         let mut inv = self.release.prepare_invoke();
         inv.key(channel("lease")).arg(self.lease_value(fence));
-        let r: Result<i64, _> = self
-            .cluster
-            .call(|mut c| async move { inv.invoke_async(&mut c).await })
-            .await;
+        let r: Result<i64, _> = self.cluster.script(inv).await;
         if let Err(e) = r {
             warn!(error = %e, "could not release the training lease; it expires by itself");
         }
@@ -202,11 +182,7 @@ impl ClusterTraining {
         for (f, v) in fields {
             inv.arg(f).arg(v);
         }
-        match self
-            .cluster
-            .call(|mut c| async move { inv.invoke_async::<i64>(&mut c).await })
-            .await
-        {
+        match self.cluster.script::<i64>(inv).await {
             Ok(1) => true,
             Ok(_) => {
                 warn!(
@@ -223,26 +199,20 @@ impl ClusterTraining {
     }
 
     /// Records the run's description (start, pause, resume, hand-over) and its control hash.
-    pub async fn save_run(&self, run: &ClusterRun) -> bool {
+    pub async fn save_run(&self, run: &RunFacts) -> bool {
         let meta = serde_json::to_vec(run).expect("a run record serialises");
         if let Some(h) = &run.control_hash {
             let (k, v) = (channel("control"), h.hex().to_owned());
             let _ = self
                 .cluster
-                .call(|mut c| async move {
-                    redis::cmd("SET")
-                        .arg(k)
-                        .arg(v)
-                        .query_async::<()>(&mut c)
-                        .await
-                })
+                .cmd::<()>(redis::cmd("SET").arg(k).arg(v))
                 .await;
         }
         self.write_run(vec![("meta", meta)]).await
     }
 
     /// Records a checkpoint with the run's description.
-    pub async fn save_checkpoint(&self, run: &ClusterRun, file: &std::path::Path) -> bool {
+    pub async fn save_checkpoint(&self, run: &RunFacts, file: &std::path::Path) -> bool {
         let Ok(bytes) = tokio::fs::read(file).await else {
             warn!(file = %file.display(), "checkpoint file unreadable: not shared");
             return false;
@@ -256,10 +226,7 @@ impl ClusterTraining {
     pub async fn finish_run(&self) {
         self.write_run(Vec::new()).await;
         let k = channel("control");
-        let _ = self
-            .cluster
-            .call(|mut c| async move { redis::cmd("DEL").arg(k).query_async::<()>(&mut c).await })
-            .await;
+        let _ = self.cluster.cmd::<()>(redis::cmd("DEL").arg(k)).await;
         self.release().await;
     }
 
@@ -280,7 +247,7 @@ impl ClusterTraining {
         let Some(meta) = meta.filter(|_| !held) else {
             return Ok(None);
         };
-        let Ok(parsed) = serde_json::from_slice::<ClusterRun>(&meta) else {
+        let Ok(parsed) = serde_json::from_slice::<RunFacts>(&meta) else {
             warn!("unreadable training run record in redis ignored");
             return Ok(None);
         };
@@ -290,13 +257,7 @@ impl ClusterTraining {
         let run = channel("run");
         let checkpoint: Option<Vec<u8>> = self
             .cluster
-            .call(|mut c| async move {
-                redis::cmd("HGET")
-                    .arg(run)
-                    .arg("checkpoint")
-                    .query_async(&mut c)
-                    .await
-            })
+            .cmd(redis::cmd("HGET").arg(run).arg("checkpoint"))
             .await?;
         Ok(Some(Orphan {
             fence,
@@ -308,18 +269,13 @@ impl ClusterTraining {
     /// Is a run recorded in the cluster (held or waiting for a holder)?
     pub async fn run_exists(&self) -> Result<bool, ClusterError> {
         let run = channel("run");
-        self.cluster
-            .call(|mut c| async move { redis::cmd("EXISTS").arg(run).query_async(&mut c).await })
-            .await
+        self.cluster.cmd(redis::cmd("EXISTS").arg(run)).await
     }
 
     /// May a viewer holding `token` control the cluster's run?
     pub async fn token_controls(&self, token: &str) -> Result<bool, ClusterError> {
         let k = channel("control");
-        let stored: Option<String> = self
-            .cluster
-            .call(|mut c| async move { redis::cmd("GET").arg(k).query_async(&mut c).await })
-            .await?;
+        let stored: Option<String> = self.cluster.cmd(redis::cmd("GET").arg(k)).await?;
         Ok(stored.is_some_and(|h| TokenHash::of(token).hex() == h))
     }
 
@@ -328,13 +284,7 @@ impl ClusterTraining {
         let body = serde_json::to_string(&Forwarded { control }).expect("serialises");
         let ch = channel("commands");
         self.cluster
-            .call(|mut c| async move {
-                redis::cmd("PUBLISH")
-                    .arg(ch)
-                    .arg(body)
-                    .query_async::<()>(&mut c)
-                    .await
-            })
+            .cmd::<()>(redis::cmd("PUBLISH").arg(ch).arg(body))
             .await
     }
 
@@ -346,21 +296,13 @@ impl ClusterTraining {
         let k = channel("status");
         let _ = self
             .cluster
-            .call(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(k)
-                    .arg(json)
-                    .query_async::<()>(&mut c)
-                    .await
-            })
+            .cmd::<()>(redis::cmd("SET").arg(k).arg(json))
             .await;
     }
 
     pub async fn status(&self) -> Result<Option<String>, ClusterError> {
         let k = channel("status");
-        self.cluster
-            .call(|mut c| async move { redis::cmd("GET").arg(k).query_async(&mut c).await })
-            .await
+        self.cluster.cmd(redis::cmd("GET").arg(k)).await
     }
 
     /// Queues an encoded frame for the other nodes (dropped when the queue is full).
@@ -382,13 +324,7 @@ impl ClusterTraining {
             let ch = ch.clone();
             let _ = self
                 .cluster
-                .call(|mut c| async move {
-                    redis::cmd("PUBLISH")
-                        .arg(ch)
-                        .arg(frame)
-                        .query_async::<()>(&mut c)
-                        .await
-                })
+                .cmd::<()>(redis::cmd("PUBLISH").arg(ch).arg(frame))
                 .await;
         }
     }

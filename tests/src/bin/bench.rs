@@ -33,13 +33,7 @@ impl Report {
     }
 }
 
-pub fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
+pub use hamlet_tests::pct;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3

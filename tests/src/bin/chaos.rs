@@ -108,7 +108,7 @@ fn passed(r: &hamlet_tests::chaos::ChaosReport) -> bool {
 
 /// `scripts/chaos --cluster [SECONDS] [SESSIONS]`: nodes killed and drained under load.
 async fn cluster(mut args: impl Iterator<Item = String>) {
-    use hamlet_tests::chaos_cluster::{percentile, run, ClusterChaosConfig};
+    use hamlet_tests::chaos_cluster::{run, ClusterChaosConfig};
     let secs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(90);
     let sessions: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(12);
     let cfg = ClusterChaosConfig {
@@ -121,7 +121,10 @@ async fn cluster(mut args: impl Iterator<Item = String>) {
     println!("chaos --cluster: {secs} s, redis + 3 nodes + haproxy, {sessions} sessions at speed 5 through haproxy, each node in turn hit every {:?} ({}% drained, the rest kill -9), then started again", cfg.hit_every, (cfg.drain_share * 100.0) as u32);
     let r = run(cfg).await;
     let f = |v: &[usize]| v.iter().map(|x| *x as f64).collect::<Vec<_>>();
-    let p = |v: &[f64], q| percentile(v, q).map_or("–".into(), |x| format!("{x:.0}"));
+    let p = |v: &[f64], q: f64| match hamlet_tests::pct(&mut v.to_vec(), q / 100.0) {
+        x if x.is_nan() => "–".to_owned(),
+        x => format!("{x:.0}"),
+    };
     let rows = [
         ("duration", format!("{:.0} s", r.duration_secs)),
         (

@@ -6,7 +6,7 @@
 use super::{pct, watch_frames, Report};
 use futures_util::future::join_all;
 use hamlet_tests::cluster::{start_nodes, Redis};
-use hamlet_tests::{Server, ServerOpts, Ws, T};
+use hamlet_tests::{Server, ServerOpts, Ws};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -102,29 +102,7 @@ async fn throughput(nodes: &[&Server]) -> (f64, Vec<f64>) {
 async fn resume_elsewhere(r: &mut Report) {
     let redis = Redis::start();
     let nodes = start_nodes(&redis, 2, &[]);
-    let mut ws = Ws::connect(&nodes[0].url("/ws")).await.unwrap();
-    let token = ws.expect("connected", T).await["resume_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    ws.expect("state_update", T).await;
-    let mut lat = Vec::new();
-    for i in 0..40 {
-        ws.drop_connection();
-        let (from, to) = (&nodes[i % 2], &nodes[(i + 1) % 2]);
-        from.wait_for("the session detached", T, |s| {
-            s.get_json("/api/status")["sessions"]
-                .as_array()
-                .is_some_and(|a| a.is_empty())
-        });
-        let t = Instant::now();
-        ws = Ws::connect(&to.url(&format!("/ws?resume={token}")))
-            .await
-            .unwrap();
-        ws.expect("state_update", T).await;
-        lat.push(t.elapsed().as_secs_f64() * 1e3);
-        ws.seen.clear();
-    }
+    let mut lat = super::sessions::resume_times(&[&nodes[0], &nodes[1]], 40).await;
     let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
     r.add(
         "cluster_resume_elsewhere_ms",

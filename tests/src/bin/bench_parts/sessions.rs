@@ -13,33 +13,41 @@ pub async fn sessions(r: &mut Report) {
     detached_memory(r).await;
 }
 
-/// Drop the connection (no close frame), reconnect with the token: time to the first
-/// `state_update`. Each resume finds the session put away in the store and starts its worker.
-async fn resume_latency(r: &mut Report) {
-    let s = Server::start_with(ServerOpts::default_model(&[]));
-    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+/// A session opened on `servers[0]`, dropped `n` times and resumed each time on the next server
+/// in turn (round robin): milliseconds from each reconnect to its first `state_update`. Each
+/// resume waits until the session was put away where it ran (as after a real network drop).
+pub async fn resume_times(servers: &[&Server], n: usize) -> Vec<f64> {
+    let mut ws = Ws::connect(&servers[0].url("/ws")).await.unwrap();
     let token = ws.expect("connected", T).await["resume_token"]
         .as_str()
         .unwrap()
         .to_owned();
     ws.expect("state_update", T).await;
     let mut lat = Vec::new();
-    for _ in 0..60 {
+    for i in 0..n {
         ws.drop_connection();
-        // Wait until the server has put the session away (as after a real network drop).
-        s.wait_for("the session detached", T, |s| {
+        let (from, to) = (servers[i % servers.len()], servers[(i + 1) % servers.len()]);
+        from.wait_for("the session detached", T, |s| {
             s.get_json("/api/status")["sessions"]
                 .as_array()
                 .is_some_and(|a| a.is_empty())
         });
         let t = Instant::now();
-        ws = Ws::connect(&s.url(&format!("/ws?resume={token}")))
+        ws = Ws::connect(&to.url(&format!("/ws?resume={token}")))
             .await
             .unwrap();
         ws.expect("state_update", T).await;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
         ws.seen.clear();
     }
+    lat
+}
+
+/// Drop the connection (no close frame), reconnect with the token: time to the first
+/// `state_update`. Each resume finds the session put away in the store and starts its worker.
+async fn resume_latency(r: &mut Report) {
+    let s = Server::start_with(ServerOpts::default_model(&[]));
+    let mut lat = resume_times(&[&s], 60).await;
     let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
     r.add(
         "resume_latency_ms",
