@@ -69,8 +69,6 @@ pub struct Trainer {
     grads: Grads,
     cache: Cache,
     tcache: Cache,
-    /// Forward pass of the online network on the next states (Double DQN's choice).
-    ncache: Cache,
     batch: Batch,
     replay: ReplayBuffer,
     dq: Vec<f32>,
@@ -106,7 +104,6 @@ impl Trainer {
             state,
             cache: Cache::default(),
             tcache: Cache::default(),
-            ncache: Cache::default(),
             batch: Batch::default(),
             dq: Vec::new(),
             targets: Vec::new(),
@@ -136,11 +133,39 @@ impl Trainer {
     pub fn update(&mut self) -> f32 {
         let n = self.state.config.batch_size as usize;
         self.replay.sample(n, &mut self.state.rng, &mut self.batch);
-        self.compute_targets(n);
+        // The online network's values of the states, and with Double DQN of the next states too,
+        // in one forward pass over both (one pass over the weights instead of two).
+        let double = self.state.config.td_target == TdTarget::Double;
+        let rows = if double { 2 * n } else { n };
         let q = self
             .state
             .online
-            .forward(&self.batch.obs, n, &mut self.cache);
+            .forward(&self.batch.states[..rows * OBS], rows, &mut self.cache);
+        let q_next = &q[n * ACTIONS..];
+        Self::compute_targets(
+            &self.state.target,
+            &self.batch,
+            double.then_some(q_next),
+            &mut self.tcache,
+            &mut self.targets,
+        );
+        let loss = self.loss_gradient(n);
+        // The backward pass is for the states only: the first n rows of the forward pass.
+        self.cache.keep_rows(n);
+        let norm = self
+            .state
+            .online
+            .backward(&mut self.cache, &self.dq, &mut self.grads);
+        let clip = Grads::clip_coef(norm, GRAD_CLIP);
+        self.state
+            .adam
+            .step(&mut self.state.online, &self.grads, clip);
+        loss
+    }
+
+    /// The batch's mean loss; writes its gradient w.r.t. the Q-values of the states into `dq`.
+    fn loss_gradient(&mut self, n: usize) -> f32 {
+        let q = &self.cache.q[..n * ACTIONS];
         self.dq.clear();
         self.dq.resize(n * ACTIONS, 0.0);
         let mut loss = 0.0;
@@ -156,40 +181,29 @@ impl Trainer {
             // d/dq of the batch's mean loss
             self.dq[b * ACTIONS + a] = grad / n as f32;
         }
-        self.state
-            .online
-            .backward(&mut self.cache, &self.dq, &mut self.grads);
-        let clip = self.grads.clip_coef(GRAD_CLIP);
-        self.state
-            .adam
-            .step(&mut self.state.online, &self.grads, clip);
         loss / n as f32
     }
 
-    /// `targets[b] = reward + discount · value(next state)`, the value as the configured target
-    /// rule gives it.
-    fn compute_targets(&mut self, n: usize) {
-        let qn = self
-            .state
-            .target
-            .forward(&self.batch.next_obs, n, &mut self.tcache);
-        let chosen: Option<&[f32]> = match self.state.config.td_target {
-            TdTarget::Max => None,
-            TdTarget::Double => Some(self.state.online.forward(
-                &self.batch.next_obs,
-                n,
-                &mut self.ncache,
-            )),
-        };
-        self.targets.clear();
+    /// `targets[b] = reward + discount · value(next state)`: the target network's value of the
+    /// next state, at its own best action (`online_next` is `None`) or at the online network's
+    /// (Double DQN: `online_next` holds the online network's values of the next states).
+    fn compute_targets(
+        target: &QNet,
+        batch: &Batch,
+        online_next: Option<&[f32]>,
+        tcache: &mut Cache,
+        targets: &mut Vec<f32>,
+    ) {
+        let n = batch.len();
+        let qn = target.forward(batch.next_obs(), n, tcache);
+        targets.clear();
         for b in 0..n {
             let row = &qn[b * ACTIONS..(b + 1) * ACTIONS];
-            let next_value = match chosen {
+            let next_value = match online_next {
                 None => row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)),
                 Some(online) => row[argmax(&online[b * ACTIONS..(b + 1) * ACTIONS])],
             };
-            self.targets
-                .push(self.batch.reward[b] + self.batch.discount[b] * next_value);
+            targets.push(batch.reward[b] + batch.discount[b] * next_value);
         }
     }
 

@@ -113,16 +113,20 @@ impl Linear {
         self.w.len() == self.inputs * self.outputs && self.b.len() == self.outputs
     }
 
-    /// `y[batch, out] = x[batch, in] · Wᵀ + b`.
-    fn forward(&self, x: &[f32], batch: usize, y: &mut Vec<f32>) {
+    /// `y[batch, out] = x[batch, in] · Wᵀ + b`, through a ReLU when `relu`.
+    fn forward(&self, x: &[f32], batch: usize, y: &mut Vec<f32>, relu: bool) {
         assert_eq!(x.len(), batch * self.inputs, "layer input size");
-        y.clear();
-        y.reserve(batch * self.outputs);
-        for _ in 0..batch {
-            y.extend_from_slice(&self.b);
-        }
+        // Every element is overwritten (beta 0): only the length needs setting.
+        y.resize(batch * self.outputs, 0.0);
         let (i, o) = (self.inputs, self.outputs);
-        gemm((batch, i, o), x, (i, 1), &self.w, (1, i), 1.0, y, (o, 1));
+        gemm((batch, i, o), x, (i, 1), &self.w, (1, i), 0.0, y, (o, 1));
+        // The bias in the same pass as the activation (one pass over the output instead of two).
+        for row in y.chunks_exact_mut(o) {
+            for (v, b) in row.iter_mut().zip(&self.b) {
+                let z = *v + b;
+                *v = if relu { z.max(0.0) } else { z };
+            }
+        }
     }
 }
 
@@ -176,6 +180,8 @@ pub struct Cache {
 #[derive(Debug, Clone)]
 pub struct Grads {
     layers: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Σ of the squared gradients of each layer, written by `backward` as it goes.
+    squares: Vec<f32>,
 }
 
 /// `(inputs, outputs)` of each layer of an architecture (world.md).
@@ -281,6 +287,7 @@ impl QNet {
                 .iter()
                 .map(|l| (vec![0.0; l.w.len()], vec![0.0; l.b.len()]))
                 .collect(),
+            squares: vec![0.0; self.layers.len()],
         }
     }
 
@@ -301,12 +308,7 @@ impl QNet {
                 } else {
                     &cache.outs[i - 1]
                 };
-                self.layers[i].forward(x, cache.batch, &mut out);
-            }
-            if seg.relu(i) {
-                for v in out.iter_mut() {
-                    *v = v.max(0.0);
-                }
+                self.layers[i].forward(x, cache.batch, &mut out, seg.relu(i));
             }
             cache.outs[i] = out;
         }
@@ -356,10 +358,9 @@ impl QNet {
         for i in seg.range().rev() {
             let l = &self.layers[i];
             if seg.relu(i) {
+                // A select, not a conditional store: the compiler turns it into vector code.
                 for (g, y) in d.iter_mut().zip(&cache.outs[i]) {
-                    if *y <= 0.0 {
-                        *g = 0.0;
-                    }
+                    *g = if *y > 0.0 { *g } else { 0.0 };
                 }
             }
             let x: &[f32] = if i == seg.start {
@@ -386,9 +387,11 @@ impl QNet {
                     *g += dv;
                 }
             }
+            // Summed now, while the gradients are in cache, for the norm `backward` returns.
+            grads.squares[i] = sum_of_squares(gw) + sum_of_squares(gb);
             if i > seg.start || want_dx {
+                // Every element is overwritten (beta 0): only the length needs setting.
                 let mut dx = std::mem::take(&mut cache.scratch);
-                dx.clear();
                 dx.resize(batch * inp, 0.0);
                 // dX[batch,in] = dY[batch,out] · W[out,in]
                 gemm(
@@ -409,8 +412,9 @@ impl QNet {
     }
 
     /// Writes into `grads` (overwriting them) the gradient of a loss whose gradient w.r.t. the
-    /// Q-values of the last forward pass is `dq` (`[batch, ACTIONS]`).
-    pub fn backward(&self, cache: &mut Cache, dq: &[f32], grads: &mut Grads) {
+    /// Q-values of the last forward pass is `dq` (`[batch, ACTIONS]`). Returns their global L2
+    /// norm — the same number as [`Grads::norm`], added while each layer's gradients were in cache.
+    pub fn backward(&self, cache: &mut Cache, dq: &[f32], grads: &mut Grads) -> f32 {
         let segs = self.segments();
         let input = std::mem::take(&mut cache.input);
         match self.arch {
@@ -440,10 +444,23 @@ impl QNet {
             }
         }
         cache.input = input;
+        // Layer by layer in the order `Grads::norm` adds them: the same bits.
+        grads.squares.iter().sum::<f32>().sqrt()
     }
 }
 
 impl Cache {
+    /// Makes the next [`QNet::backward`] use only the first `rows` rows of the last forward pass
+    /// (activations are stored row by row, so those rows are a prefix of every array). A trainer
+    /// evaluates the states and the next states in one pass but learns only from the states.
+    pub fn keep_rows(&mut self, rows: usize) {
+        assert!(
+            rows <= self.batch,
+            "keep_rows: more rows than the forward pass had"
+        );
+        self.batch = rows;
+    }
+
     /// Which units of the last forward pass were active (> 0), layer by layer. Gradient checks use
     /// it to recognise perturbations that cross a ReLU kink.
     pub fn activation_pattern(&self) -> Vec<bool> {
@@ -471,17 +488,17 @@ impl Grads {
             .sqrt()
     }
 
-    /// The factor that brings the global L2 norm to at most `max` (PyTorch's `clip_grad_norm_`):
-    /// `max / (norm + 1e-6)` when that is below 1, else 1. [`Adam::step`] applies it while it
-    /// reads the gradients, which saves a pass over them.
-    pub fn clip_coef(&self, max: f32) -> f32 {
-        (max / (self.norm() + 1e-6)).min(1.0)
+    /// The factor that brings a global L2 norm `norm` to at most `max` (PyTorch's
+    /// `clip_grad_norm_`): `max / (norm + 1e-6)` when that is below 1, else 1. [`Adam::step`]
+    /// applies it while it reads the gradients, which saves a pass over them.
+    pub fn clip_coef(norm: f32, max: f32) -> f32 {
+        (max / (norm + 1e-6)).min(1.0)
     }
 
     /// Scales gradients so their global L2 norm is at most `max`. Returns the norm before clipping.
     pub fn clip(&mut self, max: f32) -> f32 {
         let n = self.norm();
-        let coef = max / (n + 1e-6);
+        let coef = Self::clip_coef(n, max);
         if coef < 1.0 {
             for (w, b) in &mut self.layers {
                 w.iter_mut().chain(b.iter_mut()).for_each(|v| *v *= coef);

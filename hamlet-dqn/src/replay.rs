@@ -18,13 +18,35 @@ pub struct ReplayBuffer {
 /// A sampled batch, laid out for the network (row-major).
 #[derive(Default)]
 pub struct Batch {
-    pub obs: Vec<f32>,
-    pub next_obs: Vec<f32>,
+    /// The `n` states, then their `n` next states: one array, so that the online network can
+    /// evaluate both in one forward pass (Double DQN needs its values of the next states too).
+    pub states: Vec<f32>,
     pub action: Vec<u8>,
     /// The return summed over the transition's steps.
     pub reward: Vec<f32>,
     /// What the next state's value is multiplied by: γᵏ after k steps, 0 after a death.
     pub discount: Vec<f32>,
+}
+
+impl Batch {
+    /// Transitions in the batch.
+    pub fn len(&self) -> usize {
+        self.action.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.action.is_empty()
+    }
+
+    /// The states, `[n, OBS]`.
+    pub fn obs(&self) -> &[f32] {
+        &self.states[..self.len() * OBS]
+    }
+
+    /// The next states, `[n, OBS]`.
+    pub fn next_obs(&self) -> &[f32] {
+        &self.states[self.len() * OBS..]
+    }
 }
 
 impl ReplayBuffer {
@@ -63,16 +85,19 @@ impl ReplayBuffer {
 
     /// Samples `n` transitions uniformly with replacement into `out`.
     pub fn sample(&self, n: usize, rng: &mut impl Rng, out: &mut Batch) {
-        out.obs.clear();
-        out.next_obs.clear();
+        out.states.clear();
+        out.states.resize(2 * n * OBS, 0.0);
         out.action.clear();
         out.reward.clear();
         out.discount.clear();
-        for _ in 0..n {
+        let (states, next_states) = out.states.split_at_mut(n * OBS);
+        let rows = states
+            .chunks_exact_mut(OBS)
+            .zip(next_states.chunks_exact_mut(OBS));
+        for (state, next_state) in rows {
             let i = rng.random_range(0..self.len);
-            out.obs.extend_from_slice(&self.obs[i * OBS..(i + 1) * OBS]);
-            out.next_obs
-                .extend_from_slice(&self.next_obs[i * OBS..(i + 1) * OBS]);
+            state.copy_from_slice(&self.obs[i * OBS..(i + 1) * OBS]);
+            next_state.copy_from_slice(&self.next_obs[i * OBS..(i + 1) * OBS]);
             out.action.push(self.action[i]);
             out.reward.push(self.reward[i]);
             out.discount.push(self.discount[i]);

@@ -155,3 +155,44 @@ fn clipping_bounds_the_global_norm() {
     assert!((g.norm() - 10.0).abs() < 1e-3);
     assert!((g.layer(0).0[0] - 6.0).abs() < 1e-3);
 }
+
+/// The trainer evaluates states and next states in one forward pass and learns from the first
+/// half (`Cache::keep_rows`); `backward` returns the gradient norm it summed on the way. Both must
+/// be exactly what the plain path computes: a forward pass of the states alone, `Grads::norm`.
+#[test]
+fn a_double_height_pass_cut_to_its_first_rows_gives_the_same_gradients_and_norm() {
+    for arch in [Network::Qnetwork, Network::Dueling] {
+        let mut rng = Pcg64::seed_from_u64(7);
+        let net = QNet::new(arch, &mut rng);
+        let n = 5;
+        let x: Vec<f32> = (0..2 * n * OBS)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let dq: Vec<f32> = (0..n * ACTIONS)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+
+        let mut plain = Cache::default();
+        let q_plain = net.forward(&x[..n * OBS], n, &mut plain).to_vec();
+        let mut plain_grads = net.zero_grads();
+        let plain_norm = net.backward(&mut plain, &dq, &mut plain_grads);
+
+        let mut both = Cache::default();
+        let q_both = net.forward(&x, 2 * n, &mut both).to_vec();
+        assert_eq!(
+            q_both[..n * ACTIONS],
+            q_plain[..],
+            "{arch:?}: rows are independent"
+        );
+        both.keep_rows(n);
+        let mut grads = net.zero_grads();
+        let norm = net.backward(&mut both, &dq, &mut grads);
+
+        for i in 0..net.layers().len() {
+            assert_eq!(grads.layer(i), plain_grads.layer(i), "{arch:?} layer {i}");
+        }
+        assert_eq!(norm.to_bits(), plain_norm.to_bits(), "{arch:?}");
+        assert_eq!(norm.to_bits(), grads.norm().to_bits(), "{arch:?}");
+        assert!(norm > 0.0);
+    }
+}

@@ -5,7 +5,7 @@ use futures_util::future::join_all;
 use futures_util::StreamExt;
 use hamlet_env::{World, OBS_DIM};
 use hamlet_tests::*;
-use ipc_proto::training::{Network, TrainingConfig};
+use ipc_proto::training::{Network, TdTarget, TrainingConfig};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -145,7 +145,15 @@ fn dqn(r: &mut Report) {
                 rates.push(n as f64 / t0.elapsed().as_secs_f64());
             }
             let ups = pct(&mut rates, 0.5);
-            let floor = gemm_floor_ms(t.state.online.layers(), batch as usize);
+            // The forward passes of an update: the target network on the next states, the online
+            // network on the states — and with Double DQN on the next states too, in the same pass.
+            let n = batch as usize;
+            let online_rows = if cfg.td_target == TdTarget::Double {
+                2 * n
+            } else {
+                n
+            };
+            let floor = gemm_floor_ms(t.state.online.layers(), n, &[n, online_rows]);
             // Env steps with learning (one update per step), from a fresh run.
             let mut t = Trainer::new(cfg);
             let t0 = Instant::now();
@@ -181,10 +189,11 @@ fn dqn(r: &mut Report) {
     }
 }
 
-/// Time of the matrix products one update does, alone (median of 200): for every layer, the
-/// forward pass of the target and the online network, the weight gradient, and the input gradient
-/// (all layers but the first) — the floor an update's time can approach.
-fn gemm_floor_ms(layers: &[hamlet_dqn::nn::Linear], batch: usize) -> f64 {
+/// Time of the matrix products one update does, alone (median of 200): for every layer, its
+/// forward passes (one per entry of `forward_rows`, of that many rows), the weight gradient and the
+/// input gradient (all layers but the first) of `batch` rows — the floor an update's time can
+/// approach.
+fn gemm_floor_ms(layers: &[hamlet_dqn::nn::Linear], batch: usize, forward_rows: &[usize]) -> f64 {
     use hamlet_dqn::nn::gemm;
     struct Bufs {
         inp: usize,
@@ -197,6 +206,12 @@ fn gemm_floor_ms(layers: &[hamlet_dqn::nn::Linear], batch: usize) -> f64 {
         dx: Vec<f32>,
     }
     // Allocated once, outside the timing: the floor is the multiplications only.
+    let rows = forward_rows
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(batch)
+        .max(batch);
     let mut bufs: Vec<Bufs> = layers
         .iter()
         .map(|l| {
@@ -204,9 +219,9 @@ fn gemm_floor_ms(layers: &[hamlet_dqn::nn::Linear], batch: usize) -> f64 {
             Bufs {
                 inp,
                 out,
-                x: vec![0.5; batch * inp],
+                x: vec![0.5; rows * inp],
                 w: vec![0.5; inp * out],
-                y: vec![0.0; batch * out],
+                y: vec![0.0; rows * out],
                 dy: vec![0.5; batch * out],
                 dw: vec![0.0; inp * out],
                 dx: vec![0.0; batch * inp],
@@ -219,27 +234,27 @@ fn gemm_floor_ms(layers: &[hamlet_dqn::nn::Linear], batch: usize) -> f64 {
         for (i, b) in bufs.iter_mut().enumerate() {
             let (inp, out) = (b.inp, b.out);
             // The same checked wrapper the trainer's updates use.
-            for _ in 0..2 {
-                // y[batch,out] = x · Wᵀ (target and online forward)
+            for &m in forward_rows {
+                // y[m,out] = x · Wᵀ (the bias is added in the activation pass)
                 gemm(
-                    (batch, inp, out),
+                    (m, inp, out),
                     &b.x,
                     (inp, 1),
                     &b.w,
                     (1, inp),
-                    1.0,
+                    0.0,
                     &mut b.y,
                     (out, 1),
                 );
             }
-            // dW[out,in] += dYᵀ · X
+            // dW[out,in] = dYᵀ · X
             gemm(
                 (out, batch, inp),
                 &b.dy,
                 (1, out),
                 &b.x,
                 (inp, 1),
-                1.0,
+                0.0,
                 &mut b.dw,
                 (inp, 1),
             );
