@@ -1,7 +1,7 @@
 //! Metaserver ⇄ `worker-inference`.
 
 use crate::browser::ServerMessage;
-use crate::wire::StateUpdate;
+use crate::wire::{Activations, StateUpdate};
 use serde::{Deserialize, Serialize};
 
 /// A validated browser command for an inference session (the metaserver parsed the JSON).
@@ -146,6 +146,10 @@ pub enum FromInference {
     /// in BENCHMARKS.md). Use [`FromInference::for_browser`] to make one and
     /// [`FromInference::into_browser`] to read one.
     State(Box<StateUpdate>),
+    /// One step of a playing session: its frame and its snapshot in one message (the step that
+    /// ends an episode is sent as `State`, `episode_complete`, `Snapshot` instead — see
+    /// [`SteppedFrame`]).
+    Stepped(Box<SteppedFrame>),
     /// The session's state after a step or state change.
     Snapshot(Box<SessionSnapshot>),
     Pong {
@@ -171,7 +175,138 @@ impl FromInference {
         match self {
             FromInference::Message(m) => Some(m),
             FromInference::State(u) => Some(ServerMessage::StateUpdate(u)),
+            FromInference::Stepped(s) => {
+                Some(ServerMessage::StateUpdate(Box::new(s.into_parts().0)))
+            }
             _ => None,
+        }
+    }
+
+    /// The session snapshot this carries, if any.
+    pub fn snapshot(&self) -> Option<&SessionSnapshot> {
+        match self {
+            FromInference::Snapshot(s) => Some(s),
+            FromInference::Stepped(s) => Some(&s.snapshot),
+            _ => None,
+        }
+    }
+}
+
+/// One step of a playing session in one message: the snapshot a replacement worker would resume
+/// from, and the few facts of the step that the snapshot does not hold. The `state_update` is
+/// rendered from them by whoever shows it (the metaserver): every other field of the frame — the
+/// grid, the affordances, the names — is the same in every frame, and building, encoding and
+/// decoding it twice per step (a ~1 KB message and a snapshot beside it) was most of a worker's
+/// and much of the metaserver's work per frame at 256 sessions (BENCHMARKS.md, issue 19).
+///
+/// The step that ends an episode is not sent this way: its snapshot must come after the
+/// `episode_complete`, so a worker that dies between the two is replaced from the step before,
+/// never from a finished episode whose end the browser was not told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SteppedFrame {
+    /// The session after the step: the world, the episode, the action, its reward and the
+    /// cumulative reward the frame shows.
+    pub snapshot: SessionSnapshot,
+    pub done: bool,
+    pub q_values: Option<Vec<f32>>,
+    pub explored: Option<bool>,
+    pub activations: Option<Activations>,
+}
+
+impl SteppedFrame {
+    /// The `state_update` this step shows, and the snapshot.
+    pub fn into_parts(self) -> (StateUpdate, SessionSnapshot) {
+        let s = self.snapshot;
+        let frame = hamlet_env::wire::state_update(
+            &hamlet_env::World::restore(&s.world),
+            hamlet_env::wire::FrameFacts {
+                episode: s.episode,
+                action: s.last_action,
+                reward: s.last_reward,
+                cumulative_reward: s.cumulative_reward,
+                done: self.done,
+                q_values: self.q_values,
+                heat_map: None,
+                explored: self.explored,
+                activations: self.activations,
+            },
+        );
+        (frame, s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hamlet_env::wire::{state_update, FrameFacts};
+    use hamlet_env::World;
+
+    fn snapshot_of(
+        w: &World,
+        episode: u32,
+        cumulative: f64,
+        action: u8,
+        reward: f64,
+    ) -> SessionSnapshot {
+        SessionSnapshot {
+            session_id: "s".into(),
+            world: w.snapshot(),
+            episode,
+            cumulative_reward: cumulative,
+            last_action: Some(action),
+            last_reward: reward,
+            phase: EpisodePhase::Running,
+            model: Some("m.onnx".into()),
+            speed: 1.0,
+            playing: true,
+            max_steps: 500,
+            commands_applied: 0,
+            epsilon: 0.0,
+            start: StartMode::Fixed,
+            rng: Default::default(),
+            detail: false,
+        }
+    }
+
+    /// The frame the metaserver renders from a `Stepped` message is the frame the worker would
+    /// have built itself, field for field, along a whole episode of every action.
+    #[test]
+    fn a_stepped_frame_renders_the_state_update_the_worker_would_have_sent() {
+        let mut w = World::new();
+        let mut cumulative = 0.0;
+        for i in 0..200u32 {
+            let action = (i * 7 % 5) as u8;
+            let out = w.step_id(i64::from(action)).unwrap();
+            cumulative += out.reward;
+            let q = vec![0.1 * f32::from(action), -1.5, 2.0, 0.0, 3.25];
+            let explored = (i % 3 == 0).then_some(i % 2 == 0);
+            let want = state_update(
+                &w,
+                FrameFacts {
+                    episode: 4,
+                    action: Some(action),
+                    reward: out.reward,
+                    cumulative_reward: cumulative,
+                    done: out.done,
+                    q_values: Some(q.clone()),
+                    heat_map: None,
+                    explored,
+                    activations: None,
+                },
+            );
+            let stepped = SteppedFrame {
+                snapshot: snapshot_of(&w, 4, cumulative, action, out.reward),
+                done: out.done,
+                q_values: Some(q),
+                explored,
+                activations: None,
+            };
+            let (got, snapshot) = stepped.clone().into_parts();
+            assert_eq!(got, want, "step {}", i + 1);
+            assert_eq!(snapshot, stepped.snapshot);
+            if out.done {
+                break;
+            }
         }
     }
 }

@@ -592,6 +592,11 @@ impl SessionTask {
             }
             FromInference::Message(m) => self.fan_out(&m, Instant::now()),
             FromInference::State(u) => self.fan_out(&ServerMessage::StateUpdate(u), Instant::now()),
+            FromInference::Stepped(s) => {
+                let (frame, snapshot) = s.into_parts();
+                self.fan_out(&ServerMessage::StateUpdate(Box::new(frame)), Instant::now());
+                self.on_snapshot(snapshot);
+            }
             FromInference::Snapshot(s) => self.on_snapshot(*s),
             FromInference::Pong { .. } | FromInference::Ready => {}
             FromInference::Fatal { reason } => {

@@ -1,7 +1,9 @@
 //! A profiling driver (BENCHMARKS.md, "Where a frame's time goes"): one paused session stepped as
 //! fast as round trips allow, for SECS seconds, so `perf record -a -g -- sleep 3` has something
 //! steady to sample. `cargo run --release -p hamlet-tests --example profile_relay -- 12`.
-//! `MS_THREADS=N` sets the metaserver's `--runtime-threads` (through its environment).
+//! With a second argument N: N sessions playing at speed 10 instead (the scale bench's load),
+//! reporting the frames per second each got. `MS_THREADS=N` sets the metaserver's
+//! `--runtime-threads` (through its environment).
 use hamlet_tests::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -12,13 +14,22 @@ async fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let mut o =
-        ServerOpts::default_model(&["--client-rate", "1000000", "--max-steps", "100000000"]);
+    let sessions: Option<usize> = std::env::args().nth(2).and_then(|s| s.parse().ok());
+    // One session steps without pause or episode cap; many play as the scale bench's do.
+    let mut o = match sessions {
+        None => {
+            ServerOpts::default_model(&["--client-rate", "1000000", "--max-steps", "100000000"])
+        }
+        Some(_) => ServerOpts::default_model(&["--max-sessions", "300"]),
+    };
     if let Ok(t) = std::env::var("MS_THREADS") {
         o.env.push(("HAMLET_RUNTIME_THREADS".into(), t));
     }
     let s = Server::start_with(o);
     println!("metaserver pid {}", s.pid);
+    if let Some(n) = sessions {
+        return play_many(&s, n, secs).await;
+    }
     let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
     ws.expect("state_update", T).await;
     let end = Instant::now() + Duration::from_secs(secs);
@@ -34,4 +45,51 @@ async fn main() {
         "{n} round trips, {:.1} µs each",
         t.elapsed().as_secs_f64() * 1e6 / n as f64
     );
+}
+
+/// `n` sessions at speed 10 for `secs` seconds; prints the `state_update`s per second each got,
+/// window by window (5 s each: the first includes what queued while the others connected).
+async fn play_many(s: &Server, n: usize, secs: u64) {
+    let mut clients = Vec::new();
+    while clients.len() < n {
+        let k = (n - clients.len()).min(32);
+        let new = futures_util::future::join_all((0..k).map(|_| async {
+            let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+            ws.expect("state_update", Duration::from_secs(60)).await;
+            ws.send(json!({"command":"set_speed","speed":10})).await;
+            ws.send(json!({"command":"play"})).await;
+            ws
+        }))
+        .await;
+        clients.extend(new);
+    }
+    println!("{n} sessions playing");
+    for _ in 0..secs.div_ceil(5) {
+        let end = Instant::now() + Duration::from_secs(5);
+        let counts = futures_util::future::join_all(clients.iter_mut().map(|ws| async move {
+            let (mut frames, mut gaps, mut last) = (0u64, Vec::new(), None::<Instant>);
+            while let Some(left) = end.checked_duration_since(Instant::now()) {
+                if let Ok(t) = ws.next_text(left).await {
+                    if t.starts_with(r#"{"type":"state_update""#) {
+                        frames += 1;
+                        if let Some(l) = last {
+                            gaps.push(l.elapsed().as_secs_f64() * 1e3);
+                        }
+                        last = Some(Instant::now());
+                    }
+                }
+            }
+            (frames, gaps)
+        }))
+        .await;
+        let total: u64 = counts.iter().map(|c| c.0).sum();
+        let mut gaps: Vec<f64> = counts.into_iter().flat_map(|c| c.1).collect();
+        println!(
+            "{:.1} frames/s per session; gap p50 {:.1} p90 {:.1} p99 {:.1} ms",
+            total as f64 / 5.0 / n as f64,
+            pct(&mut gaps, 0.5),
+            pct(&mut gaps, 0.9),
+            pct(&mut gaps, 0.99)
+        );
+    }
 }

@@ -4,9 +4,7 @@
 
 use hamlet_tests::DirectWorker;
 use ipc_proto::browser::ServerMessage;
-use ipc_proto::inference::{
-    FromInference, SessionCommand, SessionSnapshot, SessionStart, ToInference,
-};
+use ipc_proto::inference::{SessionCommand, SessionSnapshot, SessionStart, ToInference};
 
 struct Worker(DirectWorker);
 
@@ -27,10 +25,8 @@ impl Worker {
     async fn command(&mut self, seq: u64, command: SessionCommand) {
         self.0.send(ToInference::Command { seq, command }).await;
         loop {
-            if let FromInference::Snapshot(s) = self.0.recv().await {
-                if s.commands_applied == seq {
-                    return;
-                }
+            if self.0.recv().await.snapshot().map(|s| s.commands_applied) == Some(seq) {
+                return;
             }
         }
     }
@@ -43,15 +39,18 @@ impl Worker {
                 command: SessionCommand::Step,
             })
             .await;
+        // A step sends its frame and snapshot in one message, or (the episode's last step) the
+        // frame first and the snapshot after the episode's end.
         let mut frame = None;
         loop {
-            match self.0.recv().await {
-                FromInference::State(u) => {
-                    let m = ServerMessage::StateUpdate(u);
-                    frame = Some(serde_json::from_str(&m.to_json()).unwrap());
-                }
-                FromInference::Snapshot(s) if s.commands_applied == seq && frame.is_some() => {
-                    return (frame.unwrap(), *s);
+            let event = self.0.recv().await;
+            let snapshot = event.snapshot().cloned();
+            if let Some(m @ ServerMessage::StateUpdate(_)) = event.into_browser() {
+                frame = Some(serde_json::from_str(&m.to_json()).unwrap());
+            }
+            match snapshot {
+                Some(s) if s.commands_applied == seq && frame.is_some() => {
+                    return (frame.unwrap(), s);
                 }
                 _ => {}
             }

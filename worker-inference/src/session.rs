@@ -12,7 +12,7 @@ use ipc_proto::browser::{
 };
 use ipc_proto::inference::{
     EpisodePhase, FromInference, SessionCommand, SessionSnapshot, SessionStart, StartMode,
-    MAX_SPEED, MIN_SPEED,
+    SteppedFrame, MAX_SPEED, MIN_SPEED,
 };
 use ipc_proto::wire::Activations;
 use std::path::PathBuf;
@@ -352,6 +352,27 @@ impl Session {
         self.cumulative += r.reward;
         self.last_action = Some(action);
         self.last_reward = r.reward;
+        // Said only once ε-greedy play is on, so greedy frames stay as small as before.
+        let explored = (self.epsilon > 0.0).then_some(explored);
+        let end = if r.done {
+            Some(EndReason::MeterDepleted)
+        } else if self.world.steps() >= self.max_steps {
+            Some(EndReason::MaxSteps)
+        } else {
+            None
+        };
+        let Some(reason) = end else {
+            // The usual step: the frame's facts and the snapshot in one message.
+            out.push(FromInference::Stepped(Box::new(SteppedFrame {
+                snapshot: self.snapshot(),
+                done: false,
+                q_values: Some(q.to_vec()),
+                explored,
+                activations,
+            })));
+            return out;
+        };
+        // An episode's last step: the frame, its end, then the snapshot (see `SteppedFrame`).
         out.push(msg(ServerMessage::StateUpdate(Box::new(state_update(
             &self.world,
             FrameFacts {
@@ -362,16 +383,11 @@ impl Session {
                 done: r.done,
                 q_values: Some(q.to_vec()),
                 heat_map: None,
-                // Said only once ε-greedy play is on, so greedy frames stay as small as before.
-                explored: (self.epsilon > 0.0).then_some(explored),
+                explored,
                 activations,
             },
         )))));
-        if r.done {
-            self.end_episode(EndReason::MeterDepleted, &mut out);
-        } else if self.world.steps() >= self.max_steps {
-            self.end_episode(EndReason::MaxSteps, &mut out);
-        }
+        self.end_episode(reason, &mut out);
         out.push(self.snapshot_event());
         out
     }
