@@ -276,6 +276,17 @@ async fn the_shipped_default_model_survives_the_full_episode() {
         .await;
     assert_eq!(end["reason"], "max_steps", "{end}");
     assert_eq!(end["steps"], 500);
+    // The episode's last frame came before its end, and shows the same step and return (an
+    // episode's last step travels apart from the others: issue 19's one message per step).
+    let last = ws
+        .seen
+        .iter()
+        .rev()
+        .find(|v| v["type"] == "state_update")
+        .expect("frames before the end");
+    assert_eq!(last["step"], 500, "{last}");
+    assert_eq!(last["episode"], end["episode"]);
+    assert_eq!(last["cumulative_reward"], end["total_reward"]);
     // Competent (issue 16): it survives the cap *and* lives well, a return of at least 1000.
     assert!(end["total_reward"].as_f64().unwrap() >= 1000.0, "{end}");
 }

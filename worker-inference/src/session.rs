@@ -314,29 +314,12 @@ impl Session {
 
     /// One greedy step of the agent.
     pub fn step_once(&mut self) -> Out {
-        let mut out = Vec::new();
         if self.phase != EpisodePhase::Running {
-            return out;
+            return Vec::new();
         }
-        let obs = self.world.observation();
-        let detail = self.detail;
-        let (q, activations) = match self.policy.as_mut().map(|p| p.evaluate(&obs, detail)) {
-            Some(Ok(x)) => x,
-            Some(Err(e)) => {
-                self.playing = false;
-                out.push(err(e.code(), e.to_string()));
-                out.push(self.snapshot_event());
-                return out;
-            }
-            None => {
-                self.playing = false;
-                out.push(err(
-                    ErrorCode::ModelNotFound,
-                    "no model loaded: choose one with load_model",
-                ));
-                out.push(self.snapshot_event());
-                return out;
-            }
+        let (q, activations) = match self.evaluate_current() {
+            Ok(x) => x,
+            Err(failure) => return failure,
         };
         let (action, explored) = self.choose(&q);
         let activations = activations.map(|mut a| {
@@ -352,9 +335,40 @@ impl Session {
         self.cumulative += r.reward;
         self.last_action = Some(action);
         self.last_reward = r.reward;
-        // Said only once ε-greedy play is on, so greedy frames stay as small as before.
-        let explored = (self.epsilon > 0.0).then_some(explored);
-        let end = if r.done {
+        self.report_step(SteppedFrame {
+            snapshot: self.snapshot(),
+            done: r.done,
+            q_values: Some(q.to_vec()),
+            // Said only once ε-greedy play is on, so greedy frames stay as small as before.
+            explored: (self.epsilon > 0.0).then_some(explored),
+            activations,
+        })
+    }
+
+    /// The policy's Q-values (and activations, when asked for) in the current state; when it has
+    /// none, the messages that say so (and play stops).
+    fn evaluate_current(
+        &mut self,
+    ) -> Result<([f32; hamlet_env::N_ACTIONS], Option<Activations>), Out> {
+        let obs = self.world.observation();
+        let detail = self.detail;
+        let failure = match self.policy.as_mut().map(|p| p.evaluate(&obs, detail)) {
+            Some(Ok(x)) => return Ok(x),
+            Some(Err(e)) => err(e.code(), e.to_string()),
+            None => err(
+                ErrorCode::ModelNotFound,
+                "no model loaded: choose one with load_model",
+            ),
+        };
+        self.playing = false;
+        Err(vec![failure, self.snapshot_event()])
+    }
+
+    /// The messages of a step just taken: usually one (`Stepped`: the frame's facts and the
+    /// snapshot); for an episode's last step the frame, its end, then the snapshot (see
+    /// `SteppedFrame` for why).
+    fn report_step(&mut self, step: SteppedFrame) -> Out {
+        let end = if step.done {
             Some(EndReason::MeterDepleted)
         } else if self.world.steps() >= self.max_steps {
             Some(EndReason::MaxSteps)
@@ -362,31 +376,10 @@ impl Session {
             None
         };
         let Some(reason) = end else {
-            // The usual step: the frame's facts and the snapshot in one message.
-            out.push(FromInference::Stepped(Box::new(SteppedFrame {
-                snapshot: self.snapshot(),
-                done: false,
-                q_values: Some(q.to_vec()),
-                explored,
-                activations,
-            })));
-            return out;
+            return vec![FromInference::Stepped(Box::new(step))];
         };
-        // An episode's last step: the frame, its end, then the snapshot (see `SteppedFrame`).
-        out.push(msg(ServerMessage::StateUpdate(Box::new(state_update(
-            &self.world,
-            FrameFacts {
-                episode: self.episode,
-                action: Some(action),
-                reward: r.reward,
-                cumulative_reward: self.cumulative,
-                done: r.done,
-                q_values: Some(q.to_vec()),
-                heat_map: None,
-                explored,
-                activations,
-            },
-        )))));
+        let (frame, _) = step.into_parts();
+        let mut out = vec![FromInference::State(Box::new(frame))];
         self.end_episode(reason, &mut out);
         out.push(self.snapshot_event());
         out
