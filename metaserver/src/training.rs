@@ -19,7 +19,7 @@ use crate::validate::{self, TrainingRequest};
 use axum::extract::ws::{Utf8Bytes, WebSocket};
 use ipc_proto::browser::{ErrorCode, ServerMessage, TrainingRestarted, TrainingStatus};
 use ipc_proto::link::{LinkEnd, LinkEvent};
-use ipc_proto::training::{FromTraining, RunControl, ToTraining, TrainingConfig};
+use ipc_proto::training::{FromTraining, Network, RunControl, ToTraining, TrainingConfig};
 use ipc_proto::WorkerKind;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -115,6 +115,9 @@ struct HubState {
 /// The measured training speed.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Pace {
+    /// The network the speed was measured with: a dueling update costs several times a
+    /// qnetwork's, so a speed says nothing about the other network.
+    pub network: Option<Network>,
     pub env_steps_per_sec: Option<f64>,
     pub mean_episode_length: Option<f64>,
     #[serde(skip)]
@@ -125,6 +128,15 @@ pub struct Pace {
 }
 
 impl Pace {
+    /// A run of `network` starts: the speed measured so far stays only if it was this network's.
+    fn start(&mut self, network: Network) {
+        if self.network != Some(network) {
+            self.env_steps_per_sec = None;
+        }
+        self.network = Some(network);
+        self.last_complete = Some(Instant::now());
+    }
+
     /// An episode of `length` steps completed. If the run was paused meanwhile, its time is not
     /// the machine's speed.
     fn record(&mut self, length: u32) {
@@ -340,7 +352,7 @@ impl TrainingHub {
                 st.config = Some(t.config.clone());
                 st.last_episode = None;
                 s.run = RunState::Running;
-                s.pace.last_complete = Some(Instant::now());
+                s.pace.start(t.config.network);
                 let finished = std::mem::replace(&mut s.history, RunHistory::new(t.config.clone()));
                 if !finished.is_empty() {
                     s.previous = Some(finished);

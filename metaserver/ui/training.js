@@ -56,15 +56,17 @@ export class TrainingView {
   /// speed measured by earlier runs here (none yet: it says so) and the last run's mean episode
   /// length (or the random policy's, measured at start).
   buildPresets(cfg) {
-    const pace = cfg.pace ?? {}, rate = pace.env_steps_per_sec, len = pace.mean_episode_length ?? cfg.random_policy_steps ?? 100;
+    const pace = cfg.pace ?? {}, len = pace.mean_episode_length ?? cfg.random_policy_steps ?? 100;
     const merged = (p) => ({ ...cfg.defaults, ...p.config });
+    // A speed is measured with one network; a dueling update costs several times a qnetwork's.
+    const rateFor = (c) => (pace.network === c.network ? pace.env_steps_per_sec : null);
     // Shown episodes are replayed beside the run, so pacing does not lengthen it.
-    const seconds = (c) => c.num_episodes * len / rate;
+    const seconds = (c) => c.num_episodes * len / rateFor(c);
     const minutes = (s) => (s < 90 ? `${Math.round(s)} s` : `${(s / 60).toFixed(1)} min`);
     const buttons = cfg.presets.map((p, i) => {
       const b = document.createElement('button'); b.type = 'button'; b.id = `preset-${p.name}`;
-      const c = merged(p);
-      const how = rate ? `about ${minutes(seconds(c))} on this server (measured ${Math.round(rate)} steps/s)` : 'duration: measured after the first run on this server';
+      const c = merged(p), rate = rateFor(c);
+      const how = rate ? `about ${minutes(seconds(c))} on this server (measured ${Math.round(rate)} steps/s)` : `duration: measured after the first ${c.network} run on this server`;
       b.innerHTML = `<strong></strong><small></small>`;
       b.querySelector('strong').textContent = `${p.label} — ${how}`;
       b.querySelector('small').textContent = p.description;

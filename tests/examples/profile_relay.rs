@@ -3,7 +3,7 @@
 //! steady to sample. `cargo run --release -p hamlet-tests --example profile_relay -- 12`.
 //! With a second argument N: N sessions playing at speed 10 instead (the scale bench's load),
 //! reporting the frames per second each got. `MS_THREADS=N` sets the metaserver's
-//! `--runtime-threads` (through its environment).
+//! `--runtime-threads` (through its environment); `MS_ARGS="--flag value …"` adds its flags.
 use hamlet_tests::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -24,6 +24,9 @@ async fn main() {
     };
     if let Ok(t) = std::env::var("MS_THREADS") {
         o.env.push(("HAMLET_RUNTIME_THREADS".into(), t));
+    }
+    if let Ok(args) = std::env::var("MS_ARGS") {
+        o.args.extend(args.split_whitespace().map(str::to_owned));
     }
     let s = Server::start_with(o);
     println!("metaserver pid {}", s.pid);

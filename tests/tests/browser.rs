@@ -541,7 +541,7 @@ fn watching_it_learn_and_looking_inside() {
         "300"
     );
     assert_eq!(
-        b.eval("return document.getElementById('preset-demo').textContent.includes('after the first run')")
+        b.eval("return document.getElementById('preset-demo').textContent.includes('after the first qnetwork run')")
             .unwrap(),
         true
     );
@@ -572,6 +572,11 @@ fn watching_it_learn_and_looking_inside() {
         "document.getElementById('preset-full').textContent.includes('steps/s')",
     )
     .unwrap();
+    // … but not from another network's speed: the run was a qnetwork's.
+    assert_eq!(
+        b.eval("return document.getElementById('preset-full-dueling').textContent.includes('after the first dueling run')").unwrap(),
+        true
+    );
     // Unpaced training is fast: the run may have ended before the reloaded page connected.
     s.wait_for("the run to finish", Duration::from_secs(90), |s| {
         s.get_json("/api/status")["training"]["state"] == "completed"

@@ -258,23 +258,24 @@ async fn two_sessions_are_independent() {
     assert_ne!(pids[0], pids[1]);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_shipped_default_model_survives_the_full_episode() {
-    let s = Server::start_with(ServerOpts::default_model(&[
-        "--default-model",
-        "hamlet-default.onnx",
-    ]));
+/// Plays one episode of the shipped model `name` through the real metaserver, worker and ONNX
+/// Runtime: it must be competent (issue 16) — survive the cap *and* live well, a return of at
+/// least 1000.
+async fn a_shipped_model_is_competent(name: &str) {
+    let s = Server::start_with(ServerOpts {
+        models: 0,
+        copy_models: vec![root().join("models").join(name)],
+        args: vec!["--default-model".into(), name.into()],
+        ..Default::default()
+    });
     let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
-    assert_eq!(
-        ws.expect("connected", T).await["model"],
-        "hamlet-default.onnx"
-    );
+    assert_eq!(ws.expect("connected", T).await["model"], name);
     ws.send(json!({"command":"set_speed","speed":10})).await;
     ws.send(json!({"command":"play"})).await;
     let end = ws
         .expect("episode_end", std::time::Duration::from_secs(30))
         .await;
-    assert_eq!(end["reason"], "max_steps", "{end}");
+    assert_eq!(end["reason"], "max_steps", "{name}: {end}");
     assert_eq!(end["steps"], 500);
     // The episode's last frame came before its end, and shows the same step and return (an
     // episode's last step travels apart from the others: issue 19's one message per step).
@@ -287,8 +288,20 @@ async fn the_shipped_default_model_survives_the_full_episode() {
     assert_eq!(last["step"], 500, "{last}");
     assert_eq!(last["episode"], end["episode"]);
     assert_eq!(last["cumulative_reward"], end["total_reward"]);
-    // Competent (issue 16): it survives the cap *and* lives well, a return of at least 1000.
-    assert!(end["total_reward"].as_f64().unwrap() >= 1000.0, "{end}");
+    assert!(
+        end["total_reward"].as_f64().unwrap() >= 1000.0,
+        "{name}: {end}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_default_model_survives_the_full_episode() {
+    a_shipped_model_is_competent("hamlet-default.onnx").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_dueling_model_survives_the_full_episode() {
+    a_shipped_model_is_competent("hamlet-dueling-s1.onnx").await;
 }
 
 #[test]

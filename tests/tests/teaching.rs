@@ -298,8 +298,18 @@ async fn the_history_endpoint_has_the_whole_run() {
     .await;
     a.expect("training_complete", std::time::Duration::from_secs(60))
         .await;
-    // The server now knows how fast it trains (for the presets' expected durations).
-    let pace = s.get_json("/api/training/config")["pace"].clone();
+    // The server now knows how fast it trains (for the presets' expected durations), and with
+    // which network: the dueling presets' durations are not estimated from a qnetwork's speed.
+    let config = s.get_json("/api/training/config");
+    let pace = config["pace"].clone();
+    assert_eq!(pace["network"], "qnetwork", "{pace}");
+    let dueling = config["presets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "full-dueling")
+        .expect("a dueling full-run preset");
+    assert_eq!(dueling["config"]["network"], "dueling");
     assert!(
         pace["env_steps_per_sec"]
             .as_f64()

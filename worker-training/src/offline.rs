@@ -16,7 +16,18 @@ fn full_run() -> TrainingConfig {
     TrainingConfig::full_run()
 }
 
-/// The defaults are [`TrainingConfig::full_run`]: the settings that reach competence fastest.
+/// Help for a flag whose default depends on the network, written from the values themselves.
+fn per_network<T: std::fmt::Display>(what: &str, value: fn(&TrainingConfig) -> T) -> String {
+    let of = |n| value(&TrainingConfig::full_run_for(n));
+    format!(
+        "{what}[default: {} for the qnetwork, {} for dueling]",
+        of(Network::Qnetwork),
+        of(Network::Dueling)
+    )
+}
+
+/// The defaults are [`TrainingConfig::full_run_for`] the chosen network: the settings that reach
+/// competence fastest (the learning rate, replay memory and target copies differ by network).
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Episodes to train.
@@ -33,8 +44,8 @@ pub struct TrainArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = full_run().batch_size)]
     pub batch_size: u32,
-    #[arg(long, default_value_t = full_run().learning_rate)]
-    pub learning_rate: f64,
+    #[arg(long, help = per_network("", |c| c.learning_rate))]
+    pub learning_rate: Option<f64>,
     #[arg(long, default_value_t = full_run().gamma)]
     pub gamma: f64,
     #[arg(long, default_value_t = full_run().epsilon_start)]
@@ -43,11 +54,10 @@ pub struct TrainArgs {
     pub epsilon_min: f64,
     #[arg(long, default_value_t = full_run().epsilon_decay)]
     pub epsilon_decay: f64,
-    /// Episodes between target-network copies.
-    #[arg(long, default_value_t = full_run().target_update)]
-    pub target_update: u32,
-    #[arg(long, default_value_t = full_run().buffer_capacity)]
-    pub buffer_capacity: u32,
+    #[arg(long, help = per_network("Episodes between target-network copies ", |c| c.target_update))]
+    pub target_update: Option<u32>,
+    #[arg(long, help = per_network("Transitions the replay memory holds ", |c| c.buffer_capacity))]
+    pub buffer_capacity: Option<u32>,
     #[arg(long, default_value_t = full_run().max_steps)]
     pub max_steps: u32,
     /// Target rule: double (Double DQN) or max (the original).
@@ -89,24 +99,25 @@ pub struct TrainReport {
 }
 
 pub fn config_from(a: &TrainArgs) -> TrainingConfig {
+    let defaults = TrainingConfig::full_run_for(a.network);
     TrainingConfig {
         num_episodes: a.episodes,
         batch_size: a.batch_size,
-        buffer_capacity: a.buffer_capacity,
+        buffer_capacity: a.buffer_capacity.unwrap_or(defaults.buffer_capacity),
         network: a.network,
-        learning_rate: a.learning_rate,
+        learning_rate: a.learning_rate.unwrap_or(defaults.learning_rate),
         gamma: a.gamma,
         epsilon_start: a.epsilon_start,
         epsilon_min: a.epsilon_min,
         epsilon_decay: a.epsilon_decay,
-        target_update: a.target_update,
+        target_update: a.target_update.unwrap_or(defaults.target_update),
         max_steps: a.max_steps,
         seed: a.seed,
         td_target: a.td_target,
         n_step: a.n_step,
         loss: a.loss,
         train_every: a.train_every,
-        ..TrainingConfig::full_run()
+        ..defaults
     }
 }
 

@@ -2,7 +2,7 @@
 //! survival in the ONNX metadata. (Learning quality itself is tested in `hamlet-dqn`.)
 
 use clap::Parser;
-use ipc_proto::training::TrainingConfig;
+use ipc_proto::training::{Network, TrainingConfig};
 use worker_training::offline::{config_from, train, TrainArgs};
 
 #[derive(Parser)]
@@ -15,8 +15,9 @@ fn parse(args: &[&str]) -> TrainArgs {
     Cli::parse_from(std::iter::once("train").chain(args.iter().copied())).args
 }
 
-/// `worker-training train`'s defaults are the "full run" settings (`TrainingConfig::full_run`),
-/// which the live form's preset offers too and `scripts/bench learn` measures.
+/// `worker-training train`'s defaults are the "full run" settings of the chosen network
+/// (`TrainingConfig::full_run_for`), which the live form's presets offer too and
+/// `scripts/bench learn` measures; a flag given still wins.
 #[test]
 fn the_trainers_defaults_are_the_full_run_settings() {
     let args = parse(&["--out", "x.onnx", "--seed", "4"]);
@@ -27,6 +28,20 @@ fn the_trainers_defaults_are_the_full_run_settings() {
             ..TrainingConfig::full_run()
         }
     );
+    let dueling = parse(&["--out", "x.onnx", "--network", "dueling"]);
+    let want = TrainingConfig::full_run_for(Network::Dueling);
+    assert_eq!(config_from(&dueling), want);
+    assert_ne!(want.learning_rate, TrainingConfig::full_run().learning_rate);
+    let chosen = parse(&[
+        "--out",
+        "x.onnx",
+        "--network",
+        "dueling",
+        "--learning-rate",
+        "0.001",
+    ]);
+    assert_eq!(config_from(&chosen).learning_rate, 0.001);
+    assert_eq!(config_from(&chosen).buffer_capacity, want.buffer_capacity);
 }
 
 #[test]
