@@ -54,18 +54,7 @@ async fn main() {
 /// window by window (5 s each: the first includes what queued while the others connected).
 async fn play_many(s: &Server, n: usize, secs: u64) {
     let mut clients = Vec::new();
-    while clients.len() < n {
-        let k = (n - clients.len()).min(32);
-        let new = futures_util::future::join_all((0..k).map(|_| async {
-            let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
-            ws.expect("state_update", Duration::from_secs(60)).await;
-            ws.send(json!({"command":"set_speed","speed":10})).await;
-            ws.send(json!({"command":"play"})).await;
-            ws
-        }))
-        .await;
-        clients.extend(new);
-    }
+    s.open_playing(&mut clients, n).await;
     println!("{n} sessions playing");
     for _ in 0..secs.div_ceil(5) {
         let end = Instant::now() + Duration::from_secs(5);

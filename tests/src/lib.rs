@@ -349,6 +349,24 @@ impl Server {
         format!("ws://{}{}", self.addr, path)
     }
 
+    /// Opens inference sessions until `clients` holds `n`, 32 at a time, each playing at speed 10
+    /// (the load of the scale bench and the profiling driver).
+    pub async fn open_playing(&self, clients: &mut Vec<Ws>, n: usize) {
+        while clients.len() < n {
+            let k = (n - clients.len()).min(32);
+            let new = futures_util::future::join_all((0..k).map(|_| async {
+                let mut ws = Ws::connect(&self.url("/ws")).await.unwrap();
+                ws.expect("state_update", Duration::from_secs(60)).await;
+                ws.send(serde_json::json!({"command":"set_speed","speed":10}))
+                    .await;
+                ws.send(serde_json::json!({"command":"play"})).await;
+                ws
+            }))
+            .await;
+            clients.extend(new);
+        }
+    }
+
     pub fn get(&self, path: &str) -> (u16, String) {
         http(&self.addr, "GET", path, &[])
     }

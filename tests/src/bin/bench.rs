@@ -387,18 +387,7 @@ async fn scale(r: &mut Report) -> f64 {
     let mut clients: Vec<Ws> = Vec::new();
     let mut last_per = 0.0;
     for n in [1usize, 16, 64, 100, 256] {
-        while clients.len() < n {
-            let k = (n - clients.len()).min(32);
-            let new = join_all((0..k).map(|_| async {
-                let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
-                ws.expect("state_update", Duration::from_secs(60)).await;
-                ws.send(json!({"command":"set_speed","speed":10})).await;
-                ws.send(json!({"command":"play"})).await;
-                ws
-            }))
-            .await;
-            clients.extend(new);
-        }
+        s.open_playing(&mut clients, n).await;
         // Let every session reach its pace, then measure 5 s.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let w = watch_frames(&mut clients, s.pid, Duration::from_secs(5)).await;
