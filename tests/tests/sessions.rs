@@ -296,10 +296,17 @@ async fn tokens_appear_in_no_log_line_and_no_http_answer() {
     a.drop_connection();
     let (_b, _) = open_session(&s, &format!("?resume={token}")).await;
     let (_w, _) = open_session(&s, &format!("?watch={watch}")).await;
+    // Snapshots are written on the flush clock, not on attach: wait for the first one to land.
+    s.wait_for("a snapshot in the store", T, |s| {
+        s.metric("hamlet_store_flush_seconds_count") >= 1.0
+    });
+    // A write in flight is a temporary file renamed into place: one that vanished is skipped.
     let stored: String = std::fs::read_dir(s.dir.join("state"))
         .unwrap()
         .flatten()
-        .map(|e| std::fs::read_to_string(e.path()).unwrap() + &e.file_name().to_string_lossy())
+        .filter_map(|e| {
+            Some(std::fs::read_to_string(e.path()).ok()? + &e.file_name().to_string_lossy())
+        })
         .collect();
     assert!(!stored.is_empty());
     for path in [
