@@ -1,6 +1,7 @@
 //! The metaserver's end of a worker connection, written once for both worker kinds: a bounded
 //! command queue drained by a writer task, a reader task that forwards the worker's events, and the
-//! heartbeat (a ping every `ping_every`; no pong for `hang_after` → the link ends as unresponsive).
+//! heartbeat (a ping every `ping_every`; no frame from the worker for the `hang_after / ping_every`
+//! heartbeats in a row → the link ends as unresponsive).
 //!
 //! Reading and writing run in separate tasks on purpose: a worker that is busy writing to us must
 //! never wait for us to finish writing to it (the deadlock a command flood once caused). Every way
@@ -17,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 /// Commands that can carry a heartbeat, and the events that answer it.
 pub trait Heartbeat: Serialize + Send + 'static {
@@ -51,8 +51,15 @@ pub struct LinkConfig {
     /// Commands queued for the worker at most; the queue, not the socket, absorbs bursts.
     pub queue: usize,
     pub ping_every: Duration,
-    /// No pong for this long (once the worker has spoken) ends the link as unresponsive.
+    /// Silence for this long (once the worker has spoken) ends the link as unresponsive: as many
+    /// heartbeats in a row without a frame from the worker as `ping_every` fits into it.
     pub hang_after: Duration,
+}
+
+/// How many heartbeats in a row a worker may let pass without a word.
+fn missed_heartbeat_limit(cfg: &LinkConfig) -> u32 {
+    let per = cfg.ping_every.as_nanos().max(1);
+    (cfg.hang_after.as_nanos().div_ceil(per) as u32).max(1)
 }
 
 /// Why a link ended.
@@ -60,7 +67,7 @@ pub struct LinkConfig {
 pub enum LinkEnd {
     /// The worker closed its socket (it exited, or is exiting).
     Closed,
-    /// No pong within `hang_after`.
+    /// No frame for `hang_after` (counted in heartbeats).
     Unresponsive,
     /// A frame that is not a valid message: the worker cannot be trusted to continue.
     ProtocolError(String),
@@ -190,37 +197,136 @@ async fn read_events<C: Heartbeat>(
     let mut tick = tokio::time::interval(cfg.ping_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
-    // The hang clock starts when the worker first speaks (its `Ready` after loading its runtime);
-    // until then the spawn timeout is what bounds it.
-    let mut last_heard: Option<Instant> = None;
+    let missed_limit = missed_heartbeat_limit(&cfg);
+    // Heartbeats the worker has let pass without a word, counted by our own clock's ticks rather
+    // than by wall time: a metaserver too busy to run this task (a loaded machine) must not take
+    // its own silence for the worker's. Counting starts when the worker first speaks (its `Ready`
+    // after loading its runtime); until then the spawn timeout is what bounds it.
+    let mut missed: Option<u32> = None;
     let end = loop {
         tokio::select! {
+            // Frames that arrived while this task waited are read before the clock is consulted.
+            biased;
             frame = stream.next() => match frame {
                 Some(Ok(ev)) => {
-                    last_heard = Some(Instant::now());
+                    missed = Some(0);
                     if C::is_pong(&ev) {
                         continue;
                     }
                     if events.send(LinkEvent::Event(ev)).await.is_err() {
                         break LinkEnd::Closed; // nobody listens any more
                     }
-                    // Time spent waiting for our own reader does not count against the worker.
-                    last_heard = Some(Instant::now());
                 }
                 None | Some(Err(FrameError::Io(_))) => break LinkEnd::Closed,
                 Some(Err(e)) => break LinkEnd::ProtocolError(e.to_string()),
             },
             _ = tick.tick() => {
-                if last_heard.is_some_and(|t| t.elapsed() > cfg.hang_after) {
-                    break LinkEnd::Unresponsive;
+                if let Some(m) = missed.as_mut() {
+                    *m += 1;
+                    if *m > missed_limit {
+                        break LinkEnd::Unresponsive;
+                    }
                 }
                 seq += 1;
-                // A full queue means the worker is not keeping up: no ping now, and the hang
-                // clock decides.
+                // A full queue means the worker is not keeping up: no ping now, and the count
+                // decides.
                 let _ = pings.send(C::ping(seq));
             }
         }
     };
     ended.store(true, Ordering::Release);
     let _ = events.send(LinkEvent::Ended(end)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::MsgCodec;
+    use crate::transport;
+    use interprocess::local_socket::traits::tokio::Listener as _;
+    use std::time::Instant;
+    use tokio_util::codec::Framed;
+
+    type WorkerSide = Connection<ToInference, FromInference>;
+
+    const CFG: LinkConfig = LinkConfig {
+        queue: 8,
+        ping_every: Duration::from_millis(20),
+        hang_after: Duration::from_millis(100),
+    };
+
+    /// A link over a real socket, and the worker's end of it (which never answers a ping).
+    async fn linked(tag: &str) -> (WorkerLink<ToInference>, WorkerSide) {
+        let dir = std::env::temp_dir().join(format!("link-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        let _ = std::fs::remove_file(&path);
+        let listener = transport::bind(&path).unwrap();
+        let (ours, theirs) = tokio::join!(listener.accept(), transport::connect(&path));
+        let _ = std::fs::remove_dir_all(&dir);
+        let link = WorkerLink::start(Framed::new(ours.unwrap(), MsgCodec::new(1 << 16)), CFG);
+        let worker = Framed::new(theirs.unwrap(), MsgCodec::new(1 << 16));
+        (link, worker)
+    }
+
+    async fn next_event(link: &mut WorkerLink<ToInference>) -> LinkEvent<FromInference> {
+        tokio::time::timeout(Duration::from_secs(5), link.recv())
+            .await
+            .expect("the link said something")
+    }
+
+    /// A metaserver too busy to run the link's task (here: its only thread blocked) is no reason
+    /// to call the worker hung: what the worker sent meanwhile is read first, and the heartbeats
+    /// the metaserver did not send were not missed.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stalled_metaserver_does_not_call_a_live_worker_hung() {
+        let (mut link, mut worker) = linked("stall").await;
+        worker.send(FromInference::Ready).await.unwrap();
+        assert!(matches!(
+            next_event(&mut link).await,
+            LinkEvent::Event(FromInference::Ready)
+        ));
+        for _ in 0..5 {
+            std::thread::sleep(CFG.hang_after * 3); // the whole runtime stands still
+            worker.send(FromInference::Ready).await.unwrap();
+            match next_event(&mut link).await {
+                LinkEvent::Event(FromInference::Ready) => {}
+                other => panic!("after a stall of the metaserver: {other:?}"),
+            }
+        }
+    }
+
+    /// A worker that stops talking is unresponsive after `hang_after`, not before.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_silent_worker_is_unresponsive_after_hang_after() {
+        let (mut link, mut worker) = linked("silent").await;
+        worker.send(FromInference::Ready).await.unwrap();
+        assert!(matches!(
+            next_event(&mut link).await,
+            LinkEvent::Event(FromInference::Ready)
+        ));
+        let t = Instant::now();
+        match next_event(&mut link).await {
+            LinkEvent::Ended(LinkEnd::Unresponsive) => {}
+            other => panic!("a silent worker: {other:?}"),
+        }
+        let waited = t.elapsed();
+        assert!(waited >= CFG.hang_after, "declared hung after {waited:?}");
+        assert!(
+            waited < CFG.hang_after + 5 * CFG.ping_every,
+            "declared hung only after {waited:?}"
+        );
+    }
+
+    #[test]
+    fn the_missed_heartbeat_limit_covers_hang_after() {
+        let cfg = |ping, hang| LinkConfig {
+            queue: 1,
+            ping_every: Duration::from_millis(ping),
+            hang_after: Duration::from_millis(hang),
+        };
+        assert_eq!(missed_heartbeat_limit(&cfg(1000, 5000)), 5);
+        assert_eq!(missed_heartbeat_limit(&cfg(1000, 5500)), 6);
+        assert_eq!(missed_heartbeat_limit(&cfg(1000, 10)), 1);
+    }
 }
