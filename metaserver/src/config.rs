@@ -76,7 +76,9 @@ pub struct Config {
     /// Heartbeat period for workers.
     #[arg(long, default_value_t = 1000)]
     pub ping_interval_ms: u64,
-    /// A worker that has not answered a heartbeat for this long is killed and replaced.
+    /// A worker silent for this long is killed and replaced. Counted in heartbeats the metaserver
+    /// actually sent (5 s = 5 pings in a row without a frame back), so a metaserver that stalls
+    /// on a loaded machine does not blame its workers for its own silence.
     #[arg(long, default_value_t = 5000)]
     pub hang_timeout_ms: u64,
     /// Time a spawned worker has to connect, authenticate and load ONNX Runtime.
