@@ -118,6 +118,25 @@ fn decision(r: &mut Report) {
         "20 000 decisions, worker's code path",
         json!({"p50": p50, "p99": p99}),
     );
+    // As at 256 sessions: each evaluation finds its model's data out of cache (the code is warm).
+    let mut many: Vec<Policy> = (0..256)
+        .map(|_| Policy::load(rt, &dir, "hamlet-default.onnx").expect("default model"))
+        .collect();
+    let obs = World::new().observation();
+    let mut lat = Vec::with_capacity(20_480);
+    for i in 0..20_480 {
+        let t = Instant::now();
+        std::hint::black_box(many[i % 256].q_values(&obs).unwrap());
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    r.add(
+        "decision_latency_256_us",
+        "ONNX Runtime batch-1 run, 256 loaded models in turn",
+        format!("p50 {p50:.1} µs, p99 {p99:.1} µs"),
+        "each run's model data cold, as at 256 sessions",
+        json!({"p50": p50, "p99": p99}),
+    );
 }
 
 fn dqn(r: &mut Report) {
