@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 #[path = "bench_parts/cluster.rs"]
 mod cluster;
+#[path = "bench_parts/floor.rs"]
+mod floor;
 #[path = "bench_parts/guard.rs"]
 mod guard;
 #[path = "bench_parts/learn.rs"]
@@ -720,6 +722,7 @@ async fn count_run_steps(ws: &mut Ws) -> u64 {
 
 #[tokio::main]
 async fn main() {
+    floor::run_if_waker();
     let mut r = Report {
         rows: vec![],
         json: serde_json::Map::new(),
@@ -770,6 +773,7 @@ async fn main() {
         paced_vs_unpaced(&mut r).await;
     }
     if want("scale") {
+        floor::wake_floor(&mut r, 256);
         let per = scale(&mut r).await;
         guard.pace_256(per);
     }
