@@ -255,7 +255,8 @@ mod tests {
         hang_after: Duration::from_millis(100),
     };
 
-    /// A link over a real socket, and the worker's end of it (which never answers a ping).
+    /// A link over a real socket whose worker has spoken (its `Ready`, which starts the hang
+    /// count), and the worker's end of it (which never answers a ping).
     async fn linked(tag: &str) -> (WorkerLink<ToInference>, WorkerSide) {
         let dir = std::env::temp_dir().join(format!("link-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -264,8 +265,13 @@ mod tests {
         let listener = transport::bind(&path).unwrap();
         let (ours, theirs) = tokio::join!(listener.accept(), transport::connect(&path));
         let _ = std::fs::remove_dir_all(&dir);
-        let link = WorkerLink::start(Framed::new(ours.unwrap(), MsgCodec::new(1 << 16)), CFG);
-        let worker = Framed::new(theirs.unwrap(), MsgCodec::new(1 << 16));
+        let mut link = WorkerLink::start(Framed::new(ours.unwrap(), MsgCodec::new(1 << 16)), CFG);
+        let mut worker = Framed::new(theirs.unwrap(), MsgCodec::new(1 << 16));
+        worker.send(FromInference::Ready).await.unwrap();
+        assert!(matches!(
+            next_event(&mut link).await,
+            LinkEvent::Event(FromInference::Ready)
+        ));
         (link, worker)
     }
 
@@ -281,11 +287,6 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_stalled_metaserver_does_not_call_a_live_worker_hung() {
         let (mut link, mut worker) = linked("stall").await;
-        worker.send(FromInference::Ready).await.unwrap();
-        assert!(matches!(
-            next_event(&mut link).await,
-            LinkEvent::Event(FromInference::Ready)
-        ));
         for _ in 0..5 {
             std::thread::sleep(CFG.hang_after * 3); // the whole runtime stands still
             worker.send(FromInference::Ready).await.unwrap();
@@ -299,12 +300,7 @@ mod tests {
     /// A worker that stops talking is unresponsive after `hang_after`, not before.
     #[tokio::test(flavor = "current_thread")]
     async fn a_silent_worker_is_unresponsive_after_hang_after() {
-        let (mut link, mut worker) = linked("silent").await;
-        worker.send(FromInference::Ready).await.unwrap();
-        assert!(matches!(
-            next_event(&mut link).await,
-            LinkEvent::Event(FromInference::Ready)
-        ));
+        let (mut link, _worker) = linked("silent").await; // kept open, silent
         let t = Instant::now();
         match next_event(&mut link).await {
             LinkEvent::Ended(LinkEnd::Unresponsive) => {}
