@@ -112,13 +112,12 @@ fn decision(r: &mut Report) {
             w.reset();
         }
     }
-    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
-    r.add(
+    latency_row(
+        r,
         "decision_latency_us",
         "decision latency obs → ONNX Runtime → action (batch 1)",
-        format!("p50 {p50:.1} µs, p99 {p99:.1} µs"),
         "20 000 decisions, worker's code path",
-        json!({"p50": p50, "p99": p99}),
+        &mut lat,
     );
     // As at 256 sessions: each evaluation finds its model's data out of cache (the code is warm).
     let mut many: Vec<Policy> = (0..256)
@@ -131,12 +130,23 @@ fn decision(r: &mut Report) {
         std::hint::black_box(many[i % 256].q_values(&obs).unwrap());
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
-    r.add(
+    latency_row(
+        r,
         "decision_latency_256_us",
         "ONNX Runtime batch-1 run, 256 loaded models in turn",
-        format!("p50 {p50:.1} µs, p99 {p99:.1} µs"),
         "each run's model data cold, as at 256 sessions",
+        &mut lat,
+    );
+}
+
+/// A row of p50 and p99 of latencies given in µs.
+fn latency_row(r: &mut Report, key: &str, label: &str, how: &str, lat_us: &mut [f64]) {
+    let (p50, p99) = (pct(lat_us, 0.5), pct(lat_us, 0.99));
+    r.add(
+        key,
+        label,
+        format!("p50 {p50:.1} µs, p99 {p99:.1} µs"),
+        how,
         json!({"p50": p50, "p99": p99}),
     );
 }
