@@ -152,10 +152,12 @@ impl Trainer {
         let loss = self.loss_gradient(n);
         // The backward pass is for the states only: the first n rows of the forward pass.
         self.cache.keep_rows(n);
-        let norm = self
-            .state
-            .online
-            .backward(&mut self.cache, &self.dq, &mut self.grads);
+        let norm = self.state.online.backward(
+            &self.batch.states[..n * OBS],
+            &mut self.cache,
+            &self.dq,
+            &mut self.grads,
+        );
         let clip = Grads::clip_coef(norm, GRAD_CLIP);
         self.state
             .adam

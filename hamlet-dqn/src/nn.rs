@@ -167,13 +167,15 @@ pub struct ShapeError {
 /// Saved activations of a forward pass, reused between calls to avoid allocation.
 #[derive(Debug, Default, Clone)]
 pub struct Cache {
-    input: Vec<f32>,
     /// Post-activation output of each layer.
     outs: Vec<Vec<f32>>,
     /// Q-values `[batch, ACTIONS]`.
     pub q: Vec<f32>,
     batch: usize,
+    /// Buffers of the backward pass, kept between calls so that it allocates nothing.
     scratch: Vec<f32>,
+    grad_out: Vec<f32>,
+    grad_value: Vec<f32>,
 }
 
 /// Gradients, shaped like the layers: `(weights, bias)` per layer.
@@ -253,30 +255,21 @@ impl QNet {
         Ok(())
     }
 
-    pub fn segments(&self) -> Vec<Segment> {
+    /// The architecture's segments (constants: no allocation per pass).
+    pub fn segments(&self) -> &'static [Segment] {
+        const fn seg(start: usize, end: usize, relu_last: bool) -> Segment {
+            Segment {
+                start,
+                end,
+                relu_last,
+            }
+        }
+        const QNETWORK: [Segment; 1] = [seg(0, 3, false)];
+        // The shared trunk (ReLU after its last layer), the value stream, the advantage stream.
+        const DUELING: [Segment; 3] = [seg(0, 3, true), seg(3, 5, false), seg(5, 7, false)];
         match self.arch {
-            Network::Qnetwork => vec![Segment {
-                start: 0,
-                end: 3,
-                relu_last: false,
-            }],
-            Network::Dueling => vec![
-                Segment {
-                    start: 0,
-                    end: 3,
-                    relu_last: true,
-                },
-                Segment {
-                    start: 3,
-                    end: 5,
-                    relu_last: false,
-                },
-                Segment {
-                    start: 5,
-                    end: 7,
-                    relu_last: false,
-                },
-            ],
+            Network::Qnetwork => &QNETWORK,
+            Network::Dueling => &DUELING,
         }
     }
 
@@ -295,43 +288,36 @@ impl QNet {
         self.layers.iter().map(|l| l.w.len() + l.b.len()).sum()
     }
 
-    fn run_segment(&self, seg: Segment, x_is_input: bool, cache: &mut Cache, from: usize) {
+    /// Runs one segment on its input `x`, leaving each layer's output in `cache.outs`.
+    fn run_segment(&self, seg: Segment, x: &[f32], cache: &mut Cache) {
         for i in seg.range() {
             let mut out = std::mem::take(&mut cache.outs[i]);
-            {
-                let x: &[f32] = if i == seg.start {
-                    if x_is_input {
-                        &cache.input
-                    } else {
-                        &cache.outs[from]
-                    }
-                } else {
-                    &cache.outs[i - 1]
-                };
-                self.layers[i].forward(x, cache.batch, &mut out, seg.relu(i));
-            }
+            let input = if i == seg.start {
+                x
+            } else {
+                &cache.outs[i - 1]
+            };
+            self.layers[i].forward(input, cache.batch, &mut out, seg.relu(i));
             cache.outs[i] = out;
         }
     }
 
     /// Forward pass for `batch` observations (`x.len() == batch * OBS`); Q-values in `cache.q`.
+    /// The cache keeps every layer's output, not `x`: [`QNet::backward`] is given `x` again.
     pub fn forward<'c>(&self, x: &[f32], batch: usize, cache: &'c mut Cache) -> &'c [f32] {
         cache.batch = batch;
-        cache.input.clear();
-        cache.input.extend_from_slice(x);
         cache.outs.resize(self.layers.len(), Vec::new());
         let segs = self.segments();
+        self.run_segment(segs[0], x, cache);
+        cache.q.clear();
         match self.arch {
-            Network::Qnetwork => {
-                self.run_segment(segs[0], true, cache, 0);
-                cache.q.clear();
-                cache.q.extend_from_slice(&cache.outs[2]);
-            }
+            Network::Qnetwork => cache.q.extend_from_slice(&cache.outs[2]),
             Network::Dueling => {
-                self.run_segment(segs[0], true, cache, 0);
-                self.run_segment(segs[1], false, cache, 2);
-                self.run_segment(segs[2], false, cache, 2);
-                cache.q.clear();
+                // The value and advantage streams both read the trunk's features.
+                let feats = std::mem::take(&mut cache.outs[2]);
+                self.run_segment(segs[1], &feats, cache);
+                self.run_segment(segs[2], &feats, cache);
+                cache.outs[2] = feats;
                 for b in 0..batch {
                     let v = cache.outs[4][b];
                     let a = &cache.outs[6][b * ACTIONS..(b + 1) * ACTIONS];
@@ -412,38 +398,48 @@ impl QNet {
     }
 
     /// Writes into `grads` (overwriting them) the gradient of a loss whose gradient w.r.t. the
-    /// Q-values of the last forward pass is `dq` (`[batch, ACTIONS]`). Returns their global L2
+    /// Q-values of the last forward pass is `dq` (`[batch, ACTIONS]`); `x` is that pass's input
+    /// (only its first `batch` rows are read, see [`Cache::keep_rows`]). Returns their global L2
     /// norm — the same number as [`Grads::norm`], added while each layer's gradients were in cache.
-    pub fn backward(&self, cache: &mut Cache, dq: &[f32], grads: &mut Grads) -> f32 {
+    pub fn backward(&self, x: &[f32], cache: &mut Cache, dq: &[f32], grads: &mut Grads) -> f32 {
+        let batch = cache.batch;
+        assert!(
+            x.len() >= batch * OBS,
+            "backward: x holds fewer rows than the forward pass"
+        );
+        let x = &x[..batch * OBS];
         let segs = self.segments();
-        let input = std::mem::take(&mut cache.input);
+        let mut d = std::mem::take(&mut cache.grad_out);
+        d.clear();
         match self.arch {
             Network::Qnetwork => {
-                self.back_segment(segs[0], &input, cache, dq.to_vec(), grads, false);
+                d.extend_from_slice(dq);
+                d = self.back_segment(segs[0], x, cache, d, grads, false);
             }
             Network::Dueling => {
-                let batch = cache.batch;
                 // Q = V + A − mean(A): dA = dQ − mean(dQ), dV = Σ dQ.
-                let mut da = Vec::with_capacity(batch * ACTIONS);
-                let mut dv = Vec::with_capacity(batch);
+                let mut dv = std::mem::take(&mut cache.grad_value);
+                dv.clear();
                 for b in 0..batch {
                     let row = &dq[b * ACTIONS..(b + 1) * ACTIONS];
                     let s: f32 = row.iter().sum();
                     let m = s / ACTIONS as f32;
-                    da.extend(row.iter().map(|g| g - m));
+                    d.extend(row.iter().map(|g| g - m));
                     dv.push(s);
                 }
                 let feats = std::mem::take(&mut cache.outs[2]);
                 let d_from_v = self.back_segment(segs[1], &feats, cache, dv, grads, true);
-                let mut d_feat = self.back_segment(segs[2], &feats, cache, da, grads, true);
-                for (a, b) in d_feat.iter_mut().zip(&d_from_v) {
+                d = self.back_segment(segs[2], &feats, cache, d, grads, true);
+                for (a, b) in d.iter_mut().zip(&d_from_v) {
                     *a += b;
                 }
+                cache.grad_value = d_from_v;
                 cache.outs[2] = feats;
-                self.back_segment(segs[0], &input, cache, d_feat, grads, false);
+                d = self.back_segment(segs[0], x, cache, d, grads, false);
             }
         }
-        cache.input = input;
+        // Every buffer goes back to the cache for the next call.
+        cache.grad_out = d;
         // Layer by layer in the order `Grads::norm` adds them: the same bits.
         grads.squares.iter().sum::<f32>().sqrt()
     }

@@ -31,7 +31,7 @@ fn check(arch: Network, seed: u64) {
     let mut cache = Cache::default();
     net.forward(&x, batch, &mut cache);
     let mut grads = net.zero_grads();
-    net.backward(&mut cache, &c, &mut grads);
+    net.backward(&x, &mut cache, &c, &mut grads);
 
     let eps = 2e-3f32;
     let base_pattern = loss(&net, &x, batch, &c).1;
@@ -175,7 +175,7 @@ fn a_double_height_pass_cut_to_its_first_rows_gives_the_same_gradients_and_norm(
         let mut plain = Cache::default();
         let q_plain = net.forward(&x[..n * OBS], n, &mut plain).to_vec();
         let mut plain_grads = net.zero_grads();
-        let plain_norm = net.backward(&mut plain, &dq, &mut plain_grads);
+        let plain_norm = net.backward(&x[..n * OBS], &mut plain, &dq, &mut plain_grads);
 
         let mut both = Cache::default();
         let q_both = net.forward(&x, 2 * n, &mut both).to_vec();
@@ -186,7 +186,7 @@ fn a_double_height_pass_cut_to_its_first_rows_gives_the_same_gradients_and_norm(
         );
         both.keep_rows(n);
         let mut grads = net.zero_grads();
-        let norm = net.backward(&mut both, &dq, &mut grads);
+        let norm = net.backward(&x, &mut both, &dq, &mut grads);
 
         for i in 0..net.layers().len() {
             assert_eq!(grads.layer(i), plain_grads.layer(i), "{arch:?} layer {i}");
