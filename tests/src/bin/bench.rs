@@ -213,7 +213,7 @@ fn dqn(r: &mut Report) {
                     net.as_str()
                 ),
                 format!("{update_ms:.3} | {floor:.3} ms ({:.2}×)", update_ms / floor),
-                "the ratio is the overhead: packing, Adam, bookkeeping",
+                "overhead: Adam, activations, sampling, bookkeeping (packing is inside sgemm: in both)",
                 json!({"update_ms": update_ms, "gemm_ms": floor, "ratio": update_ms / floor}),
             );
         }

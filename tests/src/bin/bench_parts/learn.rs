@@ -7,7 +7,7 @@
 use super::{pct, Report};
 use hamlet_tests::{bin_dir, root};
 use serde_json::json;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,8 +19,15 @@ fn cap(net: &str) -> Duration {
     Duration::from_secs(if net == "dueling" { 1800 } else { 900 })
 }
 const SEEDS: [u64; 3] = [1, 2, 3];
-/// Wall times at which the curve is sampled.
-const CURVE_AT: [f64; 6] = [30.0, 60.0, 120.0, 180.0, 240.0, 300.0];
+/// Wall times at which the curve is sampled: over the first five minutes for the qnetwork, over
+/// twenty for the dueling network, which needs about fifteen.
+fn curve_at(net: &str) -> [f64; 6] {
+    if net == "dueling" {
+        [60.0, 180.0, 300.0, 600.0, 900.0, 1200.0]
+    } else {
+        [30.0, 60.0, 120.0, 180.0, 240.0, 300.0]
+    }
+}
 
 /// One greedy evaluation as the trainer printed it.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +81,8 @@ fn report_run(r: &mut Report, net: &str, seed: u64, run: &RunResult) {
         None => format!("not in {} s", cap(net).as_secs()),
     };
     // The curve: the last evaluation before each sample time, as survival/return.
-    let curve: Vec<String> = CURVE_AT
+    let curve_at = curve_at(net);
+    let curve: Vec<String> = curve_at
         .iter()
         .map(|t| {
             run.evals
@@ -94,21 +102,24 @@ fn report_run(r: &mut Report, net: &str, seed: u64, run: &RunResult) {
         &format!("  {net} seed {seed}: competent after"),
         value,
         &format!(
-            "curve at {CURVE_AT:?} s (survival/return): {}",
+            "curve at {curve_at:?} s (survival/return): {}",
             curve.join(" ")
         ),
         json!({
             "competent": run.competent.map(|e| json!({"secs": e.secs, "env_steps": e.env_steps, "episode": e.episode, "return": e.ret})),
             "best_surviving_return": best.map(|e| e.ret),
-            "curve": CURVE_AT.iter().zip(&curve).map(|(t, c)| json!({"secs": t, "survival/return": c})).collect::<Vec<_>>(),
+            "curve": curve_at.iter().zip(&curve).map(|(t, c)| json!({"secs": t, "survival/return": c})).collect::<Vec<_>>(),
         }),
     );
 }
 
 /// One fresh run of `worker-training train` with its defaults; the best model is kept in
-/// target/bench/.
+/// target/bench/learn-NET-sSEED.onnx and the trainer's lines (one greedy evaluation per episode)
+/// in learn-NET-sSEED.log beside it, for drawing the whole curve.
 fn run(net: &str, seed: u64) -> RunResult {
     let out = root().join(format!("target/bench/learn-{net}-s{seed}.onnx"));
+    std::fs::create_dir_all(out.parent().expect("a file in a directory")).expect("target/bench");
+    let mut log = std::fs::File::create(out.with_extension("log")).expect("learn log");
     let mut child = Command::new(bin_dir().join("worker-training"))
         .args(["train", "--quiet", "--episodes", "100000", "--network", net])
         .args(["--seed", &seed.to_string()])
@@ -126,6 +137,8 @@ fn run(net: &str, seed: u64) -> RunResult {
     };
     let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
     for line in lines.map_while(Result::ok) {
+        // The log is a by-product: a full disk must not end the measurement.
+        let _ = writeln!(log, "{line}");
         if let Some(e) = parse_eval(&line) {
             result.evals.push(e);
             if line.contains("COMPETENT") {
