@@ -43,6 +43,8 @@ struct Eval {
 struct RunResult {
     evals: Vec<Eval>,
     competent: Option<Eval>,
+    /// Wall time when the run ended (competent, or at its cap).
+    secs: f64,
 }
 
 pub fn learn(r: &mut Report) {
@@ -84,12 +86,16 @@ fn report_run(r: &mut Report, net: &str, seed: u64, run: &RunResult) {
     let curve_at = curve_at(net);
     let curve: Vec<String> = curve_at
         .iter()
-        .map(|t| {
-            run.evals
+        .map(|t| match run.competent {
+            // Sample times after the run ended show how it ended, not a repeated last value.
+            Some(_) if *t > run.secs => "done".into(),
+            None if *t > run.secs => "(capped)".into(),
+            _ => run
+                .evals
                 .iter()
                 .take_while(|e| e.secs <= *t)
                 .last()
-                .map_or("–".into(), |e| format!("{}/{:.0}", e.steps, e.ret))
+                .map_or("–".into(), |e| format!("{}/{:.0}", e.steps, e.ret)),
         })
         .collect();
     let best = run
@@ -134,6 +140,7 @@ fn run(net: &str, seed: u64) -> RunResult {
     let mut result = RunResult {
         evals: Vec::new(),
         competent: None,
+        secs: 0.0,
     };
     let lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
     for line in lines.map_while(Result::ok) {
@@ -149,6 +156,7 @@ fn run(net: &str, seed: u64) -> RunResult {
             break;
         }
     }
+    result.secs = started.elapsed().as_secs_f64();
     let _ = child.kill();
     let _ = child.wait();
     result
