@@ -409,6 +409,8 @@ impl QNet {
         );
         let x = &x[..batch * OBS];
         let segs = self.segments();
+        // `back_segment` works on its gradient in place and hands buffers on, so `d` is one of
+        // the cache's buffers rather than `dq` itself.
         let mut d = std::mem::take(&mut cache.grad_out);
         d.clear();
         match self.arch {
@@ -417,7 +419,7 @@ impl QNet {
                 d = self.back_segment(segs[0], x, cache, d, grads, false);
             }
             Network::Dueling => {
-                // Q = V + A − mean(A): dA = dQ − mean(dQ), dV = Σ dQ.
+                // Q = V + A − mean(A): dA = dQ − mean(dQ) (into `d`), dV = Σ dQ (into `dv`).
                 let mut dv = std::mem::take(&mut cache.grad_value);
                 dv.clear();
                 for b in 0..batch {
