@@ -796,7 +796,7 @@ async fn main() {
     if want("cluster") {
         cluster::cluster(&mut r).await;
     }
-    // Half an hour or more: only when asked for by name.
+    // About an hour (at most 2¼ hours by its caps): only when asked for by name.
     if only.iter().any(|o| o == "learn") {
         learn::learn(&mut r);
     }
