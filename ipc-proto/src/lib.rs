@@ -9,6 +9,7 @@
 //!
 //! With the `link` feature (default), the socket side:
 //! - [`frame`]: the one framing (u32 big-endian length + MessagePack), a `tokio_util` codec.
+//! - [`stream`]: the socket under every connection, woken only for what it waits for.
 //! - [`transport`]: framed connections over local sockets and the handshake on both sides.
 //! - [`link`]: the metaserver's end of a worker connection (queue, reader, heartbeat).
 
@@ -23,6 +24,8 @@ pub mod wire;
 pub mod frame;
 #[cfg(feature = "link")]
 pub mod link;
+#[cfg(feature = "link")]
+pub mod stream;
 #[cfg(feature = "link")]
 pub mod transport;
 

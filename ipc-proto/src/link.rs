@@ -243,7 +243,6 @@ mod tests {
     use super::*;
     use crate::frame::MsgCodec;
     use crate::transport;
-    use interprocess::local_socket::traits::tokio::Listener as _;
     use std::time::Instant;
     use tokio_util::codec::Framed;
 
@@ -263,7 +262,7 @@ mod tests {
         let path = dir.join("s");
         let _ = std::fs::remove_file(&path);
         let listener = transport::bind(&path).unwrap();
-        let (ours, theirs) = tokio::join!(listener.accept(), transport::connect(&path));
+        let (ours, theirs) = tokio::join!(transport::accept(&listener), transport::connect(&path));
         let _ = std::fs::remove_dir_all(&dir);
         let mut link = WorkerLink::start(Framed::new(ours.unwrap(), MsgCodec::new(1 << 16)), CFG);
         let mut worker = Framed::new(theirs.unwrap(), MsgCodec::new(1 << 16));

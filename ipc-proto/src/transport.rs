@@ -1,21 +1,25 @@
-//! Connections over local (Unix domain) sockets (`interprocess`, tokio flavour) and the handshake
-//! on both sides. A [`Connection`] is a `tokio_util` `Framed` stream of [`MsgCodec`] frames: read it
-//! with `StreamExt::next` (cancel-safe, so it may sit in a `select!`), write with `SinkExt::send`.
+//! Connections over local (Unix domain) sockets and the handshake on both sides. Listeners are
+//! `interprocess`'s (tokio flavour); every connected socket becomes an [`IpcStream`] (registered for
+//! readability only: see its module). A [`Connection`] is a `tokio_util` `Framed` stream of
+//! [`MsgCodec`] frames: read it with `StreamExt::next` (cancel-safe, so it may sit in a `select!`),
+//! write with `SinkExt::send`.
 
 use crate::frame::{FrameError, MsgCodec};
 use crate::handshake::{Hello, HelloReply, WorkerKind, PROTOCOL_VERSION};
+pub use crate::stream::IpcStream;
 use futures_util::{SinkExt, StreamExt};
 use interprocess::local_socket::{
     tokio::{prelude::*, Listener, Stream},
     GenericFilePath, ListenerOptions,
 };
 use serde::{de::DeserializeOwned, Serialize};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 use tokio_util::codec::Framed;
 
 /// A framed connection that reads `In` and writes `Out`.
-pub type Connection<In, Out> = Framed<Stream, MsgCodec<In, Out>>;
+pub type Connection<In, Out> = Framed<IpcStream, MsgCodec<In, Out>>;
 
 /// Frames of a handshake are small; a peer is not trusted with more until it has authenticated.
 const HANDSHAKE_MAX_FRAME: usize = 4096;
@@ -27,9 +31,19 @@ pub fn bind(path: &Path) -> std::io::Result<Listener> {
 }
 
 /// Connects to a listener at a filesystem path.
-pub async fn connect(path: &Path) -> std::io::Result<Stream> {
+pub async fn connect(path: &Path) -> std::io::Result<IpcStream> {
     let name = path.to_fs_name::<GenericFilePath>()?;
-    Stream::connect(name).await
+    into_ipc_stream(Stream::connect(name).await?)
+}
+
+/// Accepts the next connection on a listener.
+pub async fn accept(listener: &Listener) -> std::io::Result<IpcStream> {
+    into_ipc_stream(listener.accept().await?)
+}
+
+fn into_ipc_stream(stream: Stream) -> std::io::Result<IpcStream> {
+    let Stream::UdSocket(socket) = stream;
+    IpcStream::from_fd(OwnedFd::try_from(socket)?)
 }
 
 /// Reads the next message; a clean end of stream is [`FrameError::Closed`].
@@ -72,7 +86,7 @@ pub async fn accept_worker<In, Out: Serialize>(
 ) -> Result<(Connection<In, Out>, Hello), HandshakeFailure> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let stream = tokio::time::timeout_at(deadline, listener.accept())
+        let stream = tokio::time::timeout_at(deadline, accept(listener))
             .await
             .map_err(|_| HandshakeFailure::Timeout)?
             .map_err(FrameError::Io)?;

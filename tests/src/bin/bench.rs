@@ -336,6 +336,8 @@ struct Window {
     cpu_pct: f64,
     /// This load generator's own CPU over the window, % of one core.
     generator_cpu_pct: f64,
+    /// The CPU of the worker processes named to [`watch_frames`] over the window, in cores.
+    workers_cores: f64,
     frames: u64,
     /// Frames of each client, in order.
     per_client: Vec<u64>,
@@ -343,8 +345,14 @@ struct Window {
     gaps: Vec<f64>,
 }
 
-/// Reads every session's frames for `window`, counting `state_update`s and the gaps between them.
-async fn watch_frames(clients: &mut [Ws], server_pid: u32, window: Duration) -> Window {
+/// Reads every session's frames for `window`, counting `state_update`s and the gaps between them,
+/// and the CPU the metaserver, this generator and the given workers spent meanwhile.
+async fn watch_frames(
+    clients: &mut [Ws],
+    server_pid: u32,
+    workers: &[u32],
+    window: Duration,
+) -> Window {
     // First read what queued up while the generator was busy elsewhere (connecting the others):
     // counted in the window, it would show more frames than the sessions made in it.
     join_all(
@@ -355,6 +363,7 @@ async fn watch_frames(clients: &mut [Ws], server_pid: u32, window: Duration) -> 
     .await;
     let cpu0 = cpu_ticks(server_pid);
     let gen0 = cpu_ticks(std::process::id());
+    let workers0: Vec<u64> = workers.iter().map(|p| cpu_ticks(*p)).collect();
     let t0 = Instant::now();
     let results = join_all(clients.iter_mut().map(|ws| async move {
         let (mut frames, mut gaps, mut last) = (0u64, Vec::new(), Instant::now());
@@ -376,7 +385,14 @@ async fn watch_frames(clients: &mut [Ws], server_pid: u32, window: Duration) -> 
     }))
     .await;
     let secs = t0.elapsed().as_secs_f64();
+    // A worker that ended meanwhile reads as 0 ticks: it counts nothing, not a negative amount.
+    let workers_ticks: u64 = workers
+        .iter()
+        .zip(workers0)
+        .map(|(p, t0)| cpu_ticks(*p).saturating_sub(t0))
+        .sum();
     Window {
+        workers_cores: workers_ticks as f64 / 100.0 / secs,
         secs,
         cpu_pct: (cpu_ticks(server_pid) - cpu0) as f64 / 100.0 / secs * 100.0,
         generator_cpu_pct: (cpu_ticks(std::process::id()) - gen0) as f64 / 100.0 / secs * 100.0,
@@ -421,15 +437,15 @@ async fn scale(r: &mut Report) -> f64 {
         s.open_playing(&mut clients, n).await;
         // Let every session reach its pace, then measure 5 s.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let w = watch_frames(&mut clients, s.pid, Duration::from_secs(5)).await;
-        let (secs, cpu, frames, mut gaps) = (w.secs, w.cpu_pct, w.frames, w.gaps);
-        let p99 = pct(&mut gaps, 0.99);
         let worker_pids: Vec<u32> = s
             .workers()
             .iter()
             .filter(|w| w["state"] == "active")
             .map(|w| w["pid"].as_u64().unwrap() as u32)
             .collect();
+        let w = watch_frames(&mut clients, s.pid, &worker_pids, Duration::from_secs(5)).await;
+        let (secs, cpu, frames, mut gaps) = (w.secs, w.cpu_pct, w.frames, w.gaps);
+        let p99 = pct(&mut gaps, 0.99);
         let mut pss: Vec<f64> = worker_pids
             .iter()
             .map(|p| pss_kib(*p) as f64 / 1024.0)
@@ -438,12 +454,14 @@ async fn scale(r: &mut Report) -> f64 {
         let fps = frames as f64 / secs;
         let per = fps / n as f64;
         last_per = per;
+        // Each frame is one step of one worker.
+        let worker_us_per_step = w.workers_cores * 1e6 / fps;
         r.add(
             &format!("scale_{n}"),
             &format!("{n:>3} sessions at speed 10: frames/s (per session), p99 gap"),
             format!("{fps:.0} ({per:.1}), {p99:.0} ms"),
-            &format!("metaserver {cpu:.0}% CPU, {ms_rss:.0} MiB; worker PSS {:.1} MiB; generator {:.0}% CPU", pct(&mut pss, 0.5), w.generator_cpu_pct),
-            json!({"sessions": n, "frames_per_sec": fps, "per_session": per, "p99_gap_ms": p99, "metaserver_cpu_pct": cpu, "metaserver_rss_mib": ms_rss, "worker_pss_mib_median": pct(&mut pss, 0.5), "generator_cpu_pct": w.generator_cpu_pct}),
+            &format!("metaserver {cpu:.0}% CPU, {ms_rss:.0} MiB; workers {:.2} cores ({worker_us_per_step:.0} µs a step), PSS {:.1} MiB each; generator {:.0}% CPU", w.workers_cores, pct(&mut pss, 0.5), w.generator_cpu_pct),
+            json!({"sessions": n, "frames_per_sec": fps, "per_session": per, "p99_gap_ms": p99, "metaserver_cpu_pct": cpu, "metaserver_rss_mib": ms_rss, "workers_cores": w.workers_cores, "worker_us_per_step": worker_us_per_step, "worker_pss_mib_median": pct(&mut pss, 0.5), "generator_cpu_pct": w.generator_cpu_pct}),
         );
     }
     drop(clients);
@@ -482,7 +500,7 @@ async fn detail(r: &mut Report) {
         clients.push(ws);
     }
     tokio::time::sleep(Duration::from_millis(500)).await; // every session reaches its pace
-    let w = watch_frames(&mut clients, s.pid, Duration::from_secs(5)).await;
+    let w = watch_frames(&mut clients, s.pid, &[], Duration::from_secs(5)).await;
     let (secs, cpu, frames, mut gaps) = (w.secs, w.cpu_pct, w.frames, w.gaps);
     let per = frames as f64 / secs / n as f64;
     let p99 = pct(&mut gaps, 0.99);

@@ -82,7 +82,7 @@ async fn throughput(nodes: &[&Server]) -> (f64, Vec<f64>) {
     let mut per_node = Vec::new();
     let mut total = 0.0;
     // Each node's clients are watched together with the others' (one window for all).
-    let w = watch_frames(&mut clients, nodes[0].pid, Duration::from_secs(5)).await;
+    let w = watch_frames(&mut clients, nodes[0].pid, &[], Duration::from_secs(5)).await;
     for n in 0..nodes.len() {
         let f: u64 = w
             .per_client
