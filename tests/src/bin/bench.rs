@@ -46,18 +46,16 @@ fn pss_kib(pid: u32) -> u64 {
     proc_kib(pid, "smaps_rollup", "Pss:")
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = s
-                .rsplit(") ")
-                .next()?
-                .split_whitespace()
-                .collect::<Vec<_>>();
-            Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0)
+/// The CPU time a process has used so far (all its threads, user and system), in seconds, read
+/// from its CPU-time clock (`clock_getcpuclockid`: nanoseconds, where `/proc/PID/stat` counts
+/// 10 ms ticks). A process that is gone reads as 0.
+fn cpu_secs(pid: u32) -> f64 {
+    use nix::time::{clock_getcpuclockid, clock_gettime};
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    clock_getcpuclockid(pid)
+        .and_then(clock_gettime)
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9)
+        .unwrap_or(0.0)
 }
 
 fn world(r: &mut Report) {
@@ -361,9 +359,9 @@ async fn watch_frames(
             .map(|ws| async move { while ws.next_text(Duration::from_millis(3)).await.is_ok() {} }),
     )
     .await;
-    let cpu0 = cpu_ticks(server_pid);
-    let gen0 = cpu_ticks(std::process::id());
-    let workers0: Vec<u64> = workers.iter().map(|p| cpu_ticks(*p)).collect();
+    let cpu0 = cpu_secs(server_pid);
+    let gen0 = cpu_secs(std::process::id());
+    let workers0: Vec<f64> = workers.iter().map(|p| cpu_secs(*p)).collect();
     let t0 = Instant::now();
     let results = join_all(clients.iter_mut().map(|ws| async move {
         let (mut frames, mut gaps, mut last) = (0u64, Vec::new(), Instant::now());
@@ -385,17 +383,17 @@ async fn watch_frames(
     }))
     .await;
     let secs = t0.elapsed().as_secs_f64();
-    // A worker that ended meanwhile reads as 0 ticks: it counts nothing, not a negative amount.
-    let workers_ticks: u64 = workers
+    // A worker that ended meanwhile reads as 0: it counts nothing, not a negative amount.
+    let workers_cpu: f64 = workers
         .iter()
         .zip(workers0)
-        .map(|(p, t0)| cpu_ticks(*p).saturating_sub(t0))
+        .map(|(p, t0)| (cpu_secs(*p) - t0).max(0.0))
         .sum();
     Window {
-        workers_cores: workers_ticks as f64 / 100.0 / secs,
+        workers_cores: workers_cpu / secs,
         secs,
-        cpu_pct: (cpu_ticks(server_pid) - cpu0) as f64 / 100.0 / secs * 100.0,
-        generator_cpu_pct: (cpu_ticks(std::process::id()) - gen0) as f64 / 100.0 / secs * 100.0,
+        cpu_pct: (cpu_secs(server_pid) - cpu0) / secs * 100.0,
+        generator_cpu_pct: (cpu_secs(std::process::id()) - gen0) / secs * 100.0,
         frames: results.iter().map(|r| r.0).sum(),
         per_client: results.iter().map(|r| r.0).collect(),
         gaps: results
@@ -530,19 +528,18 @@ async fn idle(r: &mut Report) {
         .filter(|w| w["state"] == "active")
         .map(|w| w["pid"].as_u64().unwrap() as u32)
         .collect();
-    let before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
-    let ms_before = cpu_ticks(s.pid);
+    let before: f64 = pids.iter().map(|p| cpu_secs(*p)).sum();
+    let ms_before = cpu_secs(s.pid);
     let t = Instant::now();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let secs = t.elapsed().as_secs_f64();
-    let workers_pct =
-        (pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>() - before) as f64 / 100.0 / secs * 100.0;
-    let ms_pct = (cpu_ticks(s.pid) - ms_before) as f64 / 100.0 / secs * 100.0;
+    let workers_pct = (pids.iter().map(|p| cpu_secs(*p)).sum::<f64>() - before) / secs * 100.0;
+    let ms_pct = (cpu_secs(s.pid) - ms_before) / secs * 100.0;
     r.add(
         "idle_100_sessions_cpu_pct",
         &format!("{n} idle (paused) sessions: CPU of all their workers | metaserver"),
         format!("{workers_pct:.1}% | {ms_pct:.1}% of one core"),
-        "10 s, heartbeats every 1 s; 1/100 s clock ticks",
+        "10 s, heartbeats every 1 s; the processes' CPU clocks",
         json!({"sessions": n, "workers_cpu_pct_total": workers_pct, "metaserver_cpu_pct": ms_pct, "workers": pids.len()}),
     );
     drop(clients);
