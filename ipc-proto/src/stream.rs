@@ -73,8 +73,14 @@ impl AsyncRead for IpcStream {
             // SAFETY: `recv` only writes bytes into the slice (it never de-initialises any), which
             // is all `unfilled_mut` asks of its caller.
             let unfilled = unsafe { buf.unfilled_mut() };
+            let room = unfilled.len();
             match guard.try_io(|socket| socket.get_ref().recv(unfilled)) {
                 Ok(Ok(n)) => {
+                    if n > 0 && n < room {
+                        // A short read emptied the socket: wait for the next edge rather than
+                        // pay for a `recv` that would block (tokio's own streams do the same).
+                        guard.clear_ready();
+                    }
                     // SAFETY: `recv` returned `n`: the kernel wrote the first `n` bytes of the
                     // unfilled part.
                     unsafe { buf.assume_init(n) };
