@@ -28,6 +28,9 @@ pub struct IpcStream {
     /// A duplicate of `socket` registered for writability, present only while a write waits for
     /// room.
     write_wait: Option<AsyncFd<Socket>>,
+    /// `recv` calls that found nothing to read (tests check that a short read avoids one).
+    #[cfg(test)]
+    empty_reads: usize,
 }
 
 impl IpcStream {
@@ -39,6 +42,8 @@ impl IpcStream {
         Ok(IpcStream {
             socket: register(socket, Interest::READABLE)?,
             write_wait: None,
+            #[cfg(test)]
+            empty_reads: 0,
         })
     }
 
@@ -64,7 +69,8 @@ fn register(socket: Socket, interest: Interest) -> io::Result<AsyncFd<Socket>> {
 
 impl AsyncRead for IpcStream {
     fn poll_read(
-        self: Pin<&mut Self>,
+        #[cfg_attr(not(test), allow(unused_mut))] // only the tests' counter writes to it
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
@@ -88,7 +94,13 @@ impl AsyncRead for IpcStream {
                     return Poll::Ready(Ok(()));
                 }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue, // readiness was cleared; wait for the next edge
+                Err(_would_block) => {
+                    #[cfg(test)]
+                    {
+                        self.empty_reads += 1;
+                    }
+                    continue; // readiness was cleared; wait for the next edge
+                }
             }
         }
     }
@@ -195,6 +207,23 @@ mod tests {
         let mut got = Vec::new();
         stream.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"pong");
+    }
+
+    /// A read that got less than it had room for emptied the socket: the next read waits for new
+    /// data without asking the kernel first.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_short_read_does_not_ask_again_before_new_data() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let mut stream = IpcStream::from_fd(ours.into()).unwrap();
+        let mut buf = [0; 64];
+        for word in [&b"one"[..], b"two", b"three"] {
+            std::io::Write::write_all(&mut peer, word).unwrap();
+            let n = stream.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], word);
+            let mut next = Box::pin(stream.read(&mut buf));
+            assert!(poll_once(&mut next).await.is_pending(), "read from nothing");
+        }
+        assert_eq!(stream.empty_reads, 0, "asked the kernel with nothing there");
     }
 
     /// A write that finds no room waits (watching a duplicate for writability meanwhile), goes on
