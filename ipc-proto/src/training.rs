@@ -563,14 +563,24 @@ pub enum RunControl {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ToTraining {
-    /// Begin a new run.
-    Start(Box<TrainingConfig>),
+    /// Begin a new run. `paused`: the run waits for `Control(Resume)` before it goes beyond its
+    /// first step (a replacement for a worker whose run was paused; the worker then says
+    /// `paused`). Part of the start, not a `Pause` sent after it, so no episode can slip through
+    /// in between.
+    Start {
+        config: Box<TrainingConfig>,
+        #[serde(default)]
+        paused: bool,
+    },
     /// Continue a run from its last checkpoint (after the previous worker died or handed over).
     /// When no checkpoint there is usable, the run starts afresh from `config` (if given).
+    /// `paused` as in `Start`.
     ResumeFrom {
         checkpoint: String,
         #[serde(default)]
         config: Option<Box<TrainingConfig>>,
+        #[serde(default)]
+        paused: bool,
     },
     Control(RunControl),
     Ping {

@@ -95,24 +95,28 @@ fn arb_to_inference() -> impl Strategy<Value = ToInference> {
 fn arb_to_training() -> impl Strategy<Value = ToTraining> {
     prop_oneof![
         (1u32..100_000, 1u32..1024, any::<u64>(), any::<bool>()).prop_map(|(n, b, seed, d)| {
-            ToTraining::Start(Box::new(TrainingConfig {
-                num_episodes: n,
-                batch_size: b,
-                seed,
-                network: if d {
-                    Network::Dueling
-                } else {
-                    Network::Qnetwork
-                },
-                model_name: d.then(|| "x".into()),
-                ..TrainingConfig::default()
-            }))
+            ToTraining::Start {
+                config: Box::new(TrainingConfig {
+                    num_episodes: n,
+                    batch_size: b,
+                    seed,
+                    network: if d {
+                        Network::Dueling
+                    } else {
+                        Network::Qnetwork
+                    },
+                    model_name: d.then(|| "x".into()),
+                    ..TrainingConfig::default()
+                }),
+                paused: d,
+            }
         }),
         Just(ToTraining::Control(RunControl::Pause)),
         Just(ToTraining::Control(RunControl::Stop)),
-        ".{0,80}".prop_map(|checkpoint| ToTraining::ResumeFrom {
+        (".{0,80}", any::<bool>()).prop_map(|(checkpoint, paused)| ToTraining::ResumeFrom {
             checkpoint,
-            config: None
+            config: None,
+            paused,
         }),
     ]
 }

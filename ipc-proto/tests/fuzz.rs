@@ -38,7 +38,14 @@ fn valid_frames() -> Vec<Vec<u8>> {
             MAX,
         )
         .unwrap(),
-        encode(ToTraining::Start(Box::default()), MAX).unwrap(),
+        encode(
+            ToTraining::Start {
+                config: Box::default(),
+                paused: false,
+            },
+            MAX,
+        )
+        .unwrap(),
         encode(FromInference::Pong { seq: 7 }, MAX).unwrap(),
     ]
 }

@@ -492,15 +492,17 @@ impl TrainingHub {
     fn resume_message(&self) -> Option<(ToTraining, bool)> {
         let s = self.state.lock();
         let config = s.status.config.clone().map(Box::new);
+        let paused = s.status.paused;
         match (&s.checkpoint, config) {
             (Some((_, path)), config) => Some((
                 ToTraining::ResumeFrom {
                     checkpoint: path.clone(),
                     config,
+                    paused,
                 },
                 true,
             )),
-            (None, Some(c)) => Some((ToTraining::Start(c), false)),
+            (None, Some(config)) => Some((ToTraining::Start { config, paused }, false)),
             (None, None) => None,
         }
     }
@@ -574,9 +576,8 @@ impl TrainingHub {
             self.fail_run("no configuration to resume".into());
             return Ok(());
         };
-        let paused = self.state.lock().status.paused;
-        let pause = paused.then_some(ToTraining::Control(RunControl::Pause));
-        if w.send(msg).is_err() || pause.is_some_and(|p| w.send(p).is_err()) {
+        // A paused run's replacement starts paused (said in `msg`, so nothing runs meanwhile).
+        if w.send(msg).is_err() {
             let text = "replacement worker closed its socket".to_owned();
             let (reason, started) = (RestartReason::Crash, w.started);
             return Err(Lost {
@@ -666,7 +667,10 @@ impl TrainingHub {
         );
         self.share(Share::Run);
         if let Some(w) = worker.as_ref() {
-            let _ = w.send(ToTraining::Start(config));
+            let _ = w.send(ToTraining::Start {
+                config,
+                paused: false,
+            });
         }
     }
 

@@ -645,26 +645,51 @@ impl Ws {
 
 pub const T: Duration = Duration::from_secs(15);
 
-/// An inference worker driven directly by a test or the bench, with no metaserver in between:
-/// started as the supervisor starts one (`metaserver::process::ChildProcess`: own process group,
-/// parent-death signal, stderr piped and reaped), authenticated with a one-time token, `Ready`.
-pub struct DirectWorker {
+/// A worker driven directly by a test or the bench, with no metaserver in between: started as the
+/// supervisor starts one (`metaserver::process::ChildProcess`: own process group, parent-death
+/// signal, stderr piped and reaped), authenticated with a one-time token, `Ready`. `In` is what the
+/// worker sends, `Out` what it is sent: an inference worker by default
+/// ([`DirectWorker::spawn`]), a training worker with [`DirectWorker::spawn_training`].
+pub struct DirectWorker<
+    In = ipc_proto::inference::FromInference,
+    Out = ipc_proto::inference::ToInference,
+> {
     pub process: metaserver::process::ChildProcess,
-    pub conn: ipc_proto::transport::Connection<
-        ipc_proto::inference::FromInference,
-        ipc_proto::inference::ToInference,
-    >,
+    pub conn: ipc_proto::transport::Connection<In, Out>,
     dir: PathBuf,
 }
 
 impl DirectWorker {
+    /// An inference worker serving `models`.
     pub async fn spawn(models: &Path) -> DirectWorker {
         use ipc_proto::inference::FromInference;
+        let mut w = Self::start("worker-inference", ipc_proto::WorkerKind::Inference, models).await;
+        assert_eq!(w.recv().await, FromInference::Ready);
+        w
+    }
+}
+
+impl DirectWorker<ipc_proto::training::FromTraining, ipc_proto::training::ToTraining> {
+    /// A training worker saving its models in `models`.
+    pub async fn spawn_training(models: &Path) -> Self {
+        use ipc_proto::training::FromTraining;
+        let mut w = Self::start("worker-training", ipc_proto::WorkerKind::Training, models).await;
+        assert_eq!(w.recv().await, FromTraining::Ready);
+        w
+    }
+}
+
+impl<In, Out> DirectWorker<In, Out>
+where
+    In: serde::de::DeserializeOwned,
+    Out: serde::Serialize,
+{
+    async fn start(binary: &str, kind: ipc_proto::WorkerKind, models: &Path) -> Self {
         let dir = temp_dir("direct-worker");
         let sock = dir.join("w.sock");
         let listener = ipc_proto::transport::bind(&sock).unwrap();
         let token = format!("direct-{}", rand_suffix());
-        let mut cmd = tokio::process::Command::new(bin_dir().join("worker-inference"));
+        let mut cmd = tokio::process::Command::new(bin_dir().join(binary));
         cmd.env(ipc_proto::ENV_SOCKET, &sock)
             .env(ipc_proto::ENV_TOKEN, &token)
             .env(ipc_proto::ENV_ORT_LIB, ort_lib())
@@ -673,23 +698,21 @@ impl DirectWorker {
         let process = metaserver::process::ChildProcess::start(cmd, "direct").unwrap();
         let (conn, _) = ipc_proto::transport::accept_worker(
             &listener,
-            ipc_proto::WorkerKind::Inference,
+            kind,
             &token,
             ipc_proto::DEFAULT_MAX_FRAME,
             T,
         )
         .await
         .unwrap();
-        let mut w = DirectWorker { process, conn, dir };
-        assert_eq!(w.recv().await, FromInference::Ready);
-        w
+        DirectWorker { process, conn, dir }
     }
 
-    pub async fn send(&mut self, m: ipc_proto::inference::ToInference) {
+    pub async fn send(&mut self, m: Out) {
         self.conn.send(m).await.expect("send to worker");
     }
 
-    pub async fn recv(&mut self) -> ipc_proto::inference::FromInference {
+    pub async fn recv(&mut self) -> In {
         ipc_proto::transport::recv(&mut self.conn)
             .await
             .expect("frame from worker")
@@ -702,7 +725,7 @@ impl DirectWorker {
     }
 }
 
-impl Drop for DirectWorker {
+impl<In, Out> Drop for DirectWorker<In, Out> {
     fn drop(&mut self) {
         self.process.kill();
         let _ = std::fs::remove_dir_all(&self.dir);

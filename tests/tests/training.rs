@@ -323,6 +323,53 @@ async fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
     a.expect("training_complete", LONG).await;
 }
 
+/// Worker-level: a run started paused (how a paused run's replacement starts) completes no
+/// episode until it is resumed. The pause is part of the start, so no episode can slip through
+/// before it, as one could when the pause followed the start as a command of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_started_paused_waits_for_resume() {
+    use ipc_proto::browser::ServerMessage;
+    use ipc_proto::training::{FromTraining, RunControl, ToTraining, TrainingConfig};
+    let models = temp_dir("paused-start");
+    let mut w = DirectWorker::spawn_training(&models).await;
+    let config = TrainingConfig {
+        num_episodes: 100_000,
+        max_steps: 40,
+        batch_size: 8,
+        seed: 4,
+        ..TrainingConfig::default()
+    };
+    let config = Box::new(config);
+    w.send(ToTraining::Start {
+        config,
+        paused: true,
+    })
+    .await;
+    // A running run completes dozens of these 40-step episodes a second.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_millis(1000);
+    let mut said_paused = false;
+    while let Ok(event) = tokio::time::timeout_at(quiet_until, w.recv()).await {
+        match event {
+            FromTraining::Message(ServerMessage::Paused {}) => said_paused = true,
+            FromTraining::Message(ServerMessage::EpisodeComplete(e)) => {
+                panic!("the paused run went on: episode {}", e.episode)
+            }
+            _ => {}
+        }
+    }
+    assert!(said_paused, "the worker did not say the run is paused");
+    w.send(ToTraining::Control(RunControl::Resume)).await;
+    loop {
+        let event = tokio::time::timeout(LONG, w.recv()).await;
+        if let FromTraining::Message(ServerMessage::EpisodeComplete(e)) = event.expect("an episode")
+        {
+            assert_eq!(e.episode, 1, "the first episode after resume");
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&models);
+}
+
 /// The one table of `start_training` fields: what it says is what the server accepts — a run
 /// started with every field at the table's default has exactly those values in its config.
 #[tokio::test(flavor = "multi_thread")]

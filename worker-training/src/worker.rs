@@ -157,7 +157,7 @@ async fn on_command(
     env: &WorkerEnv,
     ending: &mut bool,
 ) -> anyhow::Result<Next> {
-    let setup = match cmd {
+    let (setup, paused) = match cmd {
         ToTraining::Shutdown => return Ok(begin_end(active, ending, |c| c.shutdown = true)),
         ToTraining::Handover => return Ok(begin_end(active, ending, |c| c.handover = true)),
         ToTraining::Ping { seq } => {
@@ -170,35 +170,38 @@ async fn on_command(
             }
             return Ok(Next::Continue);
         }
-        ToTraining::Start(cfg) => {
+        ToTraining::Start { config, paused } => {
             let ckpt =
                 env.checkpoint_dir
-                    .join(format!("run-{}-{}.ckpt", std::process::id(), cfg.seed));
-            RunSetup::fresh(Trainer::new(*cfg), ckpt)
+                    .join(format!("run-{}-{}.ckpt", std::process::id(), config.seed));
+            (RunSetup::fresh(Trainer::new(*config), ckpt), paused)
         }
-        ToTraining::ResumeFrom { checkpoint, config } => {
-            match resume(PathBuf::from(checkpoint), config) {
-                Ok((setup, notice)) => {
-                    conn.send(notice).await?;
-                    setup
-                }
-                Err(reason) => {
-                    let failed = Some(reason);
-                    conn.send(FromTraining::RunEnded {
-                        model_saved: None,
-                        failed,
-                    })
-                    .await?;
-                    return Ok(Next::Continue);
-                }
+        ToTraining::ResumeFrom {
+            checkpoint,
+            config,
+            paused,
+        } => match resume(PathBuf::from(checkpoint), config) {
+            Ok((setup, notice)) => {
+                conn.send(notice).await?;
+                (setup, paused)
             }
-        }
+            Err(reason) => {
+                let failed = Some(reason);
+                conn.send(FromTraining::RunEnded {
+                    model_saved: None,
+                    failed,
+                })
+                .await?;
+                return Ok(Next::Continue);
+            }
+        },
     };
     if active.is_some() {
         warn!("a run is already in progress; start ignored");
         return Ok(Next::Continue);
     }
     let ctl = Arc::new(RunCtl::default());
+    ctl.set(|s| s.paused = paused); // before the thread exists: it cannot run ahead of it
     let (tx, events) = mpsc::channel(EVENT_QUEUE);
     let frames = Arc::new(FrameSlot::default());
     let outbox = Outbox::new(tx, frames.clone());
@@ -214,6 +217,10 @@ async fn on_command(
         frame_period: env.frame_rate.map(|r| Duration::from_secs_f64(1.0 / r)),
         next_frame_at: None,
     });
+    if paused {
+        conn.send(FromTraining::Message(ServerMessage::Paused {}))
+            .await?;
+    }
     Ok(Next::Continue)
 }
 
