@@ -196,6 +196,18 @@ async fn on_command(
             }
         },
     };
+    start_run(setup, paused, conn, active, env).await
+}
+
+/// Starts the training thread on `setup` (paused if asked, before the thread exists) unless a run
+/// is already active.
+async fn start_run(
+    setup: RunSetup,
+    paused: bool,
+    conn: &mut Conn,
+    active: &mut Option<ActiveRun>,
+    env: &WorkerEnv,
+) -> anyhow::Result<Next> {
     if active.is_some() {
         warn!("a run is already in progress; start ignored");
         return Ok(Next::Continue);
