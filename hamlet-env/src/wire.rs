@@ -5,7 +5,11 @@ use crate::layout::{AFFORDANCES, GRID_SIZE};
 use crate::world::{Meter, World};
 use crate::ACTION_NAMES;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+
+/// Text of a frame: the names every frame repeats are borrowed from constants, not allocated.
+pub type Text = Cow<'static, str>;
 
 /// The six meters as browsers expect them: energy, hygiene, satiation, social normalised to 0–1,
 /// money in dollars, stress raw 0–100 (compat with the original servers).
@@ -21,16 +25,16 @@ pub struct WireMeters {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentPos {
-    pub id: String,
+    pub id: Text,
     pub x: i32,
     pub y: i32,
-    pub color: String,
+    pub color: Text,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AffordanceView {
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: Text,
     pub x: i32,
     pub y: i32,
 }
@@ -46,11 +50,11 @@ pub struct GridView {
 /// Element of the top-level `agents` array older browsers read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentView {
-    pub id: String,
+    pub id: Text,
     pub x: i32,
     pub y: i32,
-    pub color: String,
-    pub last_action: Option<String>,
+    pub color: Text,
+    pub last_action: Option<Text>,
     pub reward: f64,
 }
 
@@ -58,7 +62,7 @@ pub struct AgentView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentMeters {
     pub meters: WireMeters,
-    pub last_action: Option<String>,
+    pub last_action: Option<Text>,
     pub reward: f64,
 }
 
@@ -81,7 +85,7 @@ pub struct StateUpdate {
     pub info: StepInfo,
     pub grid: GridView,
     pub agents: Vec<AgentView>,
-    pub agent_meters: BTreeMap<String, AgentMeters>,
+    pub agent_meters: BTreeMap<Text, AgentMeters>,
     pub affordances: Vec<AffordanceView>,
     /// Inference only: the Q-values of the state the action was chosen in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,7 +139,7 @@ pub fn affordance_views() -> Vec<AffordanceView> {
     AFFORDANCES
         .iter()
         .map(|a| AffordanceView {
-            kind: a.kind.name().to_owned(),
+            kind: Cow::Borrowed(a.kind.name()),
             x: a.x,
             y: a.y,
         })
@@ -163,11 +167,11 @@ pub fn state_update(w: &World, f: FrameFacts) -> StateUpdate {
     let last_action = f
         .action
         .and_then(|a| ACTION_NAMES.get(a as usize))
-        .map(|s| (*s).to_owned());
+        .map(|s| Cow::Borrowed(*s));
     let affordances = affordance_views();
     let mut agent_meters = BTreeMap::new();
     agent_meters.insert(
-        AGENT_ID.to_owned(),
+        Cow::Borrowed(AGENT_ID),
         AgentMeters {
             meters: wire_meters(w),
             last_action: last_action.clone(),
@@ -186,18 +190,18 @@ pub fn state_update(w: &World, f: FrameFacts) -> StateUpdate {
             width: GRID_SIZE as u32,
             height: GRID_SIZE as u32,
             agents: vec![AgentPos {
-                id: AGENT_ID.to_owned(),
+                id: Cow::Borrowed(AGENT_ID),
                 x,
                 y,
-                color: AGENT_COLOR.to_owned(),
+                color: Cow::Borrowed(AGENT_COLOR),
             }],
             affordances: affordances.clone(),
         },
         agents: vec![AgentView {
-            id: AGENT_ID.to_owned(),
+            id: Cow::Borrowed(AGENT_ID),
             x,
             y,
-            color: AGENT_COLOR.to_owned(),
+            color: Cow::Borrowed(AGENT_COLOR),
             last_action,
             reward: f.reward,
         }],
@@ -246,5 +250,39 @@ impl HeatMap {
                 (format!("{x},{y}"), *c as f64 / max as f64)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names a frame borrows from constants are written as plain strings, and a frame read
+    /// back (its names now owned) equals the one written: borrowing changed the cost, not the
+    /// wire.
+    #[test]
+    fn a_frame_borrows_its_names_and_reads_back_equal() {
+        let w = World::new();
+        let facts = FrameFacts {
+            action: Some(2),
+            ..Default::default()
+        };
+        let frame = state_update(&w, facts);
+        assert!(matches!(frame.affordances[0].kind, Cow::Borrowed("Bed")));
+        let json = serde_json::to_value(&frame).unwrap();
+        assert_eq!(json["affordances"][0]["type"], "Bed");
+        assert_eq!(json["grid"]["affordances"], json["affordances"]);
+        assert_eq!(
+            json["agents"][0],
+            serde_json::json!({"id": "agent_0", "x": 4, "y": 4, "color": "#3b82f6",
+                               "last_action": ACTION_NAMES[2], "reward": 0.0})
+        );
+        assert_eq!(
+            json["agent_meters"]["agent_0"]["last_action"],
+            ACTION_NAMES[2]
+        );
+        let back: StateUpdate = serde_json::from_value(json).unwrap();
+        assert!(matches!(back.affordances[0].kind, Cow::Owned(_)));
+        assert_eq!(back, frame);
     }
 }

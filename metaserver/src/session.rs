@@ -620,7 +620,10 @@ impl SessionTask {
 
     fn on_snapshot(&mut self, s: SessionSnapshot) {
         self.app.update_session(&self.id, |i| {
-            i.model = s.model.clone();
+            // Compared first: it seldom changes, and this runs for every frame.
+            if i.model != s.model {
+                i.model = s.model.clone();
+            }
             i.episode = s.episode;
             i.step = s.world.step;
             i.playing = s.playing;
@@ -698,7 +701,9 @@ impl SessionTask {
 
     /// Waits for the next thing to do with worker `w`.
     async fn wake(&mut self, w: &mut InferenceWorker, tick: &mut tokio::time::Interval) -> Wake {
-        let (shutdown, drain) = (self.app.shutdown.clone(), self.app.drain.clone());
+        // Borrowed, not cloned: this runs two or three times per relayed frame, and cloning or
+        // dropping a token takes its tree's lock.
+        let (shutdown, drain) = (&self.app.shutdown, &self.app.drain);
         tokio::select! {
             inc = Self::owner_command(&mut self.owner) => match inc {
                 Some(Incoming::Valid(cmd)) => { self.forward(w, cmd); Wake::Continue }
