@@ -345,13 +345,10 @@ async fn ws_inference(
         return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
     }
     let permit = app.session_permits.clone().try_acquire_owned().ok();
-    let max = app.cfg.max_frame_bytes;
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| {
-            let tasks = app.tasks.clone();
-            tasks.track_future(crate::session::run(socket, app, permit, query))
-        })
+    limit(ws, &app).on_upgrade(move |socket| {
+        let tasks = app.tasks.clone();
+        tasks.track_future(crate::session::run(socket, app, permit, query))
+    })
 }
 
 async fn ws_training(
@@ -363,14 +360,25 @@ async fn ws_training(
     if let Some(refused) = refuse_origin(&app, &h) {
         return refused;
     }
+    limit(ws, &app).on_upgrade(move |socket| {
+        let tasks = app.tasks.clone();
+        let operator = app.is_operator(peer, &h);
+        tasks.track_future(crate::training::viewer(socket, app, operator))
+    })
+}
+
+/// A browser's messages are commands of a few hundred bytes. tungstenite's default read buffer
+/// is 128 KiB per connection, and it zeroes the buffer's free space before every read (twice per
+/// command: the read, then the one that finds nothing more): 4 KiB holds any command, and a
+/// larger message (up to `--max-frame-bytes`) still arrives, into a buffer grown for it.
+const READ_BUFFER_BYTES: usize = 4096;
+
+/// The limits every browser WebSocket gets.
+fn limit(ws: WebSocketUpgrade, app: &App) -> WebSocketUpgrade {
     let max = app.cfg.max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| {
-            let tasks = app.tasks.clone();
-            let operator = app.is_operator(peer, &h);
-            tasks.track_future(crate::training::viewer(socket, app, operator))
-        })
+        .read_buffer_size(READ_BUFFER_BYTES)
 }
 
 #[cfg(test)]

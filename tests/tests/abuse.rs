@@ -187,6 +187,13 @@ async fn oversize_binary_and_garbage_frames() {
     );
     ws.send(json!({"command":"status"})).await;
     assert_eq!(ws.expect("session_status", T).await["speed"], 1.0);
+    // A message far larger than the 4 KiB read buffer, under the limit: read whole.
+    ws.send_text(&format!(
+        r#"{{"command":"status","pad":"{}"}}"#,
+        "x".repeat(60_000)
+    ))
+    .await;
+    assert_eq!(ws.expect("session_status", T).await["speed"], 1.0);
     // A frame over the limit (64 KiB) closes with 1009.
     ws.send_text(&format!(
         r#"{{"command":"status","pad":"{}"}}"#,
