@@ -219,6 +219,8 @@ impl Trainer {
         let max_steps = self.state.config.max_steps;
         let mut world = World::new();
         let mut obs = world.observation();
+        // The replay memory keeps observations packed; the network reads them whole.
+        let mut packed = world.packed_observation();
         let mut next = [0.0f32; OBS];
         let (mut cumulative, mut loss_sum, mut updates) = (0.0f64, 0.0f64, 0u32);
         let c = &self.state.config;
@@ -229,7 +231,8 @@ impl Trainer {
         loop {
             let (a, explored) = self.act(&obs);
             let out = world.step(Action::from_id(a as i64).expect("act returns 0..5"));
-            world.write_observation(&mut next);
+            let next_packed = world.packed_observation();
+            next_packed.unpack(&mut next);
             cumulative += out.reward;
             let (x, y) = world.position();
             self.state.heat.visit(x, y);
@@ -241,7 +244,8 @@ impl Trainer {
                 None
             };
             let replay = &mut self.replay;
-            nstep.push((obs, a, out.reward as f32), &next, end, |t| replay.push(t));
+            let step = (packed, a, out.reward as f32);
+            nstep.push(step, &next_packed, end, |t| replay.push(t));
             self.state.total_steps += 1;
             if self.replay.len() >= batch && self.state.total_steps.is_multiple_of(train_every) {
                 loss_sum += f64::from(self.update());
@@ -261,6 +265,7 @@ impl Trainer {
                 return None;
             }
             obs = next;
+            packed = next_packed;
             if end.is_some() {
                 break;
             }

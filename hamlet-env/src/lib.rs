@@ -11,7 +11,9 @@ pub mod wire;
 mod world;
 
 pub use layout::{Affordance, AffordanceKind, AFFORDANCES, GRID_SIZE};
-pub use world::{Action, InvalidAction, Meter, StepOutcome, World, WorldSnapshot, N_METERS};
+pub use world::{
+    Action, InvalidAction, Meter, PackedObservation, StepOutcome, World, WorldSnapshot, N_METERS,
+};
 
 /// Length of the observation vector the Q-networks read.
 pub const OBS_DIM: usize = 72;

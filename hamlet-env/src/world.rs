@@ -6,6 +6,34 @@ use serde::{Deserialize, Serialize};
 
 pub const N_METERS: usize = 6;
 
+/// Floats of the observation that vary: the position (x/8, y/8) and the six normalised meters.
+const OBS_HEAD: usize = 2 + N_METERS;
+
+/// An observation in the 33 bytes that vary between observations: its first eight floats and the
+/// agent's cell. The other 64 floats are the grid's codes, the same in every observation but for
+/// the agent's cell (8.0) — so a replay memory keeps 36 bytes per observation instead of 288, and
+/// sampling a batch reads one cache line per observation instead of five.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PackedObservation {
+    head: [f32; OBS_HEAD],
+    /// `y · GRID_SIZE + x`
+    cell: u8,
+}
+
+impl PackedObservation {
+    /// Writes the whole observation: the same 72 floats as [`World::write_observation`].
+    pub fn unpack(&self, out: &mut [f32; OBS_DIM]) {
+        out[..OBS_HEAD].copy_from_slice(&self.head);
+        out[OBS_HEAD..].copy_from_slice(&BASE_GRID_CODES);
+        out[OBS_HEAD + self.cell as usize] = 8.0;
+    }
+
+    /// The agent's cell, `y · GRID_SIZE + x`.
+    pub fn cell(&self) -> usize {
+        self.cell as usize
+    }
+}
+
 /// The world's raw state: enough to continue stepping bit for bit.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct WorldSnapshot {
@@ -341,13 +369,21 @@ impl World {
 
     /// Writes the 72-float observation into `out` without allocating.
     pub fn write_observation(&self, out: &mut [f32; OBS_DIM]) {
-        out[0] = self.x as f32 / 8.0;
-        out[1] = self.y as f32 / 8.0;
+        self.packed_observation().unpack(out);
+    }
+
+    /// The observation's varying part; [`PackedObservation::unpack`] gives the whole of it.
+    pub fn packed_observation(&self) -> PackedObservation {
+        let mut head = [0.0; OBS_HEAD];
+        head[0] = self.x as f32 / 8.0;
+        head[1] = self.y as f32 / 8.0;
         for i in 0..N_METERS {
-            out[2 + i] = norm(i, self.meters[i]) as f32;
+            head[2 + i] = norm(i, self.meters[i]) as f32;
         }
-        out[8..].copy_from_slice(&BASE_GRID_CODES);
-        out[8 + (self.y * GRID_SIZE + self.x) as usize] = 8.0;
+        PackedObservation {
+            head,
+            cell: (self.y * GRID_SIZE + self.x) as u8,
+        }
     }
 
     pub fn observation(&self) -> [f32; OBS_DIM] {
