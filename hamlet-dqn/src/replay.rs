@@ -231,6 +231,8 @@ mod tests {
             assert_eq!((batch.reward[b], batch.discount[b]), (i as f32, 0.5));
         }
         assert_eq!(seen.len(), 3, "every stored transition is drawn");
+        // What ARCHITECTURE.md says a stored transition costs.
+        assert_eq!(std::mem::size_of::<Transition>(), 84);
     }
 
     #[test]
