@@ -1,8 +1,8 @@
 //! Runs DQN updates alone, for a profiler: `perf record -g target/release/examples/profile_update
 //! qnetwork 32 8000 [FILL]` (network, batch size, updates per round; five rounds, each printing its
-//! mean time per update). The replay memory is first filled with FILL transitions of a seeded run
-//! (default 2000, as `scripts/bench dqn` does; a real run's memory holds 50 000 or more, which
-//! makes sampling a batch slower: its rows are no longer in the caches).
+//! mean time per update). As `scripts/bench dqn` does, it uses the settings a real run of the
+//! network uses (`train`'s defaults) and first fills the replay memory, learning off, to their
+//! capacity (50 000 or 200 000 transitions) or to FILL transitions.
 
 use hamlet_dqn::dqn::{Flow, Trainer};
 use ipc_proto::training::{Network, TrainingConfig};
@@ -17,19 +17,25 @@ fn main() {
     };
     let batch_size: u32 = arg(1, "32").parse().expect("batch size: a number");
     let updates: u32 = arg(2, "5000").parse().expect("updates: a number");
-    let fill: usize = arg(3, "2000").parse().expect("fill: a number");
-    let defaults = TrainingConfig::default();
-    let mut trainer = Trainer::new(TrainingConfig {
-        network,
+    let config = TrainingConfig {
         batch_size,
         seed: 1,
         max_steps: 200,
-        buffer_capacity: defaults.buffer_capacity.max(fill as u32),
-        ..defaults
+        ..TrainingConfig::full_run_for(network)
+    };
+    let fill: usize = arg(3, &config.buffer_capacity.to_string())
+        .parse()
+        .expect("fill: a number");
+    let mut trainer = Trainer::new(TrainingConfig {
+        buffer_capacity: config.buffer_capacity.max(fill as u32),
+        ..config.clone()
     });
+    // Filled with learning off: the filling is not what is profiled.
+    trainer.state.config.train_every = u32::MAX;
     while trainer.buffer_len() < fill {
         trainer.run_episode(|_| Flow::Continue);
     }
+    trainer.state.config.train_every = config.train_every;
     for _ in 0..5 {
         let t0 = Instant::now();
         for _ in 0..updates {
