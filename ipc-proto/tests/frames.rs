@@ -239,3 +239,14 @@ fn server_messages_have_protocol_shapes() {
     let bytes = encode(ev.clone(), 1024).unwrap();
     assert_eq!(read_all::<FromTraining>(&bytes, &[3], 1024).0, vec![ev]);
 }
+
+/// A frame waiting in a browser's queue holds no more memory than its text: up to 256 frames wait
+/// per browser, and the encoder starts from a 4 KB buffer for a frame of about 1 KB.
+#[test]
+fn an_encoded_frame_keeps_no_spare_capacity() {
+    let w = hamlet_env::World::new();
+    let frame = hamlet_env::wire::state_update(&w, Default::default());
+    let json = ServerMessage::StateUpdate(Box::new(frame)).to_json();
+    assert!(json.len() < 2048, "a plain frame is small: {}", json.len());
+    assert_eq!(json.capacity(), json.len());
+}
