@@ -4,7 +4,7 @@
 //! network uses (`train`'s defaults) and first fills the replay memory, learning off, to their
 //! capacity (50 000 or 200 000 transitions) or to FILL transitions.
 
-use hamlet_dqn::dqn::{Flow, Trainer};
+use hamlet_dqn::dqn::Trainer;
 use ipc_proto::training::{Network, TrainingConfig};
 use std::time::Instant;
 
@@ -30,12 +30,7 @@ fn main() {
         buffer_capacity: config.buffer_capacity.max(fill as u32),
         ..config.clone()
     });
-    // Filled with learning off: the filling is not what is profiled.
-    trainer.state.config.train_every = u32::MAX;
-    while trainer.buffer_len() < fill {
-        trainer.run_episode(|_| Flow::Continue);
-    }
-    trainer.state.config.train_every = config.train_every;
+    trainer.fill_replay(fill);
     for _ in 0..5 {
         let t0 = Instant::now();
         for _ in 0..updates {

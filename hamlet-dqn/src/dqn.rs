@@ -291,6 +291,19 @@ impl Trainer {
         Some(stats)
     }
 
+    /// Plays episodes without learning until the replay memory holds `transitions` (at most its
+    /// capacity), for measuring updates as a run with a full memory makes them: sampling from a
+    /// memory far larger than the caches costs more. The episodes count as the run's.
+    pub fn fill_replay(&mut self, transitions: usize) {
+        let target = transitions.min(self.state.config.buffer_capacity as usize);
+        let train_every = self.state.config.train_every;
+        self.state.config.train_every = u32::MAX;
+        while self.replay.len() < target {
+            self.run_episode(|_| Flow::Continue);
+        }
+        self.state.config.train_every = train_every;
+    }
+
     /// Means of reward, length and loss over the last `n` episodes.
     pub fn averages(&self, n: usize) -> (f64, f64, f64) {
         let h = &self.state.history;
@@ -352,4 +365,31 @@ pub fn evaluate(
     (0..episodes)
         .map(|_| play_episode(net, epsilon, &mut rng, max_steps).0)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filling_the_replay_memory_learns_nothing_and_leaves_the_settings_as_they_were() {
+        let config = TrainingConfig {
+            buffer_capacity: 600,
+            batch_size: 32,
+            seed: 4,
+            ..Default::default()
+        };
+        let mut t = Trainer::new(config.clone());
+        let before = t.state.online.clone();
+        t.fill_replay(10_000);
+        assert_eq!(t.buffer_len(), 600, "filled to its capacity, not beyond");
+        assert!(
+            t.state.history.iter().all(|e| e.loss == 0.0),
+            "an update ran"
+        );
+        assert_eq!(t.state.online, before, "the network changed while filling");
+        assert_eq!(t.state.config, config);
+        t.update();
+        assert_ne!(t.state.online, before, "updates run after the filling");
+    }
 }

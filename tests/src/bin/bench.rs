@@ -161,24 +161,9 @@ fn dqn(r: &mut Report) {
                 ..TrainingConfig::full_run_for(net)
             };
             let mut t = Trainer::new(cfg.clone());
-            // A real run's replay memory is full (50 000 or 200 000 transitions, far more than the
-            // caches hold), which makes sampling a batch slower than from a small one. It is
-            // filled with learning off: the filling is not what is measured.
-            t.state.config.train_every = u32::MAX;
-            while t.buffer_len() < cfg.buffer_capacity as usize {
-                t.run_episode(|_| Flow::Continue);
-            }
-            t.state.config.train_every = cfg.train_every;
-            let n = if net == Network::Dueling { 300 } else { 1500 };
-            let mut rates = Vec::new();
-            for _ in 0..3 {
-                let t0 = Instant::now();
-                for _ in 0..n {
-                    std::hint::black_box(t.update());
-                }
-                rates.push(n as f64 / t0.elapsed().as_secs_f64());
-            }
-            let ups = pct(&mut rates, 0.5);
+            // A real run's replay memory is full (50 000 or 200 000 transitions).
+            t.fill_replay(cfg.buffer_capacity as usize);
+            let ups = updates_per_sec(&mut t, if net == Network::Dueling { 300 } else { 1500 });
             // The forward passes of an update: the target network on the next states, the online
             // network on the states — and with Double DQN on the next states too, in the same pass.
             let n = batch as usize;
@@ -221,6 +206,19 @@ fn dqn(r: &mut Report) {
             );
         }
     }
+}
+
+/// Updates a second: the median of three rounds of `n`.
+fn updates_per_sec(t: &mut hamlet_dqn::dqn::Trainer, n: usize) -> f64 {
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(t.update());
+        }
+        rates.push(n as f64 / t0.elapsed().as_secs_f64());
+    }
+    pct(&mut rates, 0.5)
 }
 
 /// Time of the matrix products one update does, alone (median of 200): for every layer, its
