@@ -218,10 +218,9 @@ impl Trainer {
         let episode = self.state.episodes_done + 1;
         let max_steps = self.state.config.max_steps;
         let mut world = World::new();
-        let mut obs = world.observation();
-        // The replay memory keeps observations packed; the network reads them whole.
+        // The replay memory keeps observations packed; the network reads them whole (`obs`).
         let mut packed = world.packed_observation();
-        let mut next = [0.0f32; OBS];
+        let mut obs = [0.0f32; OBS];
         let (mut cumulative, mut loss_sum, mut updates) = (0.0f64, 0.0f64, 0u32);
         let c = &self.state.config;
         let mut nstep = NStep::new(c.n_step, c.gamma as f32);
@@ -229,10 +228,10 @@ impl Trainer {
         let (x, y) = world.position();
         self.state.heat.visit(x, y);
         loop {
+            packed.unpack(&mut obs);
             let (a, explored) = self.act(&obs);
             let out = world.step(Action::from_id(a as i64).expect("act returns 0..5"));
             let next_packed = world.packed_observation();
-            next_packed.unpack(&mut next);
             cumulative += out.reward;
             let (x, y) = world.position();
             self.state.heat.visit(x, y);
@@ -264,7 +263,6 @@ impl Trainer {
             if flow == Flow::Abort {
                 return None;
             }
-            obs = next;
             packed = next_packed;
             if end.is_some() {
                 break;

@@ -290,8 +290,8 @@ impl ServerMessage {
         });
         serde_json::to_writer(&mut out, self).expect("ServerMessage serialises");
         // A plain frame is under 1 KB: without this, each frame waiting in a browser's queue (up
-        // to 256 of them) would hold the whole 4 KB. Shrinking a heap block gives back its tail
-        // in place, without a copy.
+        // to 256 of them) would hold the whole 4 KB. glibc's `realloc` shrinks a block in place,
+        // without a copy.
         out.shrink_to_fit();
         // serde_json writes only valid UTF-8.
         String::from_utf8(out).expect("serde_json writes UTF-8")
