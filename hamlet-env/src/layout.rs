@@ -16,7 +16,7 @@ pub enum AffordanceKind {
 }
 
 impl AffordanceKind {
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             AffordanceKind::Bed => "Bed",
             AffordanceKind::Shower => "Shower",

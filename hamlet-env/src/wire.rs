@@ -4,9 +4,11 @@
 use crate::layout::{AFFORDANCES, GRID_SIZE};
 use crate::world::{Meter, World};
 use crate::ACTION_NAMES;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 /// Text of a frame: the names every frame repeats are borrowed from constants, not allocated.
 pub type Text = Cow<'static, str>;
@@ -44,7 +46,8 @@ pub struct GridView {
     pub width: u32,
     pub height: u32,
     pub agents: Vec<AgentPos>,
-    pub affordances: Vec<AffordanceView>,
+    #[serde(serialize_with = "serialize_affordances")]
+    pub affordances: AffordanceList,
 }
 
 /// Element of the top-level `agents` array older browsers read.
@@ -86,7 +89,8 @@ pub struct StateUpdate {
     pub grid: GridView,
     pub agents: Vec<AgentView>,
     pub agent_meters: BTreeMap<Text, AgentMeters>,
-    pub affordances: Vec<AffordanceView>,
+    #[serde(serialize_with = "serialize_affordances")]
+    pub affordances: AffordanceList,
     /// Inference only: the Q-values of the state the action was chosen in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub q_values: Option<Vec<f32>>,
@@ -135,15 +139,46 @@ pub fn wire_meters(w: &World) -> WireMeters {
     }
 }
 
-pub fn affordance_views() -> Vec<AffordanceView> {
-    AFFORDANCES
-        .iter()
-        .map(|a| AffordanceView {
-            kind: Cow::Borrowed(a.kind.name()),
-            x: a.x,
-            y: a.y,
-        })
-        .collect()
+/// A frame's affordances: in this world always [`AFFORDANCE_VIEWS`], borrowed; owned when read
+/// back from the wire.
+pub type AffordanceList = Cow<'static, [AffordanceView]>;
+
+/// The world's affordances as frames list them (the same in every frame, twice: in `grid` and at
+/// the top level).
+pub static AFFORDANCE_VIEWS: [AffordanceView; AFFORDANCES.len()] = [
+    affordance_view(0),
+    affordance_view(1),
+    affordance_view(2),
+    affordance_view(3),
+    affordance_view(4),
+    affordance_view(5),
+    affordance_view(6),
+];
+
+const fn affordance_view(i: usize) -> AffordanceView {
+    let a = &AFFORDANCES[i];
+    AffordanceView {
+        kind: Cow::Borrowed(a.kind.name()),
+        x: a.x,
+        y: a.y,
+    }
+}
+
+/// Writes a frame's affordance list. As JSON, the world's own list is written from its text,
+/// encoded once: the two copies every frame carries were 40 % of a frame's JSON encoding time
+/// (BENCHMARKS.md, issue 19). `RawValue` writes its text verbatim only through serde_json, the one
+/// human-readable format frames are written in; MessagePack (not human-readable) gets the list.
+fn serialize_affordances<S: Serializer>(list: &AffordanceList, s: S) -> Result<S::Ok, S::Error> {
+    static AS_JSON: OnceLock<Box<RawValue>> = OnceLock::new();
+    let is_the_worlds = std::ptr::eq(list.as_ref(), AFFORDANCE_VIEWS.as_slice());
+    if is_the_worlds && s.is_human_readable() {
+        let json = AS_JSON.get_or_init(|| {
+            serde_json::value::to_raw_value(AFFORDANCE_VIEWS.as_slice())
+                .expect("the affordances serialise")
+        });
+        return json.serialize(s);
+    }
+    list.serialize(s)
 }
 
 /// What happened in the step a frame reports.
@@ -168,7 +203,7 @@ pub fn state_update(w: &World, f: FrameFacts) -> StateUpdate {
         .action
         .and_then(|a| ACTION_NAMES.get(a as usize))
         .map(|s| Cow::Borrowed(*s));
-    let affordances = affordance_views();
+    let affordances = Cow::Borrowed(AFFORDANCE_VIEWS.as_slice());
     let mut agent_meters = BTreeMap::new();
     agent_meters.insert(
         Cow::Borrowed(AGENT_ID),
@@ -283,6 +318,24 @@ mod tests {
         );
         let back: StateUpdate = serde_json::from_value(json).unwrap();
         assert!(matches!(back.affordances[0].kind, Cow::Owned(_)));
+        assert_eq!(back, frame);
+    }
+
+    /// The world's affordance list, written from its text encoded once, is the same JSON as the
+    /// list written item by item; MessagePack gets the list itself and reads back equal.
+    #[test]
+    fn the_worlds_affordances_are_written_as_the_list_itself_would_be() {
+        let frame = state_update(&World::new(), FrameFacts::default());
+        assert!(matches!(frame.affordances, Cow::Borrowed(_)));
+        let mut listed = frame.clone();
+        listed.affordances = Cow::Owned(frame.affordances.to_vec());
+        listed.grid.affordances = listed.affordances.clone();
+        let json = serde_json::to_string(&frame).unwrap();
+        assert_eq!(json, serde_json::to_string(&listed).unwrap());
+        assert!(json.contains(r#""affordances":[{"type":"Bed","x":1,"y":1},"#));
+        let packed = rmp_serde::to_vec_named(&frame).unwrap();
+        assert_eq!(packed, rmp_serde::to_vec_named(&listed).unwrap());
+        let back: StateUpdate = rmp_serde::from_slice(&packed).unwrap();
         assert_eq!(back, frame);
     }
 }
