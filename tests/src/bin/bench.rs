@@ -163,7 +163,6 @@ fn dqn(r: &mut Report) {
             let mut t = Trainer::new(cfg.clone());
             // A real run's replay memory is full (50 000 or 200 000 transitions).
             t.fill_replay(cfg.buffer_capacity as usize);
-            let ups = updates_per_sec(&mut t, if net == Network::Dueling { 300 } else { 1500 });
             // The forward passes of an update: the target network on the next states, the online
             // network on the states — and with Double DQN on the next states too, in the same pass.
             let n = batch as usize;
@@ -172,7 +171,10 @@ fn dqn(r: &mut Report) {
             } else {
                 n
             };
-            let floor = gemm_floor_ms(t.state.online.layers(), n, &[n, online_rows]);
+            let per_round = if net == Network::Dueling { 300 } else { 1500 };
+            let m = update_and_floor(&mut t, per_round, n, &[n, online_rows]);
+            let (update_ms, floor, ratio) = (m.update_ms, m.floor_ms, m.ratio);
+            let ups = 1e3 / update_ms;
             // Env steps with learning (one update per step), from a fresh run.
             let mut t = Trainer::new(cfg);
             let t0 = Instant::now();
@@ -183,7 +185,6 @@ fn dqn(r: &mut Report) {
             }
             let sps = steps as f64 / t0.elapsed().as_secs_f64();
             let key = format!("{}_b{batch}", net.as_str());
-            let update_ms = 1e3 / ups;
             r.add(
                 &format!("dqn_{key}"),
                 &format!(
@@ -191,7 +192,7 @@ fn dqn(r: &mut Report) {
                     net.as_str()
                 ),
                 format!("{ups:.0} | {sps:.0}"),
-                "median of 3; 3 s of training; memory full",
+                "updates: median of 5 rounds; 3 s of training; memory full",
                 json!({"updates_per_sec": ups, "env_steps_per_sec": sps}),
             );
             r.add(
@@ -200,32 +201,60 @@ fn dqn(r: &mut Report) {
                     "DQN {} batch {batch}: update | its GEMMs alone (ratio)",
                     net.as_str()
                 ),
-                format!("{update_ms:.3} | {floor:.3} ms ({:.2}×)", update_ms / floor),
-                "overhead: Adam, activations, sampling, bookkeeping (packing is inside sgemm: in both)",
-                json!({"update_ms": update_ms, "gemm_ms": floor, "ratio": update_ms / floor}),
+                format!("{update_ms:.3} | {floor:.3} ms ({ratio:.2}×)"),
+                "taken in turns, medians; the ratio's is of the 5 pairs. Overhead: Adam, activations, sampling, bookkeeping (packing is inside sgemm: in both)",
+                json!({"update_ms": update_ms, "gemm_ms": floor, "ratio": ratio}),
             );
         }
     }
 }
 
-/// Updates a second: the median of three rounds of `n`.
-fn updates_per_sec(t: &mut hamlet_dqn::dqn::Trainer, n: usize) -> f64 {
-    let mut rates = Vec::new();
-    for _ in 0..3 {
-        let t0 = Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(t.update());
-        }
-        rates.push(n as f64 / t0.elapsed().as_secs_f64());
-    }
-    pct(&mut rates, 0.5)
+/// An update's time next to its GEMMs' time alone, in medians.
+struct UpdateVsFloor {
+    update_ms: f64,
+    floor_ms: f64,
+    /// The median of the rounds' ratios (each an update round over the floor taken right after).
+    ratio: f64,
 }
 
-/// Time of the matrix products one update does, alone (median of 200): for every layer, its
+/// Times updates and their GEMMs in turns — five rounds of `per_round` updates, each followed by
+/// the floor (median of 40) — so that a machine whose speed drifts during the bench (this one's
+/// does, by 10–20 %) moves both sides of each ratio alike.
+fn update_and_floor(
+    t: &mut hamlet_dqn::dqn::Trainer,
+    per_round: usize,
+    batch: usize,
+    forward_rows: &[usize],
+) -> UpdateVsFloor {
+    let (mut updates, mut floors, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        for _ in 0..per_round {
+            std::hint::black_box(t.update());
+        }
+        let update_ms = t0.elapsed().as_secs_f64() * 1e3 / per_round as f64;
+        let floor_ms = gemm_floor_ms(t.state.online.layers(), batch, forward_rows, 40);
+        updates.push(update_ms);
+        floors.push(floor_ms);
+        ratios.push(update_ms / floor_ms);
+    }
+    UpdateVsFloor {
+        update_ms: pct(&mut updates, 0.5),
+        floor_ms: pct(&mut floors, 0.5),
+        ratio: pct(&mut ratios, 0.5),
+    }
+}
+
+/// Time of the matrix products one update does, alone (median of `reps`): for every layer, its
 /// forward passes (one per entry of `forward_rows`, of that many rows), the weight gradient and the
 /// input gradient (all layers but the first) of `batch` rows — the floor an update's time can
 /// approach.
-fn gemm_floor_ms(layers: &[hamlet_dqn::nn::Linear], batch: usize, forward_rows: &[usize]) -> f64 {
+fn gemm_floor_ms(
+    layers: &[hamlet_dqn::nn::Linear],
+    batch: usize,
+    forward_rows: &[usize],
+    reps: usize,
+) -> f64 {
     use hamlet_dqn::nn::gemm;
     struct Bufs {
         inp: usize,
@@ -261,7 +290,7 @@ fn gemm_floor_ms(layers: &[hamlet_dqn::nn::Linear], batch: usize, forward_rows: 
         })
         .collect();
     let mut times = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..reps {
         let t = Instant::now();
         for (i, b) in bufs.iter_mut().enumerate() {
             let (inp, out) = (b.inp, b.out);
