@@ -1,9 +1,10 @@
 //! `scripts/bench relay`: what the relay costs against talking to the worker directly (issue 19).
 //! Both paths are measured in the same run, so their ratios hold on a noisy machine:
 //! - round trip of one step (paused session, one step in flight), p50 and p99;
-//! - one session's steps pipelined (32 in flight): frames per second;
+//! - one session's steps pipelined (32 in flight): frames per second, relayed and direct rounds in
+//!   turns, medians;
 //! - CPU per relayed frame of the metaserver, of the worker, and of this load generator, from
-//!   each process's CPU-time clock over the pipelined run.
+//!   each process's CPU-time clock over each relayed round, medians.
 //!
 //! Both clients turn every frame into JSON and parse it (the relay's client receives JSON; the
 //! direct client encodes the worker's typed message first), so the difference is the relay's.
@@ -15,9 +16,12 @@ use serde_json::{json, Value};
 use std::time::Instant;
 
 const ROUND_TRIPS: usize = 1000;
-/// Long enough that the CPU figures average over about a third of a second of each process's work.
+/// Steps of one pipelined round: long enough that a round's CPU figures average over about a
+/// third of a second of each process's work.
 const PIPELINED: usize = 30_000;
 const IN_FLIGHT: usize = 32;
+/// Rounds of the pipelined runs, each way.
+const ROUNDS: usize = 3;
 
 /// The relay's figures that `scripts/bench` guards against regressions.
 pub struct RelayFigures {
@@ -61,33 +65,26 @@ pub async fn relay(r: &mut Report) -> RelayFigures {
     let worker_pid = s.get_json("/api/status")["sessions"][0]["worker_pid"]
         .as_u64()
         .unwrap_or(0) as u32;
-    let pids = [s.pid, worker_pid, std::process::id()];
-    let before = pids.map(cpu_secs);
-    let t = Instant::now();
-    let fps = relay_pipelined(&mut ws).await;
-    let secs = t.elapsed().as_secs_f64();
-    let after = pids.map(cpu_secs);
-    let direct_fps = direct_pipelined(&mut w).await;
+    let p = pipelined_in_turns(&mut ws, &mut w, [s.pid, worker_pid, std::process::id()]).await;
     r.add(
         "relay_throughput_fps",
         "one session pipelined: relay, direct frames/s (relay share)",
-        format!("{fps:.0}, {direct_fps:.0} ({:.0} %)", 100.0 * fps / direct_fps),
-        "30000 steps, 32 in flight (target ≥ 50 %)",
-        json!({"frames_per_sec": fps, "direct_frames_per_sec": direct_fps, "share": fps / direct_fps}),
+        format!(
+            "{:.0}, {:.0} ({:.0} %)",
+            p.fps,
+            p.direct_fps,
+            100.0 * p.share
+        ),
+        "3 rounds of 30000 steps each way, 32 in flight, medians (target ≥ 50 %)",
+        json!({"frames_per_sec": p.fps, "direct_frames_per_sec": p.direct_fps, "share": p.share}),
     );
-    let frames = fps * secs;
-    let per_frame = |i: usize| (after[i] - before[i]) * 1e6 / frames; // µs of CPU per frame
+    let [ms_cpu, worker_cpu, gen_cpu] = p.cpu_us;
     r.add(
         "relay_cpu_us_per_frame",
         "CPU per relayed frame: metaserver, worker, this generator",
-        format!(
-            "{:.1}, {:.1}, {:.1} µs",
-            per_frame(0),
-            per_frame(1),
-            per_frame(2)
-        ),
-        "pipelined run, each process's CPU clock (targets ≤ 10, ≤ 20)",
-        json!({"metaserver": per_frame(0), "worker": per_frame(1), "generator": per_frame(2)}),
+        format!("{ms_cpu:.1}, {worker_cpu:.1}, {gen_cpu:.1} µs"),
+        "relayed rounds, each process's CPU clock, medians (targets ≤ 10, ≤ 20)",
+        json!({"metaserver": ms_cpu, "worker": worker_cpu, "generator": gen_cpu}),
     );
     w.kill9().await;
     RelayFigures {
@@ -113,26 +110,65 @@ async fn relay_rtt(ws: &mut Ws) -> (f64, f64) {
     (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99))
 }
 
-/// [`IN_FLIGHT`] steps outstanding, one more sent per answer.
-async fn relay_pipelined(ws: &mut Ws) -> f64 {
+/// The pipelined figures, medians of [`ROUNDS`] rounds.
+struct Pipelined {
+    fps: f64,
+    direct_fps: f64,
+    /// The median of the rounds' relay ÷ direct rates.
+    share: f64,
+    /// µs of CPU per relayed frame: metaserver, worker, this generator.
+    cpu_us: [f64; 3],
+}
+
+/// Rounds of the relayed and the direct pipelined run in turns, so that a machine whose speed
+/// drifts moves both sides of each round's share alike; the CPU of `pids` (metaserver, worker,
+/// this process) is read over each relayed round.
+async fn pipelined_in_turns(ws: &mut Ws, w: &mut DirectWorker, pids: [u32; 3]) -> Pipelined {
+    let (mut fps, mut direct, mut shares) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cpu: [Vec<f64>; 3] = Default::default();
+    for _ in 0..ROUNDS {
+        let before = pids.map(cpu_secs);
+        let (frames, secs) = relay_pipelined(ws).await;
+        let after = pids.map(cpu_secs);
+        for (i, c) in cpu.iter_mut().enumerate() {
+            c.push((after[i] - before[i]) * 1e6 / frames as f64);
+        }
+        let (d_frames, d_secs) = direct_pipelined(w).await;
+        let (r, d) = (frames as f64 / secs, d_frames as f64 / d_secs);
+        fps.push(r);
+        direct.push(d);
+        shares.push(r / d);
+    }
+    Pipelined {
+        fps: pct(&mut fps, 0.5),
+        direct_fps: pct(&mut direct, 0.5),
+        share: pct(&mut shares, 0.5),
+        cpu_us: cpu.map(|mut c| pct(&mut c, 0.5)),
+    }
+}
+
+/// [`IN_FLIGHT`] steps outstanding, one more sent per answer until [`PIPELINED`] have been sent,
+/// then the answers still in flight: every step is answered by one `state_update`, so the next
+/// round starts with nothing outstanding. Returns the frames received and the seconds taken.
+async fn relay_pipelined(ws: &mut Ws) -> (usize, f64) {
     let t = Instant::now();
     for _ in 0..IN_FLIGHT {
         ws.send(step_json()).await;
     }
     let (mut got, mut sent) = (0, IN_FLIGHT);
-    while got < PIPELINED {
+    while got < sent {
         let v = ws.next(T).await.unwrap();
         let answer = v["type"] == "state_update";
         got += usize::from(answer);
         // A death's `episode_end` means the next step begins a new episode (its step-0 frame
         // counts as that step's answer).
-        if (answer || v["type"] == "episode_end") && sent < PIPELINED + IN_FLIGHT {
+        if (answer || v["type"] == "episode_end") && sent < PIPELINED {
             ws.send(step_json()).await;
             sent += 1;
         }
         ws.seen.clear();
     }
-    got as f64 / t.elapsed().as_secs_f64()
+    (got, t.elapsed().as_secs_f64())
 }
 
 async fn direct_worker() -> DirectWorker {
@@ -186,20 +222,21 @@ async fn direct_rtt(w: &mut DirectWorker) -> (f64, f64) {
     (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99))
 }
 
-async fn direct_pipelined(w: &mut DirectWorker) -> f64 {
+/// The same as [`relay_pipelined`], straight to the worker.
+async fn direct_pipelined(w: &mut DirectWorker) -> (usize, f64) {
     let t = Instant::now();
     for _ in 0..IN_FLIGHT {
         w.send(step()).await;
     }
     let (mut got, mut sent) = (0, IN_FLIGHT);
-    while got < PIPELINED {
+    while got < sent {
         let v = next_json(w).await;
         let answer = v["type"] == "state_update";
         got += usize::from(answer);
-        if (answer || v["type"] == "episode_end") && sent < PIPELINED + IN_FLIGHT {
+        if (answer || v["type"] == "episode_end") && sent < PIPELINED {
             w.send(step()).await;
             sent += 1;
         }
     }
-    got as f64 / t.elapsed().as_secs_f64()
+    (got, t.elapsed().as_secs_f64())
 }
