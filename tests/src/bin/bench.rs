@@ -149,8 +149,10 @@ fn latency_row(r: &mut Report, key: &str, label: &str, how: &str, lat_us: &mut [
     );
 }
 
-fn dqn(r: &mut Report) {
+/// Returns each network's update ÷ GEMMs ratio at batch 64 (the default), for the guard.
+fn dqn(r: &mut Report) -> Vec<(Network, f64)> {
     use hamlet_dqn::dqn::{Flow, Trainer};
+    let mut default_batch_ratios = Vec::new();
     for net in [Network::Qnetwork, Network::Dueling] {
         for batch in [32u32, 64] {
             // The settings a real run of this network uses (`train`'s defaults), at this batch size.
@@ -174,6 +176,9 @@ fn dqn(r: &mut Report) {
             let per_round = if net == Network::Dueling { 300 } else { 1500 };
             let m = update_and_floor(&mut t, per_round, n, &[n, online_rows]);
             let (update_ms, floor, ratio) = (m.update_ms, m.floor_ms, m.ratio);
+            if batch == 64 {
+                default_batch_ratios.push((net, ratio));
+            }
             let ups = 1e3 / update_ms;
             // Env steps with learning (one update per step), from a fresh run.
             let mut t = Trainer::new(cfg);
@@ -207,6 +212,7 @@ fn dqn(r: &mut Report) {
             );
         }
     }
+    default_batch_ratios
 }
 
 /// An update's time next to its GEMMs' time alone, in medians.
@@ -805,16 +811,29 @@ async fn main() {
     if want("decision") {
         decision(&mut r);
     }
+    let mut guard = guard::Guard::load();
     if want("dqn") {
-        dqn(&mut r);
+        for (net, ratio) in dqn(&mut r) {
+            let key = format!("dqn_ratio_{}_b64", net.as_str());
+            let what = format!("DQN {} batch 64: update ÷ its GEMMs", net.as_str());
+            guard.at_most(&key, &what, ratio);
+        }
     }
     if want("decision") {
         worker_start(&mut r).await;
     }
-    let mut guard = guard::Guard::load();
     if want("relay") {
         let f = relay::relay(&mut r).await;
-        guard.relay_ratio(f.rtt_ratio_p50);
+        guard.at_most(
+            "relay_rtt_ratio_p50",
+            "relay ÷ direct round trip p50",
+            f.rtt_ratio_p50,
+        );
+        guard.at_most(
+            "relay_metaserver_us_per_frame",
+            "metaserver CPU per relayed frame (µs)",
+            f.metaserver_us_per_frame,
+        );
     }
     if want("idle") {
         idle(&mut r).await;

@@ -1,7 +1,8 @@
-//! The regression guard of `scripts/bench` (issue 19): the relay ÷ direct round-trip ratio and
-//! the 256-session pace are compared with the figures committed in `scripts/bench-baseline.json`;
-//! the bench exits non-zero when either is worse by more than the noise stated there (measured
-//! by repeated runs on the project's machine). Sections not run are not judged.
+//! The regression guard of `scripts/bench` (issues 19 and 16): the relay ÷ direct round-trip ratio,
+//! the metaserver's CPU per relayed frame, the 256-session pace and the DQN update ÷ GEMM ratios
+//! of the default batch are compared with the figures committed in `scripts/bench-baseline.json`;
+//! the bench exits non-zero when one is worse by more than the noise stated there (measured by
+//! repeated runs on the project's machine). Sections not run are not judged.
 
 use hamlet_tests::root;
 use serde_json::Value;
@@ -31,14 +32,14 @@ impl Guard {
         Some((f["value"].as_f64()?, f["noise"].as_f64()?))
     }
 
-    /// Lower is better: worse when above value × (1 + noise).
-    pub fn relay_ratio(&mut self, now: f64) {
-        if let Some((value, noise)) = self.figure("relay_rtt_ratio_p50") {
+    /// Lower is better: `now` is worse when above value × (1 + noise). `what` names the figure.
+    pub fn at_most(&mut self, key: &str, what: &str, now: f64) {
+        if let Some((value, noise)) = self.figure(key) {
             self.judged += 1;
             let limit = value * (1.0 + noise);
             if now > limit {
                 self.failures.push(format!(
-                    "relay ÷ direct round trip p50 is {now:.2}, above {limit:.2} (committed {value:.2} + {:.0} % noise)",
+                    "{what} is {now:.2}, above {limit:.2} (committed {value:.2} + {:.0} % noise)",
                     noise * 100.0
                 ));
             }

@@ -26,6 +26,7 @@ const ROUNDS: usize = 3;
 /// The relay's figures that `scripts/bench` guards against regressions.
 pub struct RelayFigures {
     pub rtt_ratio_p50: f64,
+    pub metaserver_us_per_frame: f64,
 }
 
 pub async fn relay(r: &mut Report) -> RelayFigures {
@@ -89,6 +90,7 @@ pub async fn relay(r: &mut Report) -> RelayFigures {
     w.kill9().await;
     RelayFigures {
         rtt_ratio_p50: ratio50,
+        metaserver_us_per_frame: ms_cpu,
     }
 }
 
