@@ -130,12 +130,12 @@ async fn pipelined_in_turns(ws: &mut Ws, w: &mut DirectWorker, pids: [u32; 3]) -
     let mut cpu: [Vec<f64>; 3] = Default::default();
     for _ in 0..ROUNDS {
         let before = pids.map(cpu_secs);
-        let (frames, secs) = relay_pipelined(ws).await;
+        let (frames, secs) = pipelined(ws).await;
         let after = pids.map(cpu_secs);
         for (i, c) in cpu.iter_mut().enumerate() {
             c.push((after[i] - before[i]) * 1e6 / frames as f64);
         }
-        let (d_frames, d_secs) = direct_pipelined(w).await;
+        let (d_frames, d_secs) = pipelined(w).await;
         let (r, d) = (frames as f64 / secs, d_frames as f64 / d_secs);
         fps.push(r);
         direct.push(d);
@@ -149,26 +149,52 @@ async fn pipelined_in_turns(ws: &mut Ws, w: &mut DirectWorker, pids: [u32; 3]) -
     }
 }
 
+/// One end of a pipelined run: the relay's browser socket or the worker's own.
+trait Stepper {
+    async fn step(&mut self);
+    /// The next browser message, as JSON.
+    async fn next_frame(&mut self) -> Value;
+}
+
+impl Stepper for Ws {
+    async fn step(&mut self) {
+        self.send(step_json()).await;
+    }
+    async fn next_frame(&mut self) -> Value {
+        let v = self.next(T).await.unwrap();
+        self.seen.clear();
+        v
+    }
+}
+
+impl Stepper for DirectWorker {
+    async fn step(&mut self) {
+        self.send(step()).await;
+    }
+    async fn next_frame(&mut self) -> Value {
+        next_json(self).await
+    }
+}
+
 /// [`IN_FLIGHT`] steps outstanding, one more sent per answer until [`PIPELINED`] have been sent,
 /// then the answers still in flight: every step is answered by one `state_update`, so the next
 /// round starts with nothing outstanding. Returns the frames received and the seconds taken.
-async fn relay_pipelined(ws: &mut Ws) -> (usize, f64) {
+async fn pipelined(s: &mut impl Stepper) -> (usize, f64) {
     let t = Instant::now();
     for _ in 0..IN_FLIGHT {
-        ws.send(step_json()).await;
+        s.step().await;
     }
     let (mut got, mut sent) = (0, IN_FLIGHT);
     while got < sent {
-        let v = ws.next(T).await.unwrap();
+        let v = s.next_frame().await;
         let answer = v["type"] == "state_update";
         got += usize::from(answer);
         // A death's `episode_end` means the next step begins a new episode (its step-0 frame
         // counts as that step's answer).
         if (answer || v["type"] == "episode_end") && sent < PIPELINED {
-            ws.send(step_json()).await;
+            s.step().await;
             sent += 1;
         }
-        ws.seen.clear();
     }
     (got, t.elapsed().as_secs_f64())
 }
@@ -222,23 +248,4 @@ async fn direct_rtt(w: &mut DirectWorker) -> (f64, f64) {
         }
     }
     (pct(&mut lat.clone(), 0.5), pct(&mut lat, 0.99))
-}
-
-/// The same as [`relay_pipelined`], straight to the worker.
-async fn direct_pipelined(w: &mut DirectWorker) -> (usize, f64) {
-    let t = Instant::now();
-    for _ in 0..IN_FLIGHT {
-        w.send(step()).await;
-    }
-    let (mut got, mut sent) = (0, IN_FLIGHT);
-    while got < sent {
-        let v = next_json(w).await;
-        let answer = v["type"] == "state_update";
-        got += usize::from(answer);
-        if (answer || v["type"] == "episode_end") && sent < PIPELINED {
-            w.send(step()).await;
-            sent += 1;
-        }
-    }
-    (got, t.elapsed().as_secs_f64())
 }
