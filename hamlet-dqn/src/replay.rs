@@ -100,12 +100,12 @@ impl ReplayBuffer {
 }
 
 /// Asks Linux to back `storage`'s allocation with 2 MB pages (transparent huge pages; honoured
-/// where the system's setting is `madvise`, the default, or `always`). Sampling reads transitions
-/// at random from a memory of up to 17 MB (the dueling network's 200 000): with 4 kB pages nearly
-/// every read also missed the TLB, and in a virtual machine the page walk that follows costs more
-/// than the read. On this project's machine that was ~6 % of a dueling batch-64 update's time
-/// (BENCHMARKS.md, "Update cost near the floor", sixth round). Called before the first push, so
-/// the pages are faulted in large.
+/// where the system's setting is `madvise`, as on this project's machine, or `always`). Sampling
+/// reads transitions at random from a memory of up to 17 MB (the dueling network's 200 000), far
+/// more than 4 kB pages' translations in the TLB cover. On this project's machine (a virtual one,
+/// where a TLB miss costs a two-level page walk) unpacking a dueling batch-64 sample took 6.9 % of
+/// an update's profile with 4 kB pages and 1.0 % with 2 MB pages (BENCHMARKS.md, "Update cost
+/// near the floor", sixth round). Called before the first push, so the pages are faulted in large.
 #[cfg(target_os = "linux")]
 fn advise_huge_pages<T>(storage: &Vec<T>) {
     // madvise takes whole pages: the part of the allocation that starts and ends on a 4 kB
