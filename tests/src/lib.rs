@@ -132,6 +132,33 @@ pub fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Two figures measured in turns, round after round, so that a machine whose speed drifts during
+/// a bench moves both sides of each round's ratio alike. Reports medians.
+#[derive(Debug, Default)]
+pub struct InTurns {
+    a: Vec<f64>,
+    b: Vec<f64>,
+    ratios: Vec<f64>,
+}
+
+impl InTurns {
+    /// One round: `a` and `b` measured one right after the other.
+    pub fn push(&mut self, a: f64, b: f64) {
+        self.a.push(a);
+        self.b.push(b);
+        self.ratios.push(a / b);
+    }
+
+    /// (median of `a`, median of `b`, median of the rounds' `a ÷ b`).
+    pub fn medians(mut self) -> (f64, f64, f64) {
+        (
+            pct(&mut self.a, 0.5),
+            pct(&mut self.b, 0.5),
+            pct(&mut self.ratios, 0.5),
+        )
+    }
+}
+
 /// A loopback port free right now (for a test that restarts a server on the same address).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -174,8 +174,8 @@ fn dqn(r: &mut Report) -> Vec<(Network, f64)> {
                 n
             };
             let per_round = if net == Network::Dueling { 300 } else { 1500 };
-            let m = update_and_floor(&mut t, per_round, n, &[n, online_rows]);
-            let (update_ms, floor, ratio) = (m.update_ms, m.floor_ms, m.ratio);
+            let (update_ms, floor, ratio) =
+                update_and_floor(&mut t, per_round, n, &[n, online_rows]);
             if batch == 64 {
                 default_batch_ratios.push((net, ratio));
             }
@@ -215,24 +215,17 @@ fn dqn(r: &mut Report) -> Vec<(Network, f64)> {
     default_batch_ratios
 }
 
-/// An update's time next to its GEMMs' time alone, in medians.
-struct UpdateVsFloor {
-    update_ms: f64,
-    floor_ms: f64,
-    /// The median of the rounds' ratios (each an update round over the floor taken right after).
-    ratio: f64,
-}
-
 /// Times updates and their GEMMs in turns — five rounds of `per_round` updates, each followed by
 /// the floor (median of 40) — so that a machine whose speed drifts during the bench (this one's
-/// does, by 10–20 %) moves both sides of each ratio alike.
+/// does, by 10–20 %) moves both sides of each ratio alike. Returns the medians of the update's
+/// and the floor's ms and of the rounds' ratios.
 fn update_and_floor(
     t: &mut hamlet_dqn::dqn::Trainer,
     per_round: usize,
     batch: usize,
     forward_rows: &[usize],
-) -> UpdateVsFloor {
-    let (mut updates, mut floors, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+) -> (f64, f64, f64) {
+    let mut rounds = InTurns::default();
     for _ in 0..5 {
         let t0 = Instant::now();
         for _ in 0..per_round {
@@ -240,15 +233,9 @@ fn update_and_floor(
         }
         let update_ms = t0.elapsed().as_secs_f64() * 1e3 / per_round as f64;
         let floor_ms = gemm_floor_ms(t.state.online.layers(), batch, forward_rows, 40);
-        updates.push(update_ms);
-        floors.push(floor_ms);
-        ratios.push(update_ms / floor_ms);
+        rounds.push(update_ms, floor_ms);
     }
-    UpdateVsFloor {
-        update_ms: pct(&mut updates, 0.5),
-        floor_ms: pct(&mut floors, 0.5),
-        ratio: pct(&mut ratios, 0.5),
-    }
+    rounds.medians()
 }
 
 /// Time of the matrix products one update does, alone (median of `reps`): for every layer, its

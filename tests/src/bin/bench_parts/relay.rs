@@ -10,7 +10,7 @@
 //! direct client encodes the worker's typed message first), so the difference is the relay's.
 
 use super::{cpu_secs, ms, pct, Report};
-use hamlet_tests::{root, DirectWorker, Server, ServerOpts, Ws, T};
+use hamlet_tests::{root, DirectWorker, InTurns, Server, ServerOpts, Ws, T};
 use ipc_proto::inference::{SessionCommand, SessionStart, ToInference};
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -126,7 +126,7 @@ struct Pipelined {
 /// drifts moves both sides of each round's share alike; the CPU of `pids` (metaserver, worker,
 /// this process) is read over each relayed round.
 async fn pipelined_in_turns(ws: &mut Ws, w: &mut DirectWorker, pids: [u32; 3]) -> Pipelined {
-    let (mut fps, mut direct, mut shares) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rates = InTurns::default();
     let mut cpu: [Vec<f64>; 3] = Default::default();
     for _ in 0..ROUNDS {
         let before = pids.map(cpu_secs);
@@ -136,15 +136,13 @@ async fn pipelined_in_turns(ws: &mut Ws, w: &mut DirectWorker, pids: [u32; 3]) -
             c.push((after[i] - before[i]) * 1e6 / frames as f64);
         }
         let (d_frames, d_secs) = pipelined(w).await;
-        let (r, d) = (frames as f64 / secs, d_frames as f64 / d_secs);
-        fps.push(r);
-        direct.push(d);
-        shares.push(r / d);
+        rates.push(frames as f64 / secs, d_frames as f64 / d_secs);
     }
+    let (fps, direct_fps, share) = rates.medians();
     Pipelined {
-        fps: pct(&mut fps, 0.5),
-        direct_fps: pct(&mut direct, 0.5),
-        share: pct(&mut shares, 0.5),
+        fps,
+        direct_fps,
+        share,
         cpu_us: cpu.map(|mut c| pct(&mut c, 0.5)),
     }
 }
