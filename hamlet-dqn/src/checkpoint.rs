@@ -75,7 +75,12 @@ pub fn load(path: &Path) -> Result<TrainerState, CheckpointError> {
 fn check_shapes(s: &TrainerState) -> Result<(), ShapeError> {
     s.online.validate()?;
     s.target.validate()?;
-    if s.online.arch() != s.config.network || s.target.arch() != s.config.network {
+    let best = s.best.as_ref().map(|b| &b.net);
+    if let Some(b) = best {
+        b.validate()?;
+    }
+    let archs = [Some(&s.online), Some(&s.target), best];
+    if archs.iter().flatten().any(|n| n.arch() != s.config.network) {
         return Err(ShapeError {
             arch: s.config.network.as_str(),
             reason: "the networks are not of the configured architecture".into(),

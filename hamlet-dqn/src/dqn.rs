@@ -6,6 +6,7 @@ use crate::nn::{Adam, Cache, Grads, QNet, ACTIONS, OBS};
 use crate::replay::{Batch, EpisodeEnd, NStep, ReplayBuffer};
 use hamlet_env::wire::HeatMap;
 use hamlet_env::{argmax, Action, World};
+use ipc_proto::browser::{EndReason, Evaluation};
 use ipc_proto::training::{Loss, TdTarget, TrainingConfig};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
@@ -23,6 +24,15 @@ pub struct EpisodeStats {
     pub loss: f64,
     /// ε after this episode's decay.
     pub epsilon: f64,
+    /// How it ended: a meter ran out (which one) or the step cap.
+    #[serde(default = "meter_depleted")]
+    pub end: EndReason,
+    #[serde(default)]
+    pub meter: Option<hamlet_env::Meter>,
+}
+
+fn meter_depleted() -> EndReason {
+    EndReason::MeterDepleted
 }
 
 /// What a per-step observer sees.
@@ -37,6 +47,9 @@ pub struct StepView<'a> {
     pub reward: f64,
     pub cumulative: f64,
     pub done: bool,
+    /// The online network's Q-values of the state the action was chosen in, when the trainer was
+    /// asked to show them ([`Trainer::show_q_values`]).
+    pub q: Option<[f32; ACTIONS]>,
 }
 
 /// An observer's answer after each step.
@@ -62,6 +75,16 @@ pub struct TrainerState {
     pub total_steps: u64,
     pub history: Vec<EpisodeStats>,
     pub heat: HeatMap,
+    /// The network with the best greedy evaluation so far: what the run saves.
+    #[serde(default)]
+    pub best: Option<BestNetwork>,
+}
+
+/// A network and its greedy evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestNetwork {
+    pub evaluation: Evaluation,
+    pub net: QNet,
 }
 
 pub struct Trainer {
@@ -73,6 +96,8 @@ pub struct Trainer {
     replay: ReplayBuffer,
     dq: Vec<f32>,
     targets: Vec<f32>,
+    /// Compute the Q-values of every state acted in, for [`StepView::q`].
+    show_q: bool,
 }
 
 impl Trainer {
@@ -93,6 +118,7 @@ impl Trainer {
             total_steps: 0,
             history: Vec::new(),
             heat: HeatMap::new(),
+            best: None,
         })
     }
 
@@ -107,7 +133,48 @@ impl Trainer {
             batch: Batch::default(),
             dq: Vec::new(),
             targets: Vec::new(),
+            show_q: false,
         }
+    }
+
+    /// Whether the next episodes' [`StepView`]s carry the Q-values of each state (for shown
+    /// episodes: one forward pass a step, which changes nothing the run computes).
+    pub fn show_q_values(&mut self, on: bool) {
+        self.show_q = on;
+    }
+
+    /// Plays one greedy episode with the online network (world.md's start: one tells, the world
+    /// is deterministic) and keeps the network if it beats the best so far (survival first, then
+    /// return). Returns the evaluation and whether it is the new best.
+    pub fn evaluate_greedy(&mut self) -> (Evaluation, bool) {
+        let (steps, reward) = greedy_episode(&self.state.online, self.state.config.max_steps);
+        let e = Evaluation {
+            episode: self.state.episodes_done,
+            steps,
+            reward,
+        };
+        let better = self
+            .state
+            .best
+            .as_ref()
+            .is_none_or(|b| e.better_than(&b.evaluation));
+        if better {
+            self.state.best = Some(BestNetwork {
+                evaluation: e,
+                net: self.state.online.clone(),
+            });
+        }
+        (e, better)
+    }
+
+    /// The network to save: the best evaluated one, after evaluating the current network too
+    /// (it may be better still).
+    pub fn best_network(&mut self) -> BestNetwork {
+        self.evaluate_greedy();
+        self.state
+            .best
+            .clone()
+            .expect("evaluate_greedy keeps a best")
     }
 
     pub fn buffer_len(&self) -> usize {
@@ -229,6 +296,7 @@ impl Trainer {
         self.state.heat.visit(x, y);
         loop {
             packed.unpack(&mut obs);
+            let q = self.show_q.then(|| self.q_values(&obs));
             let (a, explored) = self.act(&obs);
             let out = world.step(Action::from_id(a as i64).expect("act returns 0..5"));
             let next_packed = world.packed_observation();
@@ -259,6 +327,7 @@ impl Trainer {
                 reward: out.reward,
                 cumulative,
                 done: out.done,
+                q,
             });
             if flow == Flow::Abort {
                 return None;
@@ -284,6 +353,12 @@ impl Trainer {
                 0.0
             },
             epsilon: self.state.epsilon,
+            end: if world.is_depleted() {
+                EndReason::MeterDepleted
+            } else {
+                EndReason::MaxSteps
+            },
+            meter: world.depleted_meter(),
         };
         self.state.history.push(stats);
         Some(stats)

@@ -12,8 +12,12 @@ pub struct TrainingFacts {
     pub final_avg_reward: f64,
     pub final_avg_length: f64,
     pub seed: u64,
-    /// Greedy survival in the deterministic world, if evaluated.
+    /// Greedy survival in the deterministic world, if evaluated…
     pub greedy_steps: Option<u32>,
+    /// …the return of that greedy episode…
+    pub greedy_return: Option<f64>,
+    /// …and after how many training episodes the network was taken.
+    pub best_episode: Option<u32>,
     pub command: Option<String>,
 }
 
@@ -27,7 +31,20 @@ impl TrainingFacts {
             final_avg_length: tail.iter().map(|e| f64::from(e.length)).sum::<f64>() / k,
             seed: s.config.seed,
             greedy_steps: None,
+            greedy_return: None,
+            best_episode: None,
             command: None,
+        }
+    }
+
+    /// The facts of a run whose saved network is `best` (its evaluation travels with it).
+    pub fn of_best(s: &TrainerState, best: &crate::dqn::BestNetwork) -> Self {
+        let e = best.evaluation;
+        TrainingFacts {
+            greedy_steps: Some(e.steps),
+            greedy_return: Some(e.reward),
+            best_episode: Some(e.episode),
+            ..TrainingFacts::from_state(s)
         }
     }
 }
@@ -48,6 +65,12 @@ pub fn metadata(net: &QNet, f: &TrainingFacts) -> BTreeMap<String, String> {
     put("created", now_rfc3339());
     if let Some(g) = f.greedy_steps {
         put("greedy_steps", g.to_string());
+    }
+    if let Some(r) = f.greedy_return {
+        put("greedy_return", format!("{r:.2}"));
+    }
+    if let Some(e) = f.best_episode {
+        put("best_episode", e.to_string());
     }
     if let Some(c) = &f.command {
         put("command", c.clone());

@@ -103,6 +103,12 @@ pub struct StateUpdate {
     /// Inside the network, after `set_detail` (inference only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activations: Option<Activations>,
+    /// Training with `pacing: replay`: a recorded step, played beside the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<bool>,
+    /// With `replay`: the episode training has reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_episode: Option<u32>,
 }
 
 /// The hidden layers of the network that chose the action (protocol.md `activations`).
@@ -137,6 +143,28 @@ pub fn wire_meters(w: &World) -> WireMeters {
         stress: w.meter(Meter::Stress),
         social: n[Meter::Social as usize],
     }
+}
+
+/// A meter's range on the browser's scale ([`wire_meters`]): 0–1 for the normalised ones, dollars
+/// for money, 0–100 for stress.
+pub fn wire_range(m: Meter) -> (f64, f64) {
+    match m {
+        Meter::Money | Meter::Stress => World::meter_range(m),
+        _ => (0.0, 1.0),
+    }
+}
+
+/// `world` with meter `m` set to `v` on the browser's scale (clamped to its range): the inverse
+/// of [`wire_meters`], for "what if" probes.
+pub fn with_wire_meter(world: &World, m: Meter, v: f64) -> World {
+    let (lo, hi) = World::meter_range(m);
+    let raw = match m {
+        Meter::Money | Meter::Stress => v,
+        _ => lo + v * (hi - lo),
+    };
+    let mut s = world.snapshot();
+    s.meters[m as usize] = raw;
+    World::restore(&s)
 }
 
 /// A frame's affordances: in this world always [`AFFORDANCE_VIEWS`], borrowed; owned when read
@@ -246,6 +274,8 @@ pub fn state_update(w: &World, f: FrameFacts) -> StateUpdate {
         heat_map: f.heat_map,
         explored: f.explored,
         activations: f.activations,
+        replay: None,
+        live_episode: None,
     }
 }
 

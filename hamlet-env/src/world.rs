@@ -45,7 +45,8 @@ pub struct WorldSnapshot {
     pub step: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Meter {
     Energy = 0,
     Hygiene = 1,
@@ -56,6 +57,20 @@ pub enum Meter {
 }
 
 impl Meter {
+    pub const ALL: [Meter; N_METERS] = [
+        Meter::Energy,
+        Meter::Hygiene,
+        Meter::Satiation,
+        Meter::Money,
+        Meter::Stress,
+        Meter::Social,
+    ];
+
+    /// The meter with this wire name.
+    pub fn from_name(name: &str) -> Option<Meter> {
+        Meter::ALL.into_iter().find(|m| m.name() == name)
+    }
+
     /// The wire name (`energy`, …), as in `state_update`'s `meters`.
     pub fn name(self) -> &'static str {
         [

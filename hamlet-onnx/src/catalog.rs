@@ -6,7 +6,7 @@
 use ipc_proto::browser::ModelDetails;
 use std::path::{Path, PathBuf};
 
-pub const MAX_NAME_LEN: usize = 128;
+pub use ipc_proto::names::MAX_NAME_LEN;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogError {
@@ -16,17 +16,9 @@ pub enum CatalogError {
     NotFound(String),
 }
 
-/// A plain model file name: `[A-Za-z0-9][A-Za-z0-9._-]*\.onnx`, at most 128 bytes, no `..`.
+/// A plain model file name (the one rule: [`ipc_proto::names::is_plain_model_name`]).
 pub fn is_plain_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= MAX_NAME_LEN
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
-        && !name.contains("..")
-        && name.ends_with(".onnx")
-        && name.len() > ".onnx".len()
+    ipc_proto::names::is_plain_model_name(name)
 }
 
 /// Sorted plain names of the `.onnx` files in `dir` (temp files of atomic writes are hidden by
@@ -117,6 +109,11 @@ pub fn details(dir: &Path, name: &str) -> Result<ModelDetails, CatalogError> {
         final_avg_length: get("final_avg_length").and_then(|s| s.parse().ok()),
         seed: get("seed").and_then(|s| s.parse().ok()),
         created: get("created"),
+        greedy_steps: get("greedy_steps").and_then(|s| s.parse().ok()),
+        greedy_return: get("greedy_return")
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|v| v.is_finite()),
+        room: get("room"),
     })
 }
 

@@ -1,8 +1,9 @@
 //! Browser-facing JSON messages (`protocol.md`), server → client. Workers produce them as typed
 //! values; only the metaserver turns them into JSON text.
 
+use crate::inference::StartMode;
 use crate::training::TrainingConfig;
-use crate::wire::StateUpdate;
+use crate::wire::{Activations, StateUpdate, WireMeters};
 use serde::{Deserialize, Serialize};
 
 /// Machine-readable reason in an `error` frame (`code`); the `message` is for people.
@@ -51,6 +52,10 @@ pub enum ErrorCode {
     UnknownWatchLink,
     /// `--max-watchers` watchers already watch this session.
     TooManyWatchers,
+    /// `start_training` from a non-operator where `--start-training operators`, or a request
+    /// beyond what students may start (`--max-student-episodes`); `take_control` from a
+    /// non-operator.
+    OperatorsOnly,
     /// A cluster node cannot reach Redis: resume, watch links and cluster training are
     /// unavailable until it can (cluster.md); running sessions are unaffected.
     StoreUnavailable,
@@ -88,6 +93,95 @@ pub struct Connected {
     pub watching: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+    /// **new**: the session's teaching settings (with `speed` above), so a reloaded page or a
+    /// watcher shows them.
+    #[serde(default)]
+    pub epsilon: f64,
+    #[serde(default)]
+    pub start_mode: StartMode,
+    #[serde(default)]
+    pub detail: bool,
+    /// **new**: the session's last ≤ 100 episode ends, oldest first (for the survival chart after
+    /// a reload).
+    #[serde(default)]
+    pub recent_episodes: Vec<EpisodeSummary>,
+}
+
+/// A session's teaching settings (protocol.md `settings`): sent to the owner and every watcher
+/// whenever one changes (`connected` carries the same fields).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub speed: f64,
+    #[serde(default)]
+    pub epsilon: f64,
+    #[serde(default)]
+    pub start_mode: StartMode,
+    /// `state_update`s carry activations.
+    #[serde(default)]
+    pub detail: bool,
+}
+
+impl Connected {
+    /// The settings this `connected` carries.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            speed: self.speed,
+            epsilon: self.epsilon,
+            start_mode: self.start_mode,
+            detail: self.detail,
+        }
+    }
+
+    /// Brings the settings up to date.
+    pub fn set_settings(&mut self, s: Settings) {
+        self.speed = s.speed;
+        self.epsilon = s.epsilon;
+        self.start_mode = s.start_mode;
+        self.detail = s.detail;
+    }
+}
+
+/// One finished episode of a session, as `connected.recent_episodes` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeSummary {
+    pub episode: u32,
+    pub length: u32,
+    pub reward: f64,
+    pub reason: EndReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter: Option<String>,
+}
+
+impl From<&EpisodeEnd> for EpisodeSummary {
+    fn from(e: &EpisodeEnd) -> Self {
+        EpisodeSummary {
+            episode: e.episode,
+            length: e.steps,
+            reward: e.total_reward,
+            reason: e.reason,
+            meter: e.meter.clone(),
+        }
+    }
+}
+
+/// The answer to one connection's `probe` ("what if"): the session's model on the edited
+/// observation. The session itself is unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub q_values: Vec<f32>,
+    /// The greedy action.
+    pub action: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<Activations>,
+    /// What was evaluated: the meters (browser scale) and the agent's cell.
+    pub meters: WireMeters,
+    pub position: Position,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub x: i32,
+    pub y: i32,
 }
 
 /// Reply to the inference `status` command: `connected` fields plus where the session is.
@@ -112,6 +206,12 @@ pub struct EpisodeStart {
     /// Training: ε at the start of this episode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epsilon: Option<f64>,
+    /// Training with `pacing: replay`: this episode is a recording played beside the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<bool>,
+    /// With `replay`: the episode training has reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_episode: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +253,15 @@ pub struct ModelDetails {
     pub seed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// **new**: what the model achieved — steps survived and return of its greedy evaluation
+    /// (the UI names models by these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greedy_steps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greedy_return: Option<f64>,
+    /// **new**: the training room whose run produced it (rooms.md), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +290,42 @@ pub struct EpisodeComplete {
     pub avg_length_5: f64,
     pub avg_loss_5: f64,
     pub buffer_size: u32,
+    /// **new**: why the episode ended (`meter_depleted` or `max_steps`)…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<EndReason>,
+    /// …and for `meter_depleted`, which meter (`energy`, `hygiene` or `satiation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter: Option<String>,
+}
+
+/// A greedy evaluation of the network being trained (protocol.md: every `eval_every`
+/// episodes): one episode with no random moves.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Episodes completed when it was taken.
+    pub episode: u32,
+    pub steps: u32,
+    #[serde(rename = "return")]
+    pub reward: f64,
+}
+
+impl Evaluation {
+    /// Survival first, then return (protocol.md: how the best model is chosen).
+    pub fn better_than(&self, other: &Evaluation) -> bool {
+        (self.steps, self.reward) > (other.steps, other.reward)
+    }
+}
+
+/// **new** `evaluation` message: a greedy evaluation, and the best so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluated {
+    pub episode: u32,
+    pub steps: u32,
+    #[serde(rename = "return")]
+    pub reward: f64,
+    pub best: Evaluation,
+    /// It survives `max_steps` with a return of at least 1000.
+    pub competent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,6 +342,12 @@ pub struct TrainingStatus {
     /// started it, or is an operator). A holder of the run's control token may too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub can_control: Option<bool>,
+    /// **new**: the best greedy evaluation of the run so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<Evaluation>,
+    /// **new**, per viewer: this connection counts as an operator (loopback or the admin token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,6 +367,19 @@ pub struct TrainingComplete {
     /// **new**: true when the run was ended early by `stop`.
     #[serde(default)]
     pub stopped: bool,
+    /// **new**: the greedy evaluation of the saved network (the best of the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<Evaluation>,
+    /// **new**: the run ended because an evaluation was competent (`stop_when_competent`).
+    #[serde(default)]
+    pub competent: bool,
+}
+
+/// **new** `control_granted`: this connection now controls the run (an operator's
+/// `take_control`); the token replaces the one the starter had.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlGranted {
+    pub control_token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -243,6 +407,10 @@ pub enum ServerMessage {
     Paused {},
     Resumed {},
     TrainingRestarted(TrainingRestarted),
+    Evaluation(Evaluated),
+    ControlGranted(ControlGranted),
+    Settings(Settings),
+    ProbeResult(Box<ProbeResult>),
 }
 
 impl ServerMessage {
@@ -271,6 +439,10 @@ impl ServerMessage {
             ServerMessage::Paused {} => "paused",
             ServerMessage::Resumed {} => "resumed",
             ServerMessage::TrainingRestarted(_) => "training_restarted",
+            ServerMessage::Evaluation(_) => "evaluation",
+            ServerMessage::ControlGranted(_) => "control_granted",
+            ServerMessage::Settings(_) => "settings",
+            ServerMessage::ProbeResult(_) => "probe_result",
         }
     }
 

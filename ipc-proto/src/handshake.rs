@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to the frames in this crate.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,6 +1,6 @@
 //! Metaserver ⇄ `worker-inference`.
 
-use crate::browser::ServerMessage;
+use crate::browser::{ErrorMsg, Position, ProbeResult, ServerMessage};
 use crate::wire::{Activations, StateUpdate};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,14 @@ pub enum StartMode {
     #[default]
     Fixed,
     Random,
+}
+
+/// A validated `probe` ("what if"): the session's current observation with these meters (browser
+/// scale, as `state_update`'s `agent_meters`; absent ones unchanged) and this cell.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Probe {
+    pub meters: Vec<(hamlet_env::Meter, f64)>,
+    pub position: Option<Position>,
 }
 
 pub const MIN_SPEED: f64 = 0.1;
@@ -128,6 +136,12 @@ pub enum ToInference {
     Ping {
         seq: u64,
     },
+    /// Evaluate the session's model on an edited observation for connection `id`; the session
+    /// itself does not change (not numbered: it is not a command a replacement must replay).
+    Probe {
+        id: u64,
+        probe: Probe,
+    },
     /// Exit cleanly.
     Shutdown,
 }
@@ -154,6 +168,11 @@ pub enum FromInference {
     Snapshot(Box<SessionSnapshot>),
     Pong {
         seq: u64,
+    },
+    /// The answer to `Probe` `id`, for that connection only.
+    Probed {
+        id: u64,
+        answer: Result<Box<ProbeResult>, ErrorMsg>,
     },
     /// The worker cannot continue (e.g. ONNX Runtime failed to load); it exits after sending this.
     Fatal {

@@ -6,6 +6,7 @@
 //! - [`browser`]: the browser-facing JSON messages of `protocol.md`, shared by every process.
 //! - [`wire`]: the `state_update` payload (grid, agents, affordances, meters).
 //! - [`env`]: the environment a worker is started with.
+//! - [`names`]: what a model name from a client may look like.
 //!
 //! With the `link` feature (default), the socket side:
 //! - [`frame`]: the one framing (u32 big-endian length + MessagePack), a `tokio_util` codec.
@@ -17,6 +18,7 @@ pub mod browser;
 pub mod env;
 pub mod handshake;
 pub mod inference;
+pub mod names;
 pub mod training;
 pub mod wire;
 

@@ -100,6 +100,16 @@ impl App {
         )
     }
 
+    /// Does `given` (from a WebSocket message, where a browser cannot set headers) match the
+    /// admin token? Constant time; false when no token is configured.
+    pub fn is_admin_token(&self, given: &str) -> bool {
+        self.cfg
+            .admin_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .is_some_and(|t| ipc_proto::handshake::secret_eq(given, t))
+    }
+
     pub fn update_session(&self, id: &str, f: impl FnOnce(&mut SessionInfo)) {
         if let Some(s) = self.sessions.lock().get_mut(id) {
             f(s);

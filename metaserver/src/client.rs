@@ -3,7 +3,7 @@
 //! text message to a validator. Shared by `/ws` and `/ws/training`.
 
 use crate::metrics::Metrics;
-use crate::outqueue::{OutFrame, OutQueue, Push};
+use crate::outqueue::{Delivery, OutFrame, OutQueue, Push};
 use crate::validate::Rejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -48,14 +48,14 @@ impl Client {
     /// Queues a worker's message that reached the relay at `arrived` (the relay-latency clock
     /// starts there, before encoding).
     pub fn relay(&self, m: &ServerMessage, arrived: Instant) -> bool {
-        self.send_encoded(Utf8Bytes::from(m.to_json()), m.is_droppable(), arrived)
+        self.send_encoded(Utf8Bytes::from(m.to_json()), Delivery::of(m), arrived)
     }
 
-    /// Queues an already encoded frame (training frames are encoded once for every viewer).
-    pub fn send_encoded(&self, text: Utf8Bytes, droppable: bool, arrived: Instant) -> bool {
+    /// Queues an already encoded frame (frames are encoded once for every viewer).
+    pub fn send_encoded(&self, text: Utf8Bytes, delivery: Delivery, arrived: Instant) -> bool {
         match self.out.push(OutFrame {
             text,
-            droppable,
+            delivery,
             arrived,
         }) {
             Push::Queued => true,
@@ -103,12 +103,8 @@ pub fn start(
     let pace = max_fps
         .filter(|f| f.is_finite() && *f > 0.0)
         .map(|f| Duration::from_secs_f64(1.0 / f));
-    let out = match pace {
-        Some(_) => OutQueue::latest_wins(queue),
-        None => OutQueue::new(queue),
-    };
     let client = Client {
-        out: Arc::new(out),
+        out: Arc::new(OutQueue::new(queue)),
         close: Arc::new(Mutex::new(None)),
         metrics,
         pace,
@@ -200,7 +196,7 @@ async fn next_frame(c: &Client, next_at: &mut Instant) -> Option<OutFrame> {
             continue;
         }
         if let Some(f) = c.out.try_pop() {
-            if f.droppable {
+            if f.droppable() {
                 *next_at = Instant::now() + period;
             }
             return Some(f);

@@ -128,6 +128,14 @@ pub struct Config {
     /// Do not resume a training run that was in progress when the server last stopped.
     #[arg(long)]
     pub no_resume_training: bool,
+    /// Who may start a training run: `anyone` (as the original Hamlet) or `operators` (loopback,
+    /// or a browser that entered the admin token).
+    #[arg(long, default_value = "anyone", value_parser = ["anyone", "operators"])]
+    pub start_training: String,
+    /// Most episodes a run started by someone who is not an operator may have; a teacher's
+    /// runs are not limited.
+    #[arg(long, default_value_t = 5000)]
+    pub max_student_episodes: u32,
     /// Threads relaying frames (the async runtime's workers). Default: 1 on a machine with at
     /// most 2 cores — there every cross-thread wake-up costs more than a second thread gains, and
     /// the other core is the workers' (BENCHMARKS.md, "where a frame's time goes") — else one
@@ -170,6 +178,11 @@ impl StoreLocation {
 }
 
 impl Config {
+    /// `--start-training operators`: students may watch but not start runs.
+    pub fn only_operators_start(&self) -> bool {
+        self.start_training == "operators"
+    }
+
     /// `--runtime-threads`, or its default for this machine.
     pub fn runtime_threads(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -5,7 +5,7 @@
 
 use hamlet_env::rng::SessionRng;
 use hamlet_env::{World, N_ACTIONS};
-use ipc_proto::browser::EpisodeComplete;
+use ipc_proto::browser::{EndReason, EpisodeComplete};
 use ipc_proto::training::TrainingConfig;
 use serde::Serialize;
 
@@ -19,7 +19,47 @@ pub struct EpisodeRow {
     pub length: u32,
     pub loss: f64,
     pub epsilon: f64,
+    /// Why it ended: the meter that ran out, or the step cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Ending>,
 }
+
+/// Why a training episode ended, for the "why episodes ended" chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ending {
+    Energy,
+    Hygiene,
+    Satiation,
+    MaxSteps,
+}
+
+impl Ending {
+    fn of(e: &EpisodeComplete) -> Option<Ending> {
+        match (e.reason?, e.meter.as_deref()) {
+            (EndReason::MaxSteps, _) => Some(Ending::MaxSteps),
+            (EndReason::MeterDepleted, Some("energy")) => Some(Ending::Energy),
+            (EndReason::MeterDepleted, Some("hygiene")) => Some(Ending::Hygiene),
+            (EndReason::MeterDepleted, Some("satiation")) => Some(Ending::Satiation),
+            _ => None,
+        }
+    }
+}
+
+/// How the episodes of one window of the run ended (counts), over every episode — not the
+/// downsampled rows.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct EndingsWindow {
+    pub from: u32,
+    pub to: u32,
+    pub energy: u32,
+    pub hygiene: u32,
+    pub satiation: u32,
+    pub max_steps: u32,
+}
+
+/// Windows of the endings chart in one answer.
+pub const ENDING_WINDOWS: usize = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct EvaluationRow {
@@ -43,6 +83,8 @@ pub struct HistoryView {
     pub episodes: Vec<EpisodeRow>,
     pub evaluations: Vec<EvaluationRow>,
     pub downsampled: bool,
+    /// How episodes ended, window by window (at most [`ENDING_WINDOWS`]).
+    pub endings: Vec<EndingsWindow>,
 }
 
 impl RunHistory {
@@ -69,6 +111,7 @@ impl RunHistory {
             length: e.length,
             loss: e.loss,
             epsilon: e.epsilon,
+            ended: Ending::of(e),
         });
     }
 
@@ -94,8 +137,33 @@ impl RunHistory {
             episodes,
             evaluations: self.evaluations.clone(),
             downsampled,
+            endings: endings(&self.episodes, ENDING_WINDOWS),
         }
     }
+}
+
+/// The episodes cut into at most `windows` windows of equal size, each with its endings counted.
+fn endings(rows: &[EpisodeRow], windows: usize) -> Vec<EndingsWindow> {
+    let size = rows.len().div_ceil(windows.max(1)).max(1);
+    rows.chunks(size)
+        .map(|chunk| {
+            let mut w = EndingsWindow {
+                from: chunk[0].episode,
+                to: chunk[chunk.len() - 1].episode,
+                ..EndingsWindow::default()
+            };
+            for r in chunk {
+                match r.ended {
+                    Some(Ending::Energy) => w.energy += 1,
+                    Some(Ending::Hygiene) => w.hygiene += 1,
+                    Some(Ending::Satiation) => w.satiation += 1,
+                    Some(Ending::MaxSteps) => w.max_steps += 1,
+                    None => {}
+                }
+            }
+            w
+        })
+        .collect()
 }
 
 /// At most `max` rows: the rows cut into `max / 2` buckets, each giving its lowest- and
@@ -168,7 +236,24 @@ mod tests {
             length: 1,
             loss: 0.0,
             epsilon: 1.0,
+            ended: Some(if episode.is_multiple_of(3) {
+                Ending::MaxSteps
+            } else {
+                Ending::Energy
+            }),
         }
+    }
+
+    #[test]
+    fn endings_count_every_episode_in_at_most_the_windows() {
+        let rows: Vec<EpisodeRow> = (1..=1000).map(|e| row(e, 0.0)).collect();
+        let w = endings(&rows, ENDING_WINDOWS);
+        assert!(w.len() <= ENDING_WINDOWS && w.len() > ENDING_WINDOWS / 2);
+        let total: u32 = w.iter().map(|x| x.energy + x.max_steps).sum();
+        assert_eq!(total, 1000);
+        assert_eq!(w.iter().map(|x| x.max_steps).sum::<u32>(), 333);
+        assert_eq!((w[0].from, w.last().unwrap().to), (1, 1000));
+        assert!(endings(&[], ENDING_WINDOWS).is_empty());
     }
 
     #[test]
@@ -206,6 +291,8 @@ mod tests {
             avg_length_5: 0.0,
             avg_loss_5: 0.0,
             buffer_size: 0,
+            reason: Some(EndReason::MaxSteps),
+            meter: None,
         };
         for i in 1..=7 {
             h.episode(&e(i, 1.0));

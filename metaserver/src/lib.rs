@@ -4,7 +4,7 @@
 //! (browser socket I/O and limits) · [`outqueue`] (bounded per-client queue) · [`validate`] (all
 //! browser input) · [`session`] (inference relay) · [`sessions`] (live and detached sessions,
 //! resume and watch) · [`store`] (durable sessions: `SessionStore`, the directory store) · [`training`] (the shared training run) ·
-//! [`history`] (the run's figures for late joiners) ·
+//! [`history`] (the run's figures for late joiners) · [`pace`] (how fast this machine trains) ·
 //! [`supervisor`] (spawn, handshake, ready) · [`process`] (child processes, pidfds, reaping) ·
 //! [`registry`] (live workers) · [`budget`] (restart policy) · [`pool`] (warm workers) ·
 //! [`metrics`] · [`ui`] (embedded browser UI) · [`cluster`] (a node of a cluster: Redis store,
@@ -19,6 +19,7 @@ pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod outqueue;
+pub mod pace;
 pub mod pool;
 pub mod process;
 pub mod registry;

@@ -1,7 +1,8 @@
 //! A bounded per-client outgoing queue with the policy of design.md invariant 4: when full, the
 //! oldest `state_update` frames are dropped (a slow viewer skips frames); lifecycle and summary
 //! messages are kept; a client whose queue holds only undroppable messages and is still full is
-//! hopelessly behind and gets disconnected.
+//! hopelessly behind and gets disconnected. A frame faster than its viewer may see (training
+//! frames beyond `--viewer-fps`) replaces one like it still waiting at the tail: latest wins.
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
@@ -9,13 +10,42 @@ use std::collections::VecDeque;
 use std::time::Instant;
 use tokio::sync::Notify;
 
+/// How a frame may be treated on its way to a browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Lifecycle and summary messages: always delivered, in order.
+    Always,
+    /// A `state_update` delivered in order, unless the client falls so far behind that its queue
+    /// is full (then the oldest such frame goes).
+    Droppable,
+    /// A `state_update` that a newer `Latest` frame replaces while it waits at the queue's tail.
+    Latest,
+}
+
+impl Delivery {
+    /// `state_update`s are droppable, everything else always delivered.
+    pub fn of(m: &ipc_proto::browser::ServerMessage) -> Delivery {
+        if m.is_droppable() {
+            Delivery::Droppable
+        } else {
+            Delivery::Always
+        }
+    }
+}
+
 /// One encoded frame; text shared between viewers (cloning is a reference-count bump).
 #[derive(Debug, Clone)]
 pub struct OutFrame {
     pub text: Utf8Bytes,
-    pub droppable: bool,
+    pub delivery: Delivery,
     /// When the frame reached the relay (the relay-latency clock starts here).
     pub arrived: Instant,
+}
+
+impl OutFrame {
+    pub fn droppable(&self) -> bool {
+        self.delivery != Delivery::Always
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +68,6 @@ pub struct OutQueue {
     inner: Mutex<Inner>,
     notify: Notify,
     capacity: usize,
-    /// Latest wins: a droppable frame replaces a droppable frame waiting at the tail (for paced
-    /// training viewers, who see the present rather than a backlog).
-    latest_wins: bool,
 }
 
 impl OutQueue {
@@ -52,15 +79,6 @@ impl OutQueue {
             }),
             notify: Notify::new(),
             capacity: capacity.max(2),
-            latest_wins: false,
-        }
-    }
-
-    /// A queue where a new `state_update` replaces one still waiting at the tail.
-    pub fn latest_wins(capacity: usize) -> Self {
-        OutQueue {
-            latest_wins: true,
-            ..OutQueue::new(capacity)
         }
     }
 
@@ -69,7 +87,8 @@ impl OutQueue {
         if g.closed {
             return Push::Queued;
         }
-        if self.latest_wins && f.droppable && g.q.back().is_some_and(|b| b.droppable) {
+        let latest = |x: &OutFrame| x.delivery == Delivery::Latest;
+        if latest(&f) && g.q.back().is_some_and(latest) {
             // Only at the tail: a frame never jumps ahead of a lifecycle message queued before it.
             *g.q.back_mut().expect("checked") = f;
             drop(g);
@@ -78,16 +97,16 @@ impl OutQueue {
         }
         let mut res = Push::Queued;
         if g.q.len() >= self.capacity {
-            if f.droppable {
+            if f.droppable() {
                 // The newest frame supersedes the oldest droppable one still waiting.
-                match g.q.iter().position(|x| x.droppable) {
+                match g.q.iter().position(OutFrame::droppable) {
                     Some(i) => {
                         g.q.remove(i);
                     }
                     None => return Push::DroppedOne,
                 }
                 res = Push::DroppedOne;
-            } else if let Some(i) = g.q.iter().position(|x| x.droppable) {
+            } else if let Some(i) = g.q.iter().position(OutFrame::droppable) {
                 g.q.remove(i);
                 res = Push::DroppedOne;
             } else {
@@ -141,7 +160,7 @@ impl OutQueue {
 
     /// Whether the next frame out is a droppable one.
     pub fn front_is_droppable(&self) -> bool {
-        self.inner.lock().q.front().is_some_and(|f| f.droppable)
+        self.inner.lock().q.front().is_some_and(OutFrame::droppable)
     }
 
     pub fn try_pop(&self) -> Option<OutFrame> {
@@ -171,9 +190,18 @@ mod tests {
     use super::*;
 
     fn f(text: &str, droppable: bool) -> OutFrame {
+        let delivery = if droppable {
+            Delivery::Droppable
+        } else {
+            Delivery::Always
+        };
+        frame(text, delivery)
+    }
+
+    fn frame(text: &str, delivery: Delivery) -> OutFrame {
         OutFrame {
             text: text.to_owned().into(),
-            droppable,
+            delivery,
             arrived: Instant::now(),
         }
     }
@@ -204,17 +232,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn latest_wins_replaces_only_a_frame_at_the_tail() {
-        let q = OutQueue::latest_wins(8);
-        assert_eq!(q.push(f("s1", true)), Push::Queued);
-        assert_eq!(q.push(f("s2", true)), Push::DroppedOne, "s2 replaces s1");
+    async fn latest_wins_replaces_only_a_latest_frame_at_the_tail() {
+        let q = OutQueue::new(8);
+        let latest = |t| frame(t, Delivery::Latest);
+        assert_eq!(q.push(latest("s1")), Push::Queued);
+        assert_eq!(q.push(latest("s2")), Push::DroppedOne, "s2 replaces s1");
         assert_eq!(q.push(f("end", false)), Push::Queued);
-        assert_eq!(q.push(f("s3", true)), Push::Queued, "never ahead of `end`");
-        assert_eq!(q.push(f("s4", true)), Push::DroppedOne);
+        assert_eq!(q.push(latest("s3")), Push::Queued, "never ahead of `end`");
+        assert_eq!(q.push(latest("s4")), Push::DroppedOne);
+        // In-order frames are never replaced, and do not replace.
+        assert_eq!(q.push(f("p1", true)), Push::Queued);
+        assert_eq!(q.push(f("p2", true)), Push::Queued);
+        assert_eq!(q.push(latest("s5")), Push::Queued);
         let mut out = Vec::new();
         while let Some(x) = q.try_pop() {
             out.push(x.text.to_string());
         }
-        assert_eq!(out, ["s2", "end", "s4"]);
+        assert_eq!(out, ["s2", "end", "s4", "p1", "p2", "s5"]);
     }
 }

@@ -17,20 +17,26 @@ use crate::app::App;
 use crate::budget::{RestartBudget, Verdict};
 use crate::client::{self, close, Client, Incoming};
 use crate::metrics::RestartReason;
+use crate::outqueue::Delivery;
 use crate::pool::InferenceWorker;
 use crate::registry::{WorkerControl, WorkerState};
-use crate::sessions::{self, watch_token_for, Attach, Identity, OwnerConn};
+use crate::sessions::{
+    self, watch_token_for, Attach, Identity, Inbox, OwnerConn, ProbeAsk, Restored,
+};
 use crate::store::{now_ms, Put, StoredSession};
-use crate::validate;
+use crate::validate::{self, InferenceRequest};
 use axum::extract::ws::{Utf8Bytes, WebSocket};
 use hamlet_onnx::catalog;
-use ipc_proto::browser::{Connected, ErrorCode, ServerMessage, WorkerRestarted};
+use ipc_proto::browser::{
+    Connected, EpisodeSummary, ErrorCode, ErrorMsg, ProbeResult, ServerMessage, WorkerRestarted,
+};
 use ipc_proto::inference::{
-    FromInference, SessionCommand, SessionSnapshot, SessionStart, ToInference,
+    FromInference, Probe, SessionCommand, SessionSnapshot, SessionStart, ToInference,
 };
 use ipc_proto::link::{LinkEnd, LinkEvent, SendError};
 use ipc_proto::WorkerKind;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
@@ -106,8 +112,13 @@ pub struct SessionTask {
     id: String,
     owner: Option<Owner>,
     watchers: Vec<Client>,
-    attach_rx: mpsc::Receiver<Attach>,
+    inbox: Inbox,
     snapshot: Option<SessionSnapshot>,
+    /// The last ≤ [`RECENT_EPISODES`] episode ends, for `connected` after a reload.
+    recent: VecDeque<EpisodeSummary>,
+    /// Probes sent to the worker and not yet answered: who asked.
+    probes: HashMap<u64, Client>,
+    last_probe: u64,
     budget: RestartBudget,
     control_tx: mpsc::Sender<WorkerControl>,
     control_rx: mpsc::Receiver<WorkerControl>,
@@ -145,6 +156,12 @@ struct WriteOutcome {
     /// It failed (the store unreachable): write again at the next tick.
     failed: AtomicBool,
 }
+
+/// Episode ends `connected.recent_episodes` carries (protocol.md: the last ≤ 100).
+const RECENT_EPISODES: usize = 100;
+
+/// Probes a session's worker may have in flight; more are refused (`rate_limited`).
+const MAX_PENDING_PROBES: usize = 32;
 
 /// How long a detached session's worker may take to stop before it is killed.
 const DETACH_GRACE: Duration = Duration::from_millis(500);
@@ -191,19 +208,20 @@ pub async fn run(
 /// Validates an inference command; model names are checked against the models directory.
 fn command_parser(
     app: &App,
-) -> impl Fn(&str) -> Result<SessionCommand, validate::Rejection> + Send + 'static {
+) -> impl Fn(&str) -> Result<InferenceRequest, validate::Rejection> + Send + 'static {
     let models_dir = app.sup.models_dir().to_path_buf();
     move |t| validate::parse_inference(t, |name| catalog::resolve(&models_dir, name).is_ok())
 }
 
-/// A read-only watcher's connection: commands get `read_only`, except `status`.
+/// A read-only watcher's connection: commands get `read_only`, except `status` and `probe`
+/// (which change nothing).
 async fn watch(
     stream: futures_util::stream::SplitStream<WebSocket>,
     client: Client,
     app: Arc<App>,
     watch_token: &str,
 ) {
-    let Some(id) = sessions::open_watcher(&app, client.clone(), watch_token).await else {
+    let Some(watching) = sessions::open_watcher(&app, client.clone(), watch_token).await else {
         return;
     };
     let (tx, mut rx) = mpsc::channel(8);
@@ -214,10 +232,20 @@ async fn watch(
         tx,
         command_parser(&app),
     ));
-    while let Some(Incoming::Valid(cmd)) = rx.recv().await {
-        let answer = match cmd {
-            SessionCommand::Status => watcher_status(&app, &id),
-            _ => ServerMessage::error(
+    while let Some(Incoming::Valid(req)) = rx.recv().await {
+        let answer = match req {
+            InferenceRequest::Command(SessionCommand::Status) => watcher_status(&app, &watching.id),
+            InferenceRequest::Probe(probe) => {
+                let ask = ProbeAsk {
+                    client: client.clone(),
+                    probe,
+                };
+                match watching.probes.try_send(ask) {
+                    Ok(()) => continue,
+                    Err(_) => busy_probing(),
+                }
+            }
+            InferenceRequest::Command(_) => ServerMessage::error(
                 ErrorCode::ReadOnly,
                 "this is a read-only view of someone else's session",
             ),
@@ -242,6 +270,13 @@ fn watcher_status(app: &App, id: &str) -> ServerMessage {
         }),
         None => ServerMessage::error(ErrorCode::UnknownWatchLink, "the watched session has ended"),
     }
+}
+
+fn busy_probing() -> ServerMessage {
+    ServerMessage::error(
+        ErrorCode::RateLimited,
+        "too many probes of this session at once; try again",
+    )
 }
 
 fn refuse_full(app: &App, client: &Client) {
@@ -300,12 +335,7 @@ fn watcher_connected(base: &Connected) -> Connected {
 }
 
 impl SessionTask {
-    pub fn new(
-        app: Arc<App>,
-        ident: Identity,
-        snapshot: Option<SessionSnapshot>,
-        attach_rx: mpsc::Receiver<Attach>,
-    ) -> SessionTask {
+    pub fn new(app: Arc<App>, ident: Identity, restored: Restored, inbox: Inbox) -> SessionTask {
         let (control_tx, control_rx) = mpsc::channel(4);
         SessionTask {
             budget: RestartBudget::new(app.cfg.restart_policy()),
@@ -314,8 +344,11 @@ impl SessionTask {
             ident,
             owner: None,
             watchers: Vec::new(),
-            attach_rx,
-            snapshot,
+            inbox,
+            snapshot: restored.snapshot,
+            recent: restored.recent.into_iter().collect(),
+            probes: HashMap::new(),
+            last_probe: 0,
             control_tx,
             control_rx,
             last_busy_notice: None,
@@ -385,7 +418,8 @@ impl SessionTask {
             let c = owner_connected(&self.refreshed(base), &o);
             o.client.send(&ServerMessage::Connected(c));
             if let Some(f) = &self.last_frame {
-                o.client.send_encoded(f.clone(), true, Instant::now());
+                o.client
+                    .send_encoded(f.clone(), Delivery::Droppable, Instant::now());
             }
         }
         self.owner_left = None;
@@ -409,22 +443,27 @@ impl SessionTask {
             let w = watcher_connected(&self.refreshed(base));
             c.send(&ServerMessage::Connected(w));
             if let Some(f) = &self.last_frame {
-                c.send_encoded(f.clone(), true, Instant::now());
+                c.send_encoded(f.clone(), Delivery::Droppable, Instant::now());
             }
         }
         self.app.metrics.watchers.fetch_add(1, Relaxed);
         self.watchers.push(c);
     }
 
-    /// The worker's `connected` brought up to date from the latest snapshot.
+    /// The worker's `connected` brought up to date from the latest snapshot, with the recent
+    /// episodes.
     fn refreshed(&self, base: &Connected) -> Connected {
         let mut c = base.clone();
         if let Some(s) = &self.snapshot {
             c.model = s.model.clone();
             c.playing = s.playing;
             c.speed = s.speed;
+            c.epsilon = s.epsilon;
+            c.start_mode = s.start;
+            c.detail = s.detail;
         }
         c.available_models = catalog::list(self.app.sup.models_dir());
+        c.recent_episodes = self.recent.iter().cloned().collect();
         c
     }
 
@@ -567,15 +606,22 @@ impl SessionTask {
     /// Sends a frame to the owner and every watcher, encoded once.
     fn fan_out(&mut self, m: &ServerMessage, arrived: Instant) {
         let text = Utf8Bytes::from(m.to_json());
-        let droppable = m.is_droppable();
-        if let ServerMessage::StateUpdate(_) = m {
-            self.last_frame = Some(text.clone());
+        let delivery = Delivery::of(m);
+        match m {
+            ServerMessage::StateUpdate(_) => self.last_frame = Some(text.clone()),
+            ServerMessage::EpisodeEnd(e) => {
+                if self.recent.len() == RECENT_EPISODES {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(e.into());
+            }
+            _ => {}
         }
         if let Some(o) = &self.owner {
-            o.client.send_encoded(text.clone(), droppable, arrived);
+            o.client.send_encoded(text.clone(), delivery, arrived);
         }
         for w in &self.watchers {
-            w.send_encoded(text.clone(), droppable, arrived);
+            w.send_encoded(text.clone(), delivery, arrived);
         }
     }
 
@@ -598,6 +644,7 @@ impl SessionTask {
                 self.on_snapshot(snapshot);
             }
             FromInference::Snapshot(s) => self.on_snapshot(*s),
+            FromInference::Probed { id, answer } => self.answer_probe(id, answer),
             FromInference::Pong { .. } | FromInference::Ready => {}
             FromInference::Fatal { reason } => {
                 warn!(session = %self.id, %reason, "worker reported a fatal error")
@@ -606,7 +653,8 @@ impl SessionTask {
     }
 
     /// The worker introduced the session: each browser gets its own `connected`.
-    fn greet(&mut self, c: Connected) {
+    fn greet(&mut self, mut c: Connected) {
+        c.recent_episodes = self.recent.iter().cloned().collect();
         if let Some(o) = &self.owner {
             o.client
                 .send(&ServerMessage::Connected(owner_connected(&c, o)));
@@ -636,6 +684,41 @@ impl SessionTask {
         }
         self.snapshot = Some(s);
         self.dirty = true;
+    }
+
+    /// Sends `probe` to the worker for `client` (owner or watcher), unless too many are in flight.
+    fn ask_probe(&mut self, w: &InferenceWorker, client: Client, probe: Probe) {
+        if self.probes.len() >= MAX_PENDING_PROBES {
+            client.send(&busy_probing());
+            return;
+        }
+        self.last_probe += 1;
+        let id = self.last_probe;
+        if w.send(ToInference::Probe { id, probe }).is_ok() {
+            self.probes.insert(id, client);
+        } else {
+            client.send(&busy_probing());
+        }
+    }
+
+    fn answer_probe(&mut self, id: u64, answer: Result<Box<ProbeResult>, ErrorMsg>) {
+        let Some(client) = self.probes.remove(&id) else {
+            return;
+        };
+        client.send(&match answer {
+            Ok(r) => ServerMessage::ProbeResult(r),
+            Err(e) => ServerMessage::Error(e),
+        });
+    }
+
+    /// Probes the lost worker would have answered: their askers are told to ask again.
+    fn forget_probes(&mut self) {
+        for (_, client) in self.probes.drain() {
+            client.send(&ServerMessage::error(
+                ErrorCode::WorkerFailed,
+                "the agent's process was restarted before it answered; probe again",
+            ));
+        }
     }
 
     /// Numbers an owner's command and queues it for the worker (kept until a snapshot confirms it).
@@ -692,7 +775,7 @@ impl SessionTask {
     }
 
     /// The owner's next command; pends while no owner is attached.
-    async fn owner_command(owner: &mut Option<Owner>) -> Option<Incoming<SessionCommand>> {
+    async fn owner_command(owner: &mut Option<Owner>) -> Option<Incoming<InferenceRequest>> {
         match owner {
             Some(o) => o.commands.recv().await,
             None => std::future::pending().await,
@@ -706,14 +789,22 @@ impl SessionTask {
         let (shutdown, drain) = (&self.app.shutdown, &self.app.drain);
         tokio::select! {
             inc = Self::owner_command(&mut self.owner) => match inc {
-                Some(Incoming::Valid(cmd)) => { self.forward(w, cmd); Wake::Continue }
+                Some(Incoming::Valid(InferenceRequest::Command(cmd))) => { self.forward(w, cmd); Wake::Continue }
+                Some(Incoming::Valid(InferenceRequest::Probe(p))) => {
+                    if let Some(o) = &self.owner {
+                        let client = o.client.clone();
+                        self.ask_probe(w, client, p);
+                    }
+                    Wake::Continue
+                }
                 _ => self.owner_gone(),
             },
+            Some(ask) = self.inbox.probes.recv() => { self.ask_probe(w, ask.client, ask.probe); Wake::Continue }
             ev = w.recv() => match ev {
                 LinkEvent::Event(ev) => { self.on_event(ev); Wake::Continue }
                 LinkEvent::Ended(end) => Wake::Replace(self.link_ended(w, end).await),
             },
-            Some(a) = self.attach_rx.recv() => { self.attach(a); Wake::Continue }
+            Some(a) = self.inbox.attach.recv() => { self.attach(a); Wake::Continue }
             Some(WorkerControl::Restart) = self.control_rx.recv() => {
                 let text = "restarted by an operator";
                 Wake::Replace(Replace::new(RestartReason::Operator, text, w.started))
@@ -780,6 +871,7 @@ impl SessionTask {
             epoch: self.ident.epoch,
             saved_at_ms: now_ms(),
             running,
+            recent: self.recent.iter().cloned().collect(),
         }
     }
 
@@ -821,6 +913,7 @@ impl SessionTask {
                     if r.reason == RestartReason::Operator {
                         self.retire(w).await;
                     }
+                    self.forget_probes();
                     match self.start_worker(Some(r)).await {
                         Some(next) => w = next,
                         // The budget is spent: the browsers were told; the session is over.
@@ -860,7 +953,10 @@ impl SessionTask {
                 let _ = tokio::task::spawn_blocking(move || store.remove(&token, epoch)).await;
             }
         }
-        let pending = self.app.live.leave(&self.ident.token, &mut self.attach_rx);
+        let pending = self
+            .app
+            .live
+            .leave(&self.ident.token, &mut self.inbox.attach);
         match end {
             Wake::ServerGoing => {
                 for c in self.clients() {

@@ -11,8 +11,9 @@ use crate::client::{close, Client, Incoming};
 use crate::store::{
     new_token, plausible_token, Lookup, SessionStore, StoreError, StoredSession, TokenHash,
 };
-use ipc_proto::browser::{ErrorCode, ServerMessage};
-use ipc_proto::inference::SessionCommand;
+use crate::validate::InferenceRequest;
+use ipc_proto::browser::{EpisodeSummary, ErrorCode, ServerMessage};
+use ipc_proto::inference::Probe;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -23,7 +24,7 @@ use tracing::warn;
 /// A browser that presented (or was just given) a session's resume token.
 pub struct OwnerConn {
     pub client: Client,
-    pub commands: mpsc::Receiver<Incoming<SessionCommand>>,
+    pub commands: OwnerCommands,
     /// The token itself, for this connection's `connected` (never stored).
     pub token: String,
     /// It came back to an existing session.
@@ -46,6 +47,46 @@ impl Attach {
         match self {
             Attach::Owner(o) => o.client,
             Attach::Watcher(c) => c,
+        }
+    }
+}
+
+/// A `probe` from one of a session's connections (owner or watcher), answered to it alone.
+pub struct ProbeAsk {
+    pub client: Client,
+    pub probe: Probe,
+}
+
+/// How a watcher reaches the session it watches: its id, and where its probes go.
+pub struct Watching {
+    pub id: String,
+    pub probes: mpsc::Sender<ProbeAsk>,
+}
+
+/// A session's task's inboxes: connections that join it, and probes from its watchers.
+pub struct Inbox {
+    pub attach: mpsc::Receiver<Attach>,
+    pub probes: mpsc::Receiver<ProbeAsk>,
+}
+
+/// What the store gave back of a session besides its identity.
+pub struct Restored {
+    pub snapshot: Option<ipc_proto::inference::SessionSnapshot>,
+    pub recent: Vec<EpisodeSummary>,
+}
+
+impl Restored {
+    fn fresh() -> Restored {
+        Restored {
+            snapshot: None,
+            recent: Vec::new(),
+        }
+    }
+
+    fn from_stored(s: &StoredSession) -> Restored {
+        Restored {
+            snapshot: s.snapshot.clone(),
+            recent: s.recent.clone(),
         }
     }
 }
@@ -98,6 +139,7 @@ struct LiveSession {
     id: String,
     watch: TokenHash,
     attach: mpsc::Sender<Attach>,
+    probes: mpsc::Sender<ProbeAsk>,
 }
 
 /// The sessions with a task in this process, by the hash of their resume token.
@@ -111,12 +153,12 @@ impl LiveSessions {
         self.by_token.lock().get(token).map(|l| l.attach.clone())
     }
 
-    fn sender_by_watch(&self, watch: &TokenHash) -> Option<(String, mpsc::Sender<Attach>)> {
+    fn sender_by_watch(&self, watch: &TokenHash) -> Option<(Watching, mpsc::Sender<Attach>)> {
         self.by_token
             .lock()
             .values()
             .find(|l| l.watch.matches(watch))
-            .map(|l| (l.id.clone(), l.attach.clone()))
+            .map(|l| (l.watching(), l.attach.clone()))
     }
 
     pub fn is_live(&self, id: &str) -> bool {
@@ -146,36 +188,47 @@ impl LiveSessions {
     }
 }
 
+impl LiveSession {
+    fn watching(&self) -> Watching {
+        Watching {
+            id: self.id.clone(),
+            probes: self.probes.clone(),
+        }
+    }
+}
+
 /// How many connections may wait in a session's attach queue.
 const ATTACH_QUEUE: usize = 16;
+/// Watchers' probes waiting for a session's task.
+const PROBE_QUEUE: usize = 32;
 
 /// Starts a session task for `ident` unless one is live already; either way `first` reaches it.
-fn start_or_join(
-    app: &Arc<App>,
-    ident: Identity,
-    snapshot: Option<ipc_proto::inference::SessionSnapshot>,
-    first: Attach,
-) {
+/// Returns how a watcher reaches the session.
+fn start_or_join(app: &Arc<App>, ident: Identity, restored: Restored, first: Attach) -> Watching {
     let mut map = app.live.by_token.lock();
     if let Some(l) = map.get(&ident.token) {
         // Another connection started it a moment ago.
+        let watching = l.watching();
         if let Err(e) = l.attach.try_send(first) {
             refuse_busy(e.into_inner());
         }
-        return;
+        return watching;
     }
-    let (tx, rx) = mpsc::channel(ATTACH_QUEUE);
-    map.insert(
-        ident.token.clone(),
-        LiveSession {
-            id: ident.id.clone(),
-            watch: ident.watch.clone(),
-            attach: tx,
-        },
-    );
+    let (attach_tx, attach) = mpsc::channel(ATTACH_QUEUE);
+    let (probe_tx, probes) = mpsc::channel(PROBE_QUEUE);
+    let live = LiveSession {
+        id: ident.id.clone(),
+        watch: ident.watch.clone(),
+        attach: attach_tx,
+        probes: probe_tx,
+    };
+    let watching = live.watching();
+    map.insert(ident.token.clone(), live);
     drop(map);
-    let task = crate::session::SessionTask::new(app.clone(), ident, snapshot, rx);
+    let inbox = Inbox { attach, probes };
+    let task = crate::session::SessionTask::new(app.clone(), ident, restored, inbox);
     app.tasks.spawn(task.run(first));
+    watching
 }
 
 fn refuse_busy(a: Attach) {
@@ -259,8 +312,8 @@ pub async fn open_owner(
         match take_stored(app, false, hash).await {
             Found::Session(s) => {
                 app.metrics.sessions_resumed.fetch_add(1, Relaxed);
-                let snapshot = s.snapshot.clone();
-                start_or_join(app, Identity::taken_from(&s), snapshot, Attach::Owner(conn));
+                let restored = Restored::from_stored(&s);
+                start_or_join(app, Identity::taken_from(&s), restored, Attach::Owner(conn));
                 return;
             }
             Found::Unavailable => return refuse_unavailable(&conn.client),
@@ -273,11 +326,11 @@ pub async fn open_owner(
     let ident = Identity::fresh(&token);
     conn.token = token;
     app.metrics.sessions_started.fetch_add(1, Relaxed);
-    start_or_join(app, ident, None, Attach::Owner(conn));
+    start_or_join(app, ident, Restored::fresh(), Attach::Owner(conn));
 }
 
 /// The commands of an owner's connection.
-pub type OwnerCommands = mpsc::Receiver<Incoming<SessionCommand>>;
+pub type OwnerCommands = mpsc::Receiver<Incoming<InferenceRequest>>;
 
 /// Hands `a` to the live session of `token`; gives it back if there is none (or it just ended).
 async fn dispatch_live(app: &Arc<App>, token: &TokenHash, a: Attach) -> Option<Attach> {
@@ -290,14 +343,14 @@ async fn dispatch_live(app: &Arc<App>, token: &TokenHash, a: Attach) -> Option<A
     tx.send(a).await.err().map(|e| e.0)
 }
 
-/// A browser on `/ws?watch=…`: joins the session read-only; the session's id. `None` (after
-/// telling the browser) when the link leads nowhere.
-pub async fn open_watcher(app: &Arc<App>, client: Client, watch_token: &str) -> Option<String> {
+/// A browser on `/ws?watch=…`: joins the session read-only; how it reaches the session. `None`
+/// (after telling the browser) when the link leads nowhere.
+pub async fn open_watcher(app: &Arc<App>, client: Client, watch_token: &str) -> Option<Watching> {
     if plausible_token(watch_token) {
         let hash = TokenHash::of(watch_token);
-        if let Some((id, tx)) = app.live.sender_by_watch(&hash) {
+        if let Some((watching, tx)) = app.live.sender_by_watch(&hash) {
             match tx.send(Attach::Watcher(client)).await {
-                Ok(()) => return Some(id),
+                Ok(()) => return Some(watching),
                 Err(e) => {
                     let Attach::Watcher(c) = e.0 else {
                         unreachable!("a watcher was sent")
@@ -308,14 +361,9 @@ pub async fn open_watcher(app: &Arc<App>, client: Client, watch_token: &str) -> 
         }
         match take_stored(app, true, hash).await {
             Found::Session(s) => {
-                let (id, snapshot) = (s.id.clone(), s.snapshot.clone());
-                start_or_join(
-                    app,
-                    Identity::taken_from(&s),
-                    snapshot,
-                    Attach::Watcher(client),
-                );
-                return Some(id);
+                let restored = Restored::from_stored(&s);
+                let ident = Identity::taken_from(&s);
+                return Some(start_or_join(app, ident, restored, Attach::Watcher(client)));
             }
             Found::Unavailable => {
                 refuse_unavailable(&client);

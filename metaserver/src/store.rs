@@ -84,6 +84,9 @@ pub struct StoredSession {
     /// was put away — detached, or its server stopping).
     #[serde(default)]
     pub running: bool,
+    /// The session's last ≤ 100 episode ends (`connected.recent_episodes` after a resume).
+    #[serde(default)]
+    pub recent: Vec<ipc_proto::browser::EpisodeSummary>,
 }
 
 /// What [`SessionStore::list`] reports: ids and times, never tokens.
@@ -367,6 +370,7 @@ mod tests {
             epoch,
             saved_at_ms,
             running: false,
+            recent: Vec::new(),
         }
     }
 

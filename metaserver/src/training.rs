@@ -12,14 +12,18 @@ use crate::client::{self, Client, Incoming};
 use crate::cluster::training::{ClusterTraining, Orphan};
 use crate::history::{HistoryView, RunHistory};
 use crate::metrics::RestartReason;
+use crate::outqueue::Delivery;
+use crate::pace::Pace;
 use crate::registry::{WorkerControl, WorkerState};
 use crate::store::TokenHash;
 use crate::supervisor::{Supervisor, WorkerHandle};
-use crate::validate::{self, TrainingRequest};
+use crate::validate::{self, Credentials, TrainingRequest};
 use axum::extract::ws::{Utf8Bytes, WebSocket};
-use ipc_proto::browser::{ErrorCode, ServerMessage, TrainingRestarted, TrainingStatus};
+use ipc_proto::browser::{
+    ControlGranted, ErrorCode, ServerMessage, TrainingRestarted, TrainingStatus,
+};
 use ipc_proto::link::{LinkEnd, LinkEvent};
-use ipc_proto::training::{FromTraining, Network, RunControl, ToTraining, TrainingConfig};
+use ipc_proto::training::{FromTraining, RunControl, ToTraining, TrainingConfig};
 use ipc_proto::WorkerKind;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -37,6 +41,8 @@ enum HubCmd {
     Start(Box<TrainingConfig>, Viewer),
     /// Run control, with the control token the message carried (if any).
     Control(RunControl, Viewer, Option<String>),
+    /// An operator takes control of the run (a new control token).
+    TakeControl(Viewer),
     Operator(WorkerControl),
     /// Cluster: a checked command from a viewer on another node.
     Remote(RunControl),
@@ -53,7 +59,8 @@ enum HubCmd {
 struct Viewer {
     id: u64,
     client: Client,
-    /// Decided at connect by the operator rule (loopback if allowed, or the admin token).
+    /// The operator rule (loopback if allowed, or the admin token — in a header at connect, or
+    /// in any message since).
     operator: bool,
 }
 
@@ -106,56 +113,8 @@ struct HubState {
     /// The current (or last) run's figures, and the run before it.
     history: RunHistory,
     previous: Option<RunHistory>,
-    /// How fast this machine trains: env steps per second (an average over recent episodes; shown
-    /// episodes are replayed beside the run and do not slow it), and the last run's mean episode
-    /// length — for the presets' expected durations.
+    /// How fast this machine trains, for the presets' expected durations (kept across restarts).
     pace: Pace,
-}
-
-/// The measured training speed.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Pace {
-    /// The network the speed was measured with: a dueling update costs several times a
-    /// qnetwork's, so a speed says nothing about the other network.
-    pub network: Option<Network>,
-    pub env_steps_per_sec: Option<f64>,
-    pub mean_episode_length: Option<f64>,
-    #[serde(skip)]
-    last_complete: Option<Instant>,
-    /// The run was paused since the last completed episode.
-    #[serde(skip)]
-    interrupted: bool,
-}
-
-impl Pace {
-    /// A run of `network` starts: the speed measured so far stays only if it was this network's.
-    fn start(&mut self, network: Network) {
-        if self.network != Some(network) {
-            self.env_steps_per_sec = None;
-        }
-        self.network = Some(network);
-        self.last_complete = Some(Instant::now());
-    }
-
-    /// An episode of `length` steps completed. If the run was paused meanwhile, its time is not
-    /// the machine's speed.
-    fn record(&mut self, length: u32) {
-        let paused = std::mem::take(&mut self.interrupted);
-        let now = Instant::now();
-        if let Some(prev) = self.last_complete.replace(now) {
-            let secs = now.duration_since(prev).as_secs_f64();
-            if !paused && secs > 0.0 && length > 0 {
-                let rate = f64::from(length) / secs;
-                self.env_steps_per_sec = Some(
-                    self.env_steps_per_sec
-                        .map_or(rate, |r| 0.9 * r + 0.1 * rate),
-                );
-            }
-        }
-        let l = f64::from(length);
-        self.mean_episode_length =
-            Some(self.mean_episode_length.map_or(l, |m| 0.98 * m + 0.02 * l));
-    }
 }
 
 pub struct TrainingHub {
@@ -184,6 +143,7 @@ impl TrainingHub {
         cluster: Option<Arc<ClusterTraining>>,
     ) -> Arc<Self> {
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let pace = Pace::load(pace_path(&sup.cfg).as_deref());
         Arc::new(TrainingHub {
             sup,
             state: Mutex::new(HubState {
@@ -195,6 +155,8 @@ impl TrainingHub {
                     config: None,
                     last_episode: None,
                     can_control: None,
+                    best: None,
+                    operator: None,
                 },
                 viewers: BTreeMap::new(),
                 next_viewer: 1,
@@ -209,7 +171,7 @@ impl TrainingHub {
                 control_hash: None,
                 history: RunHistory::default(),
                 previous: None,
-                pace: Pace::default(),
+                pace,
             }),
             cmd_tx,
             cmd_rx: Mutex::new(Some(cmd_rx)),
@@ -227,7 +189,7 @@ impl TrainingHub {
 
     /// How fast this machine has been training (for the presets' expected durations).
     pub fn pace(&self) -> Pace {
-        self.state.lock().pace
+        self.state.lock().pace.clone()
     }
 
     pub fn status(&self) -> TrainingStatus {
@@ -258,19 +220,19 @@ impl TrainingHub {
 
     /// Encodes once, queues for every viewer (and, on a cluster's holder, publishes it once for
     /// the other nodes' viewers); viewers that are hopelessly behind are dropped.
-    fn broadcast(&self, m: &ServerMessage, arrived: Instant) {
+    fn broadcast(&self, m: &ServerMessage, delivery: Delivery, arrived: Instant) {
         let text = Utf8Bytes::from(m.to_json());
         if let Some(ct) = &self.cluster {
             ct.publish(&text);
         }
-        self.broadcast_local(text, m.is_droppable(), arrived);
+        self.broadcast_local(text, delivery, arrived);
     }
 
-    fn broadcast_local(&self, text: Utf8Bytes, droppable: bool, arrived: Instant) {
+    fn broadcast_local(&self, text: Utf8Bytes, delivery: Delivery, arrived: Instant) {
         self.state
             .lock()
             .viewers
-            .retain(|_, c| c.send_encoded(text.clone(), droppable, arrived));
+            .retain(|_, c| c.send_encoded(text.clone(), delivery, arrived));
     }
 
     /// Does this node hold the cluster's training lease?
@@ -296,13 +258,36 @@ impl TrainingHub {
             // Started elsewhere: nobody here owns it.
             self.state.lock().owner = None;
         }
-        self.broadcast_local(Utf8Bytes::from(text), m.is_droppable(), Instant::now());
+        let delivery = match m {
+            ServerMessage::StateUpdate(_) => self.remote_frame_delivery(),
+            _ => Delivery::Always,
+        };
+        self.broadcast_local(Utf8Bytes::from(text), delivery, Instant::now());
+    }
+
+    /// Cluster follower: the holder's frames arrive as text, without the worker's word on their
+    /// order; the run's `step_delay` says it (as the holder's worker decided, `outbox.rs`): a
+    /// viewer can be sent every step when it is no faster than `--viewer-fps`.
+    fn remote_frame_delivery(&self) -> Delivery {
+        let delay = self
+            .state
+            .lock()
+            .status
+            .config
+            .as_ref()
+            .map_or(0.0, |c| c.step_delay);
+        let fps = self.sup.cfg.viewer_fps;
+        if delay > 0.0 && (fps <= 0.0 || delay >= 1.0 / fps) {
+            Delivery::Droppable
+        } else {
+            Delivery::Latest
+        }
     }
 
     /// `training_started` for everyone, the starter's copy with the run's control token.
     fn announce_start(&self, m: &ServerMessage, arrived: Instant) {
         let ServerMessage::TrainingStarted(t) = m else {
-            return self.broadcast(m, arrived);
+            return self.broadcast(m, Delivery::of(m), arrived);
         };
         let text = Utf8Bytes::from(m.to_json());
         if let Some(ct) = &self.cluster {
@@ -316,7 +301,7 @@ impl TrainingHub {
                 mine.control_token = token.clone();
                 c.relay(&ServerMessage::TrainingStarted(mine), arrived)
             } else {
-                c.send_encoded(text.clone(), false, arrived)
+                c.send_encoded(text.clone(), Delivery::Always, arrived)
             }
         });
     }
@@ -329,15 +314,17 @@ impl TrainingHub {
             || matches!((token, &s.control_hash), (Some(t), Some(want)) if TokenHash::of(t).matches(want))
     }
 
-    /// The status as one viewer sees it: whether it may control the run.
+    /// The status as one viewer sees it: whether it may control the run, and whether it counts
+    /// as an operator.
     fn status_for(&self, v: &Viewer) -> TrainingStatus {
         let mut st = self.status();
         st.can_control = Some(v.operator || self.state.lock().owner == Some(v.id));
+        st.operator = Some(v.operator);
         st
     }
 
     fn announce(&self, m: &ServerMessage) {
-        self.broadcast(m, Instant::now());
+        self.broadcast(m, Delivery::Always, Instant::now());
     }
 
     fn mirror(&self, m: &ServerMessage) {
@@ -351,8 +338,9 @@ impl TrainingHub {
                 st.current_episode = 1;
                 st.config = Some(t.config.clone());
                 st.last_episode = None;
+                st.best = None;
                 s.run = RunState::Running;
-                s.pace.start(t.config.network);
+                s.pace.start(&t.config);
                 let finished = std::mem::replace(&mut s.history, RunHistory::new(t.config.clone()));
                 if !finished.is_empty() {
                     s.previous = Some(finished);
@@ -362,18 +350,30 @@ impl TrainingHub {
                 st.current_episode = episode_being_run(e.episode, st.total_episodes);
                 st.last_episode = Some(e.clone());
                 s.history.episode(e);
-                s.pace.record(e.length);
+                s.pace.record(e.episode, e.length);
+            }
+            ServerMessage::Evaluation(e) => {
+                st.best = Some(e.best);
+                s.history.evaluation(e.episode, e.steps, e.reward);
             }
             ServerMessage::Paused {} => {
                 st.paused = true;
-                s.pace.interrupted = true;
+                s.pace.interrupt();
             }
             ServerMessage::Resumed {} => st.paused = false,
-            ServerMessage::TrainingComplete(_) => {
+            ServerMessage::TrainingComplete(c) => {
                 st.is_training = false;
                 st.paused = false;
+                if c.best.is_some() {
+                    st.best = c.best;
+                }
                 s.run = RunState::Completed;
                 s.checkpoint = None;
+                s.pace.stop();
+                let pace = s.pace.clone();
+                drop(s);
+                // Small and rare (once a run): written where it is learned.
+                pace.save(pace_path(&self.sup.cfg).as_ref());
             }
             _ => {}
         }
@@ -400,6 +400,8 @@ impl TrainingHub {
     fn on_event(&self, ev: FromTraining) {
         let arrived = Instant::now();
         match ev {
+            // Frames faster than a viewer sees: the newest wins.
+            FromTraining::Frame(m) => self.broadcast(&m, Delivery::Latest, arrived),
             FromTraining::Message(m) => {
                 self.mirror(&m);
                 self.announce_start(&m, arrived);
@@ -410,11 +412,6 @@ impl TrainingHub {
                     _ => self.share(Share::Status),
                 }
             }
-            FromTraining::Evaluated {
-                episode,
-                steps,
-                reward,
-            } => self.state.lock().history.evaluation(episode, steps, reward),
             FromTraining::Checkpointed { episode, path } => {
                 self.state.lock().checkpoint = Some((episode, path.clone()));
                 self.share(Share::Checkpoint(path));
@@ -624,6 +621,10 @@ impl TrainingHub {
             ));
             return;
         }
+        if let Err(why) = self.may_start(&v, &config) {
+            client.send(&ServerMessage::error(ErrorCode::OperatorsOnly, why));
+            return;
+        }
         if !self.may_start_in_cluster(&client).await {
             return;
         }
@@ -671,6 +672,67 @@ impl TrainingHub {
                 config,
                 paused: false,
             });
+        }
+    }
+
+    /// Who may start which run: `--start-training operators` keeps runs for operators;
+    /// `--max-student-episodes` bounds the runs of everyone else.
+    fn may_start(&self, v: &Viewer, c: &TrainingConfig) -> Result<(), String> {
+        let cfg = &self.sup.cfg;
+        if v.operator {
+            return Ok(());
+        }
+        if cfg.only_operators_start() {
+            return Err(
+                "only the teacher (an operator) can start training runs on this server".into(),
+            );
+        }
+        if c.num_episodes > cfg.max_student_episodes {
+            return Err(format!(
+                "runs started by students are limited to {} episodes on this server \
+                     (--max-student-episodes); ask the teacher for a longer one",
+                cfg.max_student_episodes
+            ));
+        }
+        Ok(())
+    }
+
+    /// An operator takes the run over: a new control token for its connection; the previous
+    /// holder's token no longer controls it.
+    fn take_control(&self, v: &Viewer) {
+        if !v.operator {
+            v.client.send(&ServerMessage::error(
+                ErrorCode::OperatorsOnly,
+                "only an operator (the teacher) can take control of a run",
+            ));
+            return;
+        }
+        if !self.is_training() {
+            v.client.send(&ServerMessage::error(
+                ErrorCode::NotTraining,
+                "no training run is in progress",
+            ));
+            return;
+        }
+        let token = crate::store::new_token();
+        let previous = {
+            let mut s = self.state.lock();
+            s.control_hash = Some(TokenHash::of(&token));
+            s.control_token = None;
+            let previous = s.owner.replace(v.id);
+            previous.and_then(|id| s.viewers.get(&id).cloned().map(|c| (id, c)))
+        };
+        self.share(Share::Run);
+        info!("an operator took control of the training run");
+        v.client
+            .send(&ServerMessage::ControlGranted(ControlGranted {
+                control_token: token,
+            }));
+        // The previous holder's page learns at once that its controls no longer work.
+        if let Some((_, c)) = previous.filter(|(id, _)| *id != v.id) {
+            let mut st = self.status();
+            st.can_control = Some(false);
+            c.send(&ServerMessage::TrainingStatus(Box::new(st)));
         }
     }
 
@@ -743,6 +805,7 @@ impl TrainingHub {
                         Some(w) => { let _ = w.send(ToTraining::Control(c)); }
                         None => { v.client.send(&ServerMessage::error(ErrorCode::NotTraining, "the training worker is being replaced; try again in a moment")); }
                     },
+                    Some(HubCmd::TakeControl(v)) => self.take_control(&v),
                     Some(HubCmd::Operator(WorkerControl::Restart)) => {
                         let Some(w) = worker.take() else { continue };
                         let started = w.started;
@@ -827,7 +890,10 @@ impl TrainingHub {
                     let _ = w.send(ToTraining::Control(c));
                 }
             }
-            HubCmd::Start(..) | HubCmd::Control(..) | HubCmd::Operator(_) => {}
+            HubCmd::Start(..)
+            | HubCmd::Control(..)
+            | HubCmd::TakeControl(_)
+            | HubCmd::Operator(_) => {}
         }
     }
 
@@ -1178,6 +1244,20 @@ fn episode_being_run(completed: u32, total: u32) -> u32 {
     (completed + 1).min(total.max(completed))
 }
 
+/// A browser cannot send headers on a WebSocket: the teacher's page sends the admin token in its
+/// messages, which makes that connection an operator from then on.
+fn presents_admin_token(app: &App, creds: &Credentials) -> bool {
+    creds
+        .admin_token
+        .as_deref()
+        .is_some_and(|t| app.is_admin_token(t))
+}
+
+/// Where the measured training pace is kept: beside a directory store.
+fn pace_path(cfg: &crate::config::Config) -> Option<std::path::PathBuf> {
+    cfg.store.dir().map(|d| d.join("training-pace.json"))
+}
+
 /// The worker's next event (never, without a worker).
 async fn next_event(w: &mut Option<TrainingWorker>) -> LinkEvent<FromTraining> {
     match w {
@@ -1191,7 +1271,7 @@ pub async fn viewer(socket: WebSocket, app: Arc<App>, operator: bool) {
     let hub = app.training.clone();
     let fps = Some(app.cfg.viewer_fps);
     let (client, stream) = client::start(socket, app.cfg.client_queue, fps, app.metrics.clone());
-    let v = {
+    let mut v = {
         let mut s = hub.state.lock();
         if s.viewers.len() >= app.cfg.max_training_viewers {
             drop(s);
@@ -1224,14 +1304,16 @@ pub async fn viewer(socket: WebSocket, app: Arc<App>, operator: bool) {
         tx,
         validate::parse_training,
     ));
-    while let Some(Incoming::Valid(req)) = rx.recv().await {
+    while let Some(Incoming::Valid((req, creds))) = rx.recv().await {
+        v.operator |= presents_admin_token(&app, &creds);
         let cmd = match req {
             TrainingRequest::Status => {
                 client.send(&ServerMessage::TrainingStatus(Box::new(hub.status_for(&v))));
                 continue;
             }
             TrainingRequest::Start(c) => HubCmd::Start(c, v.clone()),
-            TrainingRequest::Control(c, token) => HubCmd::Control(c, v.clone(), token),
+            TrainingRequest::Control(c) => HubCmd::Control(c, v.clone(), creds.control_token),
+            TrainingRequest::TakeControl => HubCmd::TakeControl(v.clone()),
         };
         let _ = hub.cmd_tx.send(cmd).await;
     }

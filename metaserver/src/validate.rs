@@ -1,10 +1,12 @@
 //! **Architecture Invariant: untrusted input stops here.** Every browser message is parsed and
 //! validated in this module and becomes a typed command; workers never see browser JSON.
 
+use hamlet_env::wire::wire_range;
+use hamlet_env::{Meter, GRID_SIZE};
 use hamlet_onnx::catalog;
-use ipc_proto::browser::{ErrorCode, ServerMessage};
-use ipc_proto::inference::{SessionCommand, StartMode, MAX_SPEED, MIN_SPEED};
-use ipc_proto::training::{limits, Choice, RunControl, TrainingConfig};
+use ipc_proto::browser::{ErrorCode, Position, ServerMessage};
+use ipc_proto::inference::{Probe, SessionCommand, StartMode, MAX_SPEED, MIN_SPEED};
+use ipc_proto::training::{fields, RunControl, TrainingConfig};
 use serde_json::{Map, Value};
 
 /// A rejected message: becomes an `error` frame, the connection stays open.
@@ -64,9 +66,76 @@ fn command(m: &Map<String, Value>) -> Res<&str> {
     }
 }
 
+/// A validated `/ws` message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InferenceRequest {
+    /// A command for the session (the owner's; a watcher may send only `status`).
+    Command(SessionCommand),
+    /// "What if": answered to this connection only, owner or watcher alike.
+    Probe(Probe),
+}
+
 /// Parses a `/ws` message. `model_exists` answers whether a plain name is in the models listing.
-pub fn parse_inference(text: &str, model_exists: impl Fn(&str) -> bool) -> Res<SessionCommand> {
+pub fn parse_inference(text: &str, model_exists: impl Fn(&str) -> bool) -> Res<InferenceRequest> {
     let m = object(text)?;
+    if command(&m)? == "probe" {
+        return parse_probe(&m).map(InferenceRequest::Probe);
+    }
+    parse_command(&m, model_exists).map(InferenceRequest::Command)
+}
+
+/// `probe`: optional `meters` (a partial map on `state_update`'s scale) and `position`.
+fn parse_probe(m: &Map<String, Value>) -> Res<Probe> {
+    let bad = |msg: String| Rejection::new(ErrorCode::InvalidField, msg);
+    let mut probe = Probe::default();
+    match m.get("meters") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(meters)) => {
+            for (name, v) in meters {
+                let meter = Meter::from_name(name)
+                    .ok_or_else(|| bad(format!("`{}` is not a meter", echo(name))))?;
+                let (lo, hi) = wire_range(meter);
+                match v.as_f64() {
+                    Some(x) if x.is_finite() && (lo..=hi).contains(&x) => {
+                        probe.meters.push((meter, x))
+                    }
+                    _ => return Err(bad(format!("`{name}` must be a number from {lo} to {hi}"))),
+                }
+            }
+        }
+        Some(_) => return Err(bad("`meters` must be an object of meter values".into())),
+    }
+    match m.get("position") {
+        None | Some(Value::Null) => {}
+        Some(p) => {
+            let coord = |k: &str| {
+                p.get(k)
+                    .and_then(Value::as_i64)
+                    .filter(|v| (0..i64::from(GRID_SIZE)).contains(v))
+            };
+            match (coord("x"), coord("y")) {
+                (Some(x), Some(y)) => {
+                    probe.position = Some(Position {
+                        x: x as i32,
+                        y: y as i32,
+                    })
+                }
+                _ => {
+                    let last = GRID_SIZE - 1;
+                    return Err(bad(format!(
+                        "`position` must be a cell {{\"x\":0..{last},\"y\":0..{last}}} of the grid"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(probe)
+}
+
+fn parse_command(
+    m: &Map<String, Value>,
+    model_exists: impl Fn(&str) -> bool,
+) -> Res<SessionCommand> {
     // Compat: `{"type":"control", ...}` or the same object without `type`.
     if let Some(t) = m.get("type") {
         if t != "control" {
@@ -76,7 +145,7 @@ pub fn parse_inference(text: &str, model_exists: impl Fn(&str) -> bool) -> Res<S
             ));
         }
     }
-    Ok(match command(&m)? {
+    Ok(match command(m)? {
         "play" => SessionCommand::Play,
         "pause" => SessionCommand::Pause,
         "step" => SessionCommand::Step,
@@ -200,198 +269,45 @@ pub fn parse_inference(text: &str, model_exists: impl Fn(&str) -> bool) -> Res<S
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainingRequest {
     Start(Box<TrainingConfig>),
-    /// With the run's `control_token`, if the message carried one (a string of sane length).
-    Control(RunControl, Option<String>),
+    Control(RunControl),
+    /// An operator takes control of the run: a new control token for this connection.
+    TakeControl,
     Status,
 }
 
-/// Compat (protocol.md): old forms send a blank numeric input as `""`, meaning "the default".
-fn is_blank(v: Option<&Value>) -> bool {
-    matches!(v, None | Some(Value::Null)) || v.and_then(Value::as_str) == Some("")
+/// The secrets a `/ws/training` message may carry (anything else there is ignored: a wrong
+/// secret is simply not the right one).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Credentials {
+    /// The run's `control_token`.
+    pub control_token: Option<String>,
+    /// The operator's admin token (a browser cannot send headers on a WebSocket).
+    pub admin_token: Option<String>,
 }
 
-fn int_field(m: &Map<String, Value>, key: &str, (lo, hi): (u32, u32), default: u32) -> Res<u32> {
-    if is_blank(m.get(key)) {
-        return Ok(default);
-    }
-    match m.get(key) {
-        Some(Value::Number(n)) => {
-            let v = n.as_f64().unwrap_or(f64::NAN);
-            if v.fract() != 0.0 || !v.is_finite() {
-                return Err(Rejection::new(
-                    ErrorCode::InvalidField,
-                    format!("`{key}` must be a whole number"),
-                ));
-            }
-            if v < f64::from(lo) || v > f64::from(hi) {
-                return Err(Rejection::new(
-                    ErrorCode::OutOfRange,
-                    format!("`{key}` must be between {lo} and {hi}"),
-                ));
-            }
-            Ok(v as u32)
-        }
-        _ => Err(Rejection::new(
-            ErrorCode::InvalidField,
-            format!("`{key}` must be a number"),
-        )),
-    }
-}
-
-fn float_field(m: &Map<String, Value>, key: &str, (lo, hi): (f64, f64), default: f64) -> Res<f64> {
-    if is_blank(m.get(key)) {
-        return Ok(default);
-    }
-    match m.get(key) {
-        Some(Value::Number(n)) => {
-            let v = n.as_f64().unwrap_or(f64::NAN);
-            if !v.is_finite() || v < lo || v > hi {
-                return Err(Rejection::new(
-                    ErrorCode::OutOfRange,
-                    format!("`{key}` must be between {lo} and {hi}"),
-                ));
-            }
-            Ok(v)
-        }
-        _ => Err(Rejection::new(
-            ErrorCode::InvalidField,
-            format!("`{key}` must be a number"),
-        )),
-    }
-}
-
-/// One of a few named values; blank means the default.
-fn choice_field<T: Choice>(m: &Map<String, Value>, key: &str, default: T) -> Res<T> {
-    if is_blank(m.get(key)) {
-        return Ok(default);
-    }
+fn secret(m: &Map<String, Value>, key: &str) -> Option<String> {
     m.get(key)
-        .and_then(Value::as_str)
-        .and_then(T::from_name)
-        .ok_or_else(|| {
-            let names: Vec<String> = T::names().iter().map(|n| format!("`{n}`")).collect();
-            Rejection::new(
-                ErrorCode::InvalidField,
-                format!("`{key}` must be one of {}", names.join(", ")),
-            )
-        })
-}
-
-/// A client-chosen model name: a plain stem (the `.onnx` suffix is optional).
-fn model_stem(m: &Map<String, Value>) -> Res<Option<String>> {
-    match m.get("model_name") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => {
-            let stem = s.strip_suffix(".onnx").unwrap_or(s);
-            if catalog::is_plain_name(&format!("{stem}.onnx")) && stem.len() <= 64 {
-                Ok(Some(stem.to_owned()))
-            } else {
-                Err(Rejection::new(
-                    ErrorCode::InvalidModelName,
-                    format!(
-                        "`{}` is not a plain model name (letters, digits, `._-`)",
-                        echo(s)
-                    ),
-                ))
-            }
-        }
-        Some(_) => Err(Rejection::new(
-            ErrorCode::InvalidField,
-            "`model_name` must be a string",
-        )),
-    }
-}
-
-/// A run's control token, if the message carries one (anything else there is ignored: a wrong
-/// token is simply not the right one).
-fn control_token(m: &Map<String, Value>) -> Option<String> {
-    m.get("control_token")
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty() && t.len() <= 128)
         .map(str::to_owned)
 }
 
-pub fn parse_training(text: &str) -> Res<TrainingRequest> {
+pub fn parse_training(text: &str) -> Res<(TrainingRequest, Credentials)> {
     let m = object(text)?;
-    Ok(match command(&m)? {
+    let creds = Credentials {
+        control_token: secret(&m, "control_token"),
+        admin_token: secret(&m, "admin_token"),
+    };
+    let request = match command(&m)? {
         "start_training" => {
-            let d = TrainingConfig::default();
-            let network = choice_field(&m, "network", d.network)?;
-            let seed = match m.get("seed") {
-                v if is_blank(v) => rand::random::<u32>() as u64,
-                Some(Value::Number(n)) => n.as_u64().ok_or_else(|| {
-                    Rejection::new(
-                        ErrorCode::InvalidField,
-                        "`seed` must be a non-negative whole number",
-                    )
-                })?,
-                _ => {
-                    return Err(Rejection::new(
-                        ErrorCode::InvalidField,
-                        "`seed` must be a number",
-                    ))
-                }
-            };
-            let epsilon_start = float_field(&m, "epsilon_start", limits::EPSILON, d.epsilon_start)?;
-            let epsilon_min = float_field(&m, "epsilon_min", limits::EPSILON, d.epsilon_min)?;
-            if epsilon_min > epsilon_start {
-                return Err(Rejection::new(
-                    ErrorCode::OutOfRange,
-                    "`epsilon_min` exceeds `epsilon_start`",
-                ));
-            }
-            TrainingRequest::Start(Box::new(TrainingConfig {
-                num_episodes: int_field(&m, "num_episodes", limits::NUM_EPISODES, d.num_episodes)?,
-                batch_size: int_field(&m, "batch_size", limits::BATCH_SIZE, d.batch_size)?,
-                buffer_capacity: int_field(
-                    &m,
-                    "buffer_capacity",
-                    limits::BUFFER_CAPACITY,
-                    d.buffer_capacity,
-                )?,
-                show_every: int_field(&m, "show_every", limits::SHOW_EVERY, d.show_every)?,
-                step_delay: float_field(&m, "step_delay", limits::STEP_DELAY, d.step_delay)?,
-                network,
-                learning_rate: float_field(
-                    &m,
-                    "learning_rate",
-                    limits::LEARNING_RATE,
-                    d.learning_rate,
-                )?,
-                gamma: float_field(&m, "gamma", limits::GAMMA, d.gamma)?,
-                epsilon_start,
-                epsilon_min,
-                epsilon_decay: float_field(
-                    &m,
-                    "epsilon_decay",
-                    limits::EPSILON_DECAY,
-                    d.epsilon_decay,
-                )?,
-                target_update: int_field(
-                    &m,
-                    "target_update",
-                    limits::TARGET_UPDATE,
-                    d.target_update,
-                )?,
-                max_steps: int_field(&m, "max_steps", limits::MAX_STEPS, d.max_steps)?,
-                seed,
-                model_name: model_stem(&m)?,
-                checkpoint_every: int_field(
-                    &m,
-                    "checkpoint_every",
-                    limits::CHECKPOINT_EVERY,
-                    d.checkpoint_every,
-                )?,
-                td_target: choice_field(&m, "td_target", d.td_target)?,
-                n_step: int_field(&m, "n_step", limits::N_STEP, d.n_step)?,
-                loss: choice_field(&m, "loss", d.loss)?,
-                train_every: int_field(&m, "train_every", limits::TRAIN_EVERY, d.train_every)?,
-            }))
+            let c = fields::parse_start(&m, || rand::random::<u32>() as u64)
+                .map_err(|e| Rejection::new(e.code, e.message))?;
+            TrainingRequest::Start(Box::new(c))
         }
-        "pause" => TrainingRequest::Control(RunControl::Pause, control_token(&m)),
-        "resume" => TrainingRequest::Control(RunControl::Resume, control_token(&m)),
-        "stop" => TrainingRequest::Control(RunControl::Stop, control_token(&m)),
+        "pause" => TrainingRequest::Control(RunControl::Pause),
+        "resume" => TrainingRequest::Control(RunControl::Resume),
+        "stop" => TrainingRequest::Control(RunControl::Stop),
+        "take_control" => TrainingRequest::TakeControl,
         "status" => TrainingRequest::Status,
         other => {
             return Err(Rejection::new(
@@ -399,7 +315,8 @@ pub fn parse_training(text: &str) -> Res<TrainingRequest> {
                 format!("unknown command `{}`", echo(other)),
             ))
         }
-    })
+    };
+    Ok((request, creds))
 }
 
 #[cfg(test)]
@@ -408,7 +325,45 @@ mod tests {
     use ipc_proto::training::Network;
 
     fn inf(t: &str) -> Res<SessionCommand> {
-        parse_inference(t, |n| n == "default.onnx")
+        match parse_inference(t, |n| n == "default.onnx")? {
+            InferenceRequest::Command(c) => Ok(c),
+            InferenceRequest::Probe(p) => panic!("a probe: {p:?}"),
+        }
+    }
+
+    fn probe(t: &str) -> Res<Probe> {
+        match parse_inference(t, |_| false)? {
+            InferenceRequest::Probe(p) => Ok(p),
+            InferenceRequest::Command(c) => panic!("a command: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn probes_take_meters_on_the_browsers_scale_and_cells_of_the_grid() {
+        let p = probe(
+            r#"{"command":"probe","meters":{"energy":0.1,"money":-20},"position":{"x":0,"y":7}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.meters, vec![(Meter::Energy, 0.1), (Meter::Money, -20.0)]);
+        assert_eq!(p.position, Some(Position { x: 0, y: 7 }));
+        assert_eq!(probe(r#"{"command":"probe"}"#).unwrap(), Probe::default());
+        for bad in [
+            r#"{"command":"probe","meters":{"fun":0.5}}"#,
+            r#"{"command":"probe","meters":{"energy":1.5}}"#,
+            r#"{"command":"probe","meters":{"stress":101}}"#,
+            r#"{"command":"probe","meters":{"energy":"full"}}"#,
+            r#"{"command":"probe","meters":[1]}"#,
+            r#"{"command":"probe","position":{"x":8,"y":0}}"#,
+            r#"{"command":"probe","position":{"x":-1,"y":0}}"#,
+            r#"{"command":"probe","position":{"x":1.5,"y":0}}"#,
+            r#"{"command":"probe","position":"here"}"#,
+        ] {
+            assert_eq!(
+                probe(bad).unwrap_err().code,
+                ErrorCode::InvalidField,
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -487,7 +442,7 @@ mod tests {
 
     #[test]
     fn training_start_defaults_and_ranges() {
-        let TrainingRequest::Start(c) =
+        let (TrainingRequest::Start(c), _) =
             parse_training(r#"{"command":"start_training","seed":3}"#).unwrap()
         else {
             panic!()
@@ -513,7 +468,7 @@ mod tests {
             let t = format!(r#"{{"command":"start_training",{field}}}"#);
             assert_eq!(parse_training(&t).unwrap_err().code, code, "{field}");
         }
-        let TrainingRequest::Start(c) =
+        let (TrainingRequest::Start(c), _) =
             parse_training(r#"{"type":"x","command":"start_training","model_name":"mine.onnx","network":"dueling"}"#).unwrap()
         else {
             panic!()
@@ -522,7 +477,14 @@ mod tests {
         assert_eq!(c.network, Network::Dueling);
         assert_eq!(
             parse_training(r#"{"command":"stop"}"#),
-            Ok(TrainingRequest::Control(RunControl::Stop, None))
+            Ok((
+                TrainingRequest::Control(RunControl::Stop),
+                Credentials::default()
+            ))
         );
+        let (_, creds) =
+            parse_training(r#"{"command":"pause","control_token":"c","admin_token":"a"}"#).unwrap();
+        assert_eq!(creds.control_token.as_deref(), Some("c"));
+        assert_eq!(creds.admin_token.as_deref(), Some("a"));
     }
 }

@@ -4,7 +4,7 @@
 
 use ipc_proto::inference::SessionCommand;
 use ipc_proto::training::limits;
-use metaserver::validate::{parse_inference, parse_training, TrainingRequest};
+use metaserver::validate::{parse_inference, parse_training, InferenceRequest, TrainingRequest};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -43,7 +43,9 @@ fn arb_json() -> impl Strategy<Value = Value> {
     })
 }
 
-const COMMANDS: [&str; 15] = [
+const COMMANDS: [&str; 17] = [
+    "probe",
+    "take_control",
     "play",
     "pause",
     "step",
@@ -69,7 +71,9 @@ fn arb_message() -> impl Strategy<Value = String> {
         // Near-valid messages with hostile fields.
         (prop::sample::select(COMMANDS.to_vec()), arb_json(), arb_json(), prop::option::of(arb_json())).prop_map(|(c, a, b, t)| {
             let mut m = json!({"command": c, "speed": a, "model": b.clone(), "num_episodes": b, "batch_size": a.clone(),
-                               "step_delay": a, "model_name": "x"});
+                               "step_delay": a, "model_name": "x", "meters": {"energy": a, "stress": b},
+                               "position": {"x": a, "y": b}, "pacing": b, "eval_every": a,
+                               "stop_when_competent": b});
             if let Some(t) = t { m["type"] = t; }
             m.to_string()
         }),
@@ -89,15 +93,25 @@ proptest! {
     #[test]
     fn inference_parser_never_panics_and_accepts_only_valid(text in arb_message()) {
         match parse_inference(&text, |n| n == "default.onnx") {
-            Ok(SessionCommand::SetSpeed { speed }) => prop_assert!((0.1..=10.0).contains(&speed)),
-            Ok(SessionCommand::LoadModel { model }) => prop_assert_eq!(model, "default.onnx"),
+            Ok(InferenceRequest::Command(SessionCommand::SetSpeed { speed })) => prop_assert!((0.1..=10.0).contains(&speed)),
+            Ok(InferenceRequest::Command(SessionCommand::LoadModel { model })) => prop_assert_eq!(model, "default.onnx"),
+            Ok(InferenceRequest::Probe(p)) => {
+                for (m, v) in p.meters {
+                    let (lo, hi) = hamlet_env::wire::wire_range(m);
+                    prop_assert!(v.is_finite() && (lo..=hi).contains(&v));
+                }
+                if let Some(at) = p.position {
+                    prop_assert!((0..8).contains(&at.x) && (0..8).contains(&at.y));
+                }
+            }
             Ok(_) | Err(_) => {}
         }
     }
 
     #[test]
     fn training_parser_never_panics_and_accepts_only_valid(text in arb_message()) {
-        if let Ok(TrainingRequest::Start(c)) = parse_training(&text) {
+        if let Ok((TrainingRequest::Start(c), _)) = parse_training(&text) {
+            prop_assert!(c.validate().is_ok(), "{:?}", c);
             prop_assert!((limits::NUM_EPISODES.0..=limits::NUM_EPISODES.1).contains(&c.num_episodes));
             prop_assert!((limits::BATCH_SIZE.0..=limits::BATCH_SIZE.1).contains(&c.batch_size));
             prop_assert!(c.step_delay.is_finite() && (0.0..=5.0).contains(&c.step_delay));

@@ -200,7 +200,8 @@ async fn operator_restart_of_the_training_worker_carries_the_run_over() {
     a.expect("training_status", T).await;
     a.send(
         json!({"command":"start_training","num_episodes":200,"max_steps":60,"batch_size":8,
-                  "step_delay":0.005,"show_every":1,"checkpoint_every":1,"seed":3}),
+                  "step_delay":0.005,"show_every":1,"checkpoint_every":1,"seed":3,
+                  "pacing":"replay"}),
     )
     .await;
     a.expect("training_started", T).await;
@@ -390,7 +391,7 @@ async fn the_training_config_table_matches_what_start_training_accepts() {
             assert!(lo <= hi, "{f}");
         }
     }
-    assert_eq!(fields.len(), 20, "every start_training field: {fields:?}");
+    assert_eq!(fields.len(), 23, "every start_training field: {fields:?}");
     start["num_episodes"] = json!(1);
     start["max_steps"] = json!(5);
     let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
@@ -490,54 +491,147 @@ async fn a_hundred_viewers_get_every_episode_and_at_most_viewer_fps_frames() {
     );
 }
 
-/// Pacing never slows learning (protocol.md, ARCHITECTURE.md): with a `step_delay`, shown
-/// episodes are recorded and replayed to viewers beside the run. A run whose every episode is
-/// shown at 0.5 s a step completes all 20 of its episodes while viewers have seen less than one
-/// episode's frames — paced in the run itself it would have needed 20 × 50 of them. What is shown
-/// is a real training episode: `episode_start`, then its steps in order.
+/// `pacing: replay` never slows learning (protocol.md): shown episodes are recorded and replayed
+/// to viewers beside the run. A run whose every episode is shown at 0.1 s a step completes its 20
+/// episodes before viewers have seen one episode's frames — paced in the run it would have needed
+/// 20 episodes of them. Every replayed episode is a real training episode played whole, in order,
+/// marked `replay` with the episode training has reached; the last replay ends before
+/// `training_complete`.
 #[tokio::test(flavor = "multi_thread")]
-async fn paced_episodes_are_replayed_while_the_run_learns_at_full_speed() {
+async fn replayed_episodes_play_whole_beside_a_run_that_never_waits() {
     let s = Server::start();
     let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
     a.expect("training_status", T).await;
     a.send(
-        json!({"command":"start_training","num_episodes":20,"max_steps":50,"batch_size":8,
-               "step_delay":0.5,"show_every":1,"seed":8}),
+        json!({"command":"start_training","num_episodes":20,"max_steps":30,"batch_size":8,
+               "step_delay":0.1,"show_every":1,"seed":8,"pacing":"replay"}),
     )
     .await;
     a.expect("training_complete", LONG).await;
-    let completed = a
-        .seen
+    let seen = &a.seen;
+    let kind = |i: usize| seen[i]["type"].as_str().unwrap_or("");
+    let last_episode = seen
         .iter()
-        .filter(|v| v["type"] == "episode_complete")
+        .rposition(|v| v["type"] == "episode_complete")
+        .unwrap();
+    let frames_before: usize = (0..last_episode)
+        .filter(|&i| kind(i) == "state_update")
         .count();
-    assert_eq!(completed, 20);
-    let frames: Vec<&serde_json::Value> = a
-        .seen
-        .iter()
-        .filter(|v| v["type"] == "state_update")
-        .collect();
     assert!(
-        !frames.is_empty() && frames.len() < 50,
-        "{} frames shown before the run ended",
-        frames.len()
+        frames_before < 30,
+        "{frames_before} frames shown before the run's 20 episodes were done: it waited"
     );
-    let start = a
-        .seen
+    // Cut into replays: each starts with `episode_start` and plays its episode from step 1 on.
+    let mut replays: Vec<(u64, Vec<u64>)> = Vec::new();
+    for v in seen {
+        match v["type"].as_str() {
+            Some("episode_start") => {
+                assert_eq!(v["replay"], true, "{v}");
+                assert!(v["live_episode"].as_u64().is_some(), "{v}");
+                replays.push((v["episode"].as_u64().unwrap(), Vec::new()));
+            }
+            Some("state_update") => {
+                assert_eq!(v["replay"], true, "{v}");
+                let (ep, steps) = replays.last_mut().expect("a frame after its episode_start");
+                assert_eq!(v["episode"].as_u64(), Some(*ep), "{v}");
+                steps.push(v["step"].as_u64().unwrap());
+            }
+            _ => {}
+        }
+    }
+    assert!(replays.len() >= 2, "{replays:?}");
+    for (ep, steps) in &replays {
+        assert_eq!(
+            steps,
+            &(1..=steps.len() as u64).collect::<Vec<_>>(),
+            "episode {ep} whole and in order"
+        );
+    }
+    // The last replay played to its end (the episode's final step, a death or the cap) before
+    // `training_complete`.
+    let last_frame = seen
         .iter()
-        .position(|v| v["type"] == "episode_start")
-        .expect("the replay announces its episode");
-    let first = a.seen.iter().position(|v| v["type"] == "state_update");
-    assert!(first > Some(start));
-    let episode = &a.seen[start]["episode"];
-    let steps: Vec<u64> = frames
-        .iter()
-        .map(|f| {
-            assert_eq!(&f["episode"], episode, "{f}");
-            f["step"].as_u64().unwrap()
-        })
-        .collect();
-    assert_eq!(steps, (1..=steps.len() as u64).collect::<Vec<_>>());
+        .rev()
+        .find(|v| v["type"] == "state_update")
+        .unwrap();
+    assert!(
+        last_frame["done"] == true || last_frame["step"] == 30,
+        "the last replay was cut: {last_frame}"
+    );
+    assert_eq!(seen.last().unwrap()["type"], "training_complete");
+}
+
+/// The original semantic is the default (protocol.md **Pacing**): every shown episode whole, in
+/// order, one step per `step_delay`, the run waiting while it plays — a client written for the
+/// original sees episodes 1, 6, 11 play out. 0.02 s a step is below `--viewer-fps`: no step is
+/// skipped. (The viewers' own cap is raised, so the frames' spacing is the run's, not the cap's.)
+#[tokio::test(flavor = "multi_thread")]
+async fn shown_episodes_play_whole_in_order_while_the_run_waits() {
+    let s = Server::start_with(ServerOpts {
+        args: vec!["--viewer-fps".into(), "200".into()],
+        ..Default::default()
+    });
+    let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    a.expect("training_status", T).await;
+    a.send(
+        json!({"command":"start_training","num_episodes":12,"max_steps":60,"batch_size":8,
+               "step_delay":0.02,"show_every":5,"seed":4}),
+    )
+    .await;
+    let mut arrived = Vec::new();
+    loop {
+        let v = a.next(LONG).await.unwrap();
+        arrived.push(std::time::Instant::now());
+        if v["type"] == "training_complete" {
+            break;
+        }
+    }
+    let mut shown: Vec<(u64, Vec<u64>)> = Vec::new();
+    let mut lengths = std::collections::HashMap::new();
+    let mut started_at = None;
+    for (v, at) in a.seen.iter().zip(&arrived) {
+        match v["type"].as_str() {
+            Some("episode_start") => {
+                assert!(v.get("replay").is_none(), "{v}");
+                shown.push((v["episode"].as_u64().unwrap(), Vec::new()));
+                started_at = Some(*at);
+            }
+            Some("state_update") => {
+                let (ep, steps) = shown.last_mut().expect("after its episode_start");
+                assert_eq!(v["episode"].as_u64(), Some(*ep), "{v}");
+                steps.push(v["step"].as_u64().unwrap());
+                assert!(
+                    v["q_values"].as_array().is_some_and(|q| q.len() == 5),
+                    "{v}"
+                );
+                assert!(v["agent_meters"]["agent_0"]["meters"]["energy"].is_number());
+            }
+            Some("episode_complete") => {
+                let ep = v["episode"].as_u64().unwrap();
+                let length = v["length"].as_u64().unwrap();
+                lengths.insert(ep, length);
+                if let (Some((last, steps)), Some(t0)) = (shown.last(), started_at) {
+                    if *last == ep {
+                        assert_eq!(steps.len() as u64, length, "episode {ep} shown whole first");
+                        // The run waited while it played: one step per 0.02 s at least.
+                        let took = at.duration_since(t0).as_secs_f64();
+                        let least = 0.9 * 0.02 * (length - 1) as f64;
+                        assert!(took >= least, "episode {ep}: {length} steps in {took:.2} s");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let episodes: Vec<u64> = shown.iter().map(|(e, _)| *e).collect();
+    assert_eq!(episodes, [1, 6, 11]);
+    for (ep, steps) in &shown {
+        assert_eq!(
+            steps,
+            &(1..=lengths[ep]).collect::<Vec<_>>(),
+            "episode {ep}"
+        );
+    }
 }
 
 /// A run in progress when the server stops (SIGTERM) resumes from its checkpoint when a server

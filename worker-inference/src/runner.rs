@@ -146,6 +146,13 @@ impl Playback {
                 }
                 None => Vec::new(),
             },
+            ToInference::Probe { id, probe } => match self.session.as_mut() {
+                Some(s) => vec![FromInference::Probed {
+                    id,
+                    answer: s.probe(&probe),
+                }],
+                None => Vec::new(),
+            },
             ToInference::Shutdown => Vec::new(), // handled by the loop
         }
     }

@@ -7,11 +7,11 @@ use hamlet_env::wire::{state_update, FrameFacts};
 use hamlet_env::World;
 use hamlet_onnx::catalog;
 use ipc_proto::browser::{
-    Connected, EndReason, EpisodeEnd, EpisodeStart, ErrorCode, ModelLoaded, ServerMessage,
-    SessionStatus,
+    Connected, EndReason, EpisodeEnd, EpisodeStart, ErrorCode, ErrorMsg, ModelLoaded, Position,
+    ProbeResult, ServerMessage, SessionStatus, Settings,
 };
 use ipc_proto::inference::{
-    EpisodePhase, FromInference, SessionCommand, SessionSnapshot, SessionStart, StartMode,
+    EpisodePhase, FromInference, Probe, SessionCommand, SessionSnapshot, SessionStart, StartMode,
     SteppedFrame, MAX_SPEED, MIN_SPEED,
 };
 use ipc_proto::wire::Activations;
@@ -155,6 +155,10 @@ impl Session {
                     resume_error: None,
                     watching: None,
                     read_only: None,
+                    epsilon: s.epsilon,
+                    start_mode: s.start,
+                    detail: s.detail,
+                    recent_episodes: Vec::new(), // the metaserver keeps them
                 })),
             );
         }
@@ -258,6 +262,8 @@ impl Session {
             episode: self.episode,
             model_name: self.model_name(),
             epsilon: None,
+            replay: None,
+            live_episode: None,
         })));
         let (q, activations) = self.q_now();
         out.push(msg(ServerMessage::StateUpdate(Box::new(state_update(
@@ -422,9 +428,18 @@ impl Session {
                 out.extend(self.start_next_episode());
                 return out;
             }
-            SessionCommand::SetSpeed { speed } => self.speed = clamp_speed(speed),
-            SessionCommand::SetEpsilon { epsilon } => self.epsilon = epsilon.clamp(0.0, 1.0),
-            SessionCommand::SetStart { mode } => self.start = mode,
+            SessionCommand::SetSpeed { speed } => {
+                self.speed = clamp_speed(speed);
+                out.push(self.settings());
+            }
+            SessionCommand::SetEpsilon { epsilon } => {
+                self.epsilon = epsilon.clamp(0.0, 1.0);
+                out.push(self.settings());
+            }
+            SessionCommand::SetStart { mode } => {
+                self.start = mode;
+                out.push(self.settings());
+            }
             SessionCommand::SetDetail { activations } => {
                 if activations && !self.policy.as_ref().is_some_and(|p| p.has_activations()) {
                     self.detail = false;
@@ -432,6 +447,7 @@ impl Session {
                 } else {
                     self.detail = activations;
                 }
+                out.push(self.settings());
             }
             SessionCommand::LoadModel { model } => return self.load_model(&model),
             SessionCommand::Status => {
@@ -450,6 +466,52 @@ impl Session {
         }
         out.push(self.snapshot_event());
         out
+    }
+
+    /// The teaching settings, for the owner and every watcher (protocol.md `settings`).
+    fn settings(&self) -> FromInference {
+        msg(ServerMessage::Settings(Settings {
+            speed: self.speed,
+            epsilon: self.epsilon,
+            start_mode: self.start,
+            detail: self.detail,
+        }))
+    }
+
+    /// "What if": the model's choice in the current state edited as `p` says. Nothing of the
+    /// session changes (its world, episode, RNG and play state), so a probe never alters what
+    /// the session does next.
+    pub fn probe(&mut self, p: &Probe) -> Result<Box<ProbeResult>, ErrorMsg> {
+        let mut world = self.world;
+        for &(meter, v) in &p.meters {
+            world = hamlet_env::wire::with_wire_meter(&world, meter, v);
+        }
+        if let Some(at) = p.position {
+            let mut s = world.snapshot();
+            (s.x, s.y) = (at.x, at.y);
+            world = World::restore(&s);
+        }
+        let failed = |code: ErrorCode, message: String| ErrorMsg { message, code };
+        let Some(policy) = self.policy.as_mut() else {
+            return Err(failed(ErrorCode::ModelNotFound, "no model loaded".into()));
+        };
+        let detail = policy.has_activations();
+        let (q, activations) = policy
+            .evaluate(&world.observation(), detail)
+            .map_err(|e| failed(e.code(), e.to_string()))?;
+        let action = hamlet_env::argmax(&q) as u8;
+        let activations = activations.map(|mut a| {
+            a.top = policy.strongest(&a.h2, action as usize, 8);
+            a
+        });
+        let (x, y) = world.position();
+        Ok(Box::new(ProbeResult {
+            q_values: q.to_vec(),
+            action,
+            activations,
+            meters: hamlet_env::wire::wire_meters(&world),
+            position: Position { x, y },
+        }))
     }
 
     fn load_model(&mut self, name: &str) -> Out {

@@ -5,9 +5,8 @@
 //! survival, then highest reward) is what gets exported.
 
 use clap::Args;
-use hamlet_dqn::dqn::{greedy_episode, Flow, Trainer};
+use hamlet_dqn::dqn::{Flow, Trainer};
 use hamlet_dqn::export::{write_model, TrainingFacts};
-use hamlet_dqn::nn::QNet;
 use ipc_proto::training::{Loss, Network, TdTarget, TrainingConfig};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -140,7 +139,6 @@ pub fn train(a: &TrainArgs, command: String) -> anyhow::Result<TrainReport> {
         );
         b
     };
-    let mut best: Option<(u32, f64, u32, QNet)> = None;
     let mut full_streak = 0;
     let mut competent = false;
     for _ in 0..a.episodes {
@@ -151,33 +149,25 @@ pub fn train(a: &TrainArgs, command: String) -> anyhow::Result<TrainReport> {
             s.episode, s.length, s.reward, s.loss, s.epsilon, avg_l, avg_r
         );
         if a.eval_every > 0 && s.episode.is_multiple_of(a.eval_every) {
-            let (g_steps, g_reward) = greedy_episode(&tr.state.online, a.max_steps);
+            let (e, better) = tr.evaluate_greedy();
             line += &format!(
-                "  greedy {g_steps:>3} ({g_reward:.1})  t {:.1}s  steps {}",
+                "  greedy {:>3} ({:.1})  t {:.1}s  steps {}",
+                e.steps,
+                e.reward,
                 t0.elapsed().as_secs_f64(),
                 tr.state.total_steps
             );
-            if g_steps >= a.max_steps && a.stop_at_return.is_some_and(|r| g_reward >= r) {
+            if e.steps >= a.max_steps && a.stop_at_return.is_some_and(|r| e.reward >= r) {
                 line += "  COMPETENT";
                 competent = true;
             }
-            let better = best
-                .as_ref()
-                .is_none_or(|(bs, br, _, _)| (g_steps, g_reward) > (*bs, *br));
             if better {
-                best = Some((g_steps, g_reward, s.episode, tr.state.online.clone()));
                 // Keep the best network on disk as it improves: a long run can be stopped at any
                 // moment (Ctrl-C) without losing it. Written atomically, like the final model.
-                let mut facts = TrainingFacts::from_state(&tr.state);
-                facts.greedy_steps = Some(g_steps);
-                facts.command = Some(command.clone());
-                if let Some(dir) = a.out.parent() {
-                    std::fs::create_dir_all(dir).ok();
-                }
-                write_model(&tr.state.online, &facts, &a.out)?;
+                save_best(&tr, &a.out, &command)?;
                 line += "  (saved)";
             }
-            full_streak = if g_steps >= a.max_steps {
+            full_streak = if e.steps >= a.max_steps {
                 full_streak + 1
             } else {
                 0
@@ -204,25 +194,32 @@ pub fn train(a: &TrainArgs, command: String) -> anyhow::Result<TrainReport> {
         }
     }
     bar.finish_and_clear();
-    let (g_steps, g_reward, at, net) = match best {
-        Some(b) => b,
-        None => {
-            let (s, r) = greedy_episode(&tr.state.online, a.max_steps);
-            (s, r, tr.state.episodes_done, tr.state.online.clone())
-        }
-    };
-    let mut facts = TrainingFacts::from_state(&tr.state);
-    facts.greedy_steps = Some(g_steps);
-    facts.command = Some(command);
-    if let Some(dir) = a.out.parent() {
-        std::fs::create_dir_all(dir).ok();
+    if tr.state.best.is_none() {
+        tr.evaluate_greedy();
     }
-    write_model(&net, &facts, &a.out)?;
+    save_best(&tr, &a.out, &command)?;
+    let best = tr.state.best.as_ref().expect("evaluated").evaluation;
     Ok(TrainReport {
-        best_greedy_steps: g_steps,
-        best_greedy_reward: g_reward,
-        best_at_episode: at,
+        best_greedy_steps: best.steps,
+        best_greedy_reward: best.reward,
+        best_at_episode: best.episode,
         seconds: t0.elapsed().as_secs_f64(),
         env_steps: tr.state.total_steps,
     })
+}
+
+/// Writes the run's best network so far to `out` with what it achieved.
+fn save_best(tr: &Trainer, out: &std::path::Path, command: &str) -> anyhow::Result<()> {
+    let best = tr
+        .state
+        .best
+        .as_ref()
+        .expect("a best network after an evaluation");
+    let mut facts = TrainingFacts::of_best(&tr.state, best);
+    facts.command = Some(command.to_owned());
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    write_model(&best.net, &facts, out)?;
+    Ok(())
 }

@@ -9,7 +9,9 @@
 //! If the thread panics, the worker reports it on stderr and exits non-zero, so the supervisor
 //! treats it as a crash and resumes the run from its last checkpoint.
 
-use crate::run::{self, FrameSlot, Outbox, RunCtl, RunSetup};
+use crate::control::{CtlState, RunCtl};
+use crate::outbox::{FrameSlot, Outbox};
+use crate::run::{self, RunSetup};
 use futures_util::SinkExt;
 use hamlet_dqn::checkpoint;
 use hamlet_dqn::dqn::Trainer;
@@ -93,7 +95,7 @@ pub async fn run(env: WorkerEnv) -> anyhow::Result<()> {
 fn begin_end(
     active: &Option<ActiveRun>,
     ending: &mut bool,
-    how: impl FnOnce(&mut run::CtlState),
+    how: impl FnOnce(&mut CtlState),
 ) -> Next {
     *ending = true;
     match active {
@@ -171,6 +173,17 @@ async fn on_command(
             return Ok(Next::Continue);
         }
         ToTraining::Start { config, paused } => {
+            // The metaserver validated it; a worker still never runs a configuration outside
+            // the limits (whatever sent it).
+            if let Err(e) = config.validate() {
+                let failed = Some(format!("refused configuration: {e}"));
+                conn.send(FromTraining::RunEnded {
+                    model_saved: None,
+                    failed,
+                })
+                .await?;
+                return Ok(Next::Continue);
+            }
             let ckpt =
                 env.checkpoint_dir
                     .join(format!("run-{}-{}.ckpt", std::process::id(), config.seed));
@@ -216,7 +229,7 @@ async fn start_run(
     ctl.set(|s| s.paused = paused); // before the thread exists: it cannot run ahead of it
     let (tx, events) = mpsc::channel(EVENT_QUEUE);
     let frames = Arc::new(FrameSlot::default());
-    let outbox = Outbox::new(tx, frames.clone());
+    let outbox = Outbox::new(tx, frames.clone(), env.frame_rate);
     let (ctl2, models_dir) = (ctl.clone(), env.models_dir.clone());
     let thread = std::thread::Builder::new()
         .name("dqn".into())
@@ -268,7 +281,7 @@ fn resume(
             let setup = RunSetup::resumed(Trainer::from_state(state), path);
             Ok((setup, FromTraining::Resumed { episode }))
         }
-        Err(e) => match config {
+        Err(e) => match config.filter(|c| c.validate().is_ok()) {
             Some(cfg) => {
                 warn!(error = %e, "no usable checkpoint: starting the run afresh");
                 let setup = RunSetup::resumed(Trainer::new(*cfg), path);
