@@ -31,9 +31,9 @@ pub struct App {
     pub training: Arc<TrainingHub>,
     /// Cancelled once, at shutdown: every session, the hub and the pool watch it.
     pub shutdown: CancellationToken,
-    /// Cancelled by `POST /api/drain`: sessions are put away and browsers told to reconnect
-    /// (1012); no new session starts here, HTTP keeps being served.
-    pub drain: CancellationToken,
+    /// `POST /api/drain` and `/api/undrain`: sessions are put away and browsers told to
+    /// reconnect (1012); no new session starts here while draining, HTTP keeps being served.
+    pub drain: crate::drain::Drain,
     /// Sessions with a task in this process, by token hash (resume, watch).
     pub live: crate::sessions::LiveSessions,
     /// Where sessions outlive their connection and this process.
@@ -92,7 +92,7 @@ impl App {
 
     /// The operator rule for a request from `peer` (protocol.md; `--loopback-is-operator`).
     pub fn is_operator(&self, peer: SocketAddr, h: &axum::http::HeaderMap) -> bool {
-        crate::http::operator_allowed(
+        crate::guard::operator_allowed(
             self.cfg.admin_token.as_deref(),
             self.cfg.loopback_is_operator,
             peer,
@@ -145,7 +145,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         (StoreLocation::Redis(_), None) => unreachable!("a redis store makes a cluster"),
     };
     let app = Arc::new(App {
-        drain: CancellationToken::new(),
+        drain: Default::default(),
         live: Default::default(),
         store,
         cluster: cluster.clone(),
@@ -180,7 +180,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     });
     println!("metaserver listening on http://{addr}");
     info!(%addr, socket_dir = %sup.socket_dir().display(), "listening");
-    let router = crate::http::router(app.clone());
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    let hosts =
+        crate::guard::HostRule::new(&cfg.public_host, &cfg.allowed_origins, hostname.as_deref());
+    let router = crate::http::router(app.clone(), hosts);
     let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -222,7 +225,7 @@ fn start_cluster_tasks(app: &Arc<App>, c: Arc<Cluster>, ct: Arc<ClusterTraining>
             id: app.cfg.node_id(),
             sessions: app.live.len(),
             training_viewers: app.training.info().viewers,
-            ready: !app.drain.is_cancelled(),
+            ready: !app.drain.is_draining(),
             training_holder: app.training.is_cluster_holder(),
             heartbeat_ms: crate::store::now_ms(),
         }

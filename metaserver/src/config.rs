@@ -96,6 +96,11 @@ pub struct Config {
     /// (header `Authorization: Bearer TOKEN`). Without it they are loopback-only.
     #[arg(long, env = "HAMLET_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
+    /// Names this server is reached by, besides its addresses, loopback names and this machine's
+    /// host name (comma-separated, e.g. hamlet.school.example): a request whose `Host` names
+    /// anything else is refused with 421 (a web page that rebinds its own name to this server).
+    #[arg(long, value_delimiter = ',')]
+    pub public_host: Vec<String>,
     /// More origins allowed to open WebSockets (comma-separated, e.g. http://class.example:5173;
     /// `*` allows all). Always allowed: pages on the request's own host name (any port), and
     /// clients that send no Origin (non-browsers).

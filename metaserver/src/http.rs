@@ -1,6 +1,7 @@
 //! Routes: health, status, models, operator endpoints, metrics, the two WebSockets and the UI.
 
 use crate::app::App;
+use crate::guard::{self, HostRule};
 use crate::registry::{RestartRoute, WorkerControl};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State, WebSocketUpgrade};
 use axum::http::request::Parts;
@@ -14,7 +15,8 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub fn router(app: Arc<App>) -> Router {
+/// Every route, behind the Host rule ([`guard::check_host`]).
+pub fn router(app: Arc<App>, hosts: HostRule) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/api/status", get(status))
@@ -25,6 +27,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/workers/{id}/restart", post(restart_worker))
         .route("/api/ready", get(ready))
         .route("/api/drain", post(drain))
+        .route("/api/undrain", post(undrain))
         .route("/metrics", get(metrics))
         .route("/ws", get(ws_inference))
         .route("/ws/training", get(ws_training))
@@ -32,6 +35,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ui/", get(crate::ui::index))
         .route("/ui/{*file}", get(crate::ui::asset))
         .with_state(app)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(hosts),
+            guard::check_host,
+        ))
 }
 
 fn wants_html(h: &HeaderMap) -> bool {
@@ -72,7 +79,11 @@ async fn root(
     .into_response()
 }
 
-async fn status(State(app): State<Arc<App>>) -> Response {
+async fn status(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    guard::cors(&app.cfg.allowed_origins, &h, status_body(&app))
+}
+
+fn status_body(app: &App) -> Response {
     let sessions: Vec<_> = app.sessions.lock().values().cloned().collect();
     // Sessions put away in the store (ids only: tokens are never shown).
     let detached: Vec<_> = app
@@ -103,7 +114,7 @@ async fn status(State(app): State<Arc<App>>) -> Response {
             "max_watchers": c.max_watchers,
             "snapshot_flush_ms": c.snapshot_flush_ms,
         },
-        "ready": !app.drain.is_cancelled(),
+        "ready": !app.drain.is_draining(),
         "sessions_attached": sessions.iter().filter(|s| s.attached).count(),
         "sessions_watched": sessions.iter().filter(|s| s.watchers > 0).count(),
         "detached": detached,
@@ -116,12 +127,13 @@ async fn status(State(app): State<Arc<App>>) -> Response {
     .into_response()
 }
 
-async fn models(State(app): State<Arc<App>>) -> Response {
+async fn models(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
     let dir = app.sup.models_dir();
     let names = catalog::list(dir);
     let details = app.model_details(&names);
-    Json(json!({"models": names, "count": names.len(), "details": details, "default": app.default_model()}))
-        .into_response()
+    let body = Json(json!({"models": names, "count": names.len(), "details": details, "default": app.default_model()}))
+        .into_response();
+    guard::cors(&app.cfg.allowed_origins, &h, body)
 }
 
 /// Every `start_training` field with its default, limits and help (the UI's form is built from it).
@@ -151,33 +163,12 @@ async fn training_history(State(app): State<Arc<App>>) -> Response {
         "config": run.config,
         "episodes": run.episodes,
         "evaluations": run.evaluations,
+        "endings": run.endings,
         "downsampled": run.downsampled,
         "reference": {"random": app.random_reference, "max_steps": max_steps},
         "previous": previous,
     }))
     .into_response()
-}
-
-/// The operator rule: a loopback peer (IPv4, IPv6, or IPv4-mapped IPv6), or the admin token as
-/// `Authorization: Bearer TOKEN` (compared in constant time). No token configured: loopback only.
-pub fn operator_allowed(
-    admin_token: Option<&str>,
-    loopback_is_operator: bool,
-    peer: SocketAddr,
-    h: &HeaderMap,
-) -> bool {
-    if loopback_is_operator && peer.ip().to_canonical().is_loopback() {
-        return true;
-    }
-    let Some(token) = admin_token.filter(|t| !t.is_empty()) else {
-        return false;
-    };
-    let given = h
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    ipc_proto::handshake::secret_eq(given, token)
 }
 
 fn forbidden() -> Response {
@@ -189,7 +180,8 @@ fn forbidden() -> Response {
 }
 
 /// Proof that the request may use operator endpoints (loopback peer or `--admin-token`);
-/// extracting it answers 403 otherwise.
+/// extracting it answers 403 otherwise. For a request that changes state it also proves the
+/// request does not come from another site's page: its `Origin` (if any) is allowed.
 struct Operator;
 
 impl FromRequestParts<Arc<App>> for Operator {
@@ -201,11 +193,16 @@ impl FromRequestParts<Arc<App>> for Operator {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .ok_or_else(forbidden)?;
-        if app.is_operator(peer, &parts.headers) {
-            Ok(Operator)
-        } else {
-            Err(forbidden())
+        if !app.is_operator(peer, &parts.headers) {
+            return Err(forbidden());
         }
+        let (origin, host) = guard::origin_and_host(&parts.headers);
+        let changes_state = parts.method != axum::http::Method::GET;
+        if changes_state && !guard::origin_allowed(&app.cfg.allowed_origins, origin, host) {
+            let body = json!({"error": "a page of another site may not change this server's state (Origin not allowed; see --allowed-origins)"});
+            return Err((StatusCode::FORBIDDEN, Json(body)).into_response());
+        }
+        Ok(Operator)
     }
 }
 
@@ -219,7 +216,7 @@ async fn workers(State(app): State<Arc<App>>, _: Operator) -> Response {
 
 /// For load balancers: 200 while this server takes new sessions, 503 once it drains.
 async fn ready(State(app): State<Arc<App>>) -> Response {
-    if app.drain.is_cancelled() || app.shutdown.is_cancelled() {
+    if app.drain.is_draining() || app.shutdown.is_cancelled() {
         let body = json!({"ready": false, "draining": true});
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
@@ -229,9 +226,19 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
 /// Stops taking sessions: each is written to the store and its browsers are told to reconnect
 /// (1012), which a load balancer sends elsewhere. HTTP keeps being served.
 async fn drain(State(app): State<Arc<App>>, _: Operator) -> Response {
-    app.drain.cancel();
-    tracing::info!("draining: sessions are put away and their browsers told to reconnect");
+    if app.drain.start() {
+        tracing::info!("draining: sessions are put away and their browsers told to reconnect");
+    }
     (StatusCode::ACCEPTED, Json(json!({"draining": true}))).into_response()
+}
+
+/// Takes new sessions again after a drain (an operator's mistake, or a rolling upgrade called
+/// off).
+async fn undrain(State(app): State<Arc<App>>, _: Operator) -> Response {
+    if app.drain.stop() {
+        tracing::info!("drain ended: taking new sessions again");
+    }
+    Json(json!({"draining": false})).into_response()
 }
 
 async fn restart_worker(
@@ -269,58 +276,10 @@ async fn metrics(State(app): State<Arc<App>>, _: Operator) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// The Origin rule of protocol.md: no `Origin` (not a browser) is allowed; an origin on the same
-/// host name as the request's `Host`, on any port or scheme, is allowed (a frontend dev server on
-/// `:5173` of this machine); so is anything in `--allowed-origins`, which adds to that rule (`*`
-/// allows every origin). Loopback names count as one host: a page from `http://localhost:5173`
-/// may talk to `ws://127.0.0.1:8765` — both are this machine.
-pub fn origin_allowed(allowed: &[String], origin: Option<&str>, host: Option<&str>) -> bool {
-    let Some(origin) = origin else {
-        return true;
-    };
-    let origin = origin.trim_end_matches('/');
-    if allowed
-        .iter()
-        .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
-    {
-        return true;
-    }
-    let origin_host = origin.split_once("://").map(|(_, rest)| host_name(rest));
-    match (origin_host, host.map(host_name)) {
-        (Some(o), Some(h)) if !o.is_empty() => {
-            o.eq_ignore_ascii_case(h) || (is_loopback_name(o) && is_loopback_name(h))
-        }
-        _ => false,
-    }
-}
-
-/// The host name of an authority (`host`, `host:port`, `[v6]:port`), without the port.
-fn host_name(authority: &str) -> &str {
-    let authority = authority.split('/').next().unwrap_or("");
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or("");
-    }
-    match authority.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => authority,
-    }
-}
-
-fn is_loopback_name(h: &str) -> bool {
-    h.eq_ignore_ascii_case("localhost")
-        || h.to_ascii_lowercase().ends_with(".localhost")
-        || h.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// The 403 answer for a refused origin, or `None` when the origin may connect.
 fn refuse_origin(app: &App, h: &HeaderMap) -> Option<Response> {
-    let get = |k| {
-        h.get(k)
-            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
-    };
-    let origin = get(header::ORIGIN);
-    if origin_allowed(&app.cfg.allowed_origins, origin, get(header::HOST)) {
+    let (origin, host) = guard::origin_and_host(h);
+    if guard::origin_allowed(&app.cfg.allowed_origins, origin, host) {
         return None;
     }
     let origin = origin.unwrap_or_default();
@@ -340,7 +299,7 @@ async fn ws_inference(
     if let Some(refused) = refuse_origin(&app, &h) {
         return refused;
     }
-    if app.drain.is_cancelled() {
+    if app.drain.is_draining() {
         let body = "this server is draining; connect again (a load balancer sends you elsewhere)";
         return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
     }
@@ -379,155 +338,4 @@ fn limit(ws: WebSocketUpgrade, app: &App) -> WebSocketUpgrade {
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER_BYTES)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origin_rule() {
-        let none: Vec<String> = vec![];
-        let ok = |allowed: &[String], origin: &str, host: &str| {
-            origin_allowed(allowed, Some(origin), Some(host))
-        };
-        assert!(
-            origin_allowed(&none, None, Some("a:1")),
-            "no Origin: not a browser"
-        );
-        assert!(
-            ok(&none, "http://127.0.0.1:8765", "127.0.0.1:8765"),
-            "same origin"
-        );
-        assert!(
-            ok(&none, "http://127.0.0.1:5173", "127.0.0.1:8765"),
-            "same host, other port"
-        );
-        assert!(
-            ok(&none, "https://class.example", "class.example:8765"),
-            "other scheme"
-        );
-        assert!(
-            ok(&none, "http://localhost:5173", "127.0.0.1:8765"),
-            "loopback names are one host"
-        );
-        assert!(ok(&none, "http://127.0.0.1:5173", "localhost:8765"));
-        assert!(ok(&none, "http://[::1]:5173", "localhost:8765"));
-        assert!(!ok(&none, "http://evil.example", "127.0.0.1:8765"));
-        assert!(!ok(
-            &none,
-            "http://localhost.evil.example",
-            "127.0.0.1:8765"
-        ));
-        assert!(!ok(
-            &none,
-            "http://class.example:5173",
-            "other.example:8765"
-        ));
-        assert!(
-            !ok(&none, "null", "127.0.0.1:8765"),
-            "opaque origins are not a host"
-        );
-        assert!(
-            !ok(&none, "http://127.0.0.1:5173", ""),
-            "no Host: nothing to match"
-        );
-        let flag = vec!["http://class.example:5173".to_owned()];
-        assert!(
-            ok(&flag, "http://class.example:5173", "10.0.0.5:8765"),
-            "the flag adds"
-        );
-        assert!(
-            ok(&flag, "http://10.0.0.5:5173", "10.0.0.5:8765"),
-            "and keeps the host rule"
-        );
-        assert!(!ok(&flag, "http://class.example:5174", "10.0.0.5:8765"));
-        assert!(ok(
-            &["*".to_owned()],
-            "http://anything.example",
-            "10.0.0.5:8765"
-        ));
-    }
-
-    fn headers(auth: Option<&str>) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        if let Some(a) = auth {
-            h.insert(header::AUTHORIZATION, a.parse().unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn operator_rule() {
-        let remote: SocketAddr = "10.1.2.3:5000".parse().unwrap();
-        let remote6: SocketAddr = "[2001:db8::1]:5000".parse().unwrap();
-        for local in [
-            "127.0.0.1:1",
-            "127.0.0.2:1",
-            "[::1]:1",
-            "[::ffff:127.0.0.1]:1",
-        ] {
-            let peer: SocketAddr = local.parse().unwrap();
-            assert!(
-                operator_allowed(None, true, peer, &headers(None)),
-                "{local}"
-            );
-            // Behind a reverse proxy on this host, loopback proves nothing; the token still does.
-            assert!(
-                !operator_allowed(None, false, peer, &headers(None)),
-                "{local}"
-            );
-            assert!(!operator_allowed(
-                Some("sekret"),
-                false,
-                peer,
-                &headers(None)
-            ));
-            assert!(operator_allowed(
-                Some("sekret"),
-                false,
-                peer,
-                &headers(Some("Bearer sekret"))
-            ));
-        }
-        for peer in [remote, remote6] {
-            assert!(!operator_allowed(None, true, peer, &headers(None)));
-            assert!(
-                !operator_allowed(None, true, peer, &headers(Some("Bearer x"))),
-                "no token configured"
-            );
-            assert!(!operator_allowed(
-                Some("sekret"),
-                true,
-                peer,
-                &headers(None)
-            ));
-            assert!(!operator_allowed(
-                Some("sekret"),
-                true,
-                peer,
-                &headers(Some("Bearer wrong!"))
-            ));
-            assert!(!operator_allowed(
-                Some("sekret"),
-                true,
-                peer,
-                &headers(Some("Bearer sekre"))
-            ));
-            assert!(
-                !operator_allowed(Some("sekret"), true, peer, &headers(Some("sekret"))),
-                "scheme required"
-            );
-            assert!(
-                !operator_allowed(Some(""), true, peer, &headers(Some("Bearer "))),
-                "empty token never passes"
-            );
-            assert!(operator_allowed(
-                Some("sekret"),
-                true,
-                peer,
-                &headers(Some("Bearer sekret"))
-            ));
-        }
-    }
 }

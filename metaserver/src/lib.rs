@@ -1,6 +1,7 @@
 //! The metaserver: one port for browsers, one supervised worker process per session.
 //!
-//! Code map: [`app`] (state, start, shutdown) · [`http`] (routes, operator guard) · [`client`]
+//! Code map: [`app`] (state, start, shutdown) · [`http`] (routes) · [`guard`] (who may reach the
+//! server and do what: host, origin, operator) · [`drain`] · [`client`]
 //! (browser socket I/O and limits) · [`outqueue`] (bounded per-client queue) · [`validate`] (all
 //! browser input) · [`session`] (inference relay) · [`sessions`] (live and detached sessions,
 //! resume and watch) · [`store`] (durable sessions: `SessionStore`, the directory store) · [`training`] (the shared training run) ·
@@ -15,6 +16,8 @@ pub mod budget;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod drain;
+pub mod guard;
 pub mod history;
 pub mod http;
 pub mod metrics;

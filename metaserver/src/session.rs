@@ -146,6 +146,8 @@ pub struct SessionTask {
     write: Arc<WriteOutcome>,
     /// When the last periodic write started, and the store's generation then.
     written: (Instant, u64),
+    /// Cancelled when the server drains (the drain current when this session started).
+    drain: tokio_util::sync::CancellationToken,
 }
 
 /// Flags a background write leaves for the session task.
@@ -337,7 +339,9 @@ fn watcher_connected(base: &Connected) -> Connected {
 impl SessionTask {
     pub fn new(app: Arc<App>, ident: Identity, restored: Restored, inbox: Inbox) -> SessionTask {
         let (control_tx, control_rx) = mpsc::channel(4);
+        let drain = app.drain.token();
         SessionTask {
+            drain,
             budget: RestartBudget::new(app.cfg.restart_policy()),
             id: ident.id.clone(),
             app,
@@ -786,7 +790,7 @@ impl SessionTask {
     async fn wake(&mut self, w: &mut InferenceWorker, tick: &mut tokio::time::Interval) -> Wake {
         // Borrowed, not cloned: this runs two or three times per relayed frame, and cloning or
         // dropping a token takes its tree's lock.
-        let (shutdown, drain) = (&self.app.shutdown, &self.app.drain);
+        let (shutdown, drain) = (&self.app.shutdown, &self.drain);
         tokio::select! {
             inc = Self::owner_command(&mut self.owner) => match inc {
                 Some(Incoming::Valid(InferenceRequest::Command(cmd))) => { self.forward(w, cmd); Wake::Continue }

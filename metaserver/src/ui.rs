@@ -51,6 +51,41 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "text/javascript; charset=utf-8",
         include_bytes!("../ui/inside.js"),
     ),
+    (
+        "charts.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/charts.js"),
+    ),
+    (
+        "meters.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/meters.js"),
+    ),
+    (
+        "qbars.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/qbars.js"),
+    ),
+    (
+        "whatif.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/whatif.js"),
+    ),
+    (
+        "models.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/models.js"),
+    ),
+    (
+        "auth.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/auth.js"),
+    ),
+    (
+        "trainform.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/trainform.js"),
+    ),
 ];
 
 fn serve(path: &str) -> Response {

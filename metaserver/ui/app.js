@@ -3,6 +3,7 @@
 import { InferenceView } from './inference.js';
 import { TrainingView } from './training.js';
 import { OperatorView } from './operator.js';
+import { setupTeacher } from './auth.js';
 
 const $ = (id) => document.getElementById(id);
 const TABS = ['inference', 'training', 'operator'];
@@ -100,10 +101,12 @@ function setupKeys() {
 }
 
 async function main() {
-  setupTheme(); setupPresent();
+  setupTheme(); setupPresent(); setupTeacher(app);
   app.inference = new InferenceView(app);
   app.training = new TrainingView(app);
   app.operator = new OperatorView(app);
+  // For the browser tests (and the curious, in the console): the views themselves.
+  window.hamlet.views = { inference: app.inference, training: app.training };
   setupKeys();
   try {
     const st = await (await fetch('/api/status')).json();

@@ -1,5 +1,5 @@
-// Canvas drawing: the world with its affordances, the heat map, line and bar charts. Colours of
-// the page (background, text, lines) come from the theme's CSS variables.
+// Canvas drawing of the world: the grid with its affordances and the agent, and the visit heat
+// map. Charts are in charts.js. Colours of the page come from the theme's CSS variables.
 export const ACTIONS = ['up', 'down', 'left', 'right', 'interact'];
 
 /// The current theme's colours.
@@ -19,6 +19,9 @@ const AFF = {
   Recreation: { color: '#0f766e', label: 'Fun' },
 };
 
+/// Each affordance's colour on the grid (also used for it in "Inside the agent").
+export const AFF_COLORS = Object.fromEntries(Object.entries(AFF).map(([k, v]) => [k, v.color]));
+
 function icon(ctx, type, cx, cy, s) {
   ctx.save(); ctx.strokeStyle = '#fff'; ctx.fillStyle = '#fff'; ctx.lineWidth = Math.max(1.5, s / 12);
   ctx.beginPath();
@@ -34,7 +37,9 @@ function icon(ctx, type, cx, cy, s) {
   ctx.restore();
 }
 
-export function drawWorld(canvas, u, trail) {
+/// The world of state_update `u`, the agent's recent `trail`, and (for "what if") a `ghost`: the
+/// cell being probed, drawn as a dashed agent.
+export function drawWorld(canvas, u, trail, ghost) {
   const ctx = canvas.getContext('2d');
   const w = u?.grid?.width ?? 8, h = u?.grid?.height ?? 8;
   const cs = canvas.width / w, t = theme();
@@ -56,9 +61,22 @@ export function drawWorld(canvas, u, trail) {
     ctx.beginPath(); ctx.arc(p.x * cs + cs / 2, p.y * cs + cs / 2, cs * .12, 0, Math.PI * 2); ctx.fill();
   });
   for (const ag of u?.grid?.agents ?? u?.agents ?? []) {
+    ctx.globalAlpha = ghost ? 0.35 : 1;
     ctx.fillStyle = ag.color ?? '#3b82f6'; ctx.strokeStyle = t.agentLine; ctx.lineWidth = Math.max(2, cs * .05);
     ctx.beginPath(); ctx.arc(ag.x * cs + cs / 2, ag.y * cs + cs / 2, cs * .3, 0, Math.PI * 2); ctx.fill(); ctx.stroke();
+    ctx.globalAlpha = 1;
   }
+  if (ghost) {
+    ctx.fillStyle = '#3b82f6'; ctx.strokeStyle = t.agentLine; ctx.lineWidth = Math.max(2, cs * .05); ctx.setLineDash([cs * .08, cs * .06]);
+    ctx.beginPath(); ctx.arc(ghost.x * cs + cs / 2, ghost.y * cs + cs / 2, cs * .3, 0, Math.PI * 2); ctx.fill(); ctx.stroke(); ctx.setLineDash([]);
+  }
+}
+
+/// The grid cell under a click on the canvas, or null.
+export function cellAt(canvas, ev) {
+  const r = canvas.getBoundingClientRect();
+  const x = Math.floor((ev.clientX - r.left) / r.width * 8), y = Math.floor((ev.clientY - r.top) / r.height * 8);
+  return x >= 0 && x < 8 && y >= 0 && y < 8 ? { x, y } : null;
 }
 
 export function drawHeat(canvas, heat, affordances) {
@@ -78,93 +96,4 @@ export function drawHeat(canvas, heat, affordances) {
     ctx.fillStyle = t.fg; ctx.font = `${Math.round(cs * .22)}px system-ui`; ctx.textAlign = 'center';
     ctx.fillText(st.label, a.x * cs + cs / 2, a.y * cs + cs / 2 + 4);
   }
-}
-
-function movingAverage(v, n) {
-  const out = []; let s = 0;
-  v.forEach((x, i) => { s += x; if (i >= n) s -= v[i - n]; out.push(s / Math.min(i + 1, n)); });
-  return out;
-}
-
-/// TensorBoard's smoothing: an exponential moving average with weight `w`, debiased so the
-/// first points are not pulled towards zero.
-export function ema(ys, w) {
-  const out = []; let last = 0, n = 0;
-  for (const y of ys) { last = last * w + (1 - w) * y; n += 1; out.push(w > 0 ? last / (1 - w ** n) : y); }
-  return out;
-}
-
-// A line chart of (x, y) points and their smoothed line (EMA weight `smooth`, or a moving average
-// of `avg`); dashed reference lines (`refs`); the previous run as a faint `overlay`. Keeps
-// `canvas.dataset.points` for tests and a text alternative in its aria-label. An empty chart says
-// what will appear.
-export function drawLine(canvas, xs, ys, { color = '#1d4ed8', avg = 10, smooth, label = '', empty = 'will appear here when a run starts', refs = [], overlay } = {}) {
-  const ctx = canvas.getContext('2d'); const W = canvas.width, H = canvas.height, pad = 40, t = theme();
-  ctx.clearRect(0, 0, W, H); ctx.fillStyle = t.card; ctx.fillRect(0, 0, W, H);
-  canvas.dataset.points = ys.length;
-  ctx.fillStyle = t.muted; ctx.font = '12px system-ui';
-  if (!ys.length) {
-    ctx.textAlign = 'center'; ctx.fillText(`${label} of each episode ${empty}`, W / 2, H / 2);
-    canvas.setAttribute('aria-label', `${label}: no episodes yet`);
-    return;
-  }
-  const oys = overlay?.ys ?? [], oxs = overlay?.xs ?? [];
-  const all = [...ys, ...oys, ...refs.map((r) => r.value)];
-  let lo = Math.min(...all), hi = Math.max(...all); if (hi === lo) { hi += 1; lo -= 1; }
-  const x0 = Math.min(xs[0], oxs[0] ?? xs[0]), x1 = Math.max(xs[xs.length - 1], oxs[oxs.length - 1] ?? 0, x0 + 1);
-  const X = (x) => pad + (x - x0) / (x1 - x0) * (W - pad - 8), Y = (y) => H - 16 - (y - lo) / (hi - lo) * (H - 26);
-  ctx.textAlign = 'right'; ctx.fillText(hi.toPrecision(3), pad - 3, 12); ctx.fillText(lo.toPrecision(3), pad - 3, H - 16);
-  ctx.textAlign = 'left'; ctx.fillText(`ep ${x0}`, pad, H - 3); ctx.textAlign = 'right'; ctx.fillText(`ep ${x1}`, W - 8, H - 3);
-  for (const r of refs) {
-    ctx.strokeStyle = t.muted; ctx.setLineDash([5, 4]); ctx.lineWidth = 1;
-    ctx.beginPath(); ctx.moveTo(pad, Y(r.value)); ctx.lineTo(W - 8, Y(r.value)); ctx.stroke(); ctx.setLineDash([]);
-    ctx.fillStyle = t.muted; ctx.textAlign = 'left'; ctx.fillText(r.label, pad + 4, Y(r.value) - 3);
-  }
-  const line = (px, py, style, width) => {
-    ctx.strokeStyle = style; ctx.lineWidth = width; ctx.beginPath();
-    py.forEach((y, i) => (i ? ctx.lineTo(X(px[i]), Y(y)) : ctx.moveTo(X(px[i]), Y(y)))); ctx.stroke();
-  };
-  if (oys.length) line(oxs, smooth != null ? ema(oys, smooth) : oys, t.line, 1.5);
-  line(xs, ys, color + '55', 1);
-  const sm = smooth != null ? ema(ys, smooth) : movingAverage(ys, avg);
-  line(xs, sm, color, 2.2);
-  const last = ys[ys.length - 1].toPrecision(4), mean = sm[sm.length - 1].toPrecision(4);
-  const how = smooth != null ? `smoothed ${smooth}` : `avg${avg}`;
-  ctx.fillStyle = t.fg; ctx.textAlign = 'right';
-  ctx.fillText(`${label}: last ${last} · ${how} ${mean}`, W - 8, 12);
-  canvas.setAttribute('aria-label', `${label} over episodes ${xs[0]} to ${xs[xs.length - 1]}: last ${last}, ${how} ${mean}, lowest ${Math.min(...ys).toPrecision(4)}, highest ${Math.max(...ys).toPrecision(4)}`);
-}
-
-const ENDINGS = {
-  max_steps: { mark: '✓', words: 'reached the cap' },
-  meter_depleted: { mark: '✕', words: 'a meter ran out' },
-  reset: { mark: '↺', words: 'reset' },
-};
-
-// Bars of recent episode lengths. How each ended is shown by colour *and* a mark above the bar
-// (✓ cap, ✕ a meter ran out, ↺ reset), and said in the aria-label.
-export function drawSurvival(canvas, episodes, cap) {
-  const ctx = canvas.getContext('2d'); const W = canvas.width, H = canvas.height, t = theme();
-  const d = window.devicePixelRatio || 1;
-  ctx.clearRect(0, 0, W, H); ctx.fillStyle = t.card; ctx.fillRect(0, 0, W, H);
-  canvas.dataset.points = episodes.length;
-  const n = 30, recent = episodes.slice(-n), left = 34 * d, bw = (W - left - 6 * d) / n;
-  const top = 16 * d, Y = (v) => H - 14 * d - v / cap * (H - 14 * d - top);
-  ctx.font = `${Math.round(11 * d)}px system-ui`;
-  ctx.strokeStyle = t.ok; ctx.setLineDash([4 * d, 3 * d]); ctx.beginPath(); ctx.moveTo(left - 4 * d, Y(cap)); ctx.lineTo(W, Y(cap)); ctx.stroke(); ctx.setLineDash([]);
-  ctx.fillStyle = t.muted; ctx.textAlign = 'right'; ctx.fillText(String(cap), left - 7 * d, Y(cap) + 4 * d); ctx.fillText('0', left - 7 * d, H - 14 * d);
-  if (!recent.length) {
-    ctx.textAlign = 'center'; ctx.fillText('Each finished episode will appear here as a bar of its length.', (W + left) / 2, H / 2);
-    canvas.setAttribute('aria-label', 'Steps survived in recent episodes: none finished yet');
-    return;
-  }
-  recent.forEach((e, i) => {
-    const x = left + i * bw, y = Y(e.steps);
-    ctx.fillStyle = e.reason === 'max_steps' ? t.ok : e.reason === 'reset' ? t.muted : t.bad;
-    ctx.fillRect(x, y, Math.max(2, bw - 3 * d), H - 14 * d - y);
-    ctx.fillStyle = t.fg; ctx.textAlign = 'center';
-    ctx.fillText(ENDINGS[e.reason]?.mark ?? '', x + bw / 2, Math.max(top - 3 * d, y - 3 * d));
-  });
-  const said = recent.slice(-5).map((e) => `episode ${e.episode}: ${e.steps} steps, ${ENDINGS[e.reason]?.words ?? e.reason}`);
-  canvas.setAttribute('aria-label', `Steps survived, last ${said.length} episodes: ${said.join('; ')}`);
 }

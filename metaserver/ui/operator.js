@@ -1,29 +1,25 @@
-// The operator panel: worker processes from /api/workers (loopback, or an admin token typed here).
+// The operator panel: worker processes from /api/workers (loopback, or the admin token this
+// browser holds: the Teacher button in the header).
+import { authHeaders } from './auth.js';
+
 const $ = (id) => document.getElementById(id);
 
 export class OperatorView {
   constructor(app) {
     this.app = app;
     this.armed = null; // the worker whose Restart button waits for its confirming second press
-    $('admin-token').value = sessionStorage.getItem('hamlet-admin-token') ?? '';
-    $('btn-token').onclick = () => {
-      sessionStorage.setItem('hamlet-admin-token', $('admin-token').value);
-      this.refresh();
-    };
+    window.addEventListener('hamlet-admin', () => this.refresh());
   }
 
   start() { this.refresh(); clearInterval(this.timer); this.timer = setInterval(() => this.refresh(), 2000); }
   stop() { clearInterval(this.timer); }
 
-  headers() {
-    const t = sessionStorage.getItem('hamlet-admin-token');
-    return t ? { Authorization: `Bearer ${t}` } : {};
-  }
+  headers() { return authHeaders(); }
 
   async refresh() {
     const r = await fetch('/api/workers', { headers: this.headers() }).catch(() => null);
     if (!r || r.status === 403) {
-      $('workers-msg').textContent = 'The worker list is for operators: open this page on the server machine, or enter the admin token above.';
+      $('workers-msg').textContent = 'The worker list is for operators: open this page on the server machine, or enter the admin token with the Teacher button.';
       document.querySelector('#workers tbody').replaceChildren();
       return;
     }

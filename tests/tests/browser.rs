@@ -530,15 +530,20 @@ fn watching_it_learn_and_looking_inside() {
     b.click("#tab-training").unwrap();
     b.wait_for("the training form", W, "window.hamlet.trainingForm > 0")
         .unwrap();
-    // The form starts with the 1-minute demo; before any run it cannot yet say how long it takes.
+    // The form starts with the lesson preset; before any run it cannot yet say how long it takes.
     assert_eq!(
         b.eval("return window.hamlet.training.preset").unwrap(),
-        "demo"
+        "learn"
     );
     assert_eq!(
         b.eval("return document.getElementById('t-num_episodes').value")
             .unwrap(),
-        "300"
+        "5000"
+    );
+    assert_eq!(
+        b.eval("return document.getElementById('t-stop_when_competent').checked")
+            .unwrap(),
+        true
     );
     assert_eq!(
         b.eval("return document.getElementById('preset-demo').textContent.includes('after the first qnetwork run')")

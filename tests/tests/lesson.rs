@@ -275,3 +275,29 @@ async fn who_may_start_a_run_and_how_long_it_may_be() {
         50
     );
 }
+
+/// The presets' expected durations come from the training speed this server measured, and a
+/// restarted server still knows it (kept beside the session store).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_measured_training_speed_survives_a_server_restart() {
+    let store = temp_dir("pace-store").join("state");
+    let mut s = Server::start_with(ServerOpts::on_store(&store, &[]));
+    let rate = |s: &Server| {
+        s.get_json("/api/training/config")["pace"]["env_steps_per_sec"]["qnetwork"].as_f64()
+    };
+    assert_eq!(rate(&s), None, "nothing measured yet");
+    let mut v = viewer(&s).await;
+    v.send(
+        json!({"command":"start_training","num_episodes":30,"max_steps":100,"batch_size":16,
+                  "step_delay":0,"show_every":1000,"seed":6}),
+    )
+    .await;
+    v.expect("training_complete", LONG).await;
+    let measured = rate(&s).expect("a speed after a run");
+    assert!(measured > 100.0, "{measured} env steps/s");
+    assert_eq!(s.terminate(), Some(0));
+    let s2 = Server::start_with(ServerOpts::on_store(&store, &[]));
+    assert_eq!(rate(&s2), Some(measured), "the next server knows it");
+    drop((s, s2));
+    let _ = std::fs::remove_dir_all(store.parent().unwrap());
+}

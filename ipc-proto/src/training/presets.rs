@@ -45,7 +45,7 @@ pub fn learn_to_survive() -> TrainingConfig {
 /// About a minute: far enough that the saved (best) agent clearly outlives a random one.
 pub fn demo() -> TrainingConfig {
     TrainingConfig {
-        num_episodes: 700,
+        num_episodes: 600,
         eval_every: 5,
         ..watched_full_run()
     }

@@ -17,6 +17,8 @@ mod floor;
 mod guard;
 #[path = "bench_parts/learn.rs"]
 mod learn;
+#[path = "bench_parts/lesson.rs"]
+mod lesson;
 #[path = "bench_parts/relay.rs"]
 mod relay;
 #[path = "bench_parts/sessions.rs"]
@@ -694,7 +696,7 @@ async fn training_fanout(r: &mut Report) {
             });
             steps_total.expect("a counted row ran first")
         } else {
-            count_run_steps(&mut starter).await
+            count_run_steps(&mut starter).await.0
         };
         let secs = t.elapsed().as_secs_f64();
         let total = *steps_total.get_or_insert(steps);
@@ -721,22 +723,22 @@ async fn training_fanout(r: &mut Report) {
     }
 }
 
-/// Pacing and learning (issue 16): the same seeded run with the form's "watch it learn" pacing
-/// (every 5th episode shown, 0.05 s a step) and unpaced, one viewer each; shown episodes are
-/// replayed beside the run, so the two should train at the same speed.
+/// Pacing and learning (issues 16 and 30): the same seeded run unpaced and with every 5th episode
+/// replayed at 0.05 s a step (`pacing: replay`), one viewer each: replayed episodes are recorded
+/// at full speed beside the run, so the two should train at the same speed.
 async fn paced_vs_unpaced(r: &mut Report) {
     let s = Server::start();
     let mut rates = Vec::new();
-    for (label, show_every, delay) in [("unpaced", 100000, 0.0), ("watch-it-learn pacing", 5, 0.05)]
-    {
+    for (label, show_every, delay) in [("unpaced", 100000, 0.0), ("replay pacing", 5, 0.05)] {
         let mut v = Ws::connect(&s.url("/ws/training")).await.unwrap();
         v.expect("training_status", T).await;
         let cfg = json!({"command":"start_training","num_episodes":200,"max_steps":300,"batch_size":64,
-                         "show_every":show_every,"step_delay":delay,"seed":1});
+                         "show_every":show_every,"step_delay":delay,"seed":1,"pacing":"replay"});
         let t = Instant::now();
         v.send(cfg).await;
-        let steps = count_run_steps(&mut v).await;
-        let sps = steps as f64 / t.elapsed().as_secs_f64();
+        let (steps, trained) = count_run_steps(&mut v).await;
+        // Until the last episode: a replayed run's last replay plays out after it.
+        let sps = steps as f64 / trained.duration_since(t).as_secs_f64();
         rates.push(sps);
         r.add(
             &format!("training_{}", label.replace([' ', '-'], "_")),
@@ -755,16 +757,18 @@ async fn paced_vs_unpaced(r: &mut Report) {
     );
 }
 
-/// Env steps of one run, from its `episode_complete` frames, until `training_complete`.
-async fn count_run_steps(ws: &mut Ws) -> u64 {
-    let mut steps = 0;
+/// Env steps of one run, from its `episode_complete` frames, until `training_complete`, and when
+/// the last episode completed.
+async fn count_run_steps(ws: &mut Ws) -> (u64, Instant) {
+    let (mut steps, mut last) = (0, Instant::now());
     loop {
         let v = ws.next(Duration::from_secs(120)).await.unwrap();
         if v["type"] == "episode_complete" {
             steps += v["length"].as_u64().unwrap();
+            last = Instant::now();
         }
         if v["type"] == "training_complete" {
-            return steps;
+            return (steps, last);
         }
         ws.seen.clear();
     }
@@ -849,9 +853,13 @@ async fn main() {
     if want("cluster") {
         cluster::cluster(&mut r).await;
     }
-    // About an hour (at most 2¼ hours by its caps): only when asked for by name.
+    // Long runs, only when asked for by name: the lesson through the stack (about 15 minutes),
+    // and the offline trainer alone (about an hour, at most 2¼ hours by its caps).
     if only.iter().any(|o| o == "learn") {
-        learn::learn(&mut r);
+        lesson::lesson(&mut r).await;
+    }
+    if only.iter().any(|o| o == "learn-offline") {
+        learn::learn_offline(&mut r);
     }
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out).unwrap();

@@ -1,18 +1,18 @@
-//! `scripts/bench learn`: time to competence. Fresh `worker-training train` runs with the
-//! trainer's defaults (= `TrainingConfig::full_run`, the form's "full run" preset; nothing paced),
-//! three seeds per network, each until its greedy evaluation first survives the step cap with a
-//! return of at least [`COMPETENT_RETURN`] (or until [`cap`]). Runs go one at a time, so each has
-//! a core to itself and the other core serves the rest of the machine.
+//! `scripts/bench learn-offline`: time to competence of `worker-training train` alone. Fresh runs
+//! with the trainer's defaults (= `TrainingConfig::full_run`, the form's "full run" preset; nothing
+//! paced), three seeds per network, each until its greedy evaluation first survives the step cap
+//! with a return of at least [`COMPETENT_RETURN`] (or until [`cap`]). Runs go one at a time, so
+//! each has a core to itself and the other core serves the rest of the machine.
+//!
+//! The lesson through the whole stack is `scripts/bench learn` (`lesson.rs`).
 
 use super::{pct, Report};
 use hamlet_tests::{bin_dir, root};
+use ipc_proto::training::COMPETENT_RETURN;
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A greedy episode that survives the cap with at least this return counts as competent.
-pub const COMPETENT_RETURN: f64 = 1000.0;
 /// A run that is not competent by then is reported as not there: 15 minutes for the qnetwork,
 /// 30 for the dueling network, whose seed-1 run needed 14–15 minutes here (BENCHMARKS.md).
 fn cap(net: &str) -> Duration {
@@ -47,7 +47,7 @@ struct RunResult {
     secs: f64,
 }
 
-pub fn learn(r: &mut Report) {
+pub fn learn_offline(r: &mut Report) {
     for net in ["qnetwork", "dueling"] {
         let runs: Vec<RunResult> = SEEDS.iter().map(|&s| run(net, s)).collect();
         for (seed, run) in SEEDS.iter().zip(&runs) {
