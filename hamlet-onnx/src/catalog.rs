@@ -14,6 +14,28 @@ pub enum CatalogError {
     NotPlain(String),
     #[error("no model named `{0}`")]
     NotFound(String),
+    /// The file is not a model this world can use (truncated, not ONNX, the wrong shapes, too
+    /// large). The message names the file, never a path on the server.
+    #[error("model `{name}` cannot be used: {reason}")]
+    Unusable { name: String, reason: String },
+}
+
+/// Models are about 100 KB to 1 MB; a file far larger is not one of ours (and is not read).
+pub const MAX_MODEL_BYTES: u64 = 16 << 20;
+
+/// Checks that `bytes` are a model this world can use: an ONNX graph with one input
+/// `[batch, 72]` and the Q-values `[batch, 5]` as its first output. The reason, if not.
+pub fn check_model(bytes: &[u8]) -> Result<crate::ModelInfo, String> {
+    if bytes.len() as u64 > MAX_MODEL_BYTES {
+        return Err(format!(
+            "{} bytes, more than a model's {MAX_MODEL_BYTES}",
+            bytes.len()
+        ));
+    }
+    let info = crate::inspect(bytes)
+        .map_err(|_| "not an ONNX model (truncated or another kind of file)".to_owned())?;
+    info.check_shapes(hamlet_env::OBS_DIM as i64, hamlet_env::N_ACTIONS as i64)?;
+    Ok(info)
 }
 
 /// A plain model file name (the one rule: [`ipc_proto::names::is_plain_model_name`]).
@@ -77,7 +99,8 @@ pub fn resolve(dir: &Path, name: &str) -> Result<PathBuf, CatalogError> {
     }
 }
 
-/// File facts plus what the model says about itself.
+/// File facts plus what the model says about itself; [`CatalogError::Unusable`] for a file that
+/// is not a model this world can use ([`check_model`]).
 pub fn details(dir: &Path, name: &str) -> Result<ModelDetails, CatalogError> {
     let path = resolve(dir, name)?;
     let meta = std::fs::metadata(&path).map_err(|_| CatalogError::NotFound(name.into()))?;
@@ -86,7 +109,18 @@ pub fn details(dir: &Path, name: &str) -> Result<ModelDetails, CatalogError> {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
-    let info = crate::inspect_file(&path).unwrap_or_default();
+    let unusable = |reason: String| CatalogError::Unusable {
+        name: name.to_owned(),
+        reason,
+    };
+    if meta.len() > MAX_MODEL_BYTES {
+        return Err(unusable(format!(
+            "{} bytes, more than a model's {MAX_MODEL_BYTES}",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(&path).map_err(|_| CatalogError::NotFound(name.into()))?;
+    let info = check_model(&bytes).map_err(unusable)?;
     let get = |k: &str| info.metadata.get(&format!("hamlet.{k}")).cloned();
     let dim = |v: &[(String, Vec<i64>)]| {
         v.first()

@@ -8,8 +8,6 @@ use crate::pool::WarmPool;
 use crate::session::SessionInfo;
 use crate::supervisor::{check_workers_dir, Supervisor};
 use crate::training::TrainingHub;
-use hamlet_onnx::catalog;
-use ipc_proto::browser::ModelDetails;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -45,51 +43,11 @@ pub struct App {
     pub started: Instant,
     /// How the random policy does (measured once at start, for the learning curves).
     pub random_reference: crate::history::RandomReference,
-    /// Parsed model metadata by name, valid while the file's size and mtime are unchanged
-    /// (`/api/models` is polled by every browser; models rarely change).
-    details_cache: Mutex<BTreeMap<String, (u64, u64, ModelDetails)>>,
+    /// The models offered, kept fresh off the runtime.
+    pub models: Arc<crate::model_catalog::ModelCatalog>,
 }
 
 impl App {
-    /// The model a new session starts with: `--default-model`, else `catalog::pick_default`
-    /// (the shipped default model, else the most recently trained one).
-    pub fn default_model(&self) -> Option<String> {
-        let dir = self.sup.models_dir();
-        if let Some(m) = self.cfg.default_model.as_ref() {
-            if catalog::resolve(dir, m).is_ok() {
-                return Some(m.clone());
-            }
-        }
-        catalog::pick_default(&self.model_details(&catalog::list(dir)))
-    }
-
-    /// Details of the listed models, from the cache when the files are unchanged.
-    pub fn model_details(&self, names: &[String]) -> Vec<ModelDetails> {
-        let dir = self.sup.models_dir();
-        let mut cache = self.details_cache.lock();
-        cache.retain(|n, _| names.contains(n));
-        names
-            .iter()
-            .filter_map(|n| {
-                let meta = std::fs::metadata(dir.join(n)).ok()?;
-                let mtime = meta
-                    .modified()
-                    .ok()?
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .ok()?
-                    .as_nanos() as u64;
-                match cache.get(n) {
-                    Some((len, t, d)) if *len == meta.len() && *t == mtime => Some(d.clone()),
-                    _ => {
-                        let d = catalog::details(dir, n).ok()?;
-                        cache.insert(n.clone(), (meta.len(), mtime, d.clone()));
-                        Some(d)
-                    }
-                }
-            })
-            .collect()
-    }
-
     /// The operator rule for a request from `peer` (protocol.md; `--loopback-is-operator`).
     pub fn is_operator(&self, peer: SocketAddr, h: &axum::http::HeaderMap) -> bool {
         crate::guard::operator_allowed(
@@ -132,7 +90,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         StoreLocation::Dir(_) => None,
     };
     let cluster_training = cluster.clone().map(ClusterTraining::new);
-    let training = TrainingHub::new(sup.clone(), shutdown.clone(), cluster_training.clone());
+    let models =
+        crate::model_catalog::ModelCatalog::open(cfg.models_dir.clone(), cfg.default_model.clone());
+    let training = TrainingHub::new(
+        sup.clone(),
+        shutdown.clone(),
+        cluster_training.clone(),
+        models.clone(),
+    );
     let store: Arc<dyn crate::store::SessionStore> = match (&cfg.store, &cluster) {
         (StoreLocation::Dir(dir), _) => Arc::new(
             crate::store::DirStore::open(dir)
@@ -160,8 +125,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tasks: TaskTracker::new(),
         started: Instant::now(),
         random_reference: crate::history::measure_random_policy(500, 500, 1),
-        details_cache: Mutex::new(BTreeMap::new()),
+        models: models.clone(),
     });
+    tokio::spawn(models.clone().run(shutdown.clone()));
     let pool_task = tokio::spawn(pool.clone().run(sup.clone(), shutdown.clone()));
     let hub_task = tokio::spawn(training.clone().run());
     tokio::spawn(expire_detached(app.clone()));
@@ -235,6 +201,7 @@ fn start_cluster_tasks(app: &Arc<App>, c: Arc<Cluster>, ct: Arc<ClusterTraining>
     tokio::spawn(crate::cluster::models::sync(
         c,
         app.cfg.models_dir.clone(),
+        app.models.clone(),
         stop.clone(),
     ));
     tokio::spawn(ct.clone().publisher());

@@ -126,6 +126,9 @@ pub struct Config {
     /// Most read-only watchers of one session.
     #[arg(long, default_value_t = 64)]
     pub max_watchers: usize,
+    /// Most read-only watchers of all sessions together.
+    #[arg(long, default_value_t = 1024)]
+    pub max_watchers_total: usize,
     /// A changing session's snapshot reaches the store at most this often (and at once when its
     /// browser leaves and at shutdown): the most a SIGKILL of the server rewinds a session.
     #[arg(long, default_value_t = 250)]

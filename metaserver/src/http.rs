@@ -9,7 +9,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hamlet_onnx::catalog;
 use ipc_proto::WorkerKind;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -98,7 +97,7 @@ fn status_body(app: &App) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": app.started.elapsed().as_secs(),
         "modes": {"inference": true, "training": true},
-        "default_model": app.default_model(),
+        "default_model": app.models.default_model(),
         "limits": {
             "max_sessions": c.max_sessions,
             "max_training_viewers": c.max_training_viewers,
@@ -128,10 +127,9 @@ fn status_body(app: &App) -> Response {
 }
 
 async fn models(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    let dir = app.sup.models_dir();
-    let names = catalog::list(dir);
-    let details = app.model_details(&names);
-    let body = Json(json!({"models": names, "count": names.len(), "details": details, "default": app.default_model()}))
+    // A fresh scan (on the blocking pool): what a page lists is what the directory holds now.
+    let l = app.models.rescan().await;
+    let body = Json(json!({"models": l.names, "count": l.names.len(), "details": l.details, "default": l.default}))
         .into_response();
     guard::cors(&app.cfg.allowed_origins, &h, body)
 }
@@ -303,10 +301,9 @@ async fn ws_inference(
         let body = "this server is draining; connect again (a load balancer sends you elsewhere)";
         return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
     }
-    let permit = app.session_permits.clone().try_acquire_owned().ok();
     limit(ws, &app).on_upgrade(move |socket| {
         let tasks = app.tasks.clone();
-        tasks.track_future(crate::session::run(socket, app, permit, query))
+        tasks.track_future(crate::session::run(socket, app, query))
     })
 }
 

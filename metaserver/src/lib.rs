@@ -8,7 +8,7 @@
 //! [`history`] (the run's figures for late joiners) · [`pace`] (how fast this machine trains) ·
 //! [`supervisor`] (spawn, handshake, ready) · [`process`] (child processes, pidfds, reaping) ·
 //! [`registry`] (live workers) · [`budget`] (restart policy) · [`pool`] (warm workers) ·
-//! [`metrics`] · [`ui`] (embedded browser UI) · [`cluster`] (a node of a cluster: Redis store,
+//! [`metrics`] · [`model_catalog`] (the models offered, read off the runtime) · [`ui`] (embedded browser UI) · [`cluster`] (a node of a cluster: Redis store,
 //! heartbeats, shared models, one training run for all nodes).
 
 pub mod app;
@@ -21,6 +21,7 @@ pub mod guard;
 pub mod history;
 pub mod http;
 pub mod metrics;
+pub mod model_catalog;
 pub mod outqueue;
 pub mod pace;
 pub mod pool;

@@ -57,6 +57,8 @@ pub struct Metrics {
     /// Writes of session snapshots to the store: count, total and worst time.
     pub store_flushes: AtomicU64,
     pub store_flush_failures: AtomicU64,
+    /// Detached sessions whose final write the store refused, kept in memory and retried.
+    pub store_writes_pending: AtomicI64,
     store_flush_ns: AtomicU64,
     store_flush_max_ns: AtomicU64,
     spawned: Mutex<BTreeMap<&'static str, u64>>,
@@ -174,6 +176,7 @@ impl Metrics {
         let flushes = self.store_flushes.load(Relaxed);
         let _ = writeln!(o, "# HELP hamlet_store_flush_seconds Writes of session snapshots to the store.\n# TYPE hamlet_store_flush_seconds summary\nhamlet_store_flush_seconds_sum {}\nhamlet_store_flush_seconds_count {flushes}", self.store_flush_ns.load(Relaxed) as f64 / 1e9);
         let _ = writeln!(o, "# HELP hamlet_store_flush_seconds_max The slowest snapshot write.\n# TYPE hamlet_store_flush_seconds_max gauge\nhamlet_store_flush_seconds_max {}", self.store_flush_max_ns.load(Relaxed) as f64 / 1e9);
+        let _ = writeln!(o, "# HELP hamlet_store_writes_pending Detached sessions the store refused, kept in memory and retried.\n# TYPE hamlet_store_writes_pending gauge\nhamlet_store_writes_pending {}", self.store_writes_pending.load(Relaxed));
         let _ = writeln!(o, "# HELP hamlet_sessions_detached Sessions whose browser has gone, kept for resume.\n# TYPE hamlet_sessions_detached gauge\nhamlet_sessions_detached {}", self.sessions_detached.load(Relaxed));
         let _ = writeln!(o, "# HELP hamlet_session_watchers Read-only watchers connected now.\n# TYPE hamlet_session_watchers gauge\nhamlet_session_watchers {}", self.watchers.load(Relaxed));
         let _ = writeln!(o, "# HELP hamlet_sessions_active Inference sessions running now (owner attached, or watched).\n# TYPE hamlet_sessions_active gauge\nhamlet_sessions_active {}", self.sessions_active.load(Relaxed));

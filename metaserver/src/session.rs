@@ -26,7 +26,6 @@ use crate::sessions::{
 use crate::store::{now_ms, Put, StoredSession};
 use crate::validate::{self, InferenceRequest};
 use axum::extract::ws::{Utf8Bytes, WebSocket};
-use hamlet_onnx::catalog;
 use ipc_proto::browser::{
     Connected, EpisodeSummary, ErrorCode, ErrorMsg, ProbeResult, ServerMessage, WorkerRestarted,
 };
@@ -38,8 +37,8 @@ use ipc_proto::WorkerKind;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -148,13 +147,16 @@ pub struct SessionTask {
     written: (Instant, u64),
     /// Cancelled when the server drains (the drain current when this session started).
     drain: tokio_util::sync::CancellationToken,
+    /// This task's share of `--max-sessions`: every worker process counts, whoever caused it.
+    _permit: OwnedSemaphorePermit,
 }
 
 /// Flags a background write leaves for the session task.
 #[derive(Default)]
 struct WriteOutcome {
-    /// The store refused it: a newer owner elsewhere has the session.
-    superseded: AtomicBool,
+    /// The store refused a write made with this epoch (0: none was refused): a newer owner has
+    /// the session — unless this task has since adopted a newer claim itself.
+    superseded: AtomicU64,
     /// It failed (the store unreachable): write again at the next tick.
     failed: AtomicBool,
 }
@@ -180,23 +182,13 @@ pub struct WsQuery {
 
 /// One `/ws` connection: an owner (fresh or resuming) or a watcher. Returns when the browser has
 /// gone; the session itself lives in its own task.
-pub async fn run(
-    socket: WebSocket,
-    app: Arc<App>,
-    permit: Option<OwnedSemaphorePermit>,
-    query: WsQuery,
-) {
+pub async fn run(socket: WebSocket, app: Arc<App>, query: WsQuery) {
     let (client, stream) = client::start(socket, app.cfg.client_queue, None, app.metrics.clone());
     if let Some(token) = query.watch {
         return watch(stream, client, app, &token).await;
     }
-    let Some(_permit) = permit else {
-        refuse_full(&app, &client);
-        return;
-    };
     let (tx, rx) = mpsc::channel(32);
     sessions::open_owner(&app, client.clone(), rx, query.resume).await;
-    // Reading here keeps the connection's permit until the browser has gone.
     client::read_loop(
         stream,
         client,
@@ -211,8 +203,8 @@ pub async fn run(
 fn command_parser(
     app: &App,
 ) -> impl Fn(&str) -> Result<InferenceRequest, validate::Rejection> + Send + 'static {
-    let models_dir = app.sup.models_dir().to_path_buf();
-    move |t| validate::parse_inference(t, |name| catalog::resolve(&models_dir, name).is_ok())
+    let models = app.models.clone();
+    move |t| validate::parse_inference(t, |name| models.contains(name))
 }
 
 /// A read-only watcher's connection: commands get `read_only`, except `status` and `probe`
@@ -281,7 +273,8 @@ fn busy_probing() -> ServerMessage {
     )
 }
 
-fn refuse_full(app: &App, client: &Client) {
+/// `--max-sessions` worker processes run already: the browser is told so and closed with 1013.
+pub fn refuse_full(app: &App, client: &Client) {
     app.metrics.sessions_refused.fetch_add(1, Relaxed);
     client.send(&ServerMessage::error(
         ErrorCode::TooManySessions,
@@ -337,11 +330,24 @@ fn watcher_connected(base: &Connected) -> Connected {
 }
 
 impl SessionTask {
-    pub fn new(app: Arc<App>, ident: Identity, restored: Restored, inbox: Inbox) -> SessionTask {
+    pub fn new(
+        app: Arc<App>,
+        ident: Identity,
+        restored: Restored,
+        inbox: Inbox,
+        permit: OwnedSemaphorePermit,
+    ) -> SessionTask {
         let (control_tx, control_rx) = mpsc::channel(4);
         let drain = app.drain.token();
+        // A session started for its watchers (its owner gone) lives at most until the owner's
+        // resume window ends, counted from when the owner left (its last stored copy).
+        let owner_left = restored.owner_left_ms_ago.map(|ago| {
+            let ago = Duration::from_millis(ago);
+            Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+        });
         SessionTask {
             drain,
+            _permit: permit,
             budget: RestartBudget::new(app.cfg.restart_policy()),
             id: ident.id.clone(),
             app,
@@ -363,7 +369,7 @@ impl SessionTask {
             last_frame: None,
             dirty: false,
             flushing: None,
-            owner_left: None,
+            owner_left,
             write: Arc::default(),
             written: (Instant::now(), 0),
         }
@@ -378,7 +384,15 @@ impl SessionTask {
         app.metrics.sessions_active.fetch_add(1, Relaxed);
         info!(session = %self.id, resumed = self.snapshot.is_some(), "session task started");
         self.attach(first);
-        let end = self.serve().await;
+        let end = loop {
+            let end = self.serve().await;
+            // A detach is durable: if the store cannot take the session now, the task stays
+            // (without a worker) and keeps trying; a browser that comes back resumes it here.
+            if matches!(end, Wake::Detach) && self.put_away_durably().await == Stored::Reattached {
+                continue;
+            }
+            break end;
+        };
         self.finish(end).await;
         app.sessions.lock().remove(&self.id);
         app.metrics.sessions_active.fetch_sub(1, Relaxed);
@@ -388,7 +402,7 @@ impl SessionTask {
     fn start_message(&self) -> ToInference {
         ToInference::Start(Box::new(SessionStart {
             session_id: self.id.clone(),
-            model: self.app.default_model(),
+            model: self.app.models.default_model(),
             max_steps: self.app.cfg.max_steps,
             snapshot: self.snapshot.clone(),
             // The first worker of this task introduces the session (`connected`; for a session
@@ -409,6 +423,11 @@ impl SessionTask {
     }
 
     fn attach_owner(&mut self, o: OwnerConn) {
+        if let Some(e) = o.claimed.filter(|e| *e > self.ident.epoch) {
+            // The newest claim wins: this task writes with it from now on.
+            self.ident.epoch = e;
+            self.dirty = true;
+        }
         if let Some(old) = self.owner.take() {
             self.app.metrics.sessions_taken_over.fetch_add(1, Relaxed);
             info!(session = %self.id, "session taken over by a new connection");
@@ -466,7 +485,7 @@ impl SessionTask {
             c.start_mode = s.start;
             c.detail = s.detail;
         }
-        c.available_models = catalog::list(self.app.sup.models_dir());
+        c.available_models = self.app.models.listing().names.clone();
         c.recent_episodes = self.recent.iter().cloned().collect();
         c
     }
@@ -659,6 +678,8 @@ impl SessionTask {
     /// The worker introduced the session: each browser gets its own `connected`.
     fn greet(&mut self, mut c: Connected) {
         c.recent_episodes = self.recent.iter().cloned().collect();
+        // The server's listing: the models it offers (usable ones only).
+        c.available_models = self.app.models.listing().names.clone();
         if let Some(o) = &self.owner {
             o.client
                 .send(&ServerMessage::Connected(owner_connected(&c, o)));
@@ -835,8 +856,13 @@ impl SessionTask {
     /// Every flush interval: write a changed snapshot, let go of departed watchers, end a session
     /// whose owner stayed away too long.
     fn housekeeping(&mut self) -> Wake {
-        if self.write.superseded.load(Relaxed) {
-            return Wake::Superseded;
+        let refused = self.write.superseded.swap(0, Relaxed);
+        if refused != 0 {
+            if refused >= self.ident.epoch {
+                return Wake::Superseded;
+            }
+            // Refused before this task adopted a newer claim (a second resume joined it).
+            self.dirty = true;
         }
         if self.write.failed.swap(false, Relaxed) {
             self.dirty = true;
@@ -889,18 +915,57 @@ impl SessionTask {
         self.written = (Instant::now(), self.app.store.generation());
         let (app, entry, outcome) = (self.app.clone(), self.stored(true), self.write.clone());
         self.flushing = Some(tokio::task::spawn_blocking(move || {
-            write_entry(&app, &entry, &outcome)
+            write_entry(&app, &entry, &outcome);
         }));
     }
 
-    /// Writes the snapshot now, after any write in progress, as the session is put away.
-    async fn put_away(&mut self) {
+    /// Writes the snapshot now, after any write in progress, as the session is put away; true
+    /// if the store has it (or a newer owner's copy).
+    async fn put_away(&mut self) -> bool {
         if let Some(h) = self.flushing.take() {
             let _ = h.await;
         }
         self.dirty = false;
         let (app, entry, outcome) = (self.app.clone(), self.stored(false), self.write.clone());
-        let _ = tokio::task::spawn_blocking(move || write_entry(&app, &entry, &outcome)).await;
+        let w = tokio::task::spawn_blocking(move || write_entry(&app, &entry, &outcome)).await;
+        w.unwrap_or(false)
+    }
+
+    /// Puts a detached session away, retrying with backoff while the store refuses the write
+    /// (a read-only directory, Redis down), until the owner's resume window ends. Meanwhile the
+    /// session stays live here: a browser that attaches resumes it from memory.
+    async fn put_away_durably(&mut self) -> Stored {
+        if self.put_away().await {
+            return Stored::Written;
+        }
+        let window = Duration::from_secs(self.app.cfg.resume_window_secs);
+        let deadline = tokio::time::Instant::now() + window;
+        let metrics = self.app.metrics.clone();
+        let pending = &metrics.store_writes_pending;
+        pending.fetch_add(1, Relaxed);
+        let mut backoff = Duration::from_millis(250);
+        let outcome = loop {
+            warn!(session = %self.id, retry_in_ms = backoff.as_millis() as u64, "the store refused a detached session; keeping it in memory and retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                Some(a) = self.inbox.attach.recv() => {
+                    self.attach(a);
+                    break Stored::Reattached;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(session = %self.id, "the resume window ended before the store took the session; it is forgotten");
+                    break Stored::Written;
+                }
+                _ = self.app.shutdown.cancelled() => break Stored::Written,
+            }
+            if self.put_away().await {
+                info!(session = %self.id, "the store took the detached session after all");
+                break Stored::Written;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        };
+        pending.fetch_sub(1, Relaxed);
+        outcome
     }
 
     async fn serve(&mut self) -> Wake {
@@ -939,10 +1004,14 @@ impl SessionTask {
         }
     }
 
-    /// Puts the session away (detach, server going) or forgets it (expired, failed).
+    /// Puts the session away (the server going; a detach was written already) or forgets it
+    /// (expired, failed).
     async fn finish(&mut self, end: Wake) {
         match end {
-            Wake::Detach | Wake::ServerGoing => self.put_away().await,
+            Wake::Detach => {}
+            Wake::ServerGoing => {
+                self.put_away().await;
+            }
             // The newer owner's copy stays as it is.
             Wake::Superseded => {}
             _ => {
@@ -1018,19 +1087,33 @@ impl SessionTask {
     }
 }
 
-/// One write to the store, timed; its outcome is left in `outcome`.
-fn write_entry(app: &App, entry: &StoredSession, outcome: &WriteOutcome) {
+/// Whether a detached session reached the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// Written (or given up: the window ended, the server is stopping).
+    Written,
+    /// A browser came back while the store refused it: serve again.
+    Reattached,
+}
+
+/// One write to the store, timed; its outcome is left in `outcome`. True unless it failed.
+fn write_entry(app: &App, entry: &StoredSession, outcome: &WriteOutcome) -> bool {
     let t = Instant::now();
     match app.store.put(entry) {
-        Ok(Put::Written) => app.metrics.observe_flush(t.elapsed()),
+        Ok(Put::Written) => {
+            app.metrics.observe_flush(t.elapsed());
+            true
+        }
         Ok(Put::Superseded) => {
-            outcome.superseded.store(true, Relaxed);
-            warn!(session = %entry.id, "the stored session has a newer owner; not overwritten")
+            outcome.superseded.store(entry.epoch.max(1), Relaxed);
+            warn!(session = %entry.id, "the stored session has a newer owner; not overwritten");
+            true
         }
         Err(e) => {
             outcome.failed.store(true, Relaxed);
             app.metrics.store_flush_failures.fetch_add(1, Relaxed);
             warn!(session = %entry.id, error = %e, "could not write the session to the store");
+            false
         }
     }
 }

@@ -9,7 +9,7 @@
 use crate::app::App;
 use crate::client::{close, Client, Incoming};
 use crate::store::{
-    new_token, plausible_token, Lookup, SessionStore, StoreError, StoredSession, TokenHash,
+    new_token, now_ms, plausible_token, Lookup, SessionStore, StoreError, StoredSession, TokenHash,
 };
 use crate::validate::InferenceRequest;
 use ipc_proto::browser::{EpisodeSummary, ErrorCode, ServerMessage};
@@ -31,6 +31,10 @@ pub struct OwnerConn {
     pub resumed: bool,
     /// It presented a token that led nowhere (and got a fresh session).
     pub resume_error: bool,
+    /// The epoch this connection's claim raised the stored session to (a resume from the
+    /// store): a live task it joins adopts it, so of two concurrent resumes the task keeps the
+    /// newest claim and its writes are never refused.
+    pub claimed: Option<u64>,
 }
 
 /// A connection joining a live session.
@@ -73,6 +77,9 @@ pub struct Inbox {
 pub struct Restored {
     pub snapshot: Option<ipc_proto::inference::SessionSnapshot>,
     pub recent: Vec<EpisodeSummary>,
+    /// For a session started for its watchers: how long ago its owner left (its copy was
+    /// written), so the session ends when the owner's resume window does.
+    pub owner_left_ms_ago: Option<u64>,
 }
 
 impl Restored {
@@ -80,13 +87,15 @@ impl Restored {
         Restored {
             snapshot: None,
             recent: Vec::new(),
+            owner_left_ms_ago: None,
         }
     }
 
-    fn from_stored(s: &StoredSession) -> Restored {
+    fn from_stored(s: &StoredSession, for_watchers: bool) -> Restored {
         Restored {
             snapshot: s.snapshot.clone(),
             recent: s.recent.clone(),
+            owner_left_ms_ago: for_watchers.then(|| now_ms().saturating_sub(s.saved_at_ms)),
         }
     }
 }
@@ -203,17 +212,30 @@ const ATTACH_QUEUE: usize = 16;
 const PROBE_QUEUE: usize = 32;
 
 /// Starts a session task for `ident` unless one is live already; either way `first` reaches it.
-/// Returns how a watcher reaches the session.
-fn start_or_join(app: &Arc<App>, ident: Identity, restored: Restored, first: Attach) -> Watching {
+/// Returns how a watcher reaches the session; `None` (after telling the browser) when a new task
+/// would exceed `--max-sessions` worker processes.
+fn start_or_join(
+    app: &Arc<App>,
+    ident: Identity,
+    restored: Restored,
+    first: Attach,
+) -> Option<Watching> {
     let mut map = app.live.by_token.lock();
     if let Some(l) = map.get(&ident.token) {
-        // Another connection started it a moment ago.
+        // Another connection started it a moment ago (a duplicated tab, a double reconnect):
+        // it joins that task, bringing its claim's epoch along (see `OwnerConn::claimed`).
         let watching = l.watching();
         if let Err(e) = l.attach.try_send(first) {
             refuse_busy(e.into_inner());
         }
-        return watching;
+        return Some(watching);
     }
+    // Every worker process counts against --max-sessions, whoever's connection started it.
+    let Ok(permit) = app.session_permits.clone().try_acquire_owned() else {
+        drop(map);
+        crate::session::refuse_full(app, &first.into_client());
+        return None;
+    };
     let (attach_tx, attach) = mpsc::channel(ATTACH_QUEUE);
     let (probe_tx, probes) = mpsc::channel(PROBE_QUEUE);
     let live = LiveSession {
@@ -226,9 +248,9 @@ fn start_or_join(app: &Arc<App>, ident: Identity, restored: Restored, first: Att
     map.insert(ident.token.clone(), live);
     drop(map);
     let inbox = Inbox { attach, probes };
-    let task = crate::session::SessionTask::new(app.clone(), ident, restored, inbox);
+    let task = crate::session::SessionTask::new(app.clone(), ident, restored, inbox, permit);
     app.tasks.spawn(task.run(first));
-    watching
+    Some(watching)
 }
 
 fn refuse_busy(a: Attach) {
@@ -248,16 +270,17 @@ enum Found {
     Unavailable,
 }
 
-/// Takes the stored session `key` names (by resume or watch hash) for this process.
+/// The stored session `hash` names: taken for this process (its epoch raised) by its resume
+/// token's hash; only read, never claimed, by its watch token's hash (cluster.md: only the
+/// owner's token claims a session).
 async fn take_stored(app: &Arc<App>, watch: bool, hash: TokenHash) -> Found {
     let store = app.store.clone();
     let take = move |s: &dyn SessionStore| {
-        let key = if watch {
-            Lookup::Watch(&hash)
+        if watch {
+            s.get_by_watch(&hash)
         } else {
-            Lookup::Token(&hash)
-        };
-        s.take(key)
+            s.take(Lookup::Token(&hash))
+        }
     };
     match tokio::task::spawn_blocking(move || take(store.as_ref())).await {
         Ok(Ok(Some(s))) => Found::Session(Box::new(s)),
@@ -298,6 +321,7 @@ pub async fn open_owner(
         token: String::new(),
         resumed: false,
         resume_error: presented.is_some(),
+        claimed: None,
     };
     if let Some(token) = presented.filter(|t| plausible_token(t)) {
         let hash = TokenHash::of(&token);
@@ -312,7 +336,8 @@ pub async fn open_owner(
         match take_stored(app, false, hash).await {
             Found::Session(s) => {
                 app.metrics.sessions_resumed.fetch_add(1, Relaxed);
-                let restored = Restored::from_stored(&s);
+                let restored = Restored::from_stored(&s, false);
+                conn.claimed = Some(s.epoch);
                 start_or_join(app, Identity::taken_from(&s), restored, Attach::Owner(conn));
                 return;
             }
@@ -346,6 +371,19 @@ async fn dispatch_live(app: &Arc<App>, token: &TokenHash, a: Attach) -> Option<A
 /// A browser on `/ws?watch=…`: joins the session read-only; how it reaches the session. `None`
 /// (after telling the browser) when the link leads nowhere.
 pub async fn open_watcher(app: &Arc<App>, client: Client, watch_token: &str) -> Option<Watching> {
+    // Watchers have a cap of their own, whatever they watch (--max-watchers-total).
+    let watchers = app.metrics.watchers.load(Relaxed).max(0) as usize;
+    if watchers >= app.cfg.max_watchers_total {
+        client.send(&ServerMessage::error(
+            ErrorCode::TooManyWatchers,
+            format!(
+                "this server already has {} watchers, the most it allows; try again later",
+                app.cfg.max_watchers_total
+            ),
+        ));
+        client.close(close::TRY_AGAIN_LATER, "too many watchers");
+        return None;
+    }
     if plausible_token(watch_token) {
         let hash = TokenHash::of(watch_token);
         if let Some((watching, tx)) = app.live.sender_by_watch(&hash) {
@@ -361,9 +399,14 @@ pub async fn open_watcher(app: &Arc<App>, client: Client, watch_token: &str) -> 
         }
         match take_stored(app, true, hash).await {
             Found::Session(s) => {
-                let restored = Restored::from_stored(&s);
+                if app.cluster.is_some() {
+                    // In a cluster a watcher never starts the session: it watches it through
+                    // the store wherever it runs (or, if nowhere, as it was left).
+                    return crate::cluster::watch::watch_remote(app, client, *s).await;
+                }
+                let restored = Restored::from_stored(&s, true);
                 let ident = Identity::taken_from(&s);
-                return Some(start_or_join(app, ident, restored, Attach::Watcher(client)));
+                return start_or_join(app, ident, restored, Attach::Watcher(client));
             }
             Found::Unavailable => {
                 refuse_unavailable(&client);

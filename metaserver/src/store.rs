@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A secret handed to one browser: 128 bits from the operating system, base64url.
@@ -197,10 +198,23 @@ struct IndexEntry {
 /// The embedded store: `DIR/<sha256 of token>.session`, JSON, written by the project's one atomic
 /// writer (`hamlet_onnx::write_atomic`: temporary file, fsync, rename, fsync of the directory — a
 /// crash or power cut leaves the old or the new copy, never half of one). The directory is 0700.
+///
+/// Each session has its own lock, held across its epoch check and its file I/O, so two writers
+/// of one session are ordered and a removal never deletes a newer owner's file; the index (for
+/// lookups, listings and expiry) is locked only for map operations, never across I/O, so a slow
+/// disk delays the session being written and nothing else (`/api/status` reads the index).
 pub struct DirStore {
     dir: PathBuf,
     index: Mutex<HashMap<TokenHash, IndexEntry>>,
+    /// One lock per session, created on its first write.
+    writers: Mutex<HashMap<TokenHash, Arc<Mutex<()>>>>,
+    /// Test-only: every write first waits this long (`HAMLET_FAULT_SLOW_STORE_MS`).
+    slow: Option<std::time::Duration>,
 }
+
+/// Test-only fault switch: the directory store's writes take this many milliseconds longer
+/// (a slow disk). Unset in production.
+pub const ENV_FAULT_SLOW_STORE_MS: &str = "HAMLET_FAULT_SLOW_STORE_MS";
 
 impl DirStore {
     /// Opens (creating it 0700) `dir` and indexes the sessions already there; unreadable files are
@@ -211,9 +225,15 @@ impl DirStore {
             .mode(0o700)
             .create(dir)?;
         fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let slow = std::env::var(ENV_FAULT_SLOW_STORE_MS)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis);
         let store = DirStore {
             dir: dir.to_path_buf(),
             index: Mutex::new(HashMap::new()),
+            writers: Mutex::new(HashMap::new()),
+            slow,
         };
         for entry in fs::read_dir(dir)?.flatten() {
             let path = entry.path();
@@ -241,6 +261,15 @@ impl DirStore {
     fn path(&self, token: &TokenHash) -> PathBuf {
         self.dir.join(token.file_name())
     }
+
+    /// The lock of one session's file.
+    fn writer(&self, token: &TokenHash) -> Arc<Mutex<()>> {
+        self.writers
+            .lock()
+            .entry(token.clone())
+            .or_default()
+            .clone()
+    }
 }
 
 fn index_entry(s: &StoredSession) -> IndexEntry {
@@ -265,15 +294,20 @@ fn read_entry(path: &Path) -> Result<StoredSession, StoreError> {
 
 impl SessionStore for DirStore {
     fn put(&self, s: &StoredSession) -> Result<Put, StoreError> {
-        // The index lock is held across the write: two writers of one session are ordered, and
-        // the epoch check and the write are one step.
-        let mut index = self.index.lock();
-        if index.get(&s.token).is_some_and(|e| e.epoch > s.epoch) {
+        let lock = self.writer(&s.token);
+        let _one_writer = lock.lock();
+        if let Some(d) = self.slow {
+            std::thread::sleep(d);
+        }
+        let newer = |index: &HashMap<TokenHash, IndexEntry>| {
+            index.get(&s.token).is_some_and(|e| e.epoch > s.epoch)
+        };
+        if newer(&self.index.lock()) {
             return Ok(Put::Superseded);
         }
         let bytes = serde_json::to_vec(s).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         hamlet_onnx::write_atomic(&self.path(&s.token), &bytes)?;
-        index.insert(s.token.clone(), index_entry(s));
+        self.index.lock().insert(s.token.clone(), index_entry(s));
         Ok(Put::Written)
     }
 
@@ -302,16 +336,25 @@ impl SessionStore for DirStore {
     }
 
     fn remove(&self, token: &TokenHash, epoch: u64) -> Result<(), StoreError> {
-        let mut index = self.index.lock();
-        if index.get(token).is_some_and(|e| e.epoch > epoch) {
+        // Under the session's lock: no writer can put a newer copy between the check and the
+        // deletion.
+        let lock = self.writer(token);
+        let _one_writer = lock.lock();
+        if self
+            .index
+            .lock()
+            .get(token)
+            .is_some_and(|e| e.epoch > epoch)
+        {
             return Ok(());
         }
-        index.remove(token);
-        drop(index);
         match fs::remove_file(self.path(token)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
         }
+        self.index.lock().remove(token);
+        self.writers.lock().remove(token);
+        Ok(())
     }
 
     fn expire(

@@ -127,6 +127,8 @@ pub struct TrainingHub {
     cluster: Option<Arc<ClusterTraining>>,
     /// Where the holder's updates for Redis queue (set by [`TrainingHub::sharer`]).
     share_tx: Mutex<Option<mpsc::Sender<Share>>>,
+    /// A run's saved model is offered to sessions at once.
+    models: Arc<crate::model_catalog::ModelCatalog>,
 }
 
 /// Why the hub must replace its worker, and since when that worker had been running.
@@ -141,6 +143,7 @@ impl TrainingHub {
         sup: Arc<Supervisor>,
         shutdown: CancellationToken,
         cluster: Option<Arc<ClusterTraining>>,
+        models: Arc<crate::model_catalog::ModelCatalog>,
     ) -> Arc<Self> {
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let pace = Pace::load(pace_path(&sup.cfg).as_deref());
@@ -178,6 +181,7 @@ impl TrainingHub {
             shutdown,
             cluster,
             share_tx: Mutex::new(None),
+            models,
         })
     }
 
@@ -403,6 +407,12 @@ impl TrainingHub {
             // Frames faster than a viewer sees: the newest wins.
             FromTraining::Frame(m) => self.broadcast(&m, Delivery::Latest, arrived),
             FromTraining::Message(m) => {
+                if let ServerMessage::TrainingComplete(c) = &m {
+                    // Written by this node's worker: offered to sessions at once.
+                    if let Some(name) = &c.model_saved {
+                        self.models.note_new(name);
+                    }
+                }
                 self.mirror(&m);
                 self.announce_start(&m, arrived);
                 match m {

@@ -513,6 +513,17 @@ pub fn alive(pid: u32) -> bool {
 /// An HTTP request to the server under test: (status, body). Redirects are not followed, so a
 /// test sees them; error statuses are answers, not failures.
 pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let (code, _, body) = http_with_headers(addr, method, path, headers);
+    (code, body)
+}
+
+/// [`http`], with the answer's headers (names lower-case).
+pub fn http_with_headers(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -533,8 +544,13 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (
     }
     .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     let code = resp.status().as_u16();
+    let answer_headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
-    (code, body)
+    (code, answer_headers, body)
 }
 
 type WsStream =

@@ -29,6 +29,7 @@ impl PolicyError {
         match self {
             PolicyError::Catalog(CatalogError::NotPlain(_)) => ErrorCode::InvalidModelName,
             PolicyError::Catalog(CatalogError::NotFound(_)) => ErrorCode::ModelNotFound,
+            PolicyError::Catalog(CatalogError::Unusable { .. }) => ErrorCode::InvalidModel,
             PolicyError::Invalid { .. } => ErrorCode::InvalidModel,
             PolicyError::Runtime { .. } | PolicyError::Run(_) => ErrorCode::WorkerFailed,
         }
@@ -77,6 +78,24 @@ pub struct Policy {
     run: RunOptions<HasSelectedOutputs>,
 }
 
+/// `text` with the server's path of the model replaced by its bare file name.
+fn without_path(text: &str, path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let dir = path
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let t = text.replace(&path.display().to_string(), &name);
+    if dir.is_empty() {
+        t
+    } else {
+        t.replace(&dir, "models")
+    }
+}
+
 /// The extra outputs our exporter writes (protocol.md `activations`).
 struct InnerOutputs {
     dueling: bool,
@@ -118,13 +137,27 @@ impl Policy {
             name: name.to_owned(),
             reason,
         };
+        // Checked and loaded from memory: a file that is not a usable model gets a reason naming
+        // the model, and ONNX Runtime's own errors (which quote the file's path) never reach a
+        // browser.
+        let too_big = std::fs::metadata(&path).is_ok_and(|m| m.len() > catalog::MAX_MODEL_BYTES);
+        let bytes = if too_big {
+            Err("the file is too large to be a model".to_owned())
+        } else {
+            std::fs::read(&path).map_err(|_| "the file cannot be read".to_owned())
+        }
+        .and_then(|b| catalog::check_model(&b).map(|_| b))
+        .map_err(|reason| CatalogError::Unusable {
+            name: name.to_owned(),
+            reason,
+        })?;
         let session = Session::builder(&rt.env)
             .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
             .and_then(|b| b.with_inter_op_spinning(false).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_file(&path))
-            .map_err(|e| invalid(e.to_string()))?;
+            .and_then(|mut b| b.commit_from_memory(&bytes))
+            .map_err(|e| invalid(without_path(&e.to_string(), &path)))?;
         let (ins, outs) = (session.inputs(), session.outputs());
         if ins.len() != 1 || outs.is_empty() {
             return Err(invalid(format!(
@@ -153,9 +186,7 @@ impl Policy {
             dueling: named("value") && named("advantage"),
         });
         let output = outs[0].name().to_owned();
-        let action_weights = std::fs::read(&path)
-            .ok()
-            .and_then(|b| hamlet_onnx::action_weights(&b));
+        let action_weights = hamlet_onnx::action_weights(&bytes);
         let (input, run) = preallocated(&session).map_err(|e| invalid(e.to_string()))?;
         Ok(Policy {
             name: name.to_owned(),

@@ -19,6 +19,7 @@
 pub mod models;
 pub mod store;
 pub mod training;
+pub mod watch;
 
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};

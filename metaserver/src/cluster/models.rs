@@ -8,6 +8,7 @@
 //! shared (remove it from Redis and from every node).
 
 use super::{key, Cluster};
+use crate::model_catalog::ModelCatalog;
 use hamlet_onnx::catalog;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -17,11 +18,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 const PERIOD: Duration = Duration::from_millis(250);
-/// Models are about 100 KB to 1 MB; anything far larger is not one of ours.
-pub const MAX_MODEL_BYTES: usize = 16 << 20;
+use hamlet_onnx::catalog::MAX_MODEL_BYTES;
 
-/// Keeps `dir` and `hamlet:models` in step until `stop`.
-pub async fn sync(cluster: Arc<Cluster>, dir: PathBuf, stop: CancellationToken) {
+/// Keeps `dir` and `hamlet:models` in step until `stop`. The directory's listing comes from the
+/// catalog (scanned off the runtime), and what it holds is only models that passed its checks.
+pub async fn sync(
+    cluster: Arc<Cluster>,
+    dir: PathBuf,
+    models: Arc<ModelCatalog>,
+    stop: CancellationToken,
+) {
     // Names settled with the cluster: published by us, fetched by us, or found to differ.
     let mut settled: HashSet<String> = HashSet::new();
     let mut tick = tokio::time::interval(PERIOD);
@@ -35,7 +41,7 @@ pub async fn sync(cluster: Arc<Cluster>, dir: PathBuf, stop: CancellationToken) 
             Ok(r) => r,
             Err(_) => continue,
         };
-        let local = catalog::list(&dir);
+        let local = models.listing().names.clone();
         let unsettled: Vec<&String> = local.iter().filter(|n| !settled.contains(*n)).collect();
         for name in unsettled {
             if publish(&cluster, &dir, name, remote.contains(name)).await {
@@ -44,6 +50,7 @@ pub async fn sync(cluster: Arc<Cluster>, dir: PathBuf, stop: CancellationToken) 
         }
         for name in remote.iter().filter(|n| !local.contains(n)) {
             if fetch(&cluster, &dir, name).await {
+                models.note_new(name);
                 settled.insert(name.clone());
             }
         }
@@ -61,7 +68,7 @@ async fn cluster_model(cluster: &Cluster, name: &str) -> Option<Vec<u8>> {
 
 async fn read_model(dir: &Path, name: &str) -> Option<Vec<u8>> {
     let bytes = tokio::fs::read(dir.join(name)).await.ok()?;
-    (bytes.len() <= MAX_MODEL_BYTES).then_some(bytes)
+    (bytes.len() as u64 <= MAX_MODEL_BYTES).then_some(bytes)
 }
 
 /// Offers a local model to the cluster; true once settled (published, or the cluster has the
@@ -96,12 +103,15 @@ async fn fetch(cluster: &Cluster, dir: &Path, name: &str) -> bool {
         // Not a name a client could load; never a path on this disk.
         return true;
     }
-    let Some(bytes) = cluster_model(cluster, name)
-        .await
-        .filter(|b| b.len() <= MAX_MODEL_BYTES)
-    else {
+    let Some(bytes) = cluster_model(cluster, name).await else {
         return false;
     };
+    // Whatever is in Redis is checked as a browser's input would be: only a model this world
+    // can use reaches the disk (and from there every worker).
+    if let Err(reason) = catalog::check_model(&bytes) {
+        warn!(model = name, %reason, "a model in the cluster's store is not usable; not fetched");
+        return true;
+    }
     let path = dir.join(name);
     match tokio::task::spawn_blocking(move || hamlet_onnx::write_atomic(&path, &bytes)).await {
         Ok(Ok(())) => {
