@@ -45,6 +45,8 @@ pub struct App {
     pub random_reference: crate::history::RandomReference,
     /// The models offered, kept fresh off the runtime.
     pub models: Arc<crate::model_catalog::ModelCatalog>,
+    /// A cluster node's watchers of sessions that run elsewhere; `None` on one machine.
+    pub watch_relay: Option<Arc<crate::cluster::watch::WatchRelay>>,
 }
 
 impl App {
@@ -126,6 +128,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         started: Instant::now(),
         random_reference: crate::history::measure_random_policy(500, 500, 1),
         models: models.clone(),
+        watch_relay: cluster.clone().map(crate::cluster::watch::WatchRelay::new),
     });
     tokio::spawn(models.clone().run(shutdown.clone()));
     let pool_task = tokio::spawn(pool.clone().run(sup.clone(), shutdown.clone()));
@@ -205,6 +208,9 @@ fn start_cluster_tasks(app: &Arc<App>, c: Arc<Cluster>, ct: Arc<ClusterTraining>
         stop.clone(),
     ));
     tokio::spawn(ct.clone().publisher());
+    if let Some(r) = &app.watch_relay {
+        crate::cluster::watch::start(r, app, stop.clone());
+    }
     tokio::spawn(app.training.clone().sharer(ct.clone()));
     tokio::spawn(app.training.clone().lease_keeper(ct.clone()));
     let (hub, hub2) = (app.training.clone(), app.training.clone());

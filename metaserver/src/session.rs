@@ -149,6 +149,8 @@ pub struct SessionTask {
     drain: tokio_util::sync::CancellationToken,
     /// This task's share of `--max-sessions`: every worker process counts, whoever caused it.
     _permit: OwnedSemaphorePermit,
+    /// A node elsewhere in the cluster watches this session: its frames go to Redis too.
+    publish_frames: bool,
 }
 
 /// Flags a background write leaves for the session task.
@@ -234,9 +236,13 @@ async fn watch(
                     client: client.clone(),
                     probe,
                 };
-                match watching.probes.try_send(ask) {
-                    Ok(()) => continue,
-                    Err(_) => busy_probing(),
+                match watching.probes.as_ref().map(|p| p.try_send(ask)) {
+                    Some(Ok(())) => continue,
+                    Some(Err(_)) => busy_probing(),
+                    None => ServerMessage::error(
+                        ErrorCode::ReadOnly,
+                        "\"what if\" needs the server that runs this session; open the link again later",
+                    ),
                 }
             }
             InferenceRequest::Command(_) => ServerMessage::error(
@@ -249,8 +255,13 @@ async fn watch(
     let _ = reader.await;
 }
 
-/// A watcher's `status`: the watched session as the status table has it.
+/// A watcher's `status`: the watched session as the status table has it (or, for a session that
+/// runs on another node, as last seen here).
 fn watcher_status(app: &App, id: &str) -> ServerMessage {
+    let remote = app.watch_relay.as_ref().and_then(|r| r.status(id));
+    if let Some(st) = remote {
+        return ServerMessage::SessionStatus(st);
+    }
     match app.sessions.lock().get(id) {
         Some(r) => ServerMessage::SessionStatus(ipc_proto::browser::SessionStatus {
             session_id: r.id.clone(),
@@ -348,6 +359,7 @@ impl SessionTask {
         SessionTask {
             drain,
             _permit: permit,
+            publish_frames: false,
             budget: RestartBudget::new(app.cfg.restart_policy()),
             id: ident.id.clone(),
             app,
@@ -626,6 +638,27 @@ impl SessionTask {
         self.announced = true;
     }
 
+    /// A node elsewhere has just started watching: its watchers get the session as it is now (its
+    /// settings and its current frame), not only the frames from the next step on.
+    fn greet_remote_watchers(&self) {
+        let Some(r) = &self.app.watch_relay else {
+            return;
+        };
+        tracing::debug!(session = %self.id, has_snapshot = self.snapshot.is_some(), "greeting watchers elsewhere");
+        if let Some(s) = &self.snapshot {
+            let settings = ServerMessage::Settings(ipc_proto::browser::Settings {
+                speed: s.speed,
+                epsilon: s.epsilon,
+                start_mode: s.start,
+                detail: s.detail,
+            });
+            r.publish(&self.id, &Utf8Bytes::from(settings.to_json()));
+        }
+        if let Some(f) = &self.last_frame {
+            r.publish(&self.id, f);
+        }
+    }
+
     /// Sends a frame to the owner and every watcher, encoded once.
     fn fan_out(&mut self, m: &ServerMessage, arrived: Instant) {
         let text = Utf8Bytes::from(m.to_json());
@@ -645,6 +678,11 @@ impl SessionTask {
         }
         for w in &self.watchers {
             w.send_encoded(text.clone(), delivery, arrived);
+        }
+        if self.publish_frames {
+            if let Some(r) = &self.app.watch_relay {
+                r.publish(&self.id, &text);
+            }
         }
     }
 
@@ -878,6 +916,12 @@ impl SessionTask {
         }
         self.flush_in_background();
         self.prune_watchers();
+        if let Some(w) = self.app.watch_relay.as_ref().map(|r| r.watched(&self.id)) {
+            if w.greet {
+                self.greet_remote_watchers();
+            }
+            self.publish_frames = w.publish;
+        }
         if self.owner.is_none() {
             if self.watchers.is_empty() {
                 return Wake::Detach;

@@ -61,10 +61,11 @@ pub struct ProbeAsk {
     pub probe: Probe,
 }
 
-/// How a watcher reaches the session it watches: its id, and where its probes go.
+/// How a watcher reaches the session it watches: its id, and where its probes go (`None`: the
+/// session runs on another node, where a probe cannot reach from here).
 pub struct Watching {
     pub id: String,
-    pub probes: mpsc::Sender<ProbeAsk>,
+    pub probes: Option<mpsc::Sender<ProbeAsk>>,
 }
 
 /// A session's task's inboxes: connections that join it, and probes from its watchers.
@@ -201,7 +202,7 @@ impl LiveSession {
     fn watching(&self) -> Watching {
         Watching {
             id: self.id.clone(),
-            probes: self.probes.clone(),
+            probes: Some(self.probes.clone()),
         }
     }
 }
@@ -397,7 +398,23 @@ pub async fn open_watcher(app: &Arc<App>, client: Client, watch_token: &str) -> 
                 }
             }
         }
-        match take_stored(app, true, hash).await {
+        // In a cluster a session started a moment ago on another node reaches Redis with its
+        // first write (within one flush interval): a link opened that soon is looked up again.
+        let tries = if app.cluster.is_some() { 4 } else { 1 };
+        let mut found = Found::Nothing;
+        for i in 0..tries {
+            if i > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    app.cfg.snapshot_flush_ms.max(50),
+                ))
+                .await;
+            }
+            found = take_stored(app, true, hash.clone()).await;
+            if !matches!(found, Found::Nothing) {
+                break;
+            }
+        }
+        match found {
             Found::Session(s) => {
                 if app.cluster.is_some() {
                     // In a cluster a watcher never starts the session: it watches it through

@@ -115,6 +115,11 @@ struct HubState {
     previous: Option<RunHistory>,
     /// How fast this machine trains, for the presets' expected durations (kept across restarts).
     pace: Pace,
+    /// Cluster holder: the run is paused because the lease could not be renewed (not by its
+    /// user); it resumes when the lease can be renewed again.
+    lease_paused: bool,
+    /// The run's user paused it (and has not resumed it).
+    user_paused: bool,
 }
 
 pub struct TrainingHub {
@@ -175,6 +180,8 @@ impl TrainingHub {
                 history: RunHistory::default(),
                 previous: None,
                 pace,
+                lease_paused: false,
+                user_paused: false,
             }),
             cmd_tx,
             cmd_rx: Mutex::new(Some(cmd_rx)),
@@ -298,7 +305,8 @@ impl TrainingHub {
             ct.publish(&text);
         }
         let mut s = self.state.lock();
-        let (owner, token) = (s.owner, s.control_token.clone());
+        // The token itself goes to the starter and is forgotten here: only its hash stays.
+        let (owner, token) = (s.owner, s.control_token.take());
         s.viewers.retain(|id, c| {
             if Some(*id) == owner {
                 let mut mine = t.clone();
@@ -621,6 +629,10 @@ impl TrainingHub {
         v: Viewer,
     ) {
         let client = v.client.clone();
+        if self.is_training() && worker.is_none() {
+            // A follower's mirror may describe a run Redis has forgotten.
+            self.end_if_gone_from_cluster().await;
+        }
         if self.is_training() {
             client.send(&ServerMessage::TrainingStatus(Box::new(
                 self.status_for(&v),
@@ -666,6 +678,7 @@ impl TrainingHub {
             s.restarts = 0;
             s.run = RunState::Running;
             s.owner = Some(v.id);
+            (s.lease_paused, s.user_paused) = (false, false);
             let token = crate::store::new_token();
             s.control_hash = Some(TokenHash::of(&token));
             s.control_token = Some(token);
@@ -683,6 +696,38 @@ impl TrainingHub {
                 paused: false,
             });
         }
+    }
+
+    /// A pause, resume or stop from someone allowed to give it. While the lease is unreachable
+    /// the run stays paused whatever its user asks (it resumes by itself when it can).
+    fn user_control(&self, w: &TrainingWorker, c: RunControl, v: &Viewer) {
+        let lease_paused = {
+            let mut s = self.state.lock();
+            match c {
+                RunControl::Pause => s.user_paused = true,
+                RunControl::Resume => s.user_paused = false,
+                RunControl::Stop => {}
+            }
+            s.lease_paused
+        };
+        if lease_paused && c == RunControl::Resume {
+            v.client.send(&store_unavailable());
+            return;
+        }
+        let _ = w.send(ToTraining::Control(c));
+    }
+
+    /// Cluster: after losing the lease, a run with neither a record nor a holder left in Redis
+    /// (Redis restarted empty) is over: it ends here, its viewers are told, a new run may start.
+    async fn end_if_gone_from_cluster(&self) {
+        let Some(ct) = &self.cluster else { return };
+        if !self.is_training() || ct.run_or_lease_exists().await.unwrap_or(true) {
+            return;
+        }
+        warn!("the cluster's store no longer knows the training run (redis restarted empty?): it ends here");
+        self.fail_run(
+            "the cluster's store lost this run (Redis restarted empty); start it again".into(),
+        );
     }
 
     /// Who may start which run: `--start-training operators` keeps runs for operators;
@@ -812,7 +857,7 @@ impl TrainingHub {
                         _ if !self.may_control(&v, token.as_deref()) => {
                             v.client.send(&ServerMessage::error(ErrorCode::NotRunOwner, "only the person who started this run (or an operator) can pause, resume or stop it"));
                         }
-                        Some(w) => { let _ = w.send(ToTraining::Control(c)); }
+                        Some(w) => self.user_control(w, c, &v),
                         None => { v.client.send(&ServerMessage::error(ErrorCode::NotTraining, "the training worker is being replaced; try again in a moment")); }
                     },
                     Some(HubCmd::TakeControl(v)) => self.take_control(&v),
@@ -887,13 +932,26 @@ impl TrainingHub {
                     let _ = w.wait_exit().await;
                     self.state.lock().worker = None;
                 }
+                self.state.lock().lease_paused = false;
+                self.end_if_gone_from_cluster().await;
             }
             HubCmd::LeaseReachable(reachable) => {
-                let paused = self.state.lock().status.paused;
-                let c = match (reachable, paused) {
-                    (false, false) => Some(RunControl::Pause),
-                    (true, true) => Some(RunControl::Resume),
-                    _ => None,
+                // A pause for a lost lease is the lease's: it never undoes, nor is undone by, a
+                // pause its user asked for.
+                let c = {
+                    let mut s = self.state.lock();
+                    let user_paused = s.status.paused && !s.lease_paused;
+                    match (reachable, s.lease_paused) {
+                        (false, false) if !user_paused => {
+                            s.lease_paused = true;
+                            Some(RunControl::Pause)
+                        }
+                        (true, true) => {
+                            s.lease_paused = false;
+                            (!s.user_paused).then_some(RunControl::Resume)
+                        }
+                        _ => None,
+                    }
                 };
                 if let (Some(w), Some(c)) = (worker.as_ref(), c) {
                     warn!(?c, "training lease renewal: redis reachable = {reachable}");

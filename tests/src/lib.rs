@@ -561,6 +561,8 @@ pub struct Ws {
     pub ws: WsStream,
     pub seen: Vec<Value>,
     pub closed: Option<(u16, String)>,
+    /// A `connected` arrived (for readers that clear `seen` as they go).
+    pub connected_seen: bool,
 }
 
 impl Ws {
@@ -572,6 +574,7 @@ impl Ws {
             ws,
             seen: vec![],
             closed: None,
+            connected_seen: false,
         })
     }
 

@@ -253,6 +253,7 @@ async fn only_the_starter_the_token_or_an_operator_controls_the_run() {
         .insert("Authorization", "Bearer op-secret".parse().unwrap());
     let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     let mut op = Ws {
+        connected_seen: false,
         ws,
         seen: vec![],
         closed: None,

@@ -4,11 +4,14 @@
 //!   renewed every second; the fencing number comes from `INCR hamlet:training:epoch`. Only the
 //!   holder runs `worker-training`. A holder that cannot renew pauses its run (safety over
 //!   availability) and continues when it can; one that finds the lease taken stops its worker.
-//! - **Checkpoints.** `hamlet:training:run` (hash: `fence`, `meta` = [`RunFacts`] JSON,
-//!   `checkpoint` = the worker's checkpoint file) is written only through a fenced
-//!   compare-and-set: a writer with an older fencing number than the stored one is refused.
-//!   When the holder dies its lease expires; another node takes it and resumes the run from the
-//!   last checkpoint (`training_restarted`, reason `node lost`).
+//! - **Fencing.** Every write the holder makes — the run record `hamlet:training:run` (hash:
+//!   `fence`, `meta` = [`RunFacts`] JSON, `checkpoint` = the worker's checkpoint file),
+//!   `training:control`, `training:status` — is one Lua script that first checks that
+//!   `hamlet:training:lease` still holds the writer's `"{node} {fence}"`, and writes nothing
+//!   otherwise: a holder cut off long enough to lose its lease can never write again, even if
+//!   the run has finished elsewhere and its record is gone. When the holder dies its lease
+//!   expires; another node takes it and resumes the run from the last checkpoint
+//!   (`training_restarted`, reason `node lost`).
 //! - **Frames.** The holder publishes every encoded browser frame once on
 //!   `hamlet:training:frames`; every node relays what it receives to its own viewers.
 //!   `hamlet:training:status` holds the latest `training_status` for late joiners.
@@ -54,13 +57,21 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 "#;
 
-/// The fenced compare-and-set. KEYS: run. ARGV: fence, then field/value pairs (none: delete).
-/// 1 written, 0 refused (a newer holder wrote).
+/// The fenced write of the run record. KEYS: lease, run. ARGV: the writer's lease value, its
+/// fence, then field/value pairs (none: delete the record). 1 written, 0 refused (the lease is
+/// not the writer's).
 const FENCED_WRITE: &str = r#"
-local current = redis.call('HGET', KEYS[1], 'fence')
-if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
-if #ARGV == 1 then redis.call('DEL', KEYS[1]) return 1 end
-redis.call('HSET', KEYS[1], 'fence', ARGV[1], unpack(ARGV, 2))
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if #ARGV == 2 then redis.call('DEL', KEYS[2]) return 1 end
+redis.call('HSET', KEYS[2], 'fence', ARGV[2], unpack(ARGV, 3))
+return 1
+"#;
+
+/// A fenced plain value. KEYS: lease, key. ARGV: the writer's lease value, the value (empty:
+/// delete). 1 written, 0 refused.
+const FENCED_SET: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], ARGV[2]) end
 return 1
 "#;
 
@@ -88,6 +99,7 @@ pub struct ClusterTraining {
     renew: redis::Script,
     release: redis::Script,
     fenced: redis::Script,
+    fenced_set: redis::Script,
 }
 
 fn channel(name: &str) -> String {
@@ -106,6 +118,7 @@ impl ClusterTraining {
             renew: redis::Script::new(RENEW),
             release: redis::Script::new(RELEASE),
             fenced: redis::Script::new(FENCED_WRITE),
+            fenced_set: redis::Script::new(FENCED_SET),
         })
     }
 
@@ -171,28 +184,48 @@ impl ClusterTraining {
         }
     }
 
-    /// The fenced write of the run record (`fields` empty: delete it). False when refused or
-    /// Redis is unreachable.
+    /// The fenced write of the run record (`fields` empty: delete it). False when refused (this
+    /// node no longer holds the lease) or Redis is unreachable.
     async fn write_run(&self, fields: Vec<(&'static str, Vec<u8>)>) -> bool {
         let Some(fence) = self.fence() else {
             return false;
         };
         let mut inv = self.fenced.prepare_invoke();
-        inv.key(channel("run")).arg(fence);
+        inv.key(channel("lease"))
+            .key(channel("run"))
+            .arg(self.lease_value(fence))
+            .arg(fence);
         for (f, v) in fields {
             inv.arg(f).arg(v);
         }
-        match self.cluster.script::<i64>(inv).await {
+        self.fenced_outcome(fence, "the run", self.cluster.script::<i64>(inv).await)
+    }
+
+    /// A fenced `SET` (an empty `value` deletes) of one of the run's keys.
+    async fn write_key(&self, name: &str, value: &str) -> bool {
+        let Some(fence) = self.fence() else {
+            return false;
+        };
+        let mut inv = self.fenced_set.prepare_invoke();
+        inv.key(channel("lease"))
+            .key(channel(name))
+            .arg(self.lease_value(fence))
+            .arg(value);
+        self.fenced_outcome(fence, name, self.cluster.script::<i64>(inv).await)
+    }
+
+    fn fenced_outcome(&self, fence: u64, what: &str, r: Result<i64, ClusterError>) -> bool {
+        match r {
             Ok(1) => true,
             Ok(_) => {
                 warn!(
                     fence,
-                    "a newer training holder wrote the run: not overwritten"
+                    what, "not written: this node no longer holds the training lease"
                 );
                 false
             }
             Err(e) => {
-                warn!(error = %e, "could not write the training run to redis");
+                warn!(error = %e, what, "could not write the training run to redis");
                 false
             }
         }
@@ -202,11 +235,7 @@ impl ClusterTraining {
     pub async fn save_run(&self, run: &RunFacts) -> bool {
         let meta = serde_json::to_vec(run).expect("a run record serialises");
         if let Some(h) = &run.control_hash {
-            let (k, v) = (channel("control"), h.hex().to_owned());
-            let _ = self
-                .cluster
-                .cmd::<()>(redis::cmd("SET").arg(k).arg(v))
-                .await;
+            self.write_key("control", h.hex()).await;
         }
         self.write_run(vec![("meta", meta)]).await
     }
@@ -225,8 +254,7 @@ impl ClusterTraining {
     /// The run is over: forget it, give up the lease.
     pub async fn finish_run(&self) {
         self.write_run(Vec::new()).await;
-        let k = channel("control");
-        let _ = self.cluster.cmd::<()>(redis::cmd("DEL").arg(k)).await;
+        self.write_key("control", "").await;
         self.release().await;
     }
 
@@ -247,8 +275,12 @@ impl ClusterTraining {
         let Some(meta) = meta.filter(|_| !held) else {
             return Ok(None);
         };
-        let Ok(parsed) = serde_json::from_slice::<RunFacts>(&meta) else {
-            warn!("unreadable training run record in redis ignored");
+        // Read from Redis, checked as a browser's request would be.
+        let parsed = serde_json::from_slice::<RunFacts>(&meta)
+            .ok()
+            .filter(|r| r.config.validate().is_ok());
+        let Some(parsed) = parsed else {
+            warn!("unreadable or invalid training run record in redis ignored");
             return Ok(None);
         };
         let Some(fence) = self.acquire().await? else {
@@ -272,11 +304,22 @@ impl ClusterTraining {
         self.cluster.cmd(redis::cmd("EXISTS").arg(run)).await
     }
 
-    /// May a viewer holding `token` control the cluster's run?
+    /// May a viewer holding `token` control the cluster's run? (Redis keeps only its hash;
+    /// compared in constant time.)
     pub async fn token_controls(&self, token: &str) -> Result<bool, ClusterError> {
         let k = channel("control");
         let stored: Option<String> = self.cluster.cmd(redis::cmd("GET").arg(k)).await?;
-        Ok(stored.is_some_and(|h| TokenHash::of(token).hex() == h))
+        Ok(stored.is_some_and(|h| ipc_proto::handshake::secret_eq(TokenHash::of(token).hex(), &h)))
+    }
+
+    /// Is there anything of a run in Redis — a record or a holder's lease?
+    pub async fn run_or_lease_exists(&self) -> Result<bool, ClusterError> {
+        let (run, lease) = (channel("run"), channel("lease"));
+        let n: u64 = self
+            .cluster
+            .cmd(redis::cmd("EXISTS").arg(run).arg(lease))
+            .await?;
+        Ok(n > 0)
     }
 
     /// Sends a checked command to the holder.
@@ -288,16 +331,9 @@ impl ClusterTraining {
             .await
     }
 
-    /// The holder's latest `training_status`, for late joiners on other nodes.
+    /// The holder's latest `training_status`, for late joiners on other nodes (fenced).
     pub async fn set_status(&self, json: String) {
-        if !self.is_holder() {
-            return;
-        }
-        let k = channel("status");
-        let _ = self
-            .cluster
-            .cmd::<()>(redis::cmd("SET").arg(k).arg(json))
-            .await;
+        self.write_key("status", &json).await;
     }
 
     pub async fn status(&self) -> Result<Option<String>, ClusterError> {
