@@ -235,7 +235,7 @@ async fn expire_detached(app: Arc<App>) {
         let (store, app2) = (app.store.clone(), app.clone());
         let done = tokio::task::spawn_blocking(move || {
             let n = store.expire(cutoff, app2.cfg.max_detached, &|id| app2.live.is_live(id));
-            let detached = store.list().len().saturating_sub(app2.live.len());
+            let detached = store.stored_count().saturating_sub(app2.live.len());
             (n, detached)
         })
         .await;

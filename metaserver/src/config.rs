@@ -111,8 +111,10 @@ pub struct Config {
     pub checkpoint_dir: Option<PathBuf>,
     /// Where sessions are kept so they outlive their connection and the server: a directory
     /// (created 0700; one file per session, holding only a hash of its token), or
-    /// `redis://HOST:PORT/DB`, which makes this server a cluster node (cluster.md).
-    #[arg(long, default_value = "state", value_parser = StoreLocation::parse)]
+    /// `redis://[USER:PASSWORD@]HOST:PORT/DB` (`rediss://` for TLS), which makes this server a
+    /// cluster node (cluster.md). A password is never logged or shown; the environment variable
+    /// HAMLET_STORE keeps it off the command line.
+    #[arg(long, default_value = "state", value_parser = StoreLocation::parse, env = "HAMLET_STORE")]
     pub store: StoreLocation,
     /// This node's name in a cluster (default HOSTNAME:PORT); only used with `--store redis://…`.
     #[arg(long, env = "HAMLET_NODE_ID")]
@@ -156,21 +158,44 @@ pub struct Config {
 }
 
 /// Where `--store` keeps sessions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreLocation {
     /// One machine: a directory.
     Dir(PathBuf),
-    /// A cluster node: a Redis URL (`redis://HOST:PORT/DB`).
+    /// A cluster node: a Redis URL (`redis://` or `rediss://`, perhaps with a user and password).
     Redis(String),
+}
+
+/// Never prints a Redis password (a `Config` may be logged or printed in an error).
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Dir(d) => f.debug_tuple("Dir").field(d).finish(),
+            StoreLocation::Redis(url) => f.debug_tuple("Redis").field(&redacted(url)).finish(),
+        }
+    }
+}
+
+/// A Redis URL with its password (if any) replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(at)) if at > scheme.len() + 3 => {
+            let creds = &rest[..at - scheme.len() - 3];
+            let user = creds.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{}", &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 impl StoreLocation {
     fn parse(s: &str) -> Result<Self, String> {
-        if s.starts_with("redis://") {
-            redis::Client::open(s).map_err(|e| format!("not a usable Redis URL: {e}"))?;
+        if s.starts_with("redis://") || s.starts_with("rediss://") {
+            redis::Client::open(s)
+                .map_err(|e| format!("not a usable Redis URL ({}): {e}", redacted(s)))?;
             Ok(StoreLocation::Redis(s.to_owned()))
         } else if s.contains("://") {
-            Err("a directory, or redis://HOST:PORT/DB".into())
+            Err("a directory, or redis://[USER:PASSWORD@]HOST:PORT/DB (rediss:// for TLS)".into())
         } else {
             Ok(StoreLocation::Dir(PathBuf::from(s)))
         }
@@ -224,5 +249,31 @@ impl Config {
             backoff_min: Duration::from_millis(self.backoff_min_ms),
             backoff_max: Duration::from_millis(self.backoff_max_ms),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_urls_with_passwords_are_accepted_and_never_shown() {
+        for url in [
+            "redis://127.0.0.1:6379/0",
+            "redis://:s3cret@127.0.0.1:6379/0",
+            "redis://hamlet:s3cret@127.0.0.1:6379/0",
+            "rediss://hamlet:s3cret@redis.school.example:6380/0",
+        ] {
+            let loc = StoreLocation::parse(url).unwrap();
+            assert_eq!(loc, StoreLocation::Redis(url.into()));
+            let shown = format!("{loc:?}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        assert_eq!(
+            redacted("redis://hamlet:s3cret@h:1/0"),
+            "redis://hamlet:***@h:1/0"
+        );
+        assert_eq!(redacted("redis://h:1/0"), "redis://h:1/0");
+        assert!(StoreLocation::parse("http://x").is_err());
     }
 }

@@ -82,15 +82,22 @@ async fn status(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
     guard::cors(&app.cfg.allowed_origins, &h, status_body(&app))
 }
 
+/// Rows of each list in `/api/status` (the rest are counted): a public page stays small
+/// however many sessions a server or cluster holds.
+const STATUS_ROWS: usize = 100;
+
 fn status_body(app: &App) -> Response {
-    let sessions: Vec<_> = app.sessions.lock().values().cloned().collect();
+    let all: Vec<_> = app.sessions.lock().values().cloned().collect();
     // Sessions put away in the store (ids only: tokens are never shown).
     let detached: Vec<_> = app
         .store
         .list()
         .into_iter()
-        .filter(|r| !r.running_elsewhere && !sessions.iter().any(|s| s.id == r.id))
+        .filter(|r| !r.running_elsewhere && !all.iter().any(|s| s.id == r.id))
+        .take(STATUS_ROWS)
         .collect();
+    let sessions_total = all.len();
+    let sessions = &all[..all.len().min(STATUS_ROWS)];
     let c = &app.cfg;
     Json(json!({
         "service": "Hamlet Metaserver",
@@ -114,9 +121,11 @@ fn status_body(app: &App) -> Response {
             "snapshot_flush_ms": c.snapshot_flush_ms,
         },
         "ready": !app.drain.is_draining(),
-        "sessions_attached": sessions.iter().filter(|s| s.attached).count(),
-        "sessions_watched": sessions.iter().filter(|s| s.watchers > 0).count(),
+        "sessions_attached": all.iter().filter(|s| s.attached).count(),
+        "sessions_watched": all.iter().filter(|s| s.watchers > 0).count(),
+        "sessions_total": sessions_total,
         "detached": detached,
+        "detached_total": app.store.stored_count().saturating_sub(app.live.len()),
         "warm_workers": app.pool.warm_count(),
         "sessions": sessions,
         "training": app.training.info(),

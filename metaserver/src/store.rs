@@ -172,9 +172,14 @@ pub trait SessionStore: Send + Sync + 'static {
     fn generation(&self) -> u64 {
         0
     }
-    /// Every stored session (ids only). Answered from memory (`/api/status` calls it from async
-    /// code): a store that lives elsewhere refreshes its copy in [`SessionStore::expire`].
+    /// Stored sessions (ids only; a store shared by a cluster lists its newest 100). Answered
+    /// from memory (`/api/status` calls it from async code): a store that lives elsewhere
+    /// refreshes its copy in [`SessionStore::expire`].
     fn list(&self) -> Vec<StoredRow>;
+    /// How many sessions are stored in all.
+    fn stored_count(&self) -> usize {
+        self.list().len()
+    }
 }
 
 pub fn now_ms() -> u64 {

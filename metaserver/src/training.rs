@@ -259,9 +259,12 @@ impl TrainingHub {
     }
 
     /// Cluster: a frame the holder published, for this node's viewers; lifecycle messages update
-    /// this node's mirror so its late joiners and `/api/status` agree with the holder.
+    /// this node's mirror so its late joiners and `/api/status` agree with the holder. What
+    /// arrives from Redis is parsed and checked as browser input is, and encoded again here:
+    /// nothing written into Redis reaches a browser as it was sent.
     pub fn relay_remote(&self, text: &str) {
-        let Ok(m) = serde_json::from_str::<ServerMessage>(text) else {
+        let Some(m) = checked_remote_frame(text) else {
+            warn!("a frame on the training channel is not one a viewer may get; dropped");
             return;
         };
         self.mirror(&m);
@@ -273,7 +276,7 @@ impl TrainingHub {
             ServerMessage::StateUpdate(_) => self.remote_frame_delivery(),
             _ => Delivery::Always,
         };
-        self.broadcast_local(Utf8Bytes::from(text), delivery, Instant::now());
+        self.broadcast_local(Utf8Bytes::from(m.to_json()), delivery, Instant::now());
     }
 
     /// Cluster follower: the holder's frames arrive as text, without the worker's word on their
@@ -1146,7 +1149,10 @@ impl TrainingHub {
             return;
         };
         if let Ok(Some(json)) = ct.status().await {
-            if let Ok(st) = serde_json::from_str::<TrainingStatus>(&json) {
+            let st = serde_json::from_str::<TrainingStatus>(&json)
+                .ok()
+                .filter(|st| st.config.as_ref().is_none_or(|c| c.validate().is_ok()));
+            if let Some(st) = st {
                 let mut s = self.state.lock();
                 s.run = match (st.is_training, s.run) {
                     (true, _) => RunState::Running,
@@ -1304,6 +1310,35 @@ impl TrainingHub {
         };
         self.resume_run(budget, lost).await
     }
+}
+
+/// A training frame from another node, if it is one every viewer may be sent: parsed, bounded,
+/// never a secret (a `training_started` carrying a control token is the starter's alone) and with
+/// a valid configuration.
+fn checked_remote_frame(text: &str) -> Option<ServerMessage> {
+    if text.len() > 256 * 1024 {
+        return None;
+    }
+    let m: ServerMessage = serde_json::from_str(text).ok()?;
+    let ok = match &m {
+        ServerMessage::TrainingStarted(t) => {
+            t.control_token.is_none() && t.config.validate().is_ok()
+        }
+        ServerMessage::TrainingStatus(st) => {
+            st.config.as_ref().is_none_or(|c| c.validate().is_ok())
+        }
+        ServerMessage::StateUpdate(_)
+        | ServerMessage::EpisodeStart(_)
+        | ServerMessage::EpisodeComplete(_)
+        | ServerMessage::Evaluation(_)
+        | ServerMessage::TrainingComplete(_)
+        | ServerMessage::TrainingRestarted(_)
+        | ServerMessage::Paused {}
+        | ServerMessage::Resumed {}
+        | ServerMessage::Error(_) => true,
+        _ => false,
+    };
+    ok.then_some(m)
 }
 
 /// protocol.md's `current_episode`: the episode being run, as the original counted it — after

@@ -7,6 +7,12 @@
 //! back within [`RESUME_DEADLINE`]. Rewind is counted in frames: how far before the last frame
 //! the browser saw its session came back (exact after a drain; at most one flush interval after
 //! a kill).
+//!
+//! Where features meet (issue 31): every session also has a watcher, connected through HAProxy
+//! (so usually on another node) and reconnecting when its node goes; and every few seconds a
+//! session is opened a second time with its own token (a duplicated tab), which must take it over
+//! (4001 to the first) and keep it. A watcher never takes a session over: an owner closed with
+//! 4001 that did not duplicate itself is a loss.
 
 use crate::cluster::{follows, node_opts, rewind, Haproxy, Redis};
 use crate::{free_port, Server, Ws};
@@ -45,6 +51,13 @@ pub struct ClusterChaosReport {
     pub continuity_violations: usize,
     pub violation_examples: Vec<String>,
     pub frames: u64,
+    /// Duplicated resumes (a second tab): each must take the session over and keep it.
+    pub duplicates: usize,
+    /// How far back (frames) the second tab found the session.
+    pub rewind_frames_duplicate: Vec<usize>,
+    /// Watchers' frames, and how many watchers were ever refused or taken over.
+    pub watcher_frames: u64,
+    pub watcher_failures: usize,
 }
 
 /// What one followed session saw.
@@ -54,6 +67,42 @@ struct Followed {
     resumes: Vec<(bool, usize, f64)>,
     violations: Vec<String>,
     frames: u64,
+    duplicates: usize,
+    duplicate_rewinds: Vec<usize>,
+    watcher_frames: u64,
+    watcher_failures: usize,
+}
+
+/// A watcher of a session through the proxy, reconnecting when its node goes: frames it saw, and
+/// whether it was ever refused (anything but a node going away or being drained).
+async fn watch(lb: String, link: String, until: Instant) -> (u64, usize) {
+    let (mut frames, mut failures) = (0, 0);
+    while Instant::now() < until {
+        let Ok(mut w) = Ws::connect(&format!("ws://{lb}/ws?watch={link}")).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        loop {
+            match w.next(Duration::from_secs(1)).await {
+                Ok(v) if v["type"] == "state_update" => frames += 1,
+                Ok(v) if v["type"] == "error" && v["code"] != "store_unavailable" => {
+                    failures += 1;
+                }
+                Ok(_) => {}
+                Err(e) if e.to_string().starts_with("timeout") => {}
+                Err(_) => break,
+            }
+            w.seen.clear();
+            if Instant::now() >= until {
+                return (frames, failures);
+            }
+        }
+        if w.closed.as_ref().is_some_and(|c| c.0 == 4001) {
+            failures += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (frames, failures)
 }
 
 fn position(v: &Value) -> Option<(u64, u64)> {
@@ -64,8 +113,9 @@ fn position(v: &Value) -> Option<(u64, u64)> {
 }
 
 /// Opens a session through the proxy, plays it at speed 5, and follows it until `until`,
-/// resuming it whenever its connection ends.
-async fn follow(lb: String, until: Instant) -> Followed {
+/// resuming it whenever its connection ends; a watcher follows it too, and every `dup_every` it
+/// is opened a second time (a duplicated tab), which takes it over.
+async fn follow(lb: String, until: Instant, dup_every: Duration) -> Followed {
     let mut out = Followed::default();
     let Ok(mut ws) = Ws::connect(&format!("ws://{lb}/ws")).await else {
         out.lost = Some("could not connect".into());
@@ -76,10 +126,36 @@ async fn follow(lb: String, until: Instant) -> Followed {
         c["resume_token"].as_str().unwrap_or("").to_owned(),
         c["session_id"].clone(),
     );
+    let watcher = tokio::spawn(watch(
+        lb.clone(),
+        c["watch_token"].as_str().unwrap_or("").to_owned(),
+        until,
+    ));
     ws.send(json!({"command":"set_speed","speed":5})).await;
     ws.send(json!({"command":"play"})).await;
     let mut seen: Vec<(u64, u64)> = Vec::new();
+    let mut next_dup = Instant::now() + dup_every;
     while Instant::now() < until {
+        if Instant::now() >= next_dup && Instant::now() + Duration::from_secs(5) < until {
+            next_dup = Instant::now() + dup_every;
+            match duplicate(&lb, &token, &id, &mut ws, &mut seen).await {
+                Ok((next, at)) => {
+                    out.duplicates += 1;
+                    // Resumed from the store on another node, or taken over live on the same one:
+                    // at most a flush interval (and the wait for the first tab's close) back.
+                    match rewind(&seen, at) {
+                        Ok(back) => out.duplicate_rewinds.push(back),
+                        Err(e) => out.violations.push(format!("duplicate: {e}")),
+                    }
+                    seen.push(at);
+                    ws = next;
+                }
+                Err(e) => {
+                    out.lost = Some(e);
+                    return out;
+                }
+            }
+        }
         match ws.next(Duration::from_secs(1)).await {
             Ok(v) => {
                 if let Some(p) = position(&v) {
@@ -96,6 +172,10 @@ async fn follow(lb: String, until: Instant) -> Followed {
             Err(_) => {
                 if Instant::now() >= until {
                     break;
+                }
+                if ws.closed.as_ref().is_some_and(|c| c.0 == 4001) {
+                    out.lost = Some("taken over by someone who was not its owner's own tab".into());
+                    return out;
                 }
                 let drained = ws.closed.as_ref().is_some_and(|c| c.0 == 1012);
                 match resume(&lb, &token, &id).await {
@@ -122,9 +202,46 @@ async fn follow(lb: String, until: Instant) -> Followed {
             seen.drain(..2000);
         }
     }
+    let (frames, failures) = watcher.await.unwrap_or((0, 1));
+    out.watcher_frames = frames;
+    out.watcher_failures = failures;
     out
 }
 
+/// A second tab with the session's token: it must take the session over — the first connection
+/// is told so (4001), or its node went away meanwhile — and the session goes on in it. Returns
+/// the new connection and where it came back (a node other than the first tab's resumes from
+/// the store: up to one flush interval back, as after a kill). The first tab's frames while it
+/// waits are recorded in `seen`.
+async fn duplicate(
+    lb: &str,
+    token: &str,
+    id: &Value,
+    old: &mut Ws,
+    seen: &mut Vec<(u64, u64)>,
+) -> Result<(Ws, (u64, u64)), String> {
+    let (next, at, _) = resume(lb, token, id).await?;
+    let t = Instant::now();
+    let mut ended = false;
+    while t.elapsed() < crate::T {
+        match old.next(Duration::from_secs(1)).await {
+            Ok(v) => seen.extend(position(&v)),
+            Err(e) if e.to_string().starts_with("timeout") => continue,
+            Err(_) => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    match old.closed.as_ref().map(|c| c.0) {
+        Some(4001) => Ok((next, at)),
+        // Its node was killed or drained meanwhile: the second tab has the session anyway.
+        _ if ended => Ok((next, at)),
+        other => Err(format!(
+            "the first tab was not told it was taken over (close {other:?})"
+        )),
+    }
+}
 /// Reconnects through the proxy until the session is back: the new connection, where it
 /// resumed, and how long it took.
 async fn resume(lb: &str, token: &str, id: &Value) -> Result<(Ws, (u64, u64), f64), String> {
@@ -163,7 +280,11 @@ pub async fn run(cfg: ClusterChaosConfig) -> ClusterChaosReport {
     let start = Instant::now();
     let until = start + cfg.duration;
     let followers: Vec<_> = (0..cfg.sessions)
-        .map(|_| tokio::spawn(follow(lb.addr.clone(), until)))
+        .map(|i| {
+            // Duplicated tabs every 6 to 11 s, staggered.
+            let dup_every = Duration::from_secs(6 + (i as u64 % 6));
+            tokio::spawn(follow(lb.addr.clone(), until, dup_every))
+        })
         .collect();
     let mut rng = rand_pcg::Pcg64::seed_from_u64(cfg.seed);
     let mut rep = ClusterChaosReport {
@@ -198,6 +319,10 @@ pub async fn run(cfg: ClusterChaosConfig) -> ClusterChaosReport {
     for f in followers {
         let o = f.await.unwrap_or_default();
         rep.frames += o.frames;
+        rep.duplicates += o.duplicates;
+        rep.rewind_frames_duplicate.extend(o.duplicate_rewinds);
+        rep.watcher_frames += o.watcher_frames;
+        rep.watcher_failures += o.watcher_failures;
         rep.continuity_violations += o.violations.len();
         rep.violation_examples
             .extend(o.violations.into_iter().take(2));

@@ -30,21 +30,33 @@ pub struct Redis {
     pub port: u16,
     child: Option<Child>,
     dir: PathBuf,
+    /// `requirepass`, if the server demands one.
+    password: Option<String>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with_password(None)
+    }
+
+    /// A server that demands `password` (`requirepass`) when given one.
+    pub fn start_with_password(password: Option<&str>) -> Redis {
         let mut r = Redis {
             port: free_port(),
             child: None,
             dir: temp_dir("redis"),
+            password: password.map(str::to_owned),
         };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let mut cmd = Command::new("redis-server");
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = cmd
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--port")
             .arg(self.port.to_string())
@@ -70,7 +82,10 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 
     /// A `SIGKILL`: everything in it is gone.
@@ -93,8 +108,29 @@ impl Redis {
             .unwrap_or_else(|| panic!("redis-cli {args:?} failed"))
     }
 
+    /// `HSET key field <the bytes of file>` (binary-safe, through `redis-cli -x`).
+    pub fn hset_file(&self, key: &str, field: &str, file: &std::path::Path) {
+        let mut cmd = Command::new("redis-cli");
+        if let Some(p) = &self.password {
+            cmd.env("REDISCLI_AUTH", p);
+        }
+        let ok = cmd
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-x"])
+            .args(["HSET", key, field])
+            .stdin(std::fs::File::open(file).expect("the file to store"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "redis-cli -x HSET {key} {field} failed");
+    }
+
     fn try_cmd(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
+        let mut cmd = Command::new("redis-cli");
+        if let Some(p) = &self.password {
+            cmd.env("REDISCLI_AUTH", p);
+        }
+        let out = cmd
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--raw"])
             .args(args)
             .stderr(Stdio::null())

@@ -379,3 +379,146 @@ async fn every_write_of_the_run_is_fenced_by_the_lease() {
     assert!(!stale.save_run(&run).await);
     assert_eq!(redis.cmd(&["EXISTS", "hamlet:training:run"]), "0");
 }
+
+/// Redis as a guarded part: a node reaches a password-protected `redis-server` with the password
+/// in its URL, and the password appears in no log line and no answer; a wrong password is a clear
+/// refusal, never a crash.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_protected_redis_is_used_and_its_password_never_shown() {
+    let redis = Redis::start_with_password(Some("pw-Z9x-never-shown"));
+    let log = temp_dir("pw-log").join("node1.log");
+    let mut opts = node_opts(&redis.url(), 1, &[]);
+    opts.log_file = Some(log.clone());
+    let node = Server::start_with(opts);
+    let mut ws = Ws::connect(&node.url("/ws")).await.unwrap();
+    let id = ws.expect("connected", T).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ws.expect("state_update", T).await;
+    node.wait_for("the session in redis", T, |_| {
+        redis.cmd(&["EXISTS", &format!("hamlet:sess:{id}")]) == "1"
+    });
+    let status = node.get("/api/status").1;
+    assert!(status.contains("\"redis_reachable\":true"), "{status}");
+    for text in [
+        status,
+        std::fs::read_to_string(&log).unwrap(),
+        node.get("/metrics").1,
+    ] {
+        assert!(
+            !text.contains("pw-Z9x-never-shown"),
+            "the password was shown"
+        );
+    }
+    // Without the password Redis refuses the node; it keeps serving its sessions and says so.
+    let wrong = Server::start_with(node_opts(
+        &format!("redis://:wrong@127.0.0.1:{}/0", redis.port),
+        2,
+        &[],
+    ));
+    wrong.wait_for("redis marked unreachable", T, |s| {
+        s.get_json("/api/status")["cluster"]["redis_reachable"] == false
+    });
+    let mut w = Ws::connect(&wrong.url("/ws")).await.unwrap();
+    w.expect("connected", T).await;
+}
+
+/// Whatever is written into Redis is checked as browser input is: a forged model never reaches a
+/// node's disk or its model list, and a forged training frame never reaches a viewer as it was
+/// sent (only a message a viewer may get, encoded again).
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_models_and_frames_in_redis_are_refused() {
+    let redis = Redis::start();
+    let nodes = start_nodes(&redis, 1, &[]);
+    redis.cmd(&[
+        "HSET",
+        "hamlet:models",
+        "forged.onnx",
+        "this is not an ONNX model",
+    ]);
+    redis.cmd(&["HSET", "hamlet:models", "../../escape.onnx", "x"]);
+    // A good model published after the forged ones: once the node has it, its sync has seen
+    // (and judged) every name before it.
+    let good = nodes[0].models.join("hamlet-default.onnx");
+    redis.hset_file("hamlet:models", "from-elsewhere.onnx", &good);
+    let deadline = std::time::Instant::now() + T;
+    while !nodes[0].models.join("from-elsewhere.onnx").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the good model never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !nodes[0].models.join("forged.onnx").exists(),
+        "a forged model reached the disk"
+    );
+    let listed = nodes[0].get_json("/api/models")["models"].clone();
+    assert!(!listed.to_string().contains("forged"), "{listed}");
+    assert!(!nodes[0]
+        .models
+        .parent()
+        .unwrap()
+        .join("escape.onnx")
+        .exists());
+    let mut v = Ws::connect(&nodes[0].url("/ws/training")).await.unwrap();
+    v.expect("training_status", T).await;
+    for forged in [
+        "othernode\n<script>alert(1)</script>",
+        "othernode\n{\"type\":\"connected\",\"available_models\":[],\"session_id\":\"x\",\"model\":null,\"playing\":true,\"speed\":1,\"max_steps\":5,\"resume_token\":\"stolen\"}",
+        "othernode\n{\"type\":\"paused\",\"injected\":\"<b>extra</b>\"}",
+    ] {
+        redis.cmd(&["PUBLISH", "hamlet:training:frames", forged]);
+    }
+    let m = v.expect("paused", T).await;
+    assert!(
+        m.get("injected").is_none(),
+        "re-encoded, not forwarded: {m}"
+    );
+    assert!(
+        v.seen.iter().all(|m| m["type"] != "connected"),
+        "{:?}",
+        v.seen
+    );
+}
+
+/// `--max-detached` holds across the cluster: sessions put away on two nodes count together, and
+/// the oldest beyond the limit are forgotten first.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_detached_holds_across_the_cluster() {
+    let redis = Redis::start();
+    let nodes = start_nodes(&redis, 2, &["--max-detached", "2"]);
+    let mut tokens = Vec::new();
+    for n in [0, 0, 1, 1] {
+        let mut ws = Ws::connect(&nodes[n].url("/ws")).await.unwrap();
+        tokens.push(
+            ws.expect("connected", T).await["resume_token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        ws.expect("state_update", T).await;
+        ws.ws.close(None).await.ok();
+        nodes[n].wait_for("put away", T, |s| {
+            s.get_json("/api/status")["sessions"]
+                .as_array()
+                .is_some_and(|a| a.is_empty())
+        });
+        // Saved-at times in milliseconds: one apart is enough to order them.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nodes[0].wait_for("the oldest forgotten", T, |_| {
+        redis.cmd(&["ZCARD", "hamlet:detached"]) == "2"
+    });
+    for (i, want) in [(0, false), (1, false), (2, true), (3, true)] {
+        let mut ws = Ws::connect(&nodes[0].url(&format!("/ws?resume={}", tokens[i])))
+            .await
+            .unwrap();
+        assert_eq!(
+            ws.expect("connected", T).await["resumed"],
+            want,
+            "session {i}"
+        );
+    }
+}

@@ -5,7 +5,9 @@
 //! - `hamlet:token:{sha256}` and `hamlet:watch:{sha256}` → the session id, same TTL;
 //! - `hamlet:sess:{id}:owner` — hash `{epoch, node}`: who owns the session now;
 //! - `hamlet:sessions` (sorted set: id → saved at) and `hamlet:sessions:pos` (id → episode:step),
-//!   the listing for `/api/status`, trimmed as entries expire.
+//!   the listing for `/api/status` (the newest 100 read), trimmed as entries expire;
+//! - `hamlet:detached` (sorted set: id → saved at) — the sessions put away (no node runs them):
+//!   `--max-detached` holds across the cluster, the oldest forgotten first.
 //!
 //! Writes are one Lua script that compares the writer's epoch with the owner's and writes only
 //! if it is not older; a resume raises the owner's epoch in Redis (`HINCRBY`), so the node that
@@ -18,9 +20,10 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 
 /// Writes `sess`, its token and watch keys and the listing, if the writer's epoch (ARGV[2]) is
-/// not older than the owner's. KEYS: sess, owner, token, watch, listing, positions.
-/// ARGV: blob, epoch, node, ttl ms, id, saved at ms, [`Position`] JSON. Returns 1 written, 0
-/// refused.
+/// not older than the owner's; a session put away (ARGV[8] = 0) joins the detached set, a
+/// running one leaves it. KEYS: sess, owner, token, watch, listing, positions, detached.
+/// ARGV: blob, epoch, node, ttl ms, id, saved at ms, [`Position`] JSON, running (1/0).
+/// Returns 1 written, 0 refused.
 const PUT: &str = r#"
 local current = redis.call('HGET', KEYS[2], 'epoch')
 if current and tonumber(current) > tonumber(ARGV[2]) then return 0 end
@@ -31,8 +34,28 @@ redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[4])
 redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[4])
 redis.call('ZADD', KEYS[5], ARGV[6], ARGV[5])
 redis.call('HSET', KEYS[6], ARGV[5], ARGV[7])
+if ARGV[8] == '1' then redis.call('ZREM', KEYS[7], ARGV[5]) else redis.call('ZADD', KEYS[7], ARGV[6], ARGV[5]) end
 return 1
 "#;
+
+/// `--max-detached` across the cluster: the oldest detached sessions beyond ARGV[1] are
+/// forgotten (their session and owner keys; the token keys then lead nowhere and expire).
+/// KEYS: detached, listing, positions. ARGV: keep, key prefix. Returns how many.
+const TRIM_DETACHED: &str = r#"
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
+if over <= 0 then return 0 end
+local gone = redis.call('ZPOPMIN', KEYS[1], over)
+for i = 1, #gone, 2 do
+  local id = gone[i]
+  redis.call('DEL', ARGV[2] .. 'sess:' .. id, ARGV[2] .. 'sess:' .. id .. ':owner')
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[3], id)
+end
+return over
+"#;
+
+/// Rows of `/api/status`'s listing read each second (the newest; the total is counted).
+const LIST_LIMIT: isize = 100;
 
 /// Claims a session: the owner's epoch rises above every earlier owner's (at least above the
 /// stored copy's). KEYS: sess, owner. ARGV: node, ttl ms, the stored copy's epoch.
@@ -47,13 +70,14 @@ return epoch
 "#;
 
 /// Forgets a session unless a newer owner has it. KEYS: sess, owner, token, watch, listing,
-/// positions. ARGV: epoch, id.
+/// positions, detached. ARGV: epoch, id.
 const REMOVE: &str = r#"
 local current = redis.call('HGET', KEYS[2], 'epoch')
 if current and tonumber(current) > tonumber(ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[5], ARGV[2])
 redis.call('HDEL', KEYS[6], ARGV[2])
+redis.call('ZREM', KEYS[7], ARGV[2])
 return 1
 "#;
 
@@ -76,8 +100,10 @@ pub struct RedisStore {
     put: redis::Script,
     take: redis::Script,
     remove: redis::Script,
-    /// The listing as the last [`SessionStore::expire`] read it.
-    rows: Mutex<Vec<StoredRow>>,
+    trim: redis::Script,
+    /// The listing as the last [`SessionStore::expire`] read it (the newest [`LIST_LIMIT`]
+    /// rows), and how many sessions it holds in all.
+    rows: Mutex<(Vec<StoredRow>, usize)>,
 }
 
 impl RedisStore {
@@ -90,7 +116,8 @@ impl RedisStore {
             put: redis::Script::new(PUT),
             take: redis::Script::new(TAKE),
             remove: redis::Script::new(REMOVE),
-            rows: Mutex::new(Vec::new()),
+            trim: redis::Script::new(TRIM_DETACHED),
+            rows: Mutex::new((Vec::new(), 0)),
         }
     }
 
@@ -103,7 +130,7 @@ impl RedisStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
-    fn session_keys(id: &str, s: &StoredSession) -> [String; 6] {
+    fn session_keys(id: &str, s: &StoredSession) -> [String; 7] {
         [
             key(&format!("sess:{id}")),
             key(&format!("sess:{id}:owner")),
@@ -111,6 +138,7 @@ impl RedisStore {
             key(&format!("watch:{}", s.watch.hex())),
             key("sessions"),
             key("sessions:pos"),
+            key("detached"),
         ]
     }
 
@@ -161,20 +189,25 @@ impl RedisStore {
         }))
     }
 
-    /// Every listed session with the episode and step of its last write.
-    fn read_listing(&self) -> Result<Vec<StoredRow>, StoreError> {
+    /// The newest [`LIST_LIMIT`] listed sessions with the episode and step of their last write,
+    /// and how many are listed in all.
+    fn read_listing(&self) -> Result<(Vec<StoredRow>, usize), StoreError> {
         let (listing, pos) = (key("sessions"), key("sessions:pos"));
-        let (rows, positions): (Vec<(String, u64)>, Vec<Option<String>>) =
-            self.block_on(self.cluster.call(|mut con| async move {
+        let (rows, positions, total): (Vec<(String, u64)>, Vec<Option<String>>, usize) = self
+            .block_on(self.cluster.call(|mut con| async move {
+                let total: usize = redis::cmd("ZCARD")
+                    .arg(&listing)
+                    .query_async(&mut con)
+                    .await?;
                 let rows: Vec<(String, u64)> = redis::cmd("ZRANGE")
                     .arg(&listing)
-                    .arg(0)
+                    .arg(-LIST_LIMIT)
                     .arg(-1)
                     .arg("WITHSCORES")
                     .query_async(&mut con)
                     .await?;
                 if rows.is_empty() {
-                    return Ok((rows, Vec::new()));
+                    return Ok((rows, Vec::new(), total));
                 }
                 let ids: Vec<&String> = rows.iter().map(|r| &r.0).collect();
                 let positions = redis::cmd("HMGET")
@@ -182,10 +215,10 @@ impl RedisStore {
                     .arg(ids)
                     .query_async(&mut con)
                     .await?;
-                Ok((rows, positions))
+                Ok((rows, positions, total))
             }))?;
         let alive: Vec<String> = self.cluster.nodes().into_iter().map(|n| n.id).collect();
-        Ok(rows
+        let rows = rows
             .into_iter()
             .zip(positions)
             .map(|((id, saved_at_ms), p)| {
@@ -201,7 +234,8 @@ impl RedisStore {
                     }),
                 }
             })
-            .collect())
+            .collect();
+        Ok((rows, total))
     }
 }
 
@@ -227,7 +261,8 @@ impl SessionStore for RedisStore {
             .arg(self.ttl_ms)
             .arg(&s.id)
             .arg(s.saved_at_ms)
-            .arg(serde_json::to_string(&position).expect("serialises"));
+            .arg(serde_json::to_string(&position).expect("serialises"))
+            .arg(if s.running { "1" } else { "0" });
         let written: i64 = self.block_on(self.cluster.script(inv))?;
         Ok(if written == 1 {
             Put::Written
@@ -272,16 +307,24 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
-    /// Redis forgets sessions by their TTL; this trims the listing of those it forgot and reads
-    /// it for [`SessionStore::list`]. (`keep`, `--max-detached`, is not enforced across a
-    /// cluster: the TTL bounds what is kept; `live` is only this node's knowledge.)
+    /// Redis forgets sessions by their TTL; this trims the listing of those it forgot, forgets
+    /// the oldest detached sessions beyond `keep` (`--max-detached`, across the cluster), and
+    /// reads the listing for [`SessionStore::list`].
     fn expire(
         &self,
         cutoff_ms: u64,
-        _keep: usize,
+        keep: usize,
         _live: &dyn Fn(&str) -> bool,
     ) -> Result<usize, StoreError> {
-        let gone = self.trim_listing(cutoff_ms)?;
+        let mut gone = self.trim_listing(cutoff_ms)?;
+        let mut inv = self.trim.prepare_invoke();
+        inv.key(key("detached"))
+            .key(key("sessions"))
+            .key(key("sessions:pos"))
+            .arg(keep)
+            .arg(super::PREFIX);
+        let trimmed: usize = self.block_on(self.cluster.script(inv))?;
+        gone += trimmed;
         *self.rows.lock() = self.read_listing()?;
         Ok(gone)
     }
@@ -298,6 +341,10 @@ impl SessionStore for RedisStore {
     }
 
     fn list(&self) -> Vec<StoredRow> {
-        self.rows.lock().clone()
+        self.rows.lock().0.clone()
+    }
+
+    fn stored_count(&self) -> usize {
+        self.rows.lock().1
     }
 }

@@ -159,6 +159,18 @@ async fn cluster(mut args: impl Iterator<Item = String>) {
             format!("{} {:?}", r.continuity_violations, r.violation_examples),
         ),
         ("state_update frames received", r.frames.to_string()),
+        (
+            "duplicated tabs (each takes its session over)",
+            r.duplicates.to_string(),
+        ),
+        (
+            "rewind for a duplicated tab, frames max",
+            p(&f(&r.rewind_frames_duplicate), 100.0),
+        ),
+        (
+            "watchers (through haproxy): frames / failures",
+            format!("{} / {}", r.watcher_frames, r.watcher_failures),
+        ),
     ];
     for (k, v) in rows {
         println!("  {k:<44} {v}");
@@ -172,8 +184,11 @@ async fn cluster(mut args: impl Iterator<Item = String>) {
     // At most one flush interval (250 ms = 12.5 frames at speed 5) plus the write, after a kill.
     let ok = r.sessions_lost == 0
         && r.continuity_violations == 0
+        && r.watcher_failures == 0
+        && r.duplicates > 0
         && r.rewind_frames_drain.iter().all(|x| *x == 0)
-        && r.rewind_frames_kill.iter().all(|x| *x <= 20);
+        && r.rewind_frames_kill.iter().all(|x| *x <= 20)
+        && r.rewind_frames_duplicate.iter().all(|x| *x <= 40);
     println!("{}", if ok { "PASS" } else { "FAIL" });
     if !ok {
         std::process::exit(1);
