@@ -209,6 +209,35 @@ async fn two_resumes_at_once_on_one_node_keep_the_session() {
     }
 }
 
+/// A session put away while Redis is down is not lost: its node keeps it and retries, and once
+/// Redis is back (empty) the session is written and resumes on another node at its step.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_detach_while_redis_is_down_is_written_when_it_returns() {
+    let mut redis = Redis::start();
+    let nodes = start_nodes(&redis, 2, &[]);
+    let pending = |s: &Server| s.metric("hamlet_store_writes_pending");
+    let mut owner = Ws::connect(&nodes[0].url("/ws")).await.unwrap();
+    let token = owner.expect("connected", T).await["resume_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..7 {
+        owner.send(json!({"command":"step"})).await;
+        owner.expect("state_update", T).await;
+    }
+    redis.kill9();
+    owner.ws.close(None).await.ok();
+    nodes[0].wait_for("a pending write", T, |s| pending(s) == 1.0);
+    redis.restart();
+    nodes[0].wait_for("the write retried", LONG, |s| pending(s) == 0.0);
+    let mut back = Ws::connect(&nodes[1].url(&format!("/ws?resume={token}")))
+        .await
+        .unwrap();
+    let c = back.expect("connected", T).await;
+    assert_eq!(c["resumed"], true, "{c}");
+    assert_eq!(back.expect("state_update", T).await["step"], 7);
+}
+
 fn training_started_here(v: &mut Ws) -> impl std::future::Future<Output = Value> + '_ {
     v.expect("training_started", T)
 }
