@@ -69,7 +69,7 @@ pub fn presets() -> Vec<Preset> {
             "A short run: the saved agent clearly outlives a random one, but has not finished \
              learning. A recent episode is replayed as it learns.",
             demo(),
-            260_000,
+            153_000,
         ),
         preset(
             "full",

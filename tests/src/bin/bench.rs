@@ -858,6 +858,9 @@ async fn main() {
     if only.iter().any(|o| o == "learn") {
         lesson::lesson(&mut r).await;
     }
+    if only.iter().any(|o| o == "learn-demo") {
+        lesson::demo(&mut r).await;
+    }
     if only.iter().any(|o| o == "learn-offline") {
         learn::learn_offline(&mut r);
     }

@@ -95,6 +95,11 @@ pub async fn lesson(r: &mut Report) {
         json!({"median_secs": med.is_finite().then_some(med),
                "secs": times.iter().map(|t| t.is_finite().then_some(*t)).collect::<Vec<_>>()}),
     );
+    demo(r).await;
+}
+
+/// The "1-minute demo" preset alone (`scripts/bench learn-demo`).
+pub async fn demo(r: &mut Report) {
     let mut survival = Vec::new();
     for seed in SEEDS {
         let run = live_run("demo", seed).await;
