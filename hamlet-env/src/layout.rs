@@ -1,6 +1,6 @@
 //! The fixed layout: where each affordance stands and what using it does.
 
-use crate::world::Meter;
+use crate::meter::Meter;
 
 pub const GRID_SIZE: i32 = 8;
 

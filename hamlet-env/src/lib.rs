@@ -6,14 +6,16 @@
 
 pub mod conformance;
 mod layout;
+mod meter;
+mod observation;
 pub mod rng;
 pub mod wire;
 mod world;
 
 pub use layout::{Affordance, AffordanceKind, AFFORDANCES, GRID_SIZE};
-pub use world::{
-    Action, InvalidAction, Meter, PackedObservation, StepOutcome, World, WorldSnapshot, N_METERS,
-};
+pub use meter::{Meter, N_METERS};
+pub use observation::PackedObservation;
+pub use world::{Action, InvalidAction, StepOutcome, World, WorldSnapshot};
 
 /// Length of the observation vector the Q-networks read.
 pub const OBS_DIM: usize = 72;

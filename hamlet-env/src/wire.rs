@@ -2,7 +2,8 @@
 //! through `ipc_proto::wire`) and how a [`World`] fills them.
 
 use crate::layout::{AFFORDANCES, GRID_SIZE};
-use crate::world::{Meter, World};
+use crate::meter::Meter;
+use crate::world::World;
 use crate::ACTION_NAMES;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;

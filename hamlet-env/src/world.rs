@@ -1,38 +1,10 @@
 //! The rules: one step of the world, the reward and the observation, in the order `world.md` gives.
 
-use crate::layout::{AffordanceKind, AFFORDANCES, BASE_GRID_CODES, CELL_AFFORDANCE, GRID_SIZE};
+use crate::layout::{AffordanceKind, AFFORDANCES, CELL_AFFORDANCE, GRID_SIZE};
+use crate::meter::{Meter, MAX, MIN, N_METERS, PASSIVE, START};
+use crate::observation::{PackedObservation, OBS_HEAD};
 use crate::OBS_DIM;
 use serde::{Deserialize, Serialize};
-
-pub const N_METERS: usize = 6;
-
-/// Floats of the observation that vary: the position (x/8, y/8) and the six normalised meters.
-const OBS_HEAD: usize = 2 + N_METERS;
-
-/// An observation in the 33 bytes that vary between observations: its first eight floats and the
-/// agent's cell. The other 64 floats are the grid's codes, the same in every observation but for
-/// the agent's cell (8.0) — so a replay memory keeps 36 bytes per observation instead of 288, and
-/// sampling a batch reads one cache line per observation instead of five.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PackedObservation {
-    head: [f32; OBS_HEAD],
-    /// `y · GRID_SIZE + x`
-    cell: u8,
-}
-
-impl PackedObservation {
-    /// Writes the whole observation: the same 72 floats as [`World::write_observation`].
-    pub fn unpack(&self, out: &mut [f32; OBS_DIM]) {
-        out[..OBS_HEAD].copy_from_slice(&self.head);
-        out[OBS_HEAD..].copy_from_slice(&BASE_GRID_CODES);
-        out[OBS_HEAD + self.cell as usize] = 8.0;
-    }
-
-    /// The agent's cell, `y · GRID_SIZE + x`.
-    pub fn cell(&self) -> usize {
-        self.cell as usize
-    }
-}
 
 /// The world's raw state: enough to continue stepping bit for bit.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -45,49 +17,6 @@ pub struct WorldSnapshot {
     pub step: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Meter {
-    Energy = 0,
-    Hygiene = 1,
-    Satiation = 2,
-    Money = 3,
-    Stress = 4,
-    Social = 5,
-}
-
-impl Meter {
-    pub const ALL: [Meter; N_METERS] = [
-        Meter::Energy,
-        Meter::Hygiene,
-        Meter::Satiation,
-        Meter::Money,
-        Meter::Stress,
-        Meter::Social,
-    ];
-
-    /// The meter with this wire name.
-    pub fn from_name(name: &str) -> Option<Meter> {
-        Meter::ALL.into_iter().find(|m| m.name() == name)
-    }
-
-    /// The wire name (`energy`, …), as in `state_update`'s `meters`.
-    pub fn name(self) -> &'static str {
-        [
-            "energy",
-            "hygiene",
-            "satiation",
-            "money",
-            "stress",
-            "social",
-        ][self as usize]
-    }
-}
-
-const MIN: [f64; N_METERS] = [0.0, 0.0, 0.0, -100.0, 0.0, 0.0];
-const MAX: [f64; N_METERS] = [100.0; N_METERS];
-const START: [f64; N_METERS] = [100.0, 100.0, 100.0, 50.0, 0.0, 50.0];
-const PASSIVE: [f64; N_METERS] = [-0.5, -0.3, -0.4, 0.0, 0.1, -0.6];
 const START_POS: (i32, i32) = (4, 4);
 const DEATH_PENALTY: f64 = 100.0;
 

@@ -1,10 +1,18 @@
 //! Browser-facing JSON messages (`protocol.md`), server → client. Workers produce them as typed
 //! values; only the metaserver turns them into JSON text.
 
-use crate::inference::StartMode;
-use crate::training::TrainingConfig;
+use crate::training::config::TrainingConfig;
 use crate::wire::{Activations, StateUpdate, WireMeters};
 use serde::{Deserialize, Serialize};
+
+/// Where episodes start: world.md's (4, 4), or a uniformly drawn empty cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartMode {
+    #[default]
+    Fixed,
+    Random,
+}
 
 /// Machine-readable reason in an `error` frame (`code`); the `message` is for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! Metaserver ⇄ `worker-inference`.
 
+pub use crate::browser::StartMode;
 use crate::browser::{ErrorMsg, Position, ProbeResult, ServerMessage};
 use crate::wire::{Activations, StateUpdate};
 use serde::{Deserialize, Serialize};
@@ -34,15 +35,6 @@ pub enum SessionCommand {
     SetDetail {
         activations: bool,
     },
-}
-
-/// Where episodes start: world.md's (4, 4), or a uniformly drawn empty cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartMode {
-    #[default]
-    Fixed,
-    Random,
 }
 
 /// A validated `probe` ("what if"): the session's current observation with these meters (browser

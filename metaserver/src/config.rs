@@ -239,17 +239,6 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.models_dir.join(".checkpoints"))
     }
-
-    pub fn restart_policy(&self) -> crate::budget::RestartPolicy {
-        use std::time::Duration;
-        crate::budget::RestartPolicy {
-            max_restarts: self.max_restarts,
-            window: Duration::from_secs(self.restart_window_secs),
-            stable_after: Duration::from_secs(self.stable_after_secs),
-            backoff_min: Duration::from_millis(self.backoff_min_ms),
-            backoff_max: Duration::from_millis(self.backoff_max_ms),
-        }
-    }
 }
 
 #[cfg(test)]

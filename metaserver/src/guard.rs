@@ -77,6 +77,40 @@ pub async fn check_host(State(rule): State<Arc<HostRule>>, req: Request, next: N
     (StatusCode::MISDIRECTED_REQUEST, body).into_response()
 }
 
+/// The operator rule with this server's settings (`--admin-token`, `--loopback-is-operator`).
+#[derive(Debug, Clone)]
+pub struct Operators {
+    admin_token: Option<String>,
+    loopback_is_operator: bool,
+}
+
+impl Operators {
+    pub fn new(admin_token: Option<String>, loopback_is_operator: bool) -> Operators {
+        Operators {
+            admin_token: admin_token.filter(|t| !t.is_empty()),
+            loopback_is_operator,
+        }
+    }
+
+    /// Is a request from `peer` with headers `h` an operator's ([`operator_allowed`])?
+    pub fn allow(&self, peer: SocketAddr, h: &HeaderMap) -> bool {
+        operator_allowed(
+            self.admin_token.as_deref(),
+            self.loopback_is_operator,
+            peer,
+            h,
+        )
+    }
+
+    /// Does `given` (from a WebSocket message, where a browser cannot set headers) match the
+    /// admin token? Constant time; false when no token is configured.
+    pub fn token_matches(&self, given: &str) -> bool {
+        self.admin_token
+            .as_deref()
+            .is_some_and(|t| ipc_proto::handshake::secret_eq(given, t))
+    }
+}
+
 /// The operator rule: a loopback peer (IPv4, IPv6, or IPv4-mapped IPv6), or the admin token as
 /// `Authorization: Bearer TOKEN` (compared in constant time). No token configured: loopback only.
 pub fn operator_allowed(

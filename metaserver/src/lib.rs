@@ -1,36 +1,30 @@
-//! The metaserver: one port for browsers, one supervised worker process per session.
+//! The metaserver: one port for browsers, one supervised worker process per session, one shared
+//! training run. ARCHITECTURE.md has the code map and a reading path; in short, from the top:
 //!
-//! Code map: [`app`] (state, start, shutdown) · [`http`] (routes) · [`guard`] (who may reach the
-//! server and do what: host, origin, operator) · [`drain`] · [`client`]
-//! (browser socket I/O and limits) · [`outqueue`] (bounded per-client queue) · [`validate`] (all
-//! browser input) · [`session`] (inference relay) · [`sessions`] (live and detached sessions,
-//! resume and watch) · [`store`] (durable sessions: `SessionStore`, the directory store) · [`training`] (the shared training run) ·
-//! [`history`] (the run's figures for late joiners) · [`pace`] (how fast this machine trains) ·
-//! [`supervisor`] (spawn, handshake, ready) · [`process`] (child processes, pidfds, reaping) ·
-//! [`registry`] (live workers) · [`budget`] (restart policy) · [`pool`] (warm workers) ·
-//! [`metrics`] · [`model_catalog`] (the models offered, read off the runtime) · [`ui`] (embedded browser UI) · [`cluster`] (a node of a cluster: Redis store,
-//! heartbeats, shared models, one training run for all nodes).
+//! - [`server`] starts the parts and stops them; [`http`] is every route;
+//! - [`session`] is `/ws` (each browser's session and its worker), [`training`] is
+//!   `/ws/training` (the shared run and its worker), [`cluster`] is a node's part in a cluster
+//!   (Redis store, shared models, watching across nodes, one run for all nodes);
+//! - [`workers`] spawns, supervises and replaces worker processes;
+//! - below them: [`client`] (a browser's socket and its limits) with [`outqueue`] (its bounded
+//!   queue), [`validate`] (all browser input), [`guard`] (who may reach the server and do what),
+//!   [`drain`], [`model_catalog`] (the models offered), [`metrics`], [`resumable`] (a run
+//!   another server can continue), [`tokens`] (secrets and their hashes), [`clock`], [`config`].
 
-pub mod app;
-pub mod budget;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod drain;
 pub mod guard;
-pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod model_catalog;
 pub mod outqueue;
-pub mod pace;
-pub mod pool;
-pub mod process;
-pub mod registry;
+pub mod resumable;
+pub mod server;
 pub mod session;
-pub mod sessions;
-pub mod store;
-pub mod supervisor;
+pub mod tokens;
 pub mod training;
-pub mod ui;
 pub mod validate;
+pub mod workers;

@@ -12,5 +12,5 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(cfg.runtime_threads())
         .enable_all()
         .build()?
-        .block_on(metaserver::app::run(cfg))
+        .block_on(metaserver::server::run(cfg))
 }

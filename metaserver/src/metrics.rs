@@ -108,79 +108,118 @@ impl Metrics {
         self.latency_sum_ns.fetch_add(d.as_nanos() as u64, Relaxed);
     }
 
+    /// The counters of `/metrics` (a flat table: name, help, value).
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 10] {
+        [
+            (
+                "hamlet_sessions_started_total",
+                "Inference sessions started.",
+                &self.sessions_started,
+            ),
+            (
+                "hamlet_sessions_refused_total",
+                "Connections refused by --max-sessions.",
+                &self.sessions_refused,
+            ),
+            (
+                "hamlet_frames_relayed_total",
+                "Frames written to browsers.",
+                &self.frames_relayed,
+            ),
+            (
+                "hamlet_frames_dropped_total",
+                "state_update frames dropped for slow browsers.",
+                &self.frames_dropped,
+            ),
+            (
+                "hamlet_clients_overflowed_total",
+                "Browsers disconnected for being hopelessly behind.",
+                &self.clients_overflowed,
+            ),
+            (
+                "hamlet_client_errors_total",
+                "Browser messages rejected with an error frame.",
+                &self.client_errors,
+            ),
+            (
+                "hamlet_sessions_resumed_total",
+                "Connections that came back to their session with its resume token.",
+                &self.sessions_resumed,
+            ),
+            (
+                "hamlet_sessions_taken_over_total",
+                "Session owners replaced by a newer connection with the same token (close 4001).",
+                &self.sessions_taken_over,
+            ),
+            (
+                "hamlet_sessions_expired_total",
+                "Detached sessions forgotten (resume window over, or beyond --max-detached).",
+                &self.sessions_expired,
+            ),
+            (
+                "hamlet_store_flush_failures_total",
+                "Session snapshots that could not be written to the store.",
+                &self.store_flush_failures,
+            ),
+        ]
+    }
+
+    /// The plain gauges of `/metrics` (a flat table: name, help, value).
+    fn gauges(&self) -> [(&'static str, &'static str, &AtomicI64); 5] {
+        [
+            (
+                "hamlet_store_writes_pending",
+                "Detached sessions the store refused, kept in memory and retried.",
+                &self.store_writes_pending,
+            ),
+            (
+                "hamlet_sessions_detached",
+                "Sessions whose browser has gone, kept for resume.",
+                &self.sessions_detached,
+            ),
+            (
+                "hamlet_session_watchers",
+                "Read-only watchers connected now.",
+                &self.watchers,
+            ),
+            (
+                "hamlet_sessions_active",
+                "Inference sessions running now (owner attached, or watched).",
+                &self.sessions_active,
+            ),
+            (
+                "hamlet_training_viewers",
+                "Training viewers connected now.",
+                &self.training_viewers,
+            ),
+        ]
+    }
+
     pub fn render(&self, live_workers: &[(&'static str, usize)]) -> String {
         let mut o = String::new();
-        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+        for (name, help, v) in self.counters() {
+            let v = v.load(Relaxed);
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter(
-            &mut o,
-            "hamlet_sessions_started_total",
-            "Inference sessions started.",
-            self.sessions_started.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "hamlet_sessions_refused_total",
-            "Connections refused by --max-sessions.",
-            self.sessions_refused.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "hamlet_frames_relayed_total",
-            "Frames written to browsers.",
-            self.frames_relayed.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "hamlet_frames_dropped_total",
-            "state_update frames dropped for slow browsers.",
-            self.frames_dropped.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "hamlet_clients_overflowed_total",
-            "Browsers disconnected for being hopelessly behind.",
-            self.clients_overflowed.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "hamlet_client_errors_total",
-            "Browser messages rejected with an error frame.",
-            self.client_errors.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "hamlet_sessions_resumed_total",
-            "Connections that came back to their session with its resume token.",
-            self.sessions_resumed.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "hamlet_sessions_taken_over_total",
-            "Session owners replaced by a newer connection with the same token (close 4001).",
-            self.sessions_taken_over.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "hamlet_sessions_expired_total",
-            "Detached sessions forgotten (resume window over, or beyond --max-detached).",
-            self.sessions_expired.load(Relaxed),
-        );
-        counter(
-            &mut o,
-            "hamlet_store_flush_failures_total",
-            "Session snapshots that could not be written to the store.",
-            self.store_flush_failures.load(Relaxed),
-        );
+        }
+        for (name, help, v) in self.gauges() {
+            let v = v.load(Relaxed);
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        self.render_store_flushes(&mut o);
+        self.render_workers(&mut o, live_workers);
+        self.render_latency(&mut o);
+        o
+    }
+
+    fn render_store_flushes(&self, o: &mut String) {
         let flushes = self.store_flushes.load(Relaxed);
-        let _ = writeln!(o, "# HELP hamlet_store_flush_seconds Writes of session snapshots to the store.\n# TYPE hamlet_store_flush_seconds summary\nhamlet_store_flush_seconds_sum {}\nhamlet_store_flush_seconds_count {flushes}", self.store_flush_ns.load(Relaxed) as f64 / 1e9);
-        let _ = writeln!(o, "# HELP hamlet_store_flush_seconds_max The slowest snapshot write.\n# TYPE hamlet_store_flush_seconds_max gauge\nhamlet_store_flush_seconds_max {}", self.store_flush_max_ns.load(Relaxed) as f64 / 1e9);
-        let _ = writeln!(o, "# HELP hamlet_store_writes_pending Detached sessions the store refused, kept in memory and retried.\n# TYPE hamlet_store_writes_pending gauge\nhamlet_store_writes_pending {}", self.store_writes_pending.load(Relaxed));
-        let _ = writeln!(o, "# HELP hamlet_sessions_detached Sessions whose browser has gone, kept for resume.\n# TYPE hamlet_sessions_detached gauge\nhamlet_sessions_detached {}", self.sessions_detached.load(Relaxed));
-        let _ = writeln!(o, "# HELP hamlet_session_watchers Read-only watchers connected now.\n# TYPE hamlet_session_watchers gauge\nhamlet_session_watchers {}", self.watchers.load(Relaxed));
-        let _ = writeln!(o, "# HELP hamlet_sessions_active Inference sessions running now (owner attached, or watched).\n# TYPE hamlet_sessions_active gauge\nhamlet_sessions_active {}", self.sessions_active.load(Relaxed));
-        let _ = writeln!(o, "# HELP hamlet_training_viewers Training viewers connected now.\n# TYPE hamlet_training_viewers gauge\nhamlet_training_viewers {}", self.training_viewers.load(Relaxed));
+        let sum = self.store_flush_ns.load(Relaxed) as f64 / 1e9;
+        let max = self.store_flush_max_ns.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(o, "# HELP hamlet_store_flush_seconds Writes of session snapshots to the store.\n# TYPE hamlet_store_flush_seconds summary\nhamlet_store_flush_seconds_sum {sum}\nhamlet_store_flush_seconds_count {flushes}");
+        let _ = writeln!(o, "# HELP hamlet_store_flush_seconds_max The slowest snapshot write.\n# TYPE hamlet_store_flush_seconds_max gauge\nhamlet_store_flush_seconds_max {max}");
+    }
+
+    fn render_workers(&self, o: &mut String, live_workers: &[(&'static str, usize)]) {
         let _ = writeln!(
             o,
             "# HELP hamlet_workers Live worker processes.\n# TYPE hamlet_workers gauge"
@@ -200,25 +239,21 @@ impl Metrics {
                 "hamlet_worker_restarts_total{{kind=\"{kind}\",reason=\"{reason}\"}} {n}"
             );
         }
+    }
+
+    fn render_latency(&self, o: &mut String) {
         let _ = writeln!(o, "# HELP hamlet_relay_latency_seconds Worker frame reaching its relay to browser socket write.\n# TYPE hamlet_relay_latency_seconds histogram");
         for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "hamlet_relay_latency_seconds_bucket{{le=\"{b}\"}} {}",
-                self.latency_buckets[i].load(Relaxed)
-            );
+            let n = self.latency_buckets[i].load(Relaxed);
+            let _ = writeln!(o, "hamlet_relay_latency_seconds_bucket{{le=\"{b}\"}} {n}");
         }
         let count = self.latency_count.load(Relaxed);
+        let sum = self.latency_sum_ns.load(Relaxed) as f64 / 1e9;
         let _ = writeln!(
             o,
             "hamlet_relay_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
         );
-        let _ = writeln!(
-            o,
-            "hamlet_relay_latency_seconds_sum {}",
-            self.latency_sum_ns.load(Relaxed) as f64 / 1e9
-        );
+        let _ = writeln!(o, "hamlet_relay_latency_seconds_sum {sum}");
         let _ = writeln!(o, "hamlet_relay_latency_seconds_count {count}");
-        o
     }
 }

@@ -20,12 +20,37 @@ const RESCAN_EVERY: Duration = Duration::from_secs(2);
 /// The models as of the last scan.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
-    /// Plain file names, sorted.
+    /// The models offered: plain file names of usable models, sorted.
     pub names: Vec<String>,
     pub details: Vec<ModelDetails>,
+    /// Files in the directory that are not models this world can use, with why (for operators:
+    /// `/api/models` lists them apart; sessions are never offered them).
+    pub refused: Vec<RefusedModel>,
     /// What a new session loads: `--default-model` if listed, else `catalog::pick_default`.
     pub default: Option<String>,
 }
+
+/// A `.onnx` file that is not a usable model, and why (naming the file, never a path).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RefusedModel {
+    pub name: String,
+    pub reason: String,
+}
+
+/// What the catalog knows of a name a browser asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelLookup {
+    Offered,
+    /// In the directory, but not a usable model: the reason, naming the model.
+    Refused(String),
+    /// Not seen by the last scan (perhaps written since): the worker, which reads the directory
+    /// itself, has the last word.
+    Unknown,
+}
+
+/// One version of a file (size, mtime) and what reading it found: its details, or why it is
+/// not a usable model.
+type Parsed = (u64, u64, Result<ModelDetails, String>);
 
 pub struct ModelCatalog {
     dir: PathBuf,
@@ -33,7 +58,7 @@ pub struct ModelCatalog {
     listing: RwLock<Arc<Listing>>,
     /// Parsed metadata by name, valid while the file's size and mtime are unchanged (used by
     /// scans only, on the blocking pool).
-    parsed: Mutex<BTreeMap<String, (u64, u64, ModelDetails)>>,
+    parsed: Mutex<BTreeMap<String, Parsed>>,
     wake: Notify,
 }
 
@@ -58,6 +83,20 @@ impl ModelCatalog {
 
     pub fn contains(&self, name: &str) -> bool {
         self.listing.read().names.iter().any(|n| n == name)
+    }
+
+    /// Is `name` offered, refused, or unknown (then a rescan is started)?
+    pub fn lookup(&self, name: &str) -> ModelLookup {
+        let l = self.listing.read();
+        if l.names.iter().any(|n| n == name) {
+            return ModelLookup::Offered;
+        }
+        if let Some(r) = l.refused.iter().find(|r| r.name == name) {
+            return ModelLookup::Refused(format!("model `{name}` cannot be used: {}", r.reason));
+        }
+        drop(l);
+        self.wake.notify_one();
+        ModelLookup::Unknown
     }
 
     pub fn default_model(&self) -> Option<String> {
@@ -97,31 +136,36 @@ impl ModelCatalog {
         }
     }
 
-    /// Lists the directory and reads each new or changed file's metadata. Blocking.
+    /// Lists the directory and reads each new or changed file's metadata (once per version of a
+    /// file: usable or not, it is not read again until it changes). Blocking.
     fn scan(&self) -> Listing {
-        let names = catalog::list(&self.dir);
+        let all = catalog::list(&self.dir);
         let mut parsed = self.parsed.lock();
-        parsed.retain(|n, _| names.contains(n));
-        let details: Vec<ModelDetails> = names
-            .iter()
-            .filter_map(|n| {
-                let meta = std::fs::metadata(self.dir.join(n)).ok()?;
-                let mtime = meta
-                    .modified()
-                    .ok()?
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .ok()?
-                    .as_nanos() as u64;
-                match parsed.get(n) {
-                    Some((len, t, d)) if *len == meta.len() && *t == mtime => Some(d.clone()),
-                    _ => {
-                        let d = catalog::details(&self.dir, n).ok()?;
-                        parsed.insert(n.clone(), (meta.len(), mtime, d.clone()));
-                        Some(d)
-                    }
-                }
-            })
-            .collect();
+        parsed.retain(|n, _| all.contains(n));
+        let (mut details, mut refused) = (Vec::new(), Vec::new());
+        for n in &all {
+            let Some((len, mtime)) = file_version(&self.dir.join(n)) else {
+                continue;
+            };
+            let fresh = parsed
+                .get(n)
+                .is_some_and(|(l, t, _)| *l == len && *t == mtime);
+            if !fresh {
+                let d = catalog::details(&self.dir, n).map_err(|e| match e {
+                    catalog::CatalogError::Unusable { reason, .. } => reason,
+                    other => other.to_string(),
+                });
+                parsed.insert(n.clone(), (len, mtime, d));
+            }
+            match &parsed[n].2 {
+                Ok(d) => details.push(d.clone()),
+                Err(reason) => refused.push(RefusedModel {
+                    name: n.clone(),
+                    reason: reason.clone(),
+                }),
+            }
+        }
+        let names: Vec<String> = details.iter().map(|d| d.name.clone()).collect();
         let default = self
             .configured_default
             .clone()
@@ -130,7 +174,20 @@ impl ModelCatalog {
         Listing {
             names,
             details,
+            refused,
             default,
         }
     }
+}
+
+/// A file's size and modification time (ns), which change when it is rewritten.
+fn file_version(path: &std::path::Path) -> Option<(u64, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos() as u64;
+    Some((meta.len(), mtime))
 }

@@ -1,6 +1,7 @@
 //! **Architecture Invariant: untrusted input stops here.** Every browser message is parsed and
 //! validated in this module and becomes a typed command; workers never see browser JSON.
 
+use crate::model_catalog::ModelLookup;
 use hamlet_env::wire::wire_range;
 use hamlet_env::{Meter, GRID_SIZE};
 use hamlet_onnx::catalog;
@@ -75,13 +76,13 @@ pub enum InferenceRequest {
     Probe(Probe),
 }
 
-/// Parses a `/ws` message. `model_exists` answers whether a plain name is in the models listing.
-pub fn parse_inference(text: &str, model_exists: impl Fn(&str) -> bool) -> Res<InferenceRequest> {
+/// Parses a `/ws` message. `lookup` says what the models catalog knows of a plain name.
+pub fn parse_inference(text: &str, lookup: impl Fn(&str) -> ModelLookup) -> Res<InferenceRequest> {
     let m = object(text)?;
     if command(&m)? == "probe" {
         return parse_probe(&m).map(InferenceRequest::Probe);
     }
-    parse_command(&m, model_exists).map(InferenceRequest::Command)
+    parse_command(&m, lookup).map(InferenceRequest::Command)
 }
 
 /// `probe`: optional `meters` (a partial map on `state_update`'s scale) and `position`.
@@ -134,16 +135,14 @@ fn parse_probe(m: &Map<String, Value>) -> Res<Probe> {
 
 fn parse_command(
     m: &Map<String, Value>,
-    model_exists: impl Fn(&str) -> bool,
+    lookup: impl Fn(&str) -> ModelLookup,
 ) -> Res<SessionCommand> {
     // Compat: `{"type":"control", ...}` or the same object without `type`.
-    if let Some(t) = m.get("type") {
-        if t != "control" {
-            return Err(Rejection::new(
-                ErrorCode::UnknownCommand,
-                "messages on /ws have type `control` (or no type)",
-            ));
-        }
+    if m.get("type").is_some_and(|t| t != "control") {
+        return Err(Rejection::new(
+            ErrorCode::UnknownCommand,
+            "messages on /ws have type `control` (or no type)",
+        ));
     }
     Ok(match command(m)? {
         "play" => SessionCommand::Play,
@@ -151,111 +150,36 @@ fn parse_command(
         "step" => SessionCommand::Step,
         "reset" => SessionCommand::Reset,
         "status" => SessionCommand::Status,
-        "set_speed" => {
-            let speed = match m.get("speed") {
-                Some(Value::Number(n)) => {
-                    n.as_f64().filter(|v| v.is_finite()).ok_or_else(|| {
-                        Rejection::new(ErrorCode::OutOfRange, "`speed` must be a finite number")
-                    })?
-                }
-                Some(_) => {
-                    return Err(Rejection::new(
-                        ErrorCode::InvalidField,
-                        "`speed` must be a number",
-                    ))
-                }
-                None => {
-                    return Err(Rejection::new(
-                        ErrorCode::InvalidField,
-                        "set_speed needs `speed`",
-                    ))
-                }
-            };
-            SessionCommand::SetSpeed {
-                speed: speed.clamp(MIN_SPEED, MAX_SPEED),
-            }
-        }
-        "set_epsilon" => {
-            let epsilon = match m.get("epsilon") {
-                Some(Value::Number(n)) => n.as_f64().filter(|v| v.is_finite()),
-                Some(_) => {
-                    return Err(Rejection::new(
-                        ErrorCode::InvalidField,
-                        "`epsilon` must be a number",
-                    ))
-                }
-                None => {
-                    return Err(Rejection::new(
-                        ErrorCode::InvalidField,
-                        "set_epsilon needs `epsilon`",
-                    ))
-                }
-            };
-            match epsilon {
-                Some(e) if (0.0..=1.0).contains(&e) => SessionCommand::SetEpsilon { epsilon: e },
-                _ => {
-                    return Err(Rejection::new(
-                        ErrorCode::OutOfRange,
-                        "`epsilon` must be between 0 and 1",
-                    ))
-                }
-            }
-        }
-        "set_start" => match m.get("mode").and_then(Value::as_str) {
-            Some("fixed") => SessionCommand::SetStart {
-                mode: StartMode::Fixed,
-            },
-            Some("random") => SessionCommand::SetStart {
-                mode: StartMode::Random,
-            },
+        "set_speed" => SessionCommand::SetSpeed {
+            speed: number(m, "set_speed", "speed")?.clamp(MIN_SPEED, MAX_SPEED),
+        },
+        "set_epsilon" => match number(m, "set_epsilon", "epsilon")? {
+            e if (0.0..=1.0).contains(&e) => SessionCommand::SetEpsilon { epsilon: e },
             _ => {
-                return Err(Rejection::new(
-                    ErrorCode::InvalidField,
-                    "set_start needs `mode`: `fixed` or `random`",
-                ))
+                let why = "`epsilon` must be between 0 and 1";
+                return Err(Rejection::new(ErrorCode::OutOfRange, why));
             }
+        },
+        "set_start" => SessionCommand::SetStart {
+            mode: match m.get("mode").and_then(Value::as_str) {
+                Some("fixed") => StartMode::Fixed,
+                Some("random") => StartMode::Random,
+                _ => {
+                    let why = "set_start needs `mode`: `fixed` or `random`";
+                    return Err(Rejection::new(ErrorCode::InvalidField, why));
+                }
+            },
         },
         "set_detail" => match m.get("activations") {
             Some(Value::Bool(b)) => SessionCommand::SetDetail { activations: *b },
             _ => {
-                return Err(Rejection::new(
-                    ErrorCode::InvalidField,
-                    "set_detail needs `activations`: true or false",
-                ))
+                let why = "set_detail needs `activations`: true or false";
+                return Err(Rejection::new(ErrorCode::InvalidField, why));
             }
         },
-        "load_model" => {
-            let name = match m.get("model") {
-                Some(Value::String(s)) => s,
-                Some(_) => {
-                    return Err(Rejection::new(
-                        ErrorCode::InvalidField,
-                        "`model` must be a string",
-                    ))
-                }
-                None => {
-                    return Err(Rejection::new(
-                        ErrorCode::InvalidField,
-                        "load_model needs `model`",
-                    ))
-                }
-            };
-            if !catalog::is_plain_name(name) {
-                return Err(Rejection::new(
-                    ErrorCode::InvalidModelName,
-                    format!("`{}` is not a model name from /api/models", echo(name)),
-                ));
-            }
-            if !model_exists(name) {
-                return Err(Rejection::new(
-                    ErrorCode::ModelNotFound,
-                    format!("no model named `{}`", echo(name)),
-                ));
-            }
-            SessionCommand::LoadModel {
-                model: name.clone(),
-            }
-        }
+        "load_model" => SessionCommand::LoadModel {
+            model: model_name(m, lookup)?,
+        },
         other => {
             return Err(Rejection::new(
                 ErrorCode::UnknownCommand,
@@ -263,6 +187,52 @@ fn parse_command(
             ))
         }
     })
+}
+
+/// The finite number `field` of command `cmd`.
+fn number(m: &Map<String, Value>, cmd: &str, field: &str) -> Res<f64> {
+    match m.get(field) {
+        Some(Value::Number(n)) => n.as_f64().filter(|v| v.is_finite()).ok_or_else(|| {
+            Rejection::new(
+                ErrorCode::OutOfRange,
+                format!("`{field}` must be a finite number"),
+            )
+        }),
+        Some(_) => Err(Rejection::new(
+            ErrorCode::InvalidField,
+            format!("`{field}` must be a number"),
+        )),
+        None => Err(Rejection::new(
+            ErrorCode::InvalidField,
+            format!("{cmd} needs `{field}`"),
+        )),
+    }
+}
+
+/// `load_model`'s `model`: a plain name, and not of a file the catalog found unusable. (A name
+/// the catalog has not seen goes on: the worker reads the directory and answers precisely.)
+fn model_name(m: &Map<String, Value>, lookup: impl Fn(&str) -> ModelLookup) -> Res<String> {
+    let name = match m.get("model") {
+        Some(Value::String(s)) => s,
+        Some(_) => {
+            let why = "`model` must be a string";
+            return Err(Rejection::new(ErrorCode::InvalidField, why));
+        }
+        None => {
+            let why = "load_model needs `model`";
+            return Err(Rejection::new(ErrorCode::InvalidField, why));
+        }
+    };
+    if !catalog::is_plain_name(name) {
+        return Err(Rejection::new(
+            ErrorCode::InvalidModelName,
+            format!("`{}` is not a model name from /api/models", echo(name)),
+        ));
+    }
+    if let ModelLookup::Refused(why) = lookup(name) {
+        return Err(Rejection::new(ErrorCode::InvalidModel, why));
+    }
+    Ok(name.clone())
 }
 
 /// A validated `/ws/training` message.
@@ -324,15 +294,23 @@ mod tests {
     use super::*;
     use ipc_proto::training::Network;
 
+    fn offered_default(name: &str) -> ModelLookup {
+        match name {
+            "default.onnx" => ModelLookup::Offered,
+            "garbage.onnx" => ModelLookup::Refused("model `garbage.onnx` cannot be used: x".into()),
+            _ => ModelLookup::Unknown,
+        }
+    }
+
     fn inf(t: &str) -> Res<SessionCommand> {
-        match parse_inference(t, |n| n == "default.onnx")? {
+        match parse_inference(t, offered_default)? {
             InferenceRequest::Command(c) => Ok(c),
             InferenceRequest::Probe(p) => panic!("a probe: {p:?}"),
         }
     }
 
     fn probe(t: &str) -> Res<Probe> {
-        match parse_inference(t, |_| false)? {
+        match parse_inference(t, offered_default)? {
             InferenceRequest::Probe(p) => Ok(p),
             InferenceRequest::Command(c) => panic!("a command: {c:?}"),
         }
@@ -430,11 +408,14 @@ mod tests {
                 "{bad}"
             );
         }
-        assert_eq!(
-            inf(r#"{"command":"load_model","model":"other.onnx"}"#)
-                .unwrap_err()
-                .code,
-            ErrorCode::ModelNotFound
+        // A name the catalog has not seen goes to the worker, which answers for the file.
+        assert!(inf(r#"{"command":"load_model","model":"other.onnx"}"#).is_ok());
+        let refused = inf(r#"{"command":"load_model","model":"garbage.onnx"}"#).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidModel);
+        assert!(
+            refused.message.contains("garbage.onnx"),
+            "{}",
+            refused.message
         );
         let deep = "[".repeat(10_000);
         assert_eq!(inf(&deep).unwrap_err().code, ErrorCode::BadJson);

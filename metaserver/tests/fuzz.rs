@@ -4,6 +4,7 @@
 
 use ipc_proto::inference::SessionCommand;
 use ipc_proto::training::limits;
+use metaserver::model_catalog::ModelLookup;
 use metaserver::validate::{parse_inference, parse_training, InferenceRequest, TrainingRequest};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -26,6 +27,8 @@ fn arb_json() -> impl Strategy<Value = Value> {
             "models/x.onnx",
             "%2e%2e%2fetc",
             "default.onnx",
+            "garbage.onnx",
+            "other.onnx",
             "ünïcødé.onnx",
             "CON",
             "x.onnx/",
@@ -92,9 +95,16 @@ proptest! {
 
     #[test]
     fn inference_parser_never_panics_and_accepts_only_valid(text in arb_message()) {
-        match parse_inference(&text, |n| n == "default.onnx") {
+        let lookup = |n: &str| match n {
+            "default.onnx" => ModelLookup::Offered,
+            "garbage.onnx" => ModelLookup::Refused("unusable".into()),
+            _ => ModelLookup::Unknown,
+        };
+        match parse_inference(&text, lookup) {
             Ok(InferenceRequest::Command(SessionCommand::SetSpeed { speed })) => prop_assert!((0.1..=10.0).contains(&speed)),
-            Ok(InferenceRequest::Command(SessionCommand::LoadModel { model })) => prop_assert_eq!(model, "default.onnx"),
+            Ok(InferenceRequest::Command(SessionCommand::LoadModel { model })) => {
+                prop_assert!(hamlet_onnx::catalog::is_plain_name(&model) && model != "garbage.onnx")
+            }
             Ok(InferenceRequest::Probe(p)) => {
                 for (m, v) in p.meters {
                     let (lo, hi) = hamlet_env::wire::wire_range(m);

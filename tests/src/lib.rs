@@ -692,7 +692,7 @@ impl Ws {
 pub const T: Duration = Duration::from_secs(15);
 
 /// A worker driven directly by a test or the bench, with no metaserver in between: started as the
-/// supervisor starts one (`metaserver::process::ChildProcess`: own process group, parent-death
+/// supervisor starts one (`metaserver::workers::process::ChildProcess`: own process group, parent-death
 /// signal, stderr piped and reaped), authenticated with a one-time token, `Ready`. `In` is what the
 /// worker sends, `Out` what it is sent: an inference worker by default
 /// ([`DirectWorker::spawn`]), a training worker with [`DirectWorker::spawn_training`].
@@ -700,7 +700,7 @@ pub struct DirectWorker<
     In = ipc_proto::inference::FromInference,
     Out = ipc_proto::inference::ToInference,
 > {
-    pub process: metaserver::process::ChildProcess,
+    pub process: metaserver::workers::process::ChildProcess,
     pub conn: ipc_proto::transport::Connection<In, Out>,
     dir: PathBuf,
 }
@@ -741,7 +741,7 @@ where
             .env(ipc_proto::ENV_ORT_LIB, ort_lib())
             .env(ipc_proto::ENV_MODELS_DIR, models)
             .env(ipc_proto::ENV_CHECKPOINT_DIR, &dir);
-        let process = metaserver::process::ChildProcess::start(cmd, "direct").unwrap();
+        let process = metaserver::workers::process::ChildProcess::start(cmd, "direct").unwrap();
         let (conn, _) = ipc_proto::transport::accept_worker(
             &listener,
             kind,
@@ -765,7 +765,7 @@ where
     }
 
     /// `kill -9`, and waits until it is reaped.
-    pub async fn kill9(mut self) -> metaserver::process::ExitInfo {
+    pub async fn kill9(mut self) -> metaserver::workers::process::ExitInfo {
         self.process.kill();
         self.process.wait_exit().await
     }

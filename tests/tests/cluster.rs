@@ -524,5 +524,5 @@ async fn a_paused_session_keeps_its_keys_in_redis_beyond_the_resume_window() {
 }
 
 fn sha256_hex(token: &str) -> String {
-    metaserver::store::TokenHash::of(token).hex().to_owned()
+    metaserver::tokens::TokenHash::of(token).hex().to_owned()
 }

@@ -367,18 +367,18 @@ async fn redis_restarted_empty_ends_the_run_and_a_new_one_starts() {
 async fn every_write_of_the_run_is_fenced_by_the_lease() {
     use metaserver::cluster::training::ClusterTraining;
     use metaserver::cluster::Cluster;
-    use metaserver::training::RunFacts;
+    use metaserver::resumable::ResumableRun;
     let redis = Redis::start();
     let stale = ClusterTraining::new(Cluster::new(&redis.url(), "stale".into()).unwrap());
     let fresh = ClusterTraining::new(Cluster::new(&redis.url(), "fresh".into()).unwrap());
-    let run = RunFacts {
+    let run = ResumableRun {
         config: ipc_proto::training::TrainingConfig::default(),
         paused: false,
         episodes_completed: 0,
-        control_hash: Some(metaserver::store::TokenHash::of("secret")),
+        control_hash: Some(metaserver::tokens::TokenHash::of("secret")),
         handed_over: false,
     };
-    let old = stale.acquire().await.unwrap().expect("the lease");
+    let old = stale.lease.acquire().await.unwrap().expect("the lease");
     assert!(stale.save_run(&run).await, "the holder writes");
     assert_eq!(
         redis.cmd(&["HGET", "hamlet:training:run", "fence"]),
@@ -386,7 +386,7 @@ async fn every_write_of_the_run_is_fenced_by_the_lease() {
     );
     // The stale holder's lease expires (it was cut off); another node takes it, finishes the run.
     redis.cmd(&["DEL", "hamlet:training:lease"]);
-    let new = fresh.acquire().await.unwrap().expect("the lease");
+    let new = fresh.lease.acquire().await.unwrap().expect("the lease");
     assert!(new > old);
     fresh.finish_run().await;
     assert_eq!(redis.cmd(&["EXISTS", "hamlet:training:run"]), "0");

@@ -346,3 +346,64 @@ fn model_listing_follows_files_that_change_under_the_same_name() {
     std::fs::remove_file(s.models.join("changing.onnx")).unwrap();
     assert_eq!(arch_of(&s), None, "a removed file leaves the listing");
 }
+
+/// Files in the models directory that are not usable models — truncated, random bytes, far too
+/// large — are never offered (`/api/models` lists them apart, with why), and loading one gets
+/// `invalid_model` naming the file and no path of the server: whether the catalog has seen the
+/// file or the worker finds it first.
+#[tokio::test(flavor = "multi_thread")]
+async fn unusable_model_files_are_refused_by_name_never_by_path() {
+    let s = Server::start();
+    let good = std::fs::read(s.models.join("test0.onnx")).unwrap();
+    // Bytes no ONNX parser takes: a fixed pseudo-random sequence (xorshift).
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let random: Vec<u8> = (0..40_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(s.models.join("truncated.onnx"), &good[..good.len() / 2]).unwrap();
+    std::fs::write(s.models.join("random.onnx"), &random).unwrap();
+    let huge = std::fs::File::create(s.models.join("huge.onnx")).unwrap();
+    huge.set_len(64 << 20).unwrap();
+    let bad = ["truncated.onnx", "random.onnx", "huge.onnx"];
+    let m = s.get_json("/api/models");
+    assert_eq!(m["models"], json!(["test0.onnx"]), "{m}");
+    let refused: Vec<&str> = m["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        refused,
+        ["huge.onnx", "random.onnx", "truncated.onnx"],
+        "{m}"
+    );
+    let server_path = s.models.parent().unwrap().display().to_string();
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    let c = ws.expect("connected", T).await;
+    assert_eq!(c["available_models"], json!(["test0.onnx"]), "{c}");
+    // The last is written after the catalog's scan: the worker is the one to refuse it.
+    std::fs::write(s.models.join("late.onnx"), &random).unwrap();
+    for name in bad.iter().chain(&["late.onnx"]) {
+        ws.send(json!({"command":"load_model","model":name})).await;
+        let e = ws.expect("error", T).await;
+        let text = e["message"].as_str().unwrap();
+        assert_eq!(e["code"], "invalid_model", "{name}: {e}");
+        assert!(text.contains(name), "{name}: {text}");
+        assert!(
+            !text.contains(&server_path) && !text.contains('/'),
+            "{name}: {text}"
+        );
+    }
+    ws.send(json!({"command":"step"})).await;
+    assert_eq!(
+        ws.expect("state_update", T).await["step"],
+        1,
+        "still playing"
+    );
+}

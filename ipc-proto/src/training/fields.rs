@@ -4,7 +4,7 @@
 //! from a file ([`TrainingConfig::validate`]) and the form served at `GET /api/training/config`
 //! ([`fields`]) are all read from it, so a field is added in one place.
 
-use super::{Choice, Loss, Network, Pacing, TdTarget, TrainingConfig};
+use super::config::{Choice, Loss, Network, Pacing, TdTarget, TrainingConfig};
 use crate::browser::ErrorCode;
 use serde_json::{json, Map, Value};
 

@@ -1,8 +1,8 @@
 //! Lesson presets: configurations a teacher picks with one click, each with what it is measured
 //! to deliver on this project's machine (BENCHMARKS.md, "The lesson").
 
+use super::config::{Network, Pacing, TrainingConfig};
 use super::fields::to_fields;
-use super::{Network, Pacing, TrainingConfig};
 use serde::Serialize;
 use serde_json::Value;
 

@@ -2,9 +2,10 @@
 //! little state there is through Redis. Nothing here runs without `--store redis://…`.
 //!
 //! Code map: this file (the connection, node heartbeats, the cluster view for `/api/status`) ·
-//! [`store`] (sessions in Redis: the [`crate::store::SessionStore`] of a cluster) · [`models`]
-//! (models shared through Redis) · [`training`] (one training run for the whole cluster: lease,
-//! fencing, checkpoints, frames and commands over pub/sub).
+//! [`store`] (sessions in Redis: the [`crate::session::store::SessionStore`] of a cluster) ·
+//! [`models`] (models shared through Redis) · [`watch`] (watching a session that runs on another
+//! node) · [`lease`] (the training lease and the writes it fences) · [`training`] (one training
+//! run for the whole cluster: its record, checkpoints, frames and commands over pub/sub).
 //!
 //! **Architecture Invariant: Redis is never on a session's hot path.** Frames go browser ↔ node ↔
 //! worker as on one machine; Redis sees snapshot writes (at most one per `--snapshot-flush-ms`
@@ -16,6 +17,7 @@
 //! Lua script in Redis compares and writes in one step, so a node that lost a session or the
 //! lease can never overwrite the state of the node that has it now.
 
+pub mod lease;
 pub mod models;
 pub mod store;
 pub mod training;

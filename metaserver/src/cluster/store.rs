@@ -14,7 +14,8 @@
 //! had the session before finds its next write refused and lets go.
 
 use super::{key, Cluster, ClusterError};
-use crate::store::{Lookup, Put, SessionStore, StoreError, StoredRow, StoredSession, TokenHash};
+use crate::session::store::{Lookup, Put, SessionStore, StoreError, StoredRow, StoredSession};
+use crate::tokens::TokenHash;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use tokio::runtime::Handle;
@@ -279,7 +280,7 @@ impl SessionStore for RedisStore {
         self.lookup(Lookup::Watch(watch))
     }
 
-    fn take(&self, k: Lookup<'_>) -> Result<Option<StoredSession>, StoreError> {
+    fn claim(&self, k: Lookup<'_>) -> Result<Option<StoredSession>, StoreError> {
         let Some(mut s) = self.lookup(k)? else {
             return Ok(None);
         };

@@ -16,16 +16,15 @@
 //! encoded again by this node), so nothing written into Redis reaches a browser as it was sent.
 
 use super::{key, Cluster};
-use crate::app::App;
 use crate::client::{close, Client};
+use crate::metrics::Metrics;
 use crate::outqueue::Delivery;
-use crate::sessions::Watching;
-use crate::store::StoredSession;
+use crate::session::elsewhere::{WatchElsewhere, Watched};
+use crate::session::registry::Watching;
+use crate::session::watcher_view::WatcherView;
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
-use hamlet_env::wire::{state_update, FrameFacts};
-use hamlet_env::World;
-use ipc_proto::browser::{Connected, ErrorCode, ServerMessage, SessionStatus};
+use ipc_proto::browser::{ServerMessage, SessionStatus};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -64,18 +63,11 @@ struct Requests {
     new_node: bool,
 }
 
-/// What a session's task should do about watchers elsewhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Watched {
-    /// Publish its frames.
-    pub publish: bool,
-    /// A node started watching: publish its settings and current frame now.
-    pub greet: bool,
-}
-
 /// This node's part in cross-node watching.
 pub struct WatchRelay {
     cluster: Arc<Cluster>,
+    /// Its watchers count in `hamlet_watchers` (and against `--max-watchers-total`).
+    metrics: Arc<Metrics>,
     /// Sessions live here that other nodes watch.
     requested: Mutex<HashMap<String, Requests>>,
     /// Sessions watched here that run elsewhere (or nowhere).
@@ -92,11 +84,12 @@ enum Subscription {
 }
 
 impl WatchRelay {
-    pub fn new(cluster: Arc<Cluster>) -> Arc<WatchRelay> {
+    pub fn new(cluster: Arc<Cluster>, metrics: Arc<Metrics>) -> Arc<WatchRelay> {
         let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (subscribe_tx, subscribe_rx) = mpsc::unbounded_channel();
         Arc::new(WatchRelay {
             cluster,
+            metrics,
             requested: Mutex::new(HashMap::new()),
             remote: Mutex::new(HashMap::new()),
             publish_tx,
@@ -104,61 +97,6 @@ impl WatchRelay {
             subscribe_tx,
             subscribe_rx: Mutex::new(Some(subscribe_rx)),
         })
-    }
-
-    /// Should a session live here publish its frames now, and greet a node that started
-    /// watching? (Asked by its task every flush tick.)
-    pub fn watched(&self, id: &str) -> Watched {
-        let mut all = self.requested.lock();
-        let Some(r) = all.get_mut(id) else {
-            return Watched {
-                publish: false,
-                greet: false,
-            };
-        };
-        r.by_node.retain(|_, t| t.elapsed() < REQUEST_FRESH);
-        Watched {
-            publish: !r.by_node.is_empty(),
-            greet: std::mem::take(&mut r.new_node),
-        }
-    }
-
-    /// Queues one of a live session's frames for its watchers elsewhere.
-    pub fn publish(&self, id: &str, text: &Utf8Bytes) {
-        let _ = self
-            .publish_tx
-            .try_send((frames_channel(id), text.as_str().to_owned()));
-    }
-
-    /// A watcher here of a session that is not live here: `connected` and the stored frame at
-    /// once, then the owner's frames through Redis.
-    pub fn add_watcher(&self, app: &App, client: Client, s: &StoredSession) -> Watching {
-        let (connected, frame, status) = from_store(app, s);
-        client.send(&ServerMessage::Connected(connected));
-        if let Some(f) = frame {
-            client.send(&f);
-        }
-        app.metrics.watchers.fetch_add(1, Relaxed);
-        let mut remote = self.remote.lock();
-        let entry = remote.entry(s.id.clone()).or_insert_with(|| {
-            let _ = self.subscribe_tx.send(Subscription::Add(s.id.clone()));
-            Remote {
-                watchers: Vec::new(),
-                status,
-            }
-        });
-        entry.watchers.push(client);
-        drop(remote);
-        // Asked by the subscriber once the channel is subscribed, so no greeting is missed.
-        Watching {
-            id: s.id.clone(),
-            probes: None,
-        }
-    }
-
-    /// A remote watcher's `status`: the session as last seen here.
-    pub fn status(&self, id: &str) -> Option<SessionStatus> {
-        self.remote.lock().get(id).map(|r| r.status.clone())
     }
 
     /// Asks the node that runs session `id` (whichever it is) for its frames.
@@ -188,7 +126,7 @@ impl WatchRelay {
     }
 
     /// Every second: lets go of departed watchers, asks again for the sessions still watched.
-    async fn keep_asking(self: Arc<Self>, app: Arc<App>, stop: CancellationToken) {
+    async fn keep_asking(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(ASK_EVERY);
         loop {
             tokio::select! {
@@ -208,7 +146,7 @@ impl WatchRelay {
                     let before = r.watchers.len();
                     r.watchers.retain(|c| !c.is_closed());
                     let gone = before - r.watchers.len();
-                    app.metrics.watchers.fetch_sub(gone as i64, Relaxed);
+                    self.metrics.watchers.fetch_sub(gone as i64, Relaxed);
                     if r.watchers.is_empty() {
                         let _ = self.subscribe_tx.send(Subscription::Remove(id.clone()));
                     }
@@ -325,12 +263,68 @@ impl WatchRelay {
     }
 }
 
+impl WatchElsewhere for WatchRelay {
+    /// Should a session live here publish its frames now, and greet a node that started
+    /// watching? (Asked by its task every flush tick.)
+    fn watched(&self, id: &str) -> Watched {
+        let mut all = self.requested.lock();
+        let Some(r) = all.get_mut(id) else {
+            return Watched {
+                publish: false,
+                greet: false,
+            };
+        };
+        r.by_node.retain(|_, t| t.elapsed() < REQUEST_FRESH);
+        Watched {
+            publish: !r.by_node.is_empty(),
+            greet: std::mem::take(&mut r.new_node),
+        }
+    }
+
+    /// Queues one of a live session's frames for its watchers elsewhere.
+    fn publish(&self, id: &str, text: &Utf8Bytes) {
+        let _ = self
+            .publish_tx
+            .try_send((frames_channel(id), text.as_str().to_owned()));
+    }
+
+    /// A watcher here of session `id`, which is not live here: `connected` and the stored frame
+    /// at once, then the owner's frames through Redis.
+    fn add_watcher(&self, client: Client, id: &str, view: WatcherView) -> Watching {
+        client.send(&ServerMessage::Connected(view.connected));
+        if let Some(f) = view.frame {
+            client.send(&f);
+        }
+        self.metrics.watchers.fetch_add(1, Relaxed);
+        let mut remote = self.remote.lock();
+        let entry = remote.entry(id.to_owned()).or_insert_with(|| {
+            let _ = self.subscribe_tx.send(Subscription::Add(id.to_owned()));
+            Remote {
+                watchers: Vec::new(),
+                status: view.status,
+            }
+        });
+        entry.watchers.push(client);
+        drop(remote);
+        // Asked by the subscriber once the channel is subscribed, so no greeting is missed.
+        Watching {
+            id: id.to_owned(),
+            probes: None,
+        }
+    }
+
+    /// A remote watcher's `status`: the session as last seen here.
+    fn status(&self, id: &str) -> Option<SessionStatus> {
+        self.remote.lock().get(id).map(|r| r.status.clone())
+    }
+}
+
 /// Starts the relay's background work on a cluster node.
-pub fn start(relay: &Arc<WatchRelay>, app: &Arc<App>, stop: CancellationToken) {
+pub fn start(relay: &Arc<WatchRelay>, stop: CancellationToken) {
     info!("watching across nodes through redis");
     tokio::spawn(relay.clone().publisher());
     tokio::spawn(relay.clone().subscriber(stop.clone()));
-    tokio::spawn(relay.clone().keep_asking(app.clone(), stop));
+    tokio::spawn(relay.clone().keep_asking(stop));
 }
 
 /// Only what a watcher may be sent, parsed from what arrived.
@@ -349,63 +343,4 @@ fn checked(text: &str) -> Option<ServerMessage> {
             | ServerMessage::WorkerRestarted(_)
     )
     .then_some(m)
-}
-
-/// A remote watcher's `connected`, its first frame (the session as stored) and its status row.
-fn from_store(app: &App, s: &StoredSession) -> (Connected, Option<ServerMessage>, SessionStatus) {
-    let snap = s.snapshot.as_ref();
-    let connected = Connected {
-        available_models: app.models.listing().names.clone(),
-        session_id: s.id.clone(),
-        model: snap.and_then(|p| p.model.clone()),
-        playing: snap.is_some_and(|p| p.playing),
-        speed: snap.map_or(1.0, |p| p.speed),
-        max_steps: snap.map_or(app.cfg.max_steps, |p| p.max_steps),
-        resume_token: None,
-        watch_token: None,
-        resumed: None,
-        resume_error: None,
-        watching: Some(s.id.clone()),
-        read_only: Some(true),
-        epsilon: snap.map_or(0.0, |p| p.epsilon),
-        start_mode: snap.map(|p| p.start).unwrap_or_default(),
-        detail: snap.is_some_and(|p| p.detail),
-        recent_episodes: s.recent.clone(),
-    };
-    let frame = snap.map(|p| {
-        ServerMessage::StateUpdate(Box::new(state_update(
-            &World::restore(&p.world),
-            FrameFacts {
-                episode: p.episode,
-                action: p.last_action,
-                reward: p.last_reward,
-                cumulative_reward: p.cumulative_reward,
-                ..FrameFacts::default()
-            },
-        )))
-    });
-    let status = SessionStatus {
-        session_id: s.id.clone(),
-        model: connected.model.clone(),
-        playing: connected.playing,
-        speed: connected.speed,
-        max_steps: connected.max_steps,
-        episode: snap.map_or(1, |p| p.episode),
-        step: snap.map_or(0, |p| p.world.step),
-        cumulative_reward: snap.map_or(0.0, |p| p.cumulative_reward),
-    };
-    (connected, frame, status)
-}
-
-/// `/ws?watch=…` on a node where the session is not live (called by `sessions::open_watcher`).
-pub async fn watch_remote(app: &Arc<App>, client: Client, s: StoredSession) -> Option<Watching> {
-    let Some(relay) = app.watch_relay.as_ref() else {
-        client.send(&ServerMessage::error(
-            ErrorCode::StoreUnavailable,
-            "this session runs on another server, which cannot be reached from here",
-        ));
-        client.close(close::TRY_AGAIN_LATER, "session elsewhere");
-        return None;
-    };
-    Some(relay.add_watcher(app, client, &s))
 }

@@ -1,8 +1,8 @@
 //! A warm pool of started, authenticated inference workers with ONNX Runtime loaded, so a new
 //! session's first frame does not wait for process start-up.
 
-use crate::registry::WorkerState;
-use crate::supervisor::{Supervisor, WorkerHandle};
+use super::registry::WorkerState;
+use super::supervisor::{Supervisor, WorkerHandle};
 use ipc_proto::inference::ToInference;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -47,7 +47,7 @@ impl WarmPool {
     pub async fn get(
         &self,
         sup: &Supervisor,
-    ) -> Result<InferenceWorker, crate::supervisor::SpawnError> {
+    ) -> Result<InferenceWorker, super::supervisor::SpawnError> {
         match self.take() {
             Some(w) => Ok(w),
             None => sup.spawn::<ToInference>().await,

@@ -9,82 +9,82 @@ const FILES: &[(&str, &str, &[u8])] = &[
     (
         "index.html",
         "text/html; charset=utf-8",
-        include_bytes!("../ui/index.html"),
+        include_bytes!("../../ui/index.html"),
     ),
     (
         "style.css",
         "text/css; charset=utf-8",
-        include_bytes!("../ui/style.css"),
+        include_bytes!("../../ui/style.css"),
     ),
     (
         "app.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../ui/app.js"),
+        include_bytes!("../../ui/app.js"),
     ),
     (
         "socket.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../ui/socket.js"),
+        include_bytes!("../../ui/socket.js"),
     ),
     (
         "draw.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../ui/draw.js"),
+        include_bytes!("../../ui/draw.js"),
     ),
     (
         "inference.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../ui/inference.js"),
+        include_bytes!("../../ui/inference.js"),
     ),
     (
         "training.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../ui/training.js"),
+        include_bytes!("../../ui/training.js"),
     ),
     (
         "operator.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../ui/operator.js"),
+        include_bytes!("../../ui/operator.js"),
     ),
     (
         "inside.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../ui/inside.js"),
+        include_bytes!("../../ui/inside.js"),
     ),
     (
         "charts.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../ui/charts.js"),
+        include_bytes!("../../ui/charts.js"),
     ),
     (
         "meters.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../ui/meters.js"),
+        include_bytes!("../../ui/meters.js"),
     ),
     (
         "qbars.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../ui/qbars.js"),
+        include_bytes!("../../ui/qbars.js"),
     ),
     (
         "whatif.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../ui/whatif.js"),
+        include_bytes!("../../ui/whatif.js"),
     ),
     (
         "models.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../ui/models.js"),
+        include_bytes!("../../ui/models.js"),
     ),
     (
         "auth.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../ui/auth.js"),
+        include_bytes!("../../ui/auth.js"),
     ),
     (
         "trainform.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../ui/trainform.js"),
+        include_bytes!("../../ui/trainform.js"),
     ),
 ];
 

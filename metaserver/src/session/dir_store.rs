@@ -1,192 +1,18 @@
-//! Where sessions outlive their connection and their server (sessions.md): one small trait,
-//! [`SessionStore`], and the embedded default, [`DirStore`] — a directory with one atomically
-//! written file per session.
+//! The embedded session store: a directory (mode 0700) with one file per session, named by the
+//! SHA-256 of its resume token and written atomically (`hamlet_onnx::write_atomic`).
 //!
-//! **Architecture Invariant: the store never sees a token.** Entries are keyed by the SHA-256 of
-//! the resume token ([`TokenHash`]); the watch token is kept only as its hash too. A stolen store
-//! directory does not let anyone into a session.
-//!
-//! The trait is shaped for the cluster store that follows (`cluster.md`): a write carries the
-//! writer's `epoch` and is refused when the stored entry has a newer one (compare-and-set: a node
-//! that lost a session can never overwrite its new owner), and entries expire after a time to
-//! live. Calls block (file or network I/O): async code calls them through `spawn_blocking`.
+//! Each session has a lock of its own, so writes of different sessions proceed at once; the index
+//! (for lookups by watch token, listings and expiry) is locked only around memory, never across
+//! disk I/O, so `/api/status` never waits on a write.
 
-use ipc_proto::inference::SessionSnapshot;
+use super::store::{Put, SessionStore, StoreError, StoredRow, StoredSession};
+use crate::tokens::TokenHash;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// A secret handed to one browser: 128 bits from the operating system, base64url.
-pub fn new_token() -> String {
-    use base64::Engine;
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the operating system's random source");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The SHA-256 of a token, hex: what the server keeps instead of the token.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct TokenHash(String);
-
-impl TokenHash {
-    pub fn of(token: &str) -> Self {
-        let digest = Sha256::digest(token.as_bytes());
-        TokenHash(digest.iter().map(|b| format!("{b:02x}")).collect())
-    }
-
-    /// Compares in constant time. (Lookups by hash in a map compare hashes too, not in constant
-    /// time; that leaks nothing useful: a guess's hash is unrelated to the guess, so timing can
-    /// at best reveal prefixes of a hash, and finding a token for a hash prefix is a preimage
-    /// search.)
-    pub fn matches(&self, other: &TokenHash) -> bool {
-        ipc_proto::handshake::secret_eq(&self.0, &other.0)
-    }
-
-    /// The hash as hex (a file or key name; not a secret).
-    pub fn hex(&self) -> &str {
-        &self.0
-    }
-
-    fn file_name(&self) -> String {
-        format!("{}.session", self.0)
-    }
-}
-
-/// Is `token` shaped like one of ours (so garbage is refused before any lookup)?
-pub fn plausible_token(token: &str) -> bool {
-    token.len() == 22
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// One session as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredSession {
-    pub id: String,
-    pub token: TokenHash,
-    pub watch: TokenHash,
-    /// Seed of the session's random numbers.
-    pub seed: u64,
-    /// The world, model, play state and speed; `None` before the first step.
-    pub snapshot: Option<SessionSnapshot>,
-    /// Raised by every process that takes the session (resume, restart): a write with an older
-    /// epoch than the stored one is refused.
-    pub epoch: u64,
-    /// When this copy was written (Unix milliseconds).
-    pub saved_at_ms: u64,
-    /// A server was running the session when it wrote this copy (false: written as the session
-    /// was put away — detached, or its server stopping).
-    #[serde(default)]
-    pub running: bool,
-    /// The session's last ≤ 100 episode ends (`connected.recent_episodes` after a resume).
-    #[serde(default)]
-    pub recent: Vec<ipc_proto::browser::EpisodeSummary>,
-}
-
-/// What [`SessionStore::list`] reports: ids and times, never tokens.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StoredRow {
-    pub id: String,
-    pub episode: u32,
-    pub step: u32,
-    pub saved_at_ms: u64,
-    /// Another live server runs this session right now (a cluster's store knows; on one machine
-    /// always false).
-    #[serde(skip)]
-    pub running_elsewhere: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("session store I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("session store entry unreadable: {0}")]
-    Corrupt(String),
-    /// The store could not be reached (a cluster's Redis is down or too slow).
-    #[error("session store unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// The outcome of a write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Put {
-    Written,
-    /// The stored entry has a newer epoch: someone else owns the session now.
-    Superseded,
-}
-
-/// How [`SessionStore::take`] finds a session: by the hash of its resume or its watch token.
-#[derive(Debug, Clone, Copy)]
-pub enum Lookup<'a> {
-    Token(&'a TokenHash),
-    Watch(&'a TokenHash),
-}
-
-/// Durable session state. Implementations: [`DirStore`]; the Redis store of cluster.md.
-pub trait SessionStore: Send + Sync + 'static {
-    /// Writes `s` unless the stored entry's epoch is newer (then [`Put::Superseded`]).
-    fn put(&self, s: &StoredSession) -> Result<Put, StoreError>;
-    /// The session whose resume token hashes to `token`.
-    fn get(&self, token: &TokenHash) -> Result<Option<StoredSession>, StoreError>;
-    /// The session whose watch token hashes to `watch`.
-    fn get_by_watch(&self, watch: &TokenHash) -> Result<Option<StoredSession>, StoreError>;
-    /// Takes a stored session for this process (a resume or a watcher starting it): returned
-    /// with an epoch above every earlier owner's, so their later writes are refused. `None` when
-    /// no session matches. One machine needs no more than a raised number (its live map already
-    /// keeps one task per session); a cluster store records the claim.
-    fn take(&self, key: Lookup<'_>) -> Result<Option<StoredSession>, StoreError> {
-        let found = match key {
-            Lookup::Token(t) => self.get(t)?,
-            Lookup::Watch(w) => self.get_by_watch(w)?,
-        };
-        Ok(found.map(|mut s| {
-            s.epoch += 1;
-            s
-        }))
-    }
-    /// Forgets a session, unless an owner with a newer epoch than `epoch` has it now.
-    fn remove(&self, token: &TokenHash, epoch: u64) -> Result<(), StoreError>;
-    /// Forgets entries written before `cutoff_ms`, and the oldest beyond `keep` entries among
-    /// those not in `live` (sessions attached right now); returns how many were forgotten.
-    fn expire(
-        &self,
-        cutoff_ms: u64,
-        keep: usize,
-        live: &dyn Fn(&str) -> bool,
-    ) -> Result<usize, StoreError>;
-    /// How often a live session must write itself again even when nothing changed: a store whose
-    /// entries expire by themselves (Redis, TTL = the resume window) would otherwise forget a
-    /// session paused for longer than that. `None`: entries stay until removed or expired here.
-    fn refresh_every(&self) -> Option<std::time::Duration> {
-        None
-    }
-    /// Changes when the store may have lost what it had (Redis came back, possibly empty): live
-    /// sessions then write themselves again.
-    fn generation(&self) -> u64 {
-        0
-    }
-    /// Stored sessions (ids only; a store shared by a cluster lists its newest 100). Answered
-    /// from memory (`/api/status` calls it from async code): a store that lives elsewhere
-    /// refreshes its copy in [`SessionStore::expire`].
-    fn list(&self) -> Vec<StoredRow>;
-    /// How many sessions are stored in all.
-    fn stored_count(&self) -> usize {
-        self.list().len()
-    }
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// What the directory store remembers of each file, so lookups by watch token, listings and
 /// expiry need no directory scan.
@@ -264,7 +90,7 @@ impl DirStore {
     }
 
     fn path(&self, token: &TokenHash) -> PathBuf {
-        self.dir.join(token.file_name())
+        self.dir.join(format!("{}.session", token.hex()))
     }
 
     /// The lock of one session's file.
@@ -407,6 +233,7 @@ impl SessionStore for DirStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokens::{new_token, plausible_token};
 
     fn entry(token: &str, epoch: u64, saved_at_ms: u64) -> StoredSession {
         StoredSession {
@@ -491,7 +318,7 @@ mod tests {
         let store = DirStore::open(&dir).unwrap();
         store.put(&entry("t", 1, 1)).unwrap();
         drop(store);
-        let path = dir.join(TokenHash::of("t").file_name());
+        let path = dir.join(format!("{}.session", TokenHash::of("t").hex()));
         fs::write(&path, b"{ not json").unwrap();
         let store = DirStore::open(&dir).unwrap();
         assert!(store.get(&TokenHash::of("t")).unwrap().is_none());

@@ -1,6 +1,6 @@
 //! Every live worker process, for `/api/workers`, `/metrics` and operator requests.
 
-use crate::process::PidFd;
+use super::process::PidFd;
 use ipc_proto::WorkerKind;
 use nix::sys::signal::Signal;
 use parking_lot::Mutex;

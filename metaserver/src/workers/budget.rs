@@ -2,6 +2,7 @@
 //! after too many restarts in a window; a worker that lived long enough counts as stable and resets
 //! the history (as Jupyter and systemd do).
 
+use crate::config::Config;
 use rand::Rng;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -13,6 +14,20 @@ pub struct RestartPolicy {
     pub stable_after: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+}
+
+impl RestartPolicy {
+    /// The policy `--max-restarts`, `--restart-window-secs`, `--stable-after-secs` and the
+    /// backoff flags describe.
+    pub fn of(cfg: &Config) -> RestartPolicy {
+        RestartPolicy {
+            max_restarts: cfg.max_restarts,
+            window: Duration::from_secs(cfg.restart_window_secs),
+            stable_after: Duration::from_secs(cfg.stable_after_secs),
+            backoff_min: Duration::from_millis(cfg.backoff_min_ms),
+            backoff_max: Duration::from_millis(cfg.backoff_max_ms),
+        }
+    }
 }
 
 impl Default for RestartPolicy {

@@ -7,10 +7,10 @@
 //! as soon as its worker has connected; the directory is removed on exit and stale ones are cleaned
 //! at start.
 
+use super::process::{ChildProcess, ExitInfo};
+use super::registry::{Registry, WorkerInfo, WorkerState};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::process::{ChildProcess, ExitInfo};
-use crate::registry::{Registry, WorkerInfo, WorkerState};
 use ipc_proto::frame::DEFAULT_MAX_FRAME;
 use ipc_proto::inference::{FromInference, ToInference};
 use ipc_proto::link::{Heartbeat, LinkConfig, LinkEvent, SendError, WorkerLink};
@@ -20,7 +20,7 @@ use ipc_proto::WorkerKind;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// Commands queued for one worker, at most this many.
@@ -134,12 +134,6 @@ pub struct Supervisor {
     ort_lib: PathBuf,
     models_dir: PathBuf,
     checkpoint_dir: PathBuf,
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn socket_root() -> PathBuf {
@@ -373,7 +367,7 @@ impl Supervisor {
                 pid: process.pid,
                 state: WorkerState::Ready,
                 session: None,
-                started: unix_now(),
+                started: crate::clock::now_secs(),
                 restarts: 0,
                 last_exit: None,
             },

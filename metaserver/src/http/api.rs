@@ -1,0 +1,123 @@
+//! The read-only JSON of the server: status, models, the training form and history, readiness.
+
+use super::state::ServerState;
+use crate::config::Config;
+use crate::guard;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use std::sync::Arc;
+
+pub(super) async fn status(State(s): State<Arc<ServerState>>, h: HeaderMap) -> Response {
+    guard::cors(&s.cfg.allowed_origins, &h, status_body(&s))
+}
+
+/// Rows of each list in `/api/status` (the rest are counted): a public page stays small
+/// however many sessions a server or cluster holds.
+const STATUS_ROWS: usize = 100;
+
+fn status_body(s: &ServerState) -> Response {
+    let sessions = &s.sessions;
+    let mut all = sessions.live.rows();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    // Sessions put away in the store (ids only: tokens are never shown).
+    let detached: Vec<_> = sessions
+        .store
+        .list()
+        .into_iter()
+        .filter(|r| !r.running_elsewhere && !all.iter().any(|l| l.id == r.id))
+        .take(STATUS_ROWS)
+        .collect();
+    Json(json!({
+        "service": "Hamlet Metaserver",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": s.started.elapsed().as_secs(),
+        "modes": {"inference": true, "training": true},
+        "default_model": sessions.models.default_model(),
+        "limits": limits(&s.cfg),
+        "ready": !sessions.drain.is_draining(),
+        "sessions_attached": all.iter().filter(|r| r.attached).count(),
+        "sessions_watched": all.iter().filter(|r| r.watchers > 0).count(),
+        "sessions_total": all.len(),
+        "detached": detached,
+        "detached_total": sessions.detached_count(),
+        "warm_workers": sessions.pool.warm_count(),
+        "sessions": &all[..all.len().min(STATUS_ROWS)],
+        "training": s.training.info(),
+        "training_status": s.training.status(),
+        "cluster": s.cluster.as_ref().map(|c| c.view()),
+    }))
+    .into_response()
+}
+
+fn limits(c: &Config) -> serde_json::Value {
+    json!({
+        "max_sessions": c.max_sessions,
+        "max_training_viewers": c.max_training_viewers,
+        "max_frame_bytes": c.max_frame_bytes,
+        "client_queue": c.client_queue,
+        "client_rate": c.client_rate,
+        "max_steps": c.max_steps,
+        "warm_workers": c.warm_workers,
+        "max_restarts": c.max_restarts,
+        "restart_window_secs": c.restart_window_secs,
+        "resume_window_secs": c.resume_window_secs,
+        "max_detached": c.max_detached,
+        "max_watchers": c.max_watchers,
+        "snapshot_flush_ms": c.snapshot_flush_ms,
+    })
+}
+
+pub(super) async fn models(State(s): State<Arc<ServerState>>, h: HeaderMap) -> Response {
+    // A fresh scan (on the blocking pool): what a page lists is what the directory holds now.
+    let l = s.sessions.models.rescan().await;
+    let body = Json(json!({"models": l.names, "count": l.names.len(), "details": l.details, "default": l.default, "refused": l.refused}))
+        .into_response();
+    guard::cors(&s.cfg.allowed_origins, &h, body)
+}
+
+/// Every `start_training` field with its default, limits and help (the UI's form is built from it).
+pub(super) async fn training_config(State(s): State<Arc<ServerState>>) -> Response {
+    let fields = ipc_proto::training::fields();
+    Json(json!({
+        "fields": fields,
+        "defaults": ipc_proto::training::TrainingConfig::default(),
+        "presets": ipc_proto::training::presets(),
+        // Measured on this server by earlier runs (null until one has run): the form computes
+        // each preset's expected duration from these.
+        "pace": s.training.pace(),
+        "random_policy_steps": s.random_reference.steps,
+    }))
+    .into_response()
+}
+
+/// The current (or last) run's figures for drawing the whole curve at once (protocol.md), with the
+/// reference lines: the random policy (measured at start) and the step cap.
+pub(super) async fn training_history(State(s): State<Arc<ServerState>>) -> Response {
+    let (run, previous) = s.training.history();
+    let max_steps = run.config.as_ref().map_or(
+        ipc_proto::training::TrainingConfig::default().max_steps,
+        |c| c.max_steps,
+    );
+    Json(json!({
+        "config": run.config,
+        "episodes": run.episodes,
+        "evaluations": run.evaluations,
+        "endings": run.endings,
+        "downsampled": run.downsampled,
+        "reference": {"random": s.random_reference, "max_steps": max_steps},
+        "previous": previous,
+    }))
+    .into_response()
+}
+
+/// For load balancers: 200 while this server takes new sessions, 503 once it drains.
+pub(super) async fn ready(State(s): State<Arc<ServerState>>) -> Response {
+    if s.sessions.drain.is_draining() || s.sessions.stop.is_cancelled() {
+        let body = json!({"ready": false, "draining": true});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    Json(json!({"ready": true})).into_response()
+}

@@ -1,0 +1,22 @@
+//! Inference sessions (`/ws`, sessions.md): each browser's private world and agent in a worker
+//! process of its own, surviving its worker, its connection and this server.
+//!
+//! Reading order: [`connection`] (a `/ws` connection finds its session) → [`registry`] (the live
+//! sessions and the claim rule) → [`task`] (one session's life) with [`browsers`], [`worker`] and
+//! [`persist`] (what the task does with its browsers, its worker process and the store) →
+//! [`store`] and [`dir_store`] (where sessions outlive their connection). [`sessions`] holds the
+//! handles they share; [`identity`] who a session is; [`watcher_view`] a stored session as a
+//! watcher first sees it; [`elsewhere`] watching across a cluster's nodes (implemented there).
+
+pub mod browsers;
+pub mod connection;
+pub mod dir_store;
+pub mod elsewhere;
+pub mod identity;
+pub mod persist;
+pub mod registry;
+pub mod sessions;
+pub mod store;
+pub mod task;
+pub mod watcher_view;
+pub mod worker;

@@ -1,0 +1,165 @@
+//! [`TrainingHub`]: the handle to the one shared training run — its state, its viewers, and the
+//! queue of its actor (`actor.rs`). Frames are encoded once and shared by all viewers (and, on a
+//! cluster's holder, published once for the other nodes); a slow viewer loses `state_update`s
+//! only.
+
+use super::history::{HistoryView, RunHistory};
+use super::pace::Pace;
+use super::state::{HubCmd, HubState, RedisUpdate, TrainingInfo, Viewer};
+use crate::cluster::training::ClusterTraining;
+use crate::guard::Operators;
+use crate::model_catalog::ModelCatalog;
+use crate::outqueue::Delivery;
+use crate::workers::supervisor::Supervisor;
+use axum::extract::ws::Utf8Bytes;
+use ipc_proto::browser::{ServerMessage, TrainingStatus};
+use parking_lot::Mutex;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub struct TrainingHub {
+    pub(super) sup: Arc<Supervisor>,
+    pub(super) state: Mutex<HubState>,
+    pub(super) cmd_tx: mpsc::Sender<HubCmd>,
+    cmd_rx: Mutex<Option<mpsc::Receiver<HubCmd>>>,
+    pub(super) stop: CancellationToken,
+    /// A cluster node's share of the one run (`--store redis://…`); `None` on one machine.
+    pub(super) cluster: Option<Arc<ClusterTraining>>,
+    /// Where the holder's updates for Redis queue (set by the cluster's sharer task).
+    pub(super) to_redis: Mutex<Option<mpsc::Sender<RedisUpdate>>>,
+    /// A run's saved model is offered to sessions at once.
+    pub(super) models: Arc<ModelCatalog>,
+    /// Who may take control of any run.
+    pub(super) operators: Operators,
+    /// Where this server keeps what outlives it (`training-run.json`, `training-pace.json`):
+    /// beside a directory store; `None` in a cluster (Redis keeps the run there).
+    pub(super) keep_dir: Option<PathBuf>,
+}
+
+impl TrainingHub {
+    pub fn new(
+        sup: Arc<Supervisor>,
+        stop: CancellationToken,
+        cluster: Option<Arc<ClusterTraining>>,
+        models: Arc<ModelCatalog>,
+        operators: Operators,
+    ) -> Arc<Self> {
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let keep_dir = sup.cfg.store.dir().map(|d| d.to_path_buf());
+        let pace = Pace::load(keep_dir.as_ref().map(|d| d.join(PACE_FILE)).as_deref());
+        Arc::new(TrainingHub {
+            sup,
+            state: Mutex::new(HubState::new(pace)),
+            cmd_tx,
+            cmd_rx: Mutex::new(Some(cmd_rx)),
+            stop,
+            cluster,
+            to_redis: Mutex::new(None),
+            models,
+            operators,
+            keep_dir,
+        })
+    }
+
+    /// The actor's queue; taken once, by the actor.
+    pub(super) fn take_commands(&self) -> Option<mpsc::Receiver<HubCmd>> {
+        self.cmd_rx.lock().take()
+    }
+
+    /// Where the measured training pace is kept.
+    pub(super) fn pace_file(&self) -> Option<PathBuf> {
+        self.keep_dir.as_ref().map(|d| d.join(PACE_FILE))
+    }
+
+    /// The current (or last) run's history and the one before it.
+    pub fn history(&self) -> (HistoryView, Option<HistoryView>) {
+        let s = self.state.lock();
+        (s.history.view(), s.previous.as_ref().map(RunHistory::view))
+    }
+
+    /// How fast this machine has been training (for the presets' expected durations).
+    pub fn pace(&self) -> Pace {
+        self.state.lock().pace.clone()
+    }
+
+    pub fn status(&self) -> TrainingStatus {
+        self.state.lock().status.clone()
+    }
+
+    pub(super) fn is_training(&self) -> bool {
+        self.state.lock().status.is_training
+    }
+
+    pub fn info(&self) -> TrainingInfo {
+        self.state.lock().info()
+    }
+
+    /// This node's part in a cluster's run (`None` on one machine).
+    pub fn cluster_run(&self) -> Option<Arc<ClusterTraining>> {
+        self.cluster.clone()
+    }
+
+    /// Does this node hold the cluster's training lease?
+    pub fn is_cluster_holder(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.is_holder())
+    }
+
+    /// Encodes once, queues for every viewer (and, on a cluster's holder, publishes it once for
+    /// the other nodes' viewers); viewers that are hopelessly behind are dropped.
+    pub(super) fn broadcast(&self, m: &ServerMessage, delivery: Delivery, arrived: Instant) {
+        let text = Utf8Bytes::from(m.to_json());
+        if let Some(ct) = &self.cluster {
+            ct.publish(&text);
+        }
+        self.broadcast_local(text, delivery, arrived);
+    }
+
+    pub(super) fn broadcast_local(&self, text: Utf8Bytes, delivery: Delivery, arrived: Instant) {
+        self.state
+            .lock()
+            .viewers
+            .retain(|_, c| c.send_encoded(text.clone(), delivery, arrived));
+    }
+
+    pub(super) fn announce(&self, m: &ServerMessage) {
+        self.broadcast(m, Delivery::Always, Instant::now());
+    }
+
+    /// `training_started` for everyone, the starter's copy with the run's control token.
+    pub(super) fn announce_start(&self, m: &ServerMessage, arrived: Instant) {
+        let ServerMessage::TrainingStarted(t) = m else {
+            return self.broadcast(m, Delivery::of(m), arrived);
+        };
+        let text = Utf8Bytes::from(m.to_json());
+        if let Some(ct) = &self.cluster {
+            ct.publish(&text);
+        }
+        let mut s = self.state.lock();
+        // The token itself goes to the starter and is forgotten here: only its hash stays.
+        let (owner, token) = (s.owner, s.control_token.take());
+        s.viewers.retain(|id, c| {
+            if Some(*id) == owner {
+                let mut mine = t.clone();
+                mine.control_token = token.clone();
+                c.relay(&ServerMessage::TrainingStarted(mine), arrived)
+            } else {
+                c.send_encoded(text.clone(), Delivery::Always, arrived)
+            }
+        });
+    }
+
+    /// The status as one viewer sees it: whether it may control the run, and whether it counts
+    /// as an operator.
+    pub(super) fn status_for(&self, v: &Viewer) -> TrainingStatus {
+        let mut st = self.status();
+        st.can_control = Some(v.operator || self.state.lock().owner == Some(v.id));
+        st.operator = Some(v.operator);
+        st
+    }
+}
+
+/// The measured pace, kept beside a directory store.
+const PACE_FILE: &str = "training-pace.json";

@@ -1,0 +1,22 @@
+//! `/ws/training`: one shared DQN run in one `worker-training` process, watched by every viewer.
+//!
+//! Reading order: [`viewer`] (a viewer's socket) → [`hub`] (the handle: state, viewers,
+//! broadcast) → [`actor`] (the task that owns the worker and takes commands in order) with
+//! [`events`] (the worker's events, mirrored and relayed), [`control`] (who may start and control
+//! the run) and [`worker`] (spawning, replacing, retiring) → [`run_file`] (a run outliving this
+//! server) → [`cluster`] and [`relay`] (the run shared by a cluster's nodes). [`state`] holds the
+//! hub's data, [`history`] and [`pace`] the run's figures; `crate::resumable` is what another
+//! server needs to continue a run.
+
+pub mod actor;
+pub mod cluster;
+pub mod control;
+pub mod events;
+pub mod history;
+pub mod hub;
+pub mod pace;
+pub mod relay;
+pub mod run_file;
+pub mod state;
+pub mod viewer;
+pub mod worker;
