@@ -1,18 +1,24 @@
-//! Checkpoints: the whole [`TrainerState`] as MessagePack behind a magic prefix, written atomically
-//! so a crash mid-write leaves the previous checkpoint intact under the final name. The one before
-//! it is kept as `NAME.prev`, so a checkpoint that is corrupt on disk (truncated, bit-flipped) costs
-//! one checkpoint interval, not the run.
+//! Checkpoints: the whole [`TrainerState`] as MessagePack behind a magic prefix and the SHA-256 of
+//! the MessagePack, written atomically so a crash mid-write leaves the previous checkpoint intact
+//! under the final name. The one before it is kept as `NAME.prev`, so a checkpoint that is corrupt
+//! on disk (truncated, bit-flipped) costs one checkpoint interval, not the run.
 //!
-//! Everything read back is checked before use: the configuration against its limits, every layer
-//! and optimiser moment against the architecture's shapes. A bad file is a clear error, never a
+//! Everything read back is checked before use: the checksum first (a flipped bit in a weight
+//! would otherwise load as a valid, different network), then — for a file whose checksum was
+//! computed over hostile contents — the configuration against its limits, every layer and
+//! optimiser moment against the architecture's shapes. A bad file is a clear error, never a
 //! network whose sizes disagree with its weights.
 
 use crate::dqn::TrainerState;
 use crate::nn::ShapeError;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Magic prefix so a random file is refused with a clear error rather than misread.
-const MAGIC: &[u8; 8] = b"HAMLETC1";
+const MAGIC: &[u8; 8] = b"HAMLETC2";
+/// The prefix of the format before checksums (issue 32), refused by name.
+const MAGIC_WITHOUT_CHECKSUM: &[u8; 8] = b"HAMLETC1";
+const CHECKSUM_LEN: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -37,8 +43,11 @@ pub fn previous(path: &Path) -> PathBuf {
 }
 
 pub fn save(state: &TrainerState, path: &Path) -> Result<(), CheckpointError> {
-    let mut bytes = MAGIC.to_vec();
-    rmp_serde::encode::write_named(&mut bytes, state)?;
+    let body = rmp_serde::encode::to_vec_named(state)?;
+    let mut bytes = Vec::with_capacity(MAGIC.len() + CHECKSUM_LEN + body.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&Sha256::digest(&body));
+    bytes.extend_from_slice(&body);
     let io = |source| CheckpointError::Io {
         path: path.display().to_string(),
         source,
@@ -56,13 +65,25 @@ pub fn load(path: &Path) -> Result<TrainerState, CheckpointError> {
         path: shown.clone(),
         source,
     })?;
-    let body = bytes
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or_else(|| CheckpointError::NotACheckpoint(shown.clone()))?;
     let corrupt = |reason: String| CheckpointError::Corrupt {
         path: shown.clone(),
         reason,
     };
+    if bytes.starts_with(MAGIC_WITHOUT_CHECKSUM) {
+        return Err(corrupt(
+            "written by an older Hamlet, without a checksum".into(),
+        ));
+    }
+    let sealed = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or_else(|| CheckpointError::NotACheckpoint(shown.clone()))?;
+    if sealed.len() < CHECKSUM_LEN {
+        return Err(corrupt("truncated before its checksum".into()));
+    }
+    let (checksum, body) = sealed.split_at(CHECKSUM_LEN);
+    if Sha256::digest(body).as_slice() != checksum {
+        return Err(corrupt("its checksum does not match its contents".into()));
+    }
     let state: TrainerState = rmp_serde::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
     state
         .config

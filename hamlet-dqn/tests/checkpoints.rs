@@ -1,6 +1,7 @@
-//! Checkpoints read from disk are checked, never trusted: a truncated, bit-flipped or reshaped
-//! file is a clear error (or, for flips that only change values, a valid state) — never a network
-//! whose sizes disagree with its weights — and the previous checkpoint is there to fall back on.
+//! Checkpoints read from disk are checked, never trusted: a truncated or bit-flipped file is
+//! refused by its checksum, a reshaped one (checksum and all, as a hostile file could be) by its
+//! shapes — never a network whose sizes or values differ from what was saved — and the previous
+//! checkpoint is there to fall back on.
 
 use hamlet_dqn::checkpoint::{self, CheckpointError};
 use hamlet_dqn::dqn::{Flow, Trainer, TrainerState};
@@ -26,12 +27,6 @@ fn temp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ckpt-test-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d.join("run.ckpt")
-}
-
-/// Every valid state, including one loaded from a damaged file, can be trained on without a panic.
-fn usable(state: TrainerState) {
-    let mut t = Trainer::from_state(state);
-    t.run_episode(|_| Flow::Continue);
 }
 
 #[test]
@@ -93,22 +88,51 @@ fn layers_whose_shapes_disagree_with_their_weights_are_refused() {
     let _ = std::fs::remove_dir_all(p.parent().unwrap());
 }
 
+#[test]
+fn one_flipped_bit_in_the_weights_is_refused_and_the_previous_checkpoint_used() {
+    let p = temp("one-flip");
+    let first = trained(Network::Qnetwork);
+    checkpoint::save(&first, &p).unwrap();
+    let mut second = first.clone();
+    second.episodes_done += 1;
+    checkpoint::save(&second, &p).unwrap();
+    let mut bytes = std::fs::read(&p).unwrap();
+    // The lowest bit of a byte near the middle: inside the weights, a value change only (which
+    // every shape check would pass).
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&p, &bytes).unwrap();
+    let err = checkpoint::load(&p).unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
+    let (state, used) = checkpoint::load_latest(&p).unwrap();
+    assert_eq!(used, checkpoint::previous(&p));
+    assert_eq!(state, first);
+    let _ = std::fs::remove_dir_all(p.parent().unwrap());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
-    /// Bit flips anywhere in the file: an error, or a state that passed every check and trains.
+    /// Bit flips anywhere in the file: always refused (the magic, the checksum or the contents
+    /// no longer agree), unless the flips cancel out.
     #[test]
-    fn bit_flipped_checkpoints_load_checked_or_not_at_all(flips in prop::collection::vec((any::<usize>(), 0u8..8), 1..6)) {
+    fn bit_flipped_checkpoints_never_load(flips in prop::collection::vec((any::<usize>(), 0u8..8), 1..6)) {
         let p = temp("flips");
-        checkpoint::save(&trained(Network::Qnetwork), &p).unwrap();
-        let mut bytes = std::fs::read(&p).unwrap();
+        let saved = trained(Network::Qnetwork);
+        checkpoint::save(&saved, &p).unwrap();
+        let original = std::fs::read(&p).unwrap();
+        let mut bytes = original.clone();
         for (pos, bit) in flips {
             let i = pos % bytes.len();
             bytes[i] ^= 1 << bit;
         }
         std::fs::write(&p, &bytes).unwrap();
-        if let Ok(state) = checkpoint::load(&p) {
-            usable(state);
+        match checkpoint::load(&p) {
+            Ok(state) => {
+                prop_assert_eq!(&bytes, &original, "a changed file loaded");
+                prop_assert_eq!(state, saved);
+            }
+            Err(e) => prop_assert!(bytes != original, "the saved file was refused: {}", e),
         }
     }
 }

@@ -133,13 +133,13 @@ fn run_file(bytes: &[u8], x: &[f32], batch: usize) -> (Vec<f32>, Option<Vec<f32>
 }
 
 /// `worker-training reexport`'s core: a model written before the hidden-layer outputs existed
-/// (the shipped `hamlet-qnetwork-s1.onnx`) reads back and exports again with `h1`/`h2`, computing
+/// (the test fixture `tests/fixtures/hamlet-qnetwork-s1.onnx`) reads back and exports again with `h1`/`h2`, computing
 /// exactly the same Q-values, with its metadata kept; our own exports expose their hidden layers,
 /// whose ReLU outputs are not negative.
 #[test]
 fn reexport_adds_hidden_outputs_and_keeps_the_q_function() {
     let old = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/hamlet-qnetwork-s1.onnx"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hamlet-qnetwork-s1.onnx"),
     )
     .unwrap();
     let (net, meta) = hamlet_onnx::read_network(&old).unwrap();

@@ -56,11 +56,134 @@ pub struct ChaosReport {
     /// What the sessions would have received at full pace, less what each hit may cost (a SIGSTOP
     /// 6 s, a SIGKILL 0.5 s).
     pub frames_expected: f64,
+    /// Hits on the training worker (SIGKILL or SIGSTOP), and the restarts its viewers were told of.
+    pub training_hits: usize,
     pub training_restarts: usize,
     pub training_episodes_lost: u64,
+    /// The most episodes one restart took back (at most `checkpoint_every` + 1).
+    pub training_most_lost_in_a_restart: u64,
     pub training_episodes_completed: u64,
+    /// The longest time the run went without completing an episode, ms.
+    pub training_longest_gap_ms: f64,
     pub metaserver_rss_before_mib: f64,
     pub metaserver_rss_after_mib: f64,
+}
+
+/// The run's `checkpoint_every`: a restart may take back at most this many episodes plus the one
+/// in progress.
+pub const TRAINING_CHECKPOINT_EVERY: u64 = 2;
+
+/// How much the metaserver may grow over a chaos run: 3.4 MiB measured over the short run (20 s),
+/// 6.7 MiB over five minutes (RELIABILITY.md); a leak of a frame per hit or per reconnection would
+/// pass this within minutes.
+pub const MAX_RSS_GROWTH_MIB: f64 = 32.0;
+
+/// The longest the training run may go without completing an episode: a hang found by the
+/// heartbeat and its replacement (as for a session, [`MAX_GAP`]), plus the new worker's start and
+/// checkpoint load, plus the episodes taken back (each of at most 200 steps, well under a second).
+pub const MAX_TRAINING_GAP: Duration = Duration::from_secs(9 + 3);
+
+impl ChaosReport {
+    /// The one verdict of a chaos run, for the test and for `scripts/chaos`: what failed, or
+    /// nothing. Nothing is lost (sessions, frames beyond what the hits cost, continuity, dropped
+    /// connections that did not come back), the run's hits happened, and the training run kept
+    /// learning: it completed episodes, never fell silent longer than [`MAX_TRAINING_GAP`], and
+    /// no restart took back more than `checkpoint_every` + 1 episodes.
+    pub fn failures(&self, cfg: &ChaosConfig) -> Vec<String> {
+        let mut f = Vec::new();
+        let mut check = |ok: bool, what: String| {
+            if !ok {
+                f.push(what);
+            }
+        };
+        check(
+            self.sessions_lost == 0,
+            format!(
+                "{} session(s) lost: {:?}",
+                self.sessions_lost, self.lost_reasons
+            ),
+        );
+        check(
+            self.continuity_violations == 0,
+            format!(
+                "{} continuity violation(s): {:?}",
+                self.continuity_violations, self.violation_examples
+            ),
+        );
+        check(
+            self.frames as f64 >= 0.8 * self.frames_expected,
+            format!(
+                "{} frames, fewer than 80 % of the {:.0} expected",
+                self.frames, self.frames_expected
+            ),
+        );
+        check(
+            self.longest_gap_ms <= MAX_GAP.as_secs_f64() * 1e3,
+            format!(
+                "a session went {:.0} ms without a frame",
+                self.longest_gap_ms
+            ),
+        );
+        check(
+            self.resumes == self.connections_dropped,
+            format!(
+                "{} of {} dropped connections came back",
+                self.resumes, self.connections_dropped
+            ),
+        );
+        // The killer ticks every `kill_every` until 7 s before the end; at least a quarter of the
+        // ticks that could hit a worker did (the rest found every target at its limit).
+        let ticks = (cfg
+            .duration
+            .saturating_sub(Duration::from_secs(7))
+            .as_secs_f64()
+            / cfg.kill_every.as_secs_f64())
+            * (1.0 - cfg.drop_share);
+        let hits = self.sigkills + self.sigstops;
+        check(
+            hits as f64 >= 0.25 * ticks,
+            format!("the killer hit {hits} times in {ticks:.0} chances"),
+        );
+        check(
+            cfg.drop_share == 0.0 || self.connections_dropped > 0,
+            "no connection was dropped".into(),
+        );
+        check(
+            hits == 0 || self.worker_restarted_seen > 0,
+            "no session saw `worker_restarted`".into(),
+        );
+        let grew = self.metaserver_rss_after_mib - self.metaserver_rss_before_mib;
+        check(
+            grew <= MAX_RSS_GROWTH_MIB,
+            format!("the metaserver grew by {grew:.1} MiB"),
+        );
+        check(
+            self.training_episodes_completed > 0,
+            "the training run completed no episode".into(),
+        );
+        check(
+            self.training_longest_gap_ms <= MAX_TRAINING_GAP.as_secs_f64() * 1e3,
+            format!(
+                "the training run went {:.0} ms without an episode",
+                self.training_longest_gap_ms
+            ),
+        );
+        check(
+            self.training_most_lost_in_a_restart <= TRAINING_CHECKPOINT_EVERY + 1,
+            format!(
+                "a training restart took back {} episodes",
+                self.training_most_lost_in_a_restart
+            ),
+        );
+        check(
+            self.training_restarts >= self.training_hits.min(1),
+            format!(
+                "the training worker was hit {} times and no restart was told",
+                self.training_hits
+            ),
+        );
+        f
+    }
 }
 
 #[derive(Default)]
@@ -211,19 +334,29 @@ async fn watch_session(mut ws: Ws, mut re: Reconnect, until: Instant) -> Session
     o
 }
 
+/// What the training run's starter saw.
+#[derive(Default)]
+struct TrainingOutcome {
+    restarts: usize,
+    lost: u64,
+    most_lost: u64,
+    completed: u64,
+    longest_gap_ms: f64,
+}
+
 /// Starts a long training run watched by `viewers` readers; the returned task follows it until
-/// `until` and answers (restarts, episodes lost, episodes completed).
+/// `until`.
 async fn watch_training(
     s: &Server,
     viewers: usize,
     until: Instant,
-) -> tokio::task::JoinHandle<(usize, u64, u64)> {
+) -> tokio::task::JoinHandle<TrainingOutcome> {
     let mut starter = Ws::connect(&s.url("/ws/training")).await.unwrap();
     starter.expect("training_status", crate::T).await;
     starter
         .send(
             json!({"command":"start_training","num_episodes":100000,"max_steps":200,"show_every":10,
-                     "step_delay":0,"checkpoint_every":2,"batch_size":32,"seed":7}),
+                     "step_delay":0,"checkpoint_every":TRAINING_CHECKPOINT_EVERY,"batch_size":32,"seed":7}),
         )
         .await;
     starter.expect("training_started", crate::T).await;
@@ -236,7 +369,8 @@ async fn watch_training(
         });
     }
     tokio::spawn(async move {
-        let (mut last_ep, mut lost, mut restarts, mut done) = (0u64, 0u64, 0usize, 0u64);
+        let mut o = TrainingOutcome::default();
+        let (mut last_ep, mut last_at) = (0u64, Instant::now());
         while Instant::now() < until {
             let left = until.saturating_duration_since(Instant::now());
             let Ok(v) = starter.next(left).await else {
@@ -246,18 +380,24 @@ async fn watch_training(
             match v["type"].as_str() {
                 Some("episode_complete") => {
                     last_ep = v["episode"].as_u64().unwrap_or(0);
-                    done += 1;
+                    o.completed += 1;
+                    o.longest_gap_ms = o.longest_gap_ms.max(last_at.elapsed().as_secs_f64() * 1e3);
+                    last_at = Instant::now();
                 }
                 Some("training_restarted") => {
-                    restarts += 1;
+                    o.restarts += 1;
                     let from = v["resumed_from_episode"].as_u64().unwrap_or(0);
-                    lost += last_ep.saturating_sub(from);
+                    let lost = last_ep.saturating_sub(from);
+                    o.lost += lost;
+                    o.most_lost = o.most_lost.max(lost);
                 }
                 _ => {}
             }
         }
+        // Silence until the end counts too (a run that stalled for good).
+        o.longest_gap_ms = o.longest_gap_ms.max(last_at.elapsed().as_secs_f64() * 1e3);
         starter.send(json!({"command":"stop"})).await;
-        (restarts, lost, done)
+        o
     })
 }
 
@@ -315,6 +455,9 @@ async fn kill_at_random(
         hits.entry(w["session"].as_str().unwrap_or("").to_owned())
             .or_default()
             .push(Instant::now());
+        if w["kind"] == "training" {
+            rep.training_hits += 1;
+        }
         if rng.random::<f64>() < cfg.stop_share {
             rep.sigstops += 1;
             signal(pid, Signal::SIGSTOP);
@@ -385,10 +528,12 @@ pub async fn run(cfg: ChaosConfig) -> ChaosReport {
         + rep.connections_dropped as f64 * 0.5;
     rep.frames_expected =
         (rep.sessions_started as f64 * watched - hit_cost).max(0.0) * FRAMES_PER_SEC;
-    let (tr, tl, td) = training.await.unwrap();
-    rep.training_restarts = tr;
-    rep.training_episodes_lost = tl;
-    rep.training_episodes_completed = td;
+    let t = training.await.unwrap();
+    rep.training_restarts = t.restarts;
+    rep.training_episodes_lost = t.lost;
+    rep.training_most_lost_in_a_restart = t.most_lost;
+    rep.training_episodes_completed = t.completed;
+    rep.training_longest_gap_ms = t.longest_gap_ms;
     let (_, body) = s.get("/metrics");
     rep.restarts_reported = body
         .lines()

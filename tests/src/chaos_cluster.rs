@@ -21,6 +21,16 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 pub const RESUME_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The longest an open connection may stay silent: at speed 5 a frame comes every 200 ms, and a
+/// node that dies or drains ends its connections (then the session resumes elsewhere). A
+/// connection that stays open without frames is a lost session.
+pub const MAX_SILENCE: Duration = Duration::from_secs(5);
+
+/// The longest a watcher may go without a frame: its owner's node lost, the owner back on
+/// another node ([`RESUME_DEADLINE`] at worst, about 100 ms measured) and the watcher's own
+/// reconnection; more than this is a failure.
+pub const MAX_WATCHER_SILENCE: Duration = Duration::from_secs(15);
 const NODES: usize = 3;
 
 #[derive(Debug, Clone)]
@@ -60,6 +70,73 @@ pub struct ClusterChaosReport {
     pub watcher_failures: usize,
 }
 
+impl ClusterChaosReport {
+    /// The one verdict of a cluster chaos run, for the test and for `scripts/chaos --cluster`:
+    /// what failed, or nothing. Nothing lost (a session closed, refused, taken over by a stranger
+    /// or silent on an open connection), steps in order, watchers never refused or silent,
+    /// duplicated tabs exercised, a drain rewinds nothing, and a kill at most one flush interval
+    /// (250 ms = 12.5 frames at speed 5) plus the write in flight.
+    pub fn failures(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        let mut check = |ok: bool, what: String| {
+            if !ok {
+                f.push(what);
+            }
+        };
+        let max = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
+        check(
+            self.sessions_lost == 0,
+            format!(
+                "{} session(s) lost: {:?}",
+                self.sessions_lost, self.lost_reasons
+            ),
+        );
+        check(
+            self.continuity_violations == 0,
+            format!(
+                "{} continuity violation(s): {:?}",
+                self.continuity_violations, self.violation_examples
+            ),
+        );
+        check(
+            self.watcher_failures == 0,
+            format!("{} watcher failure(s)", self.watcher_failures),
+        );
+        check(
+            self.kills + self.drains > 0 && self.resumes > 0,
+            format!(
+                "{} hits, {} resumes: nothing was exercised",
+                self.kills + self.drains,
+                self.resumes
+            ),
+        );
+        check(self.duplicates > 0, "no duplicated tab".into());
+        check(
+            self.frames > 0 && self.watcher_frames > 0,
+            "no frames".into(),
+        );
+        check(
+            max(&self.rewind_frames_drain) == 0,
+            format!(
+                "a drain took back {} frames",
+                max(&self.rewind_frames_drain)
+            ),
+        );
+        check(
+            max(&self.rewind_frames_kill) <= 20,
+            format!("a kill took back {} frames", max(&self.rewind_frames_kill)),
+        );
+        check(
+            max(&self.rewind_frames_duplicate) <= 40,
+            format!(
+                "a duplicated tab took back {} frames",
+                max(&self.rewind_frames_duplicate)
+            ),
+        );
+        f
+    }
+}
+
 /// What one followed session saw.
 #[derive(Default)]
 struct Followed {
@@ -77,19 +154,32 @@ struct Followed {
 /// whether it was ever refused (anything but a node going away or being drained).
 async fn watch(lb: String, link: String, until: Instant) -> (u64, usize) {
     let (mut frames, mut failures) = (0, 0);
+    let mut last_frame = Instant::now();
     while Instant::now() < until {
+        if last_frame.elapsed() > MAX_WATCHER_SILENCE {
+            failures += 1;
+            last_frame = Instant::now();
+        }
         let Ok(mut w) = Ws::connect(&format!("ws://{lb}/ws?watch={link}")).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
         loop {
             match w.next(Duration::from_secs(1)).await {
-                Ok(v) if v["type"] == "state_update" => frames += 1,
+                Ok(v) if v["type"] == "state_update" => {
+                    frames += 1;
+                    last_frame = Instant::now();
+                }
                 Ok(v) if v["type"] == "error" && v["code"] != "store_unavailable" => {
                     failures += 1;
                 }
                 Ok(_) => {}
-                Err(e) if e.to_string().starts_with("timeout") => {}
+                Err(e) if e.to_string().starts_with("timeout") => {
+                    if last_frame.elapsed() > MAX_WATCHER_SILENCE {
+                        failures += 1;
+                        last_frame = Instant::now();
+                    }
+                }
                 Err(_) => break,
             }
             w.seen.clear();
@@ -135,6 +225,7 @@ async fn follow(lb: String, until: Instant, dup_every: Duration) -> Followed {
     ws.send(json!({"command":"play"})).await;
     let mut seen: Vec<(u64, u64)> = Vec::new();
     let mut next_dup = Instant::now() + dup_every;
+    let mut last_frame = Instant::now();
     while Instant::now() < until {
         if Instant::now() >= next_dup && Instant::now() + Duration::from_secs(5) < until {
             next_dup = Instant::now() + dup_every;
@@ -149,6 +240,7 @@ async fn follow(lb: String, until: Instant, dup_every: Duration) -> Followed {
                     }
                     seen.push(at);
                     ws = next;
+                    last_frame = Instant::now();
                 }
                 Err(e) => {
                     out.lost = Some(e);
@@ -164,11 +256,21 @@ async fn follow(lb: String, until: Instant, dup_every: Duration) -> Followed {
                     }
                     seen.push(p);
                     out.frames += 1;
+                    last_frame = Instant::now();
                 }
             }
-            // A quiet second (a node being replaced behind a live connection cannot happen: its
-            // connections end with it).
-            Err(e) if e.to_string().starts_with("timeout") => continue,
+            // A quiet second is allowed; a connection open and silent for longer is a loss (a
+            // node being replaced ends its connections: it cannot leave one open).
+            Err(e) if e.to_string().starts_with("timeout") => {
+                if last_frame.elapsed() > MAX_SILENCE {
+                    out.lost = Some(format!(
+                        "silent for {:?} on an open connection",
+                        last_frame.elapsed()
+                    ));
+                    return out;
+                }
+                continue;
+            }
             Err(_) => {
                 if Instant::now() >= until {
                     break;
@@ -190,6 +292,7 @@ async fn follow(lb: String, until: Instant, dup_every: Duration) -> Followed {
                         out.resumes.push((drained, back, ms));
                         seen.push(at);
                         ws = next;
+                        last_frame = Instant::now();
                     }
                     Err(e) => {
                         out.lost = Some(e);
@@ -317,7 +420,11 @@ pub async fn run(cfg: ClusterChaosConfig) -> ClusterChaosReport {
         }));
     }
     for f in followers {
-        let o = f.await.unwrap_or_default();
+        // A follower that panicked saw something it could not handle: a loss, not nothing.
+        let o = f.await.unwrap_or_else(|e| Followed {
+            lost: Some(format!("the follower panicked: {e}")),
+            ..Followed::default()
+        });
         rep.frames += o.frames;
         rep.duplicates += o.duplicates;
         rep.rewind_frames_duplicate.extend(o.duplicate_rewinds);

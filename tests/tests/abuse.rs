@@ -6,6 +6,19 @@ use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
+/// How long the last of 1000 simultaneous connections may wait for its answer (`connected` or
+/// `too_many_sessions`): 1.26 and 1.29 s measured on the project's 2-core machine (2026-12-02),
+/// times about eight for a loaded CI machine.
+const MAX_ANSWER: Duration = Duration::from_secs(10);
+
+/// What 1000 connections at once may cost the metaserver: 12.1 and 9.4 MiB measured the same
+/// day, times three (the allocator keeps what the burst used).
+const MAX_GROWTH_1000_MIB: f64 = 40.0;
+
+/// What a client that never reads may cost: 3.0 and 3.5 MiB measured (its queue is bounded at
+/// 256 frames), plus 20 MiB; an unbounded queue grows by ~1.5 KB a step, 60 MB over this test.
+const MAX_GROWTH_DEAF_MIB: f64 = 24.0;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_connections_at_once_are_bounded_by_max_sessions() {
     // 1000 client sockets here (the server raises its own limit at start).
@@ -20,13 +33,21 @@ async fn a_thousand_connections_at_once_are_bounded_by_max_sessions() {
     });
     let before = rss_mib(s.pid);
     let url = s.url("/ws");
+    let start = std::time::Instant::now();
+    let slowest = std::sync::Arc::new(parking_lot::Mutex::new(0f64));
     let outcomes = futures_util::future::join_all((0..1000).map(|_| {
-        let url = url.clone();
+        let (url, slowest) = (url.clone(), slowest.clone());
         tokio::spawn(async move {
             let Ok(mut ws) = Ws::connect(&url).await else {
                 return "connect failed";
             };
-            match ws.next(Duration::from_secs(60)).await {
+            let answer = ws.next(MAX_ANSWER).await;
+            let waited = start.elapsed().as_secs_f64();
+            {
+                let mut s = slowest.lock();
+                *s = s.max(waited);
+            }
+            match answer {
                 Ok(v) if v["type"] == "connected" => {
                     // Hold the session until everyone has had their answer.
                     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -63,9 +84,10 @@ async fn a_thousand_connections_at_once_are_bounded_by_max_sessions() {
     );
     assert_eq!(count("refused"), 984);
     let after = rss_mib(s.pid);
-    eprintln!("figures: 1000 connections at once: {} sessions, {} refused (1013); metaserver RSS {before:.1} -> {after:.1} MiB", count("session"), count("refused"));
+    let slowest = *slowest.lock();
+    eprintln!("figures: 1000 connections at once: {} sessions, {} refused (1013), the last answered after {slowest:.2} s; metaserver RSS {before:.1} -> {after:.1} MiB", count("session"), count("refused"));
     assert!(
-        after - before < 150.0,
+        after - before < MAX_GROWTH_1000_MIB,
         "metaserver grew from {before:.0} to {after:.0} MiB"
     );
     assert_eq!(s.get_json("/")["status"], "running");
@@ -121,7 +143,7 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_nobody_else_notices(
     let after = rss_mib(s.pid);
     eprintln!("figures: never-reading client: {} frames dropped; metaserver RSS {before:.1} -> {after:.1} MiB", s.metric("hamlet_frames_dropped_total"));
     assert!(
-        after - before < 100.0,
+        after - before < MAX_GROWTH_DEAF_MIB,
         "metaserver grew from {before:.0} to {after:.0} MiB"
     );
     drop(deaf);
@@ -153,7 +175,9 @@ async fn a_message_flood_is_rate_limited_and_the_connection_survives() {
         }
     }
     eprintln!("figures: message flood: {replies} of 2000 status requests answered, the rest refused with rate_limited");
-    assert!((100..2000).contains(&replies), "{replies} of 2000 answered");
+    // The bucket holds a burst of 200 (twice the default 100 a second) and refills while the
+    // 2000 are read (measured: 200 answered, twice): more than 300 is a limit not holding.
+    assert!((200..=300).contains(&replies), "{replies} of 2000 answered");
     ws.send(json!({"command":"step"})).await;
     assert_eq!(ws.expect("state_update", T).await["step"], 1);
 }

@@ -13,24 +13,61 @@ fn artifacts() -> std::path::PathBuf {
 }
 
 /// The lowest WCAG contrast ratio of any visible text element against its effective background,
-/// and which element it is.
+/// and which element it is. What the eye gets: each ancestor's background composited from the
+/// canvas down with its alpha and the opacity of its group (the product of the `opacity` of it and
+/// its ancestors), then the text's colour composited onto that with its own alpha and the same
+/// opacity — so faint text (`rgba(…, 0.4)`, `opacity: 0.5`) is judged as it looks.
 const LOWEST_CONTRAST: &str = r#"
     const lum = (c) => { const [r, g, b] = c.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
                          return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
-    const rgb = (s) => (s.match(/[\d.]+/g) || []).map(Number);
-    const bg = (el) => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor);
-                          if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3); } return [255, 255, 255]; };
+    const rgba = (s) => { const v = (s.match(/[\d.]+/g) || []).map(Number); return [v.slice(0, 3), v.length >= 4 ? v[3] : 1]; };
+    const over = (c, a, under) => c.map((v, i) => v * a + under[i] * (1 - a));
+    const seen = (el) => {
+        const chain = []; for (let e = el; e; e = e.parentElement) chain.unshift(e);
+        let bg = [255, 255, 255], opacity = 1;
+        for (const e of chain) {
+            const st = getComputedStyle(e);
+            opacity *= Number(st.opacity);
+            const [c, a] = rgba(st.backgroundColor);
+            if (c.length === 3) bg = over(c, a * opacity, bg);
+        }
+        const [fg, a] = rgba(getComputedStyle(el).color);
+        return [over(fg, a * opacity, bg), bg];
+    };
     let worst = { ratio: 99, what: '' };
     for (const el of document.querySelectorAll('body *')) {
         if (!el.offsetParent || el.closest('[hidden]')) continue;
         const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
         if (!own) continue;
-        const fg = rgb(getComputedStyle(el).color).slice(0, 3);
-        const [a, b] = [lum(fg), lum(bg(el))];
+        const [fg, bg] = seen(el);
+        const [a, b] = [lum(fg), lum(bg)];
         const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
         if (ratio < worst.ratio) worst = { ratio, what: el.tagName + '#' + el.id + ' ' + el.textContent.trim().slice(0, 30) };
     }
     return worst;"#;
+
+/// The check above can fail: a paragraph made faint by its colour's alpha, then one made faint
+/// by an ancestor's opacity, each becomes the worst text on the page.
+fn contrast_check_sees_faint_text(b: &Browser) {
+    for style in ["color: rgba(0, 0, 0, 0.25)", "opacity: 0.25"] {
+        let planted = format!(
+            "const d = document.createElement('div'); d.id = 'contrast-probe'; d.setAttribute('style', '{style}'); \
+             d.innerHTML = '<p id=\"contrast-probe-text\">faint</p>'; document.body.appendChild(d); return true"
+        );
+        b.eval(&planted).unwrap();
+        let worst = b.eval(LOWEST_CONTRAST).unwrap();
+        b.eval("document.getElementById('contrast-probe').remove(); return true")
+            .unwrap();
+        assert!(
+            worst["what"]
+                .as_str()
+                .unwrap()
+                .contains("contrast-probe-text")
+                && worst["ratio"].as_f64().unwrap() < 4.5,
+            "{style}: the faint probe was not the worst text: {worst}"
+        );
+    }
+}
 
 #[test]
 fn inference_training_and_a_killed_worker_in_a_real_browser() {
@@ -237,6 +274,7 @@ fn set_theme(b: &Browser, theme: &str) {
 }
 
 fn assert_contrast(b: &Browser, theme: &str) {
+    contrast_check_sees_faint_text(b);
     let worst = b.eval(LOWEST_CONTRAST).unwrap();
     assert!(
         worst["ratio"].as_f64().unwrap() >= 4.5,
@@ -466,7 +504,7 @@ fn shot_to(b: &Browser, name: &str) {
 #[test]
 fn watching_it_learn_and_looking_inside() {
     let s = Server::start_with(ServerOpts {
-        copy_models: vec![root().join("models/hamlet-qnetwork-s1.onnx")],
+        copy_models: vec![root().join("tests/fixtures/hamlet-qnetwork-s1.onnx")],
         ..Default::default()
     });
     let b = Browser::start().expect("headless Chromium");

@@ -1,12 +1,13 @@
 //! The short chaos run in the test suite: nothing lost while workers die at random and browser
-//! connections drop.
+//! connections drop, and the training run keeps learning. The verdict is the one `scripts/chaos`
+//! gives (`ChaosReport::failures`).
 
 use hamlet_tests::chaos::{run, ChaosConfig};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn short_chaos_loses_nothing() {
-    let r = run(ChaosConfig {
+    let cfg = ChaosConfig {
         duration: Duration::from_secs(20),
         sessions: 4,
         viewers: 2,
@@ -14,30 +15,28 @@ async fn short_chaos_loses_nothing() {
         stop_share: 0.2,
         drop_share: 0.3,
         seed: 1,
+    };
+    let r = run(cfg.clone()).await;
+    eprintln!("{r:#?}");
+    let failures = r.failures(&cfg);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The cluster's chaos in short (`scripts/chaos --cluster` runs it longer): redis-server, three
+/// nodes and HAProxy on loopback; nodes killed or drained under load, with watchers and
+/// duplicated tabs. The verdict is the binary's (`ClusterChaosReport::failures`).
+#[tokio::test(flavor = "multi_thread")]
+async fn short_cluster_chaos_loses_nothing() {
+    use hamlet_tests::chaos_cluster::{run, ClusterChaosConfig};
+    let r = run(ClusterChaosConfig {
+        duration: Duration::from_secs(35),
+        sessions: 4,
+        hit_every: Duration::from_secs(8),
+        drain_share: 0.5,
+        seed: 7,
     })
     .await;
     eprintln!("{r:#?}");
-    assert_eq!(r.sessions_lost, 0, "{:?}", r.lost_reasons);
-    assert_eq!(r.continuity_violations, 0, "{:?}", r.violation_examples);
-    assert!(
-        r.sigkills + r.sigstops >= 5,
-        "the killer hit too little: {r:?}"
-    );
-    assert!(r.worker_restarted_seen >= 1);
-    assert!(r.connections_dropped >= 2, "too few drops: {r:?}");
-    assert_eq!(
-        r.resumes, r.connections_dropped,
-        "every dropped connection came back"
-    );
-    assert!(
-        r.longest_gap_ms <= hamlet_tests::chaos::MAX_GAP.as_secs_f64() * 1e3,
-        "{r:?}"
-    );
-    assert!(
-        r.frames as f64 >= 0.8 * r.frames_expected,
-        "{} frames, expected at least 80 % of {:.0}",
-        r.frames,
-        r.frames_expected
-    );
-    assert!(r.metaserver_rss_after_mib < r.metaserver_rss_before_mib + 200.0);
+    let failures = r.failures();
+    assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -117,11 +117,18 @@ async fn blank_numeric_fields_of_old_forms_mean_the_default() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_documented_command_gives_new_sessions_the_shipped_default_model() {
-    // A fresh copy of models/ whose file times say nothing (a clone's): the 424-step model is the
-    // newest file, yet the shipped default is what a session gets.
-    let shipped = root().join("models");
+    // A fresh copy of models/ whose file times say nothing (a clone's), with another model (the
+    // 424-step test fixture) as the newest file: the shipped default is what a session gets.
     let copy = |names: &[&str]| -> Vec<std::path::PathBuf> {
-        names.iter().map(|n| shipped.join(n)).collect()
+        let fixture = |n: &&str| n.starts_with("hamlet-qnetwork-s1");
+        let dir = |n: &&str| {
+            if fixture(n) {
+                "tests/fixtures"
+            } else {
+                "models"
+            }
+        };
+        names.iter().map(|n| root().join(dir(n)).join(n)).collect()
     };
     let s = Server::start_with(ServerOpts {
         models: 0,

@@ -141,7 +141,7 @@ async fn episode_end_names_the_meter_that_ran_out() {
 #[tokio::test(flavor = "multi_thread")]
 async fn set_detail_shows_the_hidden_layers_and_refuses_models_without_them() {
     let s = Server::start_with(ServerOpts {
-        copy_models: vec![root().join("models/hamlet-qnetwork-s1.onnx")],
+        copy_models: vec![root().join("tests/fixtures/hamlet-qnetwork-s1.onnx")],
         ..Default::default()
     });
     let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();

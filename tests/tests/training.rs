@@ -371,6 +371,46 @@ async fn a_run_started_paused_waits_for_resume() {
     let _ = std::fs::remove_dir_all(&models);
 }
 
+/// Worker-level: `worker-training` checks a `Start` itself (whatever sent it — a metaserver of
+/// another version, a node that read the configuration from Redis): a configuration outside the
+/// limits ends the run at once as refused, naming the field, and the worker takes the next start.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_training_worker_refuses_a_start_outside_the_limits() {
+    use ipc_proto::training::{FromTraining, ToTraining, TrainingConfig};
+    let models = temp_dir("refused-start");
+    let mut w = DirectWorker::spawn_training(&models).await;
+    let config = Box::new(TrainingConfig {
+        batch_size: 1_000_000,
+        ..TrainingConfig::default()
+    });
+    w.send(ToTraining::Start {
+        config,
+        paused: false,
+    })
+    .await;
+    loop {
+        match tokio::time::timeout(LONG, w.recv())
+            .await
+            .expect("an answer")
+        {
+            FromTraining::RunEnded {
+                model_saved,
+                failed,
+            } => {
+                assert_eq!(model_saved, None);
+                let failed = failed.expect("a reason");
+                assert!(failed.contains("batch_size"), "{failed}");
+                break;
+            }
+            FromTraining::Message(ipc_proto::browser::ServerMessage::EpisodeComplete(e)) => {
+                panic!("the refused run ran episode {}", e.episode)
+            }
+            _ => {}
+        }
+    }
+    let _ = std::fs::remove_dir_all(&models);
+}
+
 /// The one table of `start_training` fields: what it says is what the server accepts — a run
 /// started with every field at the table's default has exactly those values in its config.
 #[tokio::test(flavor = "multi_thread")]

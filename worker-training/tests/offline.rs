@@ -1,5 +1,6 @@
 //! `worker-training train`: the file it writes is the best network it evaluated, with its greedy
-//! survival in the ONNX metadata. (Learning quality itself is tested in `hamlet-dqn`.)
+//! survival in the ONNX metadata — and played again by ONNX Runtime, as a session plays it, it
+//! survives exactly as evaluated. (Learning quality itself is tested in `hamlet-dqn`.)
 
 use clap::Parser;
 use ipc_proto::training::{Network, TrainingConfig};
@@ -75,5 +76,33 @@ fn the_written_model_is_the_best_evaluated_one() {
         r.best_greedy_steps.to_string()
     );
     assert_eq!(info.metadata["hamlet.command"], "test");
+    // The file itself, not its metadata: one greedy episode through ONNX Runtime with the
+    // inference worker's own loading code.
+    let (steps, reward) = replay_greedy(&dir, "m.onnx", 200);
+    assert_eq!(steps, r.best_greedy_steps, "{r:?}");
+    assert!(
+        (reward - r.best_greedy_reward).abs() < 1e-3,
+        "{reward} vs {r:?}"
+    );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Plays one greedy episode of a model file as an inference session does: (steps, total reward).
+fn replay_greedy(dir: &std::path::Path, name: &str, max_steps: u32) -> (u32, f64) {
+    use worker_inference::policy::{Policy, Runtime};
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(ipc_proto::ORT_LIB_PATH);
+    let rt = Runtime::init(&lib).expect("ONNX Runtime (run scripts/setup)");
+    let mut policy = Policy::load(&rt, dir, name).expect("the written model loads");
+    let mut world = hamlet_env::World::new();
+    let mut total = 0.0;
+    loop {
+        let q = policy.q_values(&world.observation()).unwrap();
+        let out = world.step_id(hamlet_env::argmax(&q) as i64).unwrap();
+        total += out.reward;
+        if out.done || world.steps() >= max_steps {
+            return (world.steps(), total);
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 use futures_util::future::join_all;
 use futures_util::StreamExt;
+use guard::Better::Lower;
 use hamlet_env::{World, OBS_DIM};
 use hamlet_tests::*;
 use ipc_proto::training::{Network, TdTarget, TrainingConfig};
@@ -151,8 +152,9 @@ fn latency_row(r: &mut Report, key: &str, label: &str, how: &str, lat_us: &mut [
     );
 }
 
-/// Returns each network's update ÷ GEMMs ratio at batch 64 (the default), for the guard.
-fn dqn(r: &mut Report) -> Vec<(Network, f64)> {
+/// Returns each network's update ÷ GEMMs ratio and update time (ms) at batch 64 (the default),
+/// for the guard.
+fn dqn(r: &mut Report) -> Vec<(Network, f64, f64)> {
     use hamlet_dqn::dqn::{Flow, Trainer};
     let mut default_batch_ratios = Vec::new();
     for net in [Network::Qnetwork, Network::Dueling] {
@@ -179,7 +181,7 @@ fn dqn(r: &mut Report) -> Vec<(Network, f64)> {
             let (update_ms, floor, ratio) =
                 update_and_floor(&mut t, per_round, n, &[n, online_rows]);
             if batch == 64 {
-                default_batch_ratios.push((net, ratio));
+                default_batch_ratios.push((net, ratio, update_ms));
             }
             let ups = 1e3 / update_ms;
             // Env steps with learning (one update per step), from a fresh run.
@@ -777,6 +779,20 @@ async fn count_run_steps(ws: &mut Ws) -> (u64, Instant) {
 #[tokio::main]
 async fn main() {
     floor::run_if_waker();
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(unknown) = only.iter().find(|o| !SECTIONS.contains(&o.as_str())) {
+        // `--help` included: usage, and nothing run or written.
+        let code = if unknown == "--help" || unknown == "-h" {
+            0
+        } else {
+            2
+        };
+        if code != 0 {
+            eprintln!("bench: no section {unknown:?}\n");
+        }
+        println!("{USAGE}");
+        std::process::exit(code);
+    }
     let mut r = Report {
         rows: vec![],
         json: serde_json::Map::new(),
@@ -794,7 +810,6 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("{:<58} {:>28}   how", "figure", "value");
-    let only: Vec<String> = std::env::args().skip(1).collect();
     let want = |k: &str| only.is_empty() || only.iter().any(|o| o == k);
     if want("world") {
         world(&mut r);
@@ -802,12 +817,14 @@ async fn main() {
     if want("decision") {
         decision(&mut r);
     }
-    let mut guard = guard::Guard::load();
+    let mut guard = guard::Guard::load(&root().join("scripts/bench-baseline.json"));
     if want("dqn") {
-        for (net, ratio) in dqn(&mut r) {
-            let key = format!("dqn_ratio_{}_b64", net.as_str());
-            let what = format!("DQN {} batch 64: update ÷ its GEMMs", net.as_str());
-            guard.at_most(&key, &what, ratio);
+        for (net, ratio, update_ms) in dqn(&mut r) {
+            let (n, what) = (net.as_str(), format!("DQN {} batch 64", net.as_str()));
+            let key = format!("dqn_ratio_{n}_b64");
+            guard.judge(&key, &format!("{what}: update ÷ its GEMMs"), Lower, ratio);
+            let key = format!("dqn_update_ms_{n}_b64");
+            guard.judge(&key, &format!("{what}: update (ms)"), Lower, update_ms);
         }
     }
     if want("decision") {
@@ -815,14 +832,15 @@ async fn main() {
     }
     if want("relay") {
         let f = relay::relay(&mut r).await;
-        guard.at_most(
-            "relay_rtt_ratio_p50",
-            "relay ÷ direct round trip p50",
-            f.rtt_ratio_p50,
-        );
-        guard.at_most(
+        let ratio = "relay ÷ direct round trip p50";
+        guard.judge("relay_rtt_ratio_p50", ratio, Lower, f.rtt_ratio_p50);
+        let rtt = "relay round trip p50 (ms)";
+        guard.judge("relay_rtt_p50_ms", rtt, Lower, f.rtt_p50_ms);
+        let cpu = "metaserver CPU per relayed frame (µs)";
+        guard.judge(
             "relay_metaserver_us_per_frame",
-            "metaserver CPU per relayed frame (µs)",
+            cpu,
+            Lower,
             f.metaserver_us_per_frame,
         );
     }
@@ -842,7 +860,8 @@ async fn main() {
     if want("scale") {
         floor::wake_floor(&mut r, 256);
         let per = scale(&mut r).await;
-        guard.pace_256(per);
+        let what = "256 sessions at speed 10: frames/s per session";
+        guard.judge("pace_256_per_session", what, guard::Better::Higher, per);
     }
     if want("detail") {
         detail(&mut r).await;
@@ -873,5 +892,37 @@ async fn main() {
     )
     .unwrap();
     println!("\nwrote target/bench/latest.json");
-    guard.finish();
+    let guarded = ["dqn", "relay", "scale"].iter().any(|k| want(k));
+    std::process::exit(guard.finish(guarded));
 }
+
+/// Every section `scripts/bench` knows; the last three run only when named.
+const SECTIONS: [&str; 15] = [
+    "world",
+    "decision",
+    "dqn",
+    "relay",
+    "idle",
+    "start",
+    "crash",
+    "training",
+    "scale",
+    "detail",
+    "sessions",
+    "cluster",
+    "learn",
+    "learn-demo",
+    "learn-offline",
+];
+
+const USAGE: &str = "usage: scripts/bench [SECTION...]
+
+Measures this project's speed and memory figures on this machine, prints a table and writes
+target/bench/latest.json. With no section, every section but the long ones runs (a few minutes).
+
+sections: world decision dqn relay idle start crash training scale detail sessions cluster
+long ones, only when named: learn (the lesson presets through the whole stack, about 15 minutes),
+  learn-demo (the 1-minute demo alone, about 3 minutes), learn-offline (about an hour)
+
+Exits 1 when a figure guarded against scripts/bench-baseline.json (dqn, relay, scale) is worse than
+its committed value by more than the stated noise, or cannot be judged.";

@@ -111,4 +111,39 @@ async fn resume_elsewhere(r: &mut Report) {
         "40 resumes alternating between 2 nodes",
         json!({"p50": p50, "p99": p99}),
     );
+    model_shared(r, &nodes);
+}
+
+/// A model saved on node 1 (renamed into its models directory, as the trainer writes, and its
+/// listing asked for, as the hub does when a run saves one): time until node 2's `/api/models`
+/// offers it.
+fn model_shared(r: &mut Report, nodes: &[Server]) {
+    let scratch = hamlet_tests::temp_dir("bench-model-shared");
+    let mut lat = Vec::new();
+    for i in 0..10 {
+        let name = format!("shared-{i}.onnx");
+        let made = hamlet_tests::make_model(&scratch, &name, i);
+        let t = Instant::now();
+        std::fs::rename(&made, nodes[0].models.join(&name)).expect("same file system");
+        nodes[0].get("/api/models");
+        while !nodes[1].get_json("/api/models")["models"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|n| *n == *name))
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{name} never reached node 2"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let (p50, max) = (pct(&mut lat.clone(), 0.5), pct(&mut lat, 1.0));
+    r.add(
+        "cluster_model_shared_ms",
+        "a model saved on one node, offered by another",
+        format!("p50 {p50:.0} ms, max {max:.0} ms"),
+        "10 models, 2 nodes: saved on node 1 → listed by node 2's /api/models",
+        json!({"p50": p50, "max": max}),
+    );
 }

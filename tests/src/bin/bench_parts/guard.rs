@@ -1,79 +1,183 @@
-//! The regression guard of `scripts/bench` (issues 19 and 16): the relay ÷ direct round-trip ratio,
-//! the metaserver's CPU per relayed frame, the 256-session pace and the DQN update ÷ GEMM ratios
-//! of the default batch are compared with the figures committed in `scripts/bench-baseline.json`;
-//! the bench exits non-zero when one is worse by more than the noise stated there (measured by
-//! repeated runs on the project's machine). Sections not run are not judged.
+//! The regression guard of `scripts/bench` (issues 19, 16 and 32): figures of the relay, the
+//! 256-session pace and the DQN update are compared with those committed in
+//! `scripts/bench-baseline.json`; the bench exits non-zero when one is worse by more than the
+//! noise stated there (measured by repeated runs on the project's machine). Each ratio is guarded
+//! beside an absolute figure of the same run (a ratio alone would pass if both its sides slowed).
+//!
+//! It fails closed: a guarded section that ran is judged, and a missing or unreadable baseline, a
+//! missing key or a figure that is not a finite number is a failure, never a pass. Every figure
+//! judged is printed, with its limit.
 
-use hamlet_tests::root;
 use serde_json::Value;
+use std::path::Path;
+
+/// Which way a figure is better.
+#[derive(Clone, Copy)]
+pub enum Better {
+    /// Worse when above value × (1 + noise): times, ratios, CPU.
+    Lower,
+    /// Worse when below value − noise (noise in the figure's own unit): rates.
+    Higher,
+}
 
 pub struct Guard {
-    baseline: Value,
-    failures: Vec<String>,
-    judged: usize,
+    baseline: Result<Value, String>,
+    lines: Vec<String>,
+    failures: usize,
 }
 
 impl Guard {
-    pub fn load() -> Guard {
-        let path = root().join("scripts/bench-baseline.json");
-        let baseline = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(Value::Null);
+    /// Reads the committed figures; an unreadable file is remembered and fails the first judgement.
+    pub fn load(path: &Path) -> Guard {
+        let baseline = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|t| {
+                serde_json::from_str(&t).map_err(|e| format!("{} is not JSON: {e}", path.display()))
+            });
         Guard {
             baseline,
-            failures: Vec::new(),
-            judged: 0,
+            lines: Vec::new(),
+            failures: 0,
         }
     }
 
-    fn figure(&self, key: &str) -> Option<(f64, f64)> {
-        let f = &self.baseline[key];
-        Some((f["value"].as_f64()?, f["noise"].as_f64()?))
+    fn committed(&self, key: &str) -> Result<(f64, f64), String> {
+        let b = self.baseline.as_ref().map_err(Clone::clone)?;
+        let f = &b[key];
+        let number = |field: &str| {
+            f[field]
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| format!("the baseline has no finite `{key}.{field}`"))
+        };
+        Ok((number("value")?, number("noise")?))
     }
 
-    /// Lower is better: `now` is worse when above value × (1 + noise). `what` names the figure.
-    pub fn at_most(&mut self, key: &str, what: &str, now: f64) {
-        if let Some((value, noise)) = self.figure(key) {
-            self.judged += 1;
-            let limit = value * (1.0 + noise);
-            if now > limit {
-                self.failures.push(format!(
-                    "{what} is {now:.2}, above {limit:.2} (committed {value:.2} + {:.0} % noise)",
-                    noise * 100.0
-                ));
+    /// Judges one figure: `what` names it, `now` is this run's value.
+    pub fn judge(&mut self, key: &str, what: &str, better: Better, now: f64) {
+        let verdict = self.committed(key).and_then(|(value, noise)| {
+            let (ok, rule) = match better {
+                Better::Lower => {
+                    let limit = value * (1.0 + noise);
+                    (
+                        now <= limit,
+                        format!("≤ {limit:.3} ({value} + {:.0} %)", noise * 100.0),
+                    )
+                }
+                Better::Higher => {
+                    let limit = value - noise;
+                    (now >= limit, format!("≥ {limit:.3} ({value} − {noise})"))
+                }
+            };
+            // A NaN compares false with everything: it fails both ways.
+            if now.is_finite() && ok {
+                Ok(rule)
+            } else {
+                Err(format!("{now:.3} is not {rule}"))
+            }
+        });
+        match verdict {
+            Ok(rule) => self
+                .lines
+                .push(format!("  ok          {what}: {now:.3} {rule}")),
+            Err(why) => {
+                self.failures += 1;
+                self.lines.push(format!("  REGRESSION  {what}: {why}"));
             }
         }
     }
 
-    /// Higher is better: worse when below value − noise (frames per session per second).
-    pub fn pace_256(&mut self, now: f64) {
-        if let Some((value, noise)) = self.figure("pace_256_per_session") {
-            self.judged += 1;
-            let limit = value - noise;
-            if now < limit {
-                self.failures.push(format!(
-                    "256 sessions at speed 10 get {now:.1} frames/s each, below {limit:.1} (committed {value:.1} − {noise:.0})"
-                ));
-            }
-        }
-    }
-
-    /// Prints the verdict; exits 1 on a regression.
-    pub fn finish(self) {
-        if self.judged == 0 {
-            return;
-        }
-        if self.failures.is_empty() {
+    /// Prints every judgement; the process's exit code: 1 on any failure, or when a guarded
+    /// section ran and nothing was judged.
+    pub fn finish(self, guarded_sections_ran: bool) -> i32 {
+        if !guarded_sections_ran {
             println!(
-                "regression guard: {} figure(s) within noise of scripts/bench-baseline.json",
-                self.judged
+                "regression guard: no guarded section (dqn, relay, scale) ran; nothing judged"
             );
-            return;
+            return 0;
         }
-        for f in &self.failures {
-            eprintln!("regression: {f}");
+        println!("\nregression guard (scripts/bench-baseline.json):");
+        for l in &self.lines {
+            println!("{l}");
         }
-        std::process::exit(1);
+        if self.lines.is_empty() {
+            eprintln!("regression guard: a guarded section ran but judged nothing");
+            return 1;
+        }
+        if self.failures > 0 {
+            eprintln!("regression guard: {} figure(s) failed", self.failures);
+            return 1;
+        }
+        println!(
+            "regression guard: {} figure(s) within noise",
+            self.lines.len()
+        );
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(json: &str) -> Guard {
+        let dir = hamlet_tests::temp_dir("bench-guard");
+        let path = dir.join("baseline.json");
+        std::fs::write(&path, json).unwrap();
+        Guard::load(&path)
+    }
+
+    const BASE: &str =
+        r#"{"ratio": {"value": 2.0, "noise": 0.5}, "pace": {"value": 60, "noise": 10}}"#;
+
+    #[test]
+    fn figures_within_noise_pass() {
+        let mut g = guard(BASE);
+        g.judge("ratio", "ratio", Better::Lower, 2.9);
+        g.judge("pace", "pace", Better::Higher, 51.0);
+        assert_eq!(g.finish(true), 0);
+    }
+
+    #[test]
+    fn a_worse_figure_fails_each_way() {
+        let mut g = guard(BASE);
+        g.judge("ratio", "ratio", Better::Lower, 3.1);
+        assert_eq!(g.finish(true), 1);
+        let mut g = guard(BASE);
+        g.judge("pace", "pace", Better::Higher, 49.0);
+        assert_eq!(g.finish(true), 1);
+    }
+
+    #[test]
+    fn nan_fails_both_ways() {
+        for better in [Better::Lower, Better::Higher] {
+            let mut g = guard(BASE);
+            g.judge("ratio", "ratio", better, f64::NAN);
+            assert_eq!(g.finish(true), 1);
+        }
+    }
+
+    #[test]
+    fn a_missing_key_or_baseline_fails() {
+        let mut g = guard(BASE);
+        g.judge(
+            "not_there",
+            "a figure the baseline lacks",
+            Better::Lower,
+            1.0,
+        );
+        assert_eq!(g.finish(true), 1);
+        let mut g = guard(r#"{"ratio": {"value": "2", "noise": 0.5}}"#);
+        g.judge("ratio", "a value that is not a number", Better::Lower, 1.0);
+        assert_eq!(g.finish(true), 1);
+        let mut g = Guard::load(Path::new("/nonexistent/baseline.json"));
+        g.judge("ratio", "ratio", Better::Lower, 1.0);
+        assert_eq!(g.finish(true), 1);
+    }
+
+    #[test]
+    fn a_guarded_section_that_judged_nothing_fails() {
+        assert_eq!(guard(BASE).finish(true), 1);
+        assert_eq!(guard(BASE).finish(false), 0);
     }
 }
