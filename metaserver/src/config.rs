@@ -42,9 +42,16 @@ pub struct Config {
     /// Most concurrent inference sessions; more get an `error` and close code 1013.
     #[arg(long, default_value_t = 256)]
     pub max_sessions: usize,
-    /// Most concurrent training viewers.
+    /// Most concurrent training viewers (in each room).
     #[arg(long, default_value_t = 512)]
     pub max_training_viewers: usize,
+    /// Most training rooms besides `class` (`/ws/training?room=NAME`), each with its own
+    /// `worker-training` process once a run starts there (rooms.md).
+    #[arg(long, default_value_t = 8)]
+    pub max_rooms: usize,
+    /// A room with no viewer and no run is closed after this long (seconds).
+    #[arg(long, default_value_t = 3600)]
+    pub room_idle_secs: u64,
     /// Most `state_update` frames per second sent to each training viewer; when a run produces
     /// more (step_delay 0), the newest replaces one not yet sent.
     #[arg(long, default_value_t = 60.0)]

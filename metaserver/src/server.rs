@@ -16,7 +16,8 @@ use crate::session::elsewhere::WatchElsewhere;
 use crate::session::registry::LiveSessions;
 use crate::session::sessions::Sessions;
 use crate::session::store::SessionStore;
-use crate::training::hub::TrainingHub;
+use crate::training::hub::{HubParts, TrainingHub};
+use crate::training::rooms::Rooms;
 use crate::workers::pool::WarmPool;
 use crate::workers::supervisor::{check_workers_dir, Supervisor};
 use std::net::SocketAddr;
@@ -48,6 +49,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .run(sessions.sup.clone(), stop.clone()),
     );
     let hub_task = tokio::spawn(state.training.clone().run());
+    tokio::spawn(state.rooms.clone().close_idle());
     tokio::spawn(expire_detached(sessions.clone()));
     if let Some(c) = cluster {
         start_cluster_tasks(&state, c);
@@ -63,6 +65,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     sessions.tasks.close();
     let _ = tokio::time::timeout(grace + Duration::from_secs(2), async {
         let _ = hub_task.await;
+        state.rooms.wait_all().await;
         sessions.tasks.wait().await;
     })
     .await;
@@ -90,13 +93,20 @@ fn build(
     let models = ModelCatalog::open(cfg.models_dir.clone(), cfg.default_model.clone());
     let operators = Operators::new(cfg.admin_token.clone(), cfg.loopback_is_operator);
     let store = open_store(&cfg, cluster.as_ref())?;
-    let training = TrainingHub::new(
+    let parts = HubParts {
+        sup: sup.clone(),
+        stop: stop.clone(),
+        models: models.clone(),
+        operators: operators.clone(),
+    };
+    let class = TrainingHub::class(
         sup.clone(),
         stop.clone(),
         cluster.clone().map(ClusterTraining::new),
         models.clone(),
         operators.clone(),
     );
+    let rooms = Rooms::new(class.clone(), parts, cluster.is_some());
     // A cluster node's watchers of sessions that run elsewhere, relayed through Redis.
     let relay = cluster.clone().map(|c| {
         let relay = WatchRelay::new(c, metrics.clone());
@@ -119,7 +129,8 @@ fn build(
     Ok(Arc::new(ServerState {
         cfg,
         sessions,
-        training,
+        training: class,
+        rooms,
         operators,
         cluster,
         started: Instant::now(),

@@ -255,6 +255,20 @@ pub struct Credentials {
     pub admin_token: Option<String>,
 }
 
+/// A training room's name from a URL (`/ws/training?room=NAME`): 1 to 32 of `a-z`, `0-9` and
+/// `-`, starting with a letter or digit — safe in a URL, a log line and a file name.
+pub fn room_name(name: &str) -> Option<&str> {
+    let ok = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    ok.then_some(name)
+}
+
 fn secret(m: &Map<String, Value>, key: &str) -> Option<String> {
     m.get(key)
         .and_then(Value::as_str)

@@ -22,7 +22,15 @@ export class TrainingView {
     this.previous = null; // the run before, a faint line for comparison
     this.reference = null; // { random: {steps, reward}, max_steps }
     this.smooth = 0.6;
-    this.socket = new Socket('/ws/training', {
+    // A group's own room (rooms.md): the page's ?room=NAME, passed on to the server as it is
+    // (the server checks the name); without it, the class's shared run.
+    this.room = new URLSearchParams(location.search).get('room');
+    const inRoom = this.room ? `?room=${encodeURIComponent(this.room)}` : '';
+    this.historyUrl = `/api/training/history${inRoom}`;
+    window.hamlet.room = this.room || 'class';
+    const title = document.getElementById('t-room');
+    if (title && this.room) title.textContent = `— room “${this.room}”`;
+    this.socket = new Socket(`/ws/training${inRoom}`, {
       onMessage: (m) => this.onMessage(m),
       onState: (s, code, reason) => this.app.setConn('training', s, code, reason),
       // Every (re)connection says who this browser is: the admin token, if it holds one.
@@ -174,7 +182,7 @@ export class TrainingView {
   /// full curve at once.
   async loadHistory() {
     try {
-      const h = await (await fetch('/api/training/history')).json();
+      const h = await (await fetch(this.historyUrl)).json();
       const rows = (r) => ({ ep: r.map((x) => x.episode), reward: r.map((x) => x.reward), length: r.map((x) => x.length),
                              loss: r.map((x) => x.loss), eps: r.map((x) => x.epsilon) });
       const evals = (r) => ({ ep: r.map((x) => x.episode), steps: r.map((x) => x.steps), ret: r.map((x) => x.reward) });

@@ -703,3 +703,33 @@ fn a_session_survives_a_reload_and_a_server_restart_and_can_be_watched() {
     drop((w, b, s2, s));
     let _ = std::fs::remove_dir_all(store.parent().unwrap());
 }
+
+/// A group's page, `/ui/?room=NAME`: its training view joins that room (the server lists the
+/// room with this browser as its viewer) and says which room it is; the class's room is not it.
+#[test]
+fn a_groups_page_trains_in_its_own_room() {
+    let s = Server::start();
+    let b = Browser::start().expect("headless Chromium");
+    b.goto(&format!("http://{}/ui/?room=green", s.addr))
+        .unwrap();
+    b.click("#tab-training").unwrap();
+    b.wait_for(
+        "the training view connected",
+        W,
+        "window.hamlet.training && window.hamlet.training.connected",
+    )
+    .unwrap();
+    assert_eq!(b.eval("return window.hamlet.room").unwrap(), "green");
+    let shown = b
+        .eval("return document.getElementById('t-room').textContent")
+        .unwrap();
+    assert!(shown.as_str().unwrap().contains("green"), "{shown}");
+    s.wait_for("the room's viewer", W, |s| {
+        let rooms = s.get_json("/api/rooms")["rooms"].clone();
+        let viewers = |name: &str| {
+            let r = rooms.as_array().unwrap().iter().find(|r| r["room"] == name);
+            r.map(|r| r["viewers"].as_u64().unwrap_or(0))
+        };
+        viewers("green") == Some(1) && viewers("class") == Some(0)
+    });
+}

@@ -3,7 +3,10 @@
 use super::state::ServerState;
 use crate::config::Config;
 use crate::guard;
-use axum::extract::State;
+use crate::training::hub::TrainingHub;
+use crate::training::rooms::{RoomRefusal, Rooms};
+use crate::validate;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -95,8 +98,61 @@ pub(super) async fn training_config(State(s): State<Arc<ServerState>>) -> Respon
 
 /// The current (or last) run's figures for drawing the whole curve at once (protocol.md), with the
 /// reference lines: the random policy (measured at start) and the step cap.
-pub(super) async fn training_history(State(s): State<Arc<ServerState>>) -> Response {
-    let (run, previous) = s.training.history();
+/// `?room=NAME` of `/ws/training` and `/api/training/history`; none is the room `class`.
+#[derive(serde::Deserialize)]
+pub(super) struct RoomQuery {
+    room: Option<String>,
+}
+
+impl RoomQuery {
+    /// The room's hub — created when `create` (a viewer arriving) — or the HTTP answer saying
+    /// why not: 400 for a name outside the rule, 404 for no such room, 503 when every room is
+    /// taken, 409 on a cluster node.
+    pub(super) fn hub(&self, rooms: &Rooms, create: bool) -> Result<Arc<TrainingHub>, Refusal> {
+        let Some(given) = self.room.as_deref() else {
+            return Ok(rooms.class().clone());
+        };
+        let Some(name) = validate::room_name(given) else {
+            let why =
+                "a room's name is 1 to 32 of a-z, 0-9 and '-', starting with a letter or digit";
+            return Err((StatusCode::BAD_REQUEST, why.into()));
+        };
+        if !create {
+            let missing = || (StatusCode::NOT_FOUND, "no such room".into());
+            return rooms.find(name).ok_or_else(missing);
+        }
+        rooms.join(name).map_err(|r| match r {
+            RoomRefusal::Full(n) => {
+                let why = format!("all {n} training rooms are in use; try again later");
+                (StatusCode::SERVICE_UNAVAILABLE, why)
+            }
+            RoomRefusal::InACluster => {
+                let why = "a cluster has the room 'class' only (connect without ?room=)";
+                (StatusCode::CONFLICT, why.into())
+            }
+        })
+    }
+}
+
+/// An HTTP status and the sentence that says why.
+pub(super) type Refusal = (StatusCode, String);
+
+/// Every training room with its run's state (`class` first).
+pub(super) async fn rooms(State(s): State<Arc<ServerState>>, h: HeaderMap) -> Response {
+    let rows = s.rooms.list();
+    let body = Json(json!({"count": rows.len(), "rooms": rows, "max_rooms": s.cfg.max_rooms}));
+    guard::cors(&s.cfg.allowed_origins, &h, body.into_response())
+}
+
+pub(super) async fn training_history(
+    State(s): State<Arc<ServerState>>,
+    Query(q): Query<RoomQuery>,
+) -> Response {
+    let hub = match q.hub(&s.rooms, false) {
+        Ok(hub) => hub,
+        Err(refused) => return refused.into_response(),
+    };
+    let (run, previous) = hub.history();
     let max_steps = run.config.as_ref().map_or(
         ipc_proto::training::TrainingConfig::default().max_steps,
         |c| c.max_steps,

@@ -22,6 +22,7 @@ pub fn router(state: Arc<ServerState>, hosts: HostRule) -> Router {
         .route("/api/models", get(api::models))
         .route("/api/training/config", get(api::training_config))
         .route("/api/training/history", get(api::training_history))
+        .route("/api/rooms", get(api::rooms))
         .route("/api/ready", get(api::ready))
         .route("/api/workers", get(operator::workers))
         .route("/api/workers/{id}/restart", post(operator::restart_worker))
@@ -117,13 +118,18 @@ async fn ws_training(
     State(s): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     h: HeaderMap,
+    Query(q): Query<api::RoomQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
     if let Some(refused) = refuse_origin(&s, &h) {
         return refused;
     }
+    let hub = match q.hub(&s.rooms, true) {
+        Ok(hub) => hub,
+        Err(refused) => return refused.into_response(),
+    };
     let operator = s.operators.allow(peer, &h);
-    let (hub, tasks) = (s.training.clone(), s.sessions.tasks.clone());
+    let tasks = s.sessions.tasks.clone();
     limit(ws, &s)
         .on_upgrade(move |socket| tasks.track_future(viewer::viewer(socket, hub, operator)))
 }

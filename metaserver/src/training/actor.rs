@@ -144,6 +144,7 @@ impl TrainingHub {
             }
         }
         *budget = RestartBudget::new(RestartPolicy::of(&self.sup.cfg));
+        let config = self.named_for_room(config);
         self.begin_run(&config, &v);
         if let Some(w) = worker.as_ref() {
             let _ = w.send(ToTraining::Start {
@@ -151,6 +152,17 @@ impl TrainingHub {
                 paused: false,
             });
         }
+    }
+
+    /// A room's unnamed model is called after the room (rooms.md: `ROOM-…`), so the class can
+    /// tell whose agent it is; the class's own runs keep the worker's `dqn-…` names.
+    fn named_for_room(&self, mut config: Box<TrainingConfig>) -> Box<TrainingConfig> {
+        if self.room != super::hub::CLASS_ROOM && config.model_name.is_none() {
+            let (net, seed) = (config.network.as_str(), config.seed);
+            let stamp = crate::clock::now_secs();
+            config.model_name = Some(format!("{}-dqn-{net}-s{seed}-{stamp}", self.room));
+        }
+        config
     }
 
     /// No run in progress (here or, in a cluster, anywhere), and `v` may start this one.

@@ -35,20 +35,51 @@ pub struct TrainingHub {
     /// Who may take control of any run.
     pub(super) operators: Operators,
     /// Where this server keeps what outlives it (`training-run.json`, `training-pace.json`):
-    /// beside a directory store; `None` in a cluster (Redis keeps the run there).
+    /// beside a directory store; `None` in a cluster (Redis keeps the run there) and for rooms
+    /// other than `class`.
     pub(super) keep_dir: Option<PathBuf>,
+    /// The room this run belongs to (`class` for `/ws/training` without one).
+    pub room: String,
 }
 
 impl TrainingHub {
-    pub fn new(
+    /// The room `class`: the one `/ws/training` always had, kept beside a directory store and
+    /// shared by a cluster's nodes.
+    pub fn class(
         sup: Arc<Supervisor>,
         stop: CancellationToken,
         cluster: Option<Arc<ClusterTraining>>,
         models: Arc<ModelCatalog>,
         operators: Operators,
     ) -> Arc<Self> {
-        let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let keep_dir = sup.cfg.store.dir().map(|d| d.to_path_buf());
+        let parts = HubParts {
+            sup,
+            stop,
+            models,
+            operators,
+        };
+        Self::new(parts, CLASS_ROOM, cluster, keep_dir)
+    }
+
+    /// Another room: this server only, and not kept across a restart.
+    pub fn room(parts: HubParts, room: &str) -> Arc<Self> {
+        Self::new(parts, room, None, None)
+    }
+
+    fn new(
+        parts: HubParts,
+        room: &str,
+        cluster: Option<Arc<ClusterTraining>>,
+        keep_dir: Option<PathBuf>,
+    ) -> Arc<Self> {
+        let HubParts {
+            sup,
+            stop,
+            models,
+            operators,
+        } = parts;
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let pace = Pace::load(keep_dir.as_ref().map(|d| d.join(PACE_FILE)).as_deref());
         Arc::new(TrainingHub {
             sup,
@@ -61,6 +92,7 @@ impl TrainingHub {
             models,
             operators,
             keep_dir,
+            room: room.to_owned(),
         })
     }
 
@@ -163,3 +195,16 @@ impl TrainingHub {
 
 /// The measured pace, kept beside a directory store.
 const PACE_FILE: &str = "training-pace.json";
+
+/// The room of `/ws/training` without `?room=`: what clients of the original use.
+pub const CLASS_ROOM: &str = "class";
+
+/// What every room's hub is made from.
+#[derive(Clone)]
+pub struct HubParts {
+    pub sup: Arc<Supervisor>,
+    /// The server's stop (a room's own token is a child of it).
+    pub stop: CancellationToken,
+    pub models: Arc<ModelCatalog>,
+    pub operators: Operators,
+}

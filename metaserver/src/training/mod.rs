@@ -1,4 +1,5 @@
-//! `/ws/training`: one shared DQN run in one `worker-training` process, watched by every viewer.
+//! `/ws/training`: a DQN run in one `worker-training` process, watched by every viewer of its
+//! room — the room `class` for clients of the original, any other by `?room=NAME` ([`rooms`]).
 //!
 //! Reading order: [`viewer`] (a viewer's socket) → [`hub`] (the handle: state, viewers,
 //! broadcast) → [`actor`] (the task that owns the worker and takes commands in order) with
@@ -16,6 +17,7 @@ pub mod history;
 pub mod hub;
 pub mod pace;
 pub mod relay;
+pub mod rooms;
 pub mod run_file;
 pub mod state;
 pub mod viewer;

@@ -1,0 +1,173 @@
+//! End-to-end: training rooms (rooms.md, issue 33's first part) — every group its own run in its
+//! own `worker-training` process, `/ws/training` without a room being the class's run as before.
+
+use hamlet_tests::*;
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn viewer(s: &Server, room: &str) -> Ws {
+    let mut v = Ws::connect(&s.url(&format!("/ws/training?room={room}")))
+        .await
+        .unwrap();
+    assert_eq!(v.expect("training_status", T).await["is_training"], false);
+    v
+}
+
+fn room(s: &Server, name: &str) -> Value {
+    let rooms = s.get_json("/api/rooms");
+    rooms["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["room"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn start(episodes: u32, seed: u32, name: &str) -> Value {
+    json!({"command":"start_training","num_episodes":episodes,"max_steps":50,"batch_size":8,
+           "step_delay":0,"show_every":1000,"seed":seed,"model_name":name,"checkpoint_every":2})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_rooms_train_at_once_each_with_its_own_run_history_and_model() {
+    let s = Server::start();
+    let mut class = Ws::connect(&s.url("/ws/training")).await.unwrap();
+    class.expect("training_status", T).await;
+    let (mut red, mut blue) = (viewer(&s, "red").await, viewer(&s, "blue").await);
+    red.send(start(30, 1, "red-run")).await;
+    blue.send(start(20, 2, "blue-run")).await;
+    assert_eq!(red.expect("training_started", T).await["num_episodes"], 30);
+    assert_eq!(blue.expect("training_started", T).await["num_episodes"], 20);
+    // Two runs at once, in two processes.
+    s.wait_for("two training workers", T, |s| {
+        let pid = |r: &str| room(s, r)["worker_pid"].as_u64();
+        matches!((pid("red"), pid("blue")), (Some(a), Some(b)) if a != b)
+    });
+    let done = red.expect("training_complete", LONG).await;
+    assert_eq!(done["model_saved"], "red-run.onnx");
+    let done = blue.expect("training_complete", LONG).await;
+    assert_eq!(done["model_saved"], "blue-run.onnx");
+    // Each viewer saw its own room's run only; the class saw none.
+    let episodes = |v: &Ws| {
+        v.seen
+            .iter()
+            .filter(|m| m["type"] == "episode_complete")
+            .count()
+    };
+    assert_eq!((episodes(&red), episodes(&blue)), (30, 20));
+    assert!(
+        class.next(Duration::from_millis(300)).await.is_err(),
+        "the class room heard another room's run: {:?}",
+        class.seen
+    );
+    let history = |q: &str| s.get_json(&format!("/api/training/history{q}"))["episodes"].clone();
+    assert_eq!(history("?room=red").as_array().unwrap().len(), 30);
+    assert_eq!(history("?room=blue").as_array().unwrap().len(), 20);
+    assert_eq!(
+        history("").as_array().unwrap().len(),
+        0,
+        "the class's history"
+    );
+    assert_eq!(room(&s, "red")["episodes_completed"], 30);
+    assert_eq!(room(&s, "blue")["episodes_completed"], 20);
+    assert_eq!(s.get_json("/api/rooms")["rooms"][0]["room"], "class");
+    // A room's unnamed model is named after the room.
+    let mut green = viewer(&s, "green").await;
+    green
+        .send(json!({"command":"start_training","num_episodes":3,"max_steps":20,"batch_size":8,"seed":3}))
+        .await;
+    let saved = green.expect("training_complete", LONG).await["model_saved"].clone();
+    assert!(
+        saved
+            .as_str()
+            .unwrap()
+            .starts_with("green-dqn-qnetwork-s3-"),
+        "{saved}"
+    );
+    // Both models are offered to every session.
+    let models = s.get_json("/api/models")["models"].clone();
+    for m in ["red-run.onnx", "blue-run.onnx"] {
+        assert!(
+            models.as_array().unwrap().iter().any(|n| n == m),
+            "{models}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_in_one_room_is_that_rooms_alone() {
+    let s = Server::start();
+    let (mut a, mut b) = (viewer(&s, "a").await, viewer(&s, "b").await);
+    a.send(start(100_000, 1, "a-run")).await;
+    b.send(start(100_000, 2, "b-run")).await;
+    a.expect("training_started", T).await;
+    b.expect("training_started", T).await;
+    a.expect_where("episode 3", LONG, |m| {
+        m["type"] == "episode_complete" && m["episode"].as_u64() >= Some(3)
+    })
+    .await;
+    b.expect("episode_complete", LONG).await;
+    let pid = room(&s, "a")["worker_pid"].as_u64().unwrap() as u32;
+    signal(pid, Signal::SIGKILL);
+    let back = a.expect("training_restarted", LONG).await;
+    assert!(
+        back["resumed_from_episode"].as_u64().unwrap() >= 2,
+        "{back}"
+    );
+    a.expect("episode_complete", LONG).await;
+    // Room b went on throughout, and was told of no restart.
+    b.seen.clear();
+    for _ in 0..3 {
+        b.expect("episode_complete", LONG).await;
+    }
+    assert!(
+        !b.seen.iter().any(|m| m["type"] == "training_restarted"),
+        "room b heard room a's restart"
+    );
+    assert_eq!(room(&s, "b")["restarts"], 0);
+    assert_eq!(room(&s, "a")["restarts"], 1);
+    for v in [&mut a, &mut b] {
+        v.send(json!({"command":"stop"})).await;
+        v.expect("training_complete", LONG).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rooms_are_named_bounded_and_closed_when_idle() {
+    let s = Server::start_with(ServerOpts {
+        args: ["--max-rooms", "2", "--room-idle-secs", "1"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    });
+    // Names outside the rule, before any upgrade: 400, and no room is made.
+    let long = "x".repeat(33);
+    for bad in ["Red", "-x", "a/b", "%2e%2e", long.as_str(), ""] {
+        let (code, _) = s.get(&format!("/api/training/history?room={bad}"));
+        assert_eq!(code, 400, "{bad:?}");
+        assert!(Ws::connect(&s.url(&format!("/ws/training?room={bad}")))
+            .await
+            .is_err());
+    }
+    assert_eq!(s.get("/api/training/history?room=nobody").0, 404);
+    // Two rooms at most besides the class; a third is refused while they exist.
+    let one = viewer(&s, "one").await;
+    let two = viewer(&s, "two").await;
+    assert!(Ws::connect(&s.url("/ws/training?room=three"))
+        .await
+        .is_err());
+    assert_eq!(s.get_json("/api/rooms")["count"], 3);
+    // Left empty and without a run, a room closes; its place is free again.
+    drop(one);
+    s.wait_for("room one to close", T, |s| room(s, "one").is_null());
+    assert!(
+        !room(&s, "two").is_null(),
+        "a room with a viewer stays open"
+    );
+    viewer(&s, "three").await;
+    drop(two);
+}
