@@ -396,6 +396,14 @@ pub struct TrainingRestarted {
     pub resumed_from_episode: u32,
 }
 
+/// A room's `start_training` waits for a free training slot (rooms.md "The pool"): its place in
+/// the queue, from 1. `training_started` follows when a slot frees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Queued {
+    pub room: String,
+    pub position: u32,
+}
+
 /// Every server → browser message; `"type"` is the snake_case variant name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -419,6 +427,7 @@ pub enum ServerMessage {
     ControlGranted(ControlGranted),
     Settings(Settings),
     ProbeResult(Box<ProbeResult>),
+    Queued(Queued),
 }
 
 impl ServerMessage {
@@ -451,6 +460,7 @@ impl ServerMessage {
             ServerMessage::ControlGranted(_) => "control_granted",
             ServerMessage::Settings(_) => "settings",
             ServerMessage::ProbeResult(_) => "probe_result",
+            ServerMessage::Queued(_) => "queued",
         }
     }
 

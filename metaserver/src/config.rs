@@ -49,6 +49,10 @@ pub struct Config {
     /// `worker-training` process once a run starts there (rooms.md).
     #[arg(long, default_value_t = 8)]
     pub max_rooms: usize,
+    /// Most training runs at once on this server, rooms together (default: the number of
+    /// cores); a start beyond it waits in a queue and its room is told its place.
+    #[arg(long)]
+    pub max_training_runs: Option<usize>,
     /// A room with no viewer and no run is closed after this long (seconds).
     #[arg(long, default_value_t = 3600)]
     pub room_idle_secs: u64,
@@ -223,9 +227,16 @@ impl Config {
         self.start_training == "operators"
     }
 
+    /// `--max-training-runs`, or its default: one run per core (each run keeps a core busy).
+    pub fn max_training_runs(&self) -> usize {
+        self.max_training_runs
+            .filter(|n| *n > 0)
+            .unwrap_or_else(cores)
+    }
+
     /// `--runtime-threads`, or its default for this machine.
     pub fn runtime_threads(&self) -> usize {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = cores();
         self.runtime_threads
             .filter(|n| *n > 0)
             .unwrap_or(if cores <= 2 { 1 } else { cores })
@@ -246,6 +257,11 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.models_dir.join(".checkpoints"))
     }
+}
+
+/// The cores this process may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[cfg(test)]

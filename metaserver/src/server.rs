@@ -18,6 +18,7 @@ use crate::session::sessions::Sessions;
 use crate::session::store::SessionStore;
 use crate::training::hub::{HubParts, TrainingHub};
 use crate::training::rooms::Rooms;
+use crate::training::slots::RunSlots;
 use crate::workers::pool::WarmPool;
 use crate::workers::supervisor::{check_workers_dir, Supervisor};
 use std::net::SocketAddr;
@@ -49,7 +50,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .run(sessions.sup.clone(), stop.clone()),
     );
     let hub_task = tokio::spawn(state.training.clone().run());
-    tokio::spawn(state.rooms.clone().close_idle());
+    tokio::spawn(state.rooms.clone().look_after());
     tokio::spawn(expire_detached(sessions.clone()));
     if let Some(c) = cluster {
         start_cluster_tasks(&state, c);
@@ -93,19 +94,19 @@ fn build(
     let models = ModelCatalog::open(cfg.models_dir.clone(), cfg.default_model.clone());
     let operators = Operators::new(cfg.admin_token.clone(), cfg.loopback_is_operator);
     let store = open_store(&cfg, cluster.as_ref())?;
+    // In a cluster the one run is shared by the nodes (the lease decides): no local pool.
+    let runs = match cluster {
+        Some(_) => usize::MAX,
+        None => cfg.max_training_runs(),
+    };
     let parts = HubParts {
         sup: sup.clone(),
         stop: stop.clone(),
         models: models.clone(),
         operators: operators.clone(),
+        slots: Arc::new(RunSlots::new(runs)),
     };
-    let class = TrainingHub::class(
-        sup.clone(),
-        stop.clone(),
-        cluster.clone().map(ClusterTraining::new),
-        models.clone(),
-        operators.clone(),
-    );
+    let class = TrainingHub::class(parts.clone(), cluster.clone().map(ClusterTraining::new));
     let rooms = Rooms::new(class.clone(), parts, cluster.is_some());
     // A cluster node's watchers of sessions that run elsewhere, relayed through Redis.
     let relay = cluster.clone().map(|c| {

@@ -240,7 +240,13 @@ export class TrainingView {
         this.app.markTraining(m.is_training);
         break;
       }
+      case 'queued':
+        // Every training slot of the server is busy: the run starts when one frees.
+        s.queued = m.position;
+        $('t-last').textContent = `Waiting for a free training slot: place ${m.position} in the queue. The run starts by itself.`;
+        break;
       case 'training_started':
+        s.queued = null;
         if (m.control_token) { setControlToken(m.control_token); s.canControl = true; } else s.canControl = s.operator;
         if (this.series.ep.length) this.previous = { ...this.series, evals: { ...this.evals } };
         Object.assign(s, { isTraining: true, paused: false, current: 1, done: 0, total: m.num_episodes, lastModel: null, best: null, lastBest: null });

@@ -68,6 +68,7 @@ pub struct ClusterChaosReport {
     /// Watchers' frames, and how many watchers were ever refused or taken over.
     pub watcher_frames: u64,
     pub watcher_failures: usize,
+    pub watcher_failure_reasons: Vec<String>,
 }
 
 impl ClusterChaosReport {
@@ -100,7 +101,10 @@ impl ClusterChaosReport {
         );
         check(
             self.watcher_failures == 0,
-            format!("{} watcher failure(s)", self.watcher_failures),
+            format!(
+                "{} watcher failure(s): {:?}",
+                self.watcher_failures, self.watcher_failure_reasons
+            ),
         );
         check(
             self.kills + self.drains > 0 && self.resumes > 0,
@@ -147,19 +151,26 @@ struct Followed {
     duplicates: usize,
     duplicate_rewinds: Vec<usize>,
     watcher_frames: u64,
-    watcher_failures: usize,
+    watcher_failures: Vec<String>,
 }
 
 /// A watcher of a session through the proxy, reconnecting when its node goes: frames it saw, and
-/// whether it was ever refused (anything but a node going away or being drained).
-async fn watch(lb: String, link: String, until: Instant) -> (u64, usize) {
-    let (mut frames, mut failures) = (0, 0);
+/// why it failed, each time (refused — anything but a node going away or being drained —, taken
+/// over, or silent longer than [`MAX_WATCHER_SILENCE`]).
+async fn watch(lb: String, link: String, until: Instant) -> (u64, Vec<String>) {
+    let (mut frames, mut failures) = (0, Vec::new());
     let mut last_frame = Instant::now();
-    while Instant::now() < until {
-        if last_frame.elapsed() > MAX_WATCHER_SILENCE {
-            failures += 1;
-            last_frame = Instant::now();
+    let silent = |last: &mut Instant, failures: &mut Vec<String>| {
+        if last.elapsed() > MAX_WATCHER_SILENCE {
+            failures.push(format!(
+                "a watcher went {:?} without a frame",
+                last.elapsed()
+            ));
+            *last = Instant::now();
         }
+    };
+    while Instant::now() < until {
+        silent(&mut last_frame, &mut failures);
         let Ok(mut w) = Ws::connect(&format!("ws://{lb}/ws?watch={link}")).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -171,14 +182,11 @@ async fn watch(lb: String, link: String, until: Instant) -> (u64, usize) {
                     last_frame = Instant::now();
                 }
                 Ok(v) if v["type"] == "error" && v["code"] != "store_unavailable" => {
-                    failures += 1;
+                    failures.push(format!("a watcher was told: {v}"));
                 }
                 Ok(_) => {}
                 Err(e) if e.to_string().starts_with("timeout") => {
-                    if last_frame.elapsed() > MAX_WATCHER_SILENCE {
-                        failures += 1;
-                        last_frame = Instant::now();
-                    }
+                    silent(&mut last_frame, &mut failures)
                 }
                 Err(_) => break,
             }
@@ -188,7 +196,7 @@ async fn watch(lb: String, link: String, until: Instant) -> (u64, usize) {
             }
         }
         if w.closed.as_ref().is_some_and(|c| c.0 == 4001) {
-            failures += 1;
+            failures.push("a watcher was taken over (4001)".into());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -305,7 +313,9 @@ async fn follow(lb: String, until: Instant, dup_every: Duration) -> Followed {
             seen.drain(..2000);
         }
     }
-    let (frames, failures) = watcher.await.unwrap_or((0, 1));
+    let (frames, failures) = watcher
+        .await
+        .unwrap_or_else(|e| (0, vec![format!("the watcher panicked: {e}")]));
     out.watcher_frames = frames;
     out.watcher_failures = failures;
     out
@@ -429,7 +439,9 @@ pub async fn run(cfg: ClusterChaosConfig) -> ClusterChaosReport {
         rep.duplicates += o.duplicates;
         rep.rewind_frames_duplicate.extend(o.duplicate_rewinds);
         rep.watcher_frames += o.watcher_frames;
-        rep.watcher_failures += o.watcher_failures;
+        rep.watcher_failures += o.watcher_failures.len();
+        rep.watcher_failure_reasons
+            .extend(o.watcher_failures.into_iter().take(3));
         rep.continuity_violations += o.violations.len();
         rep.violation_examples
             .extend(o.violations.into_iter().take(2));

@@ -27,6 +27,14 @@ fn room(s: &Server, name: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// A server whose pool runs `runs` trainings at once (the default is the machine's cores).
+fn pool_of(runs: u32) -> Server {
+    Server::start_with(ServerOpts {
+        args: vec!["--max-training-runs".into(), runs.to_string()],
+        ..Default::default()
+    })
+}
+
 fn start(episodes: u32, seed: u32, name: &str) -> Value {
     json!({"command":"start_training","num_episodes":episodes,"max_steps":50,"batch_size":8,
            "step_delay":0,"show_every":1000,"seed":seed,"model_name":name,"checkpoint_every":2})
@@ -34,7 +42,7 @@ fn start(episodes: u32, seed: u32, name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_rooms_train_at_once_each_with_its_own_run_history_and_model() {
-    let s = Server::start();
+    let s = pool_of(3);
     let mut class = Ws::connect(&s.url("/ws/training")).await.unwrap();
     class.expect("training_status", T).await;
     let (mut red, mut blue) = (viewer(&s, "red").await, viewer(&s, "blue").await);
@@ -100,7 +108,7 @@ async fn two_rooms_train_at_once_each_with_its_own_run_history_and_model() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_in_one_room_is_that_rooms_alone() {
-    let s = Server::start();
+    let s = pool_of(3);
     let (mut a, mut b) = (viewer(&s, "a").await, viewer(&s, "b").await);
     a.send(start(100_000, 1, "a-run")).await;
     b.send(start(100_000, 2, "b-run")).await;
@@ -170,4 +178,45 @@ async fn rooms_are_named_bounded_and_closed_when_idle() {
     );
     viewer(&s, "three").await;
     drop(two);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn starts_beyond_the_pool_wait_in_a_queue_and_start_when_a_slot_frees() {
+    let s = pool_of(1);
+    let (mut a, mut b, mut c) = (
+        viewer(&s, "a").await,
+        viewer(&s, "b").await,
+        viewer(&s, "c").await,
+    );
+    a.send(start(100_000, 1, "a-run")).await;
+    a.expect("training_started", T).await;
+    // The one slot is taken: b and c wait, told their places; never refused.
+    b.send(start(100_000, 2, "b-run")).await;
+    let q = b.expect("queued", T).await;
+    assert_eq!(
+        (q["room"].as_str(), q["position"].as_u64()),
+        (Some("b"), Some(1))
+    );
+    c.send(start(100_000, 3, "c-run")).await;
+    assert_eq!(c.expect("queued", T).await["position"], 2);
+    assert_eq!(room(&s, "b")["queued"], 1);
+    assert_eq!(room(&s, "c")["queued"], 2);
+    assert_eq!(room(&s, "b")["is_training"], false);
+    // c changes its mind, then queues again: at the back.
+    c.send(json!({"command":"stop"})).await;
+    c.expect("training_status", T).await;
+    assert!(room(&s, "c")["queued"].is_null());
+    c.send(start(100_000, 3, "c-run")).await;
+    assert_eq!(c.expect("queued", T).await["position"], 2);
+    // a's run ends: b starts, c moves up.
+    a.send(json!({"command":"stop"})).await;
+    a.expect("training_complete", LONG).await;
+    assert_eq!(b.expect("training_started", T).await["config"]["seed"], 2);
+    assert_eq!(c.expect("queued", T).await["position"], 1);
+    b.expect("episode_complete", LONG).await;
+    b.send(json!({"command":"stop"})).await;
+    b.expect("training_complete", LONG).await;
+    assert_eq!(c.expect("training_started", T).await["config"]["seed"], 3);
+    c.send(json!({"command":"stop"})).await;
+    c.expect("training_complete", LONG).await;
 }

@@ -140,7 +140,9 @@ pub(super) type Refusal = (StatusCode, String);
 /// Every training room with its run's state (`class` first).
 pub(super) async fn rooms(State(s): State<Arc<ServerState>>, h: HeaderMap) -> Response {
     let rows = s.rooms.list();
-    let body = Json(json!({"count": rows.len(), "rooms": rows, "max_rooms": s.cfg.max_rooms}));
+    let runs = s.cfg.max_training_runs();
+    let body = json!({"count": rows.len(), "rooms": rows, "max_rooms": s.cfg.max_rooms, "max_training_runs": runs});
+    let body = Json(body);
     guard::cors(&s.cfg.allowed_origins, &h, body.into_response())
 }
 

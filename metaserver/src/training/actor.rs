@@ -3,6 +3,7 @@
 //! when it fails, and at shutdown saves the run for the next server (or another node).
 
 use super::hub::TrainingHub;
+use super::slots::Queued;
 use super::state::{HubCmd, RedisUpdate, RunState, TrainingWorker, Viewer};
 use crate::client;
 use crate::metrics::RestartReason;
@@ -128,6 +129,9 @@ impl TrainingHub {
         if !self.may_start_now(&v, &config, worker.is_some()).await {
             return;
         }
+        if !self.slots.try_take(&self.room) {
+            return self.wait_for_slot(config, v);
+        }
         if worker.as_ref().is_none_or(|w| !w.is_usable()) {
             match self.spawn_worker().await {
                 Ok(w) => *worker = Some(w),
@@ -152,6 +156,25 @@ impl TrainingHub {
                 paused: false,
             });
         }
+    }
+
+    /// Every training slot is taken: the start waits in the pool's queue, and the room is told
+    /// its place (`rooms.rs` hands it back when a slot frees).
+    fn wait_for_slot(&self, config: Box<TrainingConfig>, v: Viewer) {
+        let to = self.cmd_tx.clone();
+        let room = self.room.clone();
+        let start = HubCmd::Start(config, v);
+        let position = self.slots.enqueue(Queued { room, to, start });
+        self.tell_queued(position);
+    }
+
+    /// Tells the room's viewers their run's place in the queue.
+    pub(super) fn tell_queued(&self, position: usize) {
+        let m = ServerMessage::Queued(ipc_proto::browser::Queued {
+            room: self.room.clone(),
+            position: u32::try_from(position).unwrap_or(u32::MAX),
+        });
+        self.announce(&m);
     }
 
     /// A room's unnamed model is called after the room (rooms.md: `ROOM-…`), so the class can

@@ -3,7 +3,7 @@
 //! with `--start-training operators` are the only ones who start runs.
 
 use super::hub::TrainingHub;
-use super::state::{RedisUpdate, TrainingWorker, Viewer};
+use super::state::{HubCmd, RedisUpdate, TrainingWorker, Viewer};
 use crate::tokens::{new_token, TokenHash};
 use ipc_proto::browser::{ControlGranted, ErrorCode, ServerMessage};
 use ipc_proto::training::{RunControl, ToTraining, TrainingConfig};
@@ -35,6 +35,9 @@ impl TrainingHub {
         token: Option<String>,
     ) {
         let follower = self.cluster.as_ref().is_some_and(|ct| !ct.is_holder());
+        if c == RunControl::Stop && !self.is_training() && self.withdraw_queued(v) {
+            return;
+        }
         let refusal = match worker {
             _ if !self.is_training() => {
                 ServerMessage::error(ErrorCode::NotTraining, "no training run is in progress")
@@ -48,6 +51,20 @@ impl TrainingHub {
             ),
         };
         v.client.send(&refusal);
+    }
+
+    /// `stop` of a start still waiting for a slot, by its starter or an operator: it leaves the
+    /// queue and the room is told there is no run.
+    fn withdraw_queued(&self, v: &Viewer) -> bool {
+        let mine = |start: &HubCmd| matches!(start, HubCmd::Start(_, by) if by.id == v.id);
+        if !self
+            .slots
+            .withdraw(&self.room, |start| v.operator || mine(start))
+        {
+            return false;
+        }
+        self.announce(&ServerMessage::TrainingStatus(Box::new(self.status())));
+        true
     }
 
     /// May `v` (with `token`, if it sent one) pause, resume or stop the current run?

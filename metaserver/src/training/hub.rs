@@ -5,6 +5,7 @@
 
 use super::history::{HistoryView, RunHistory};
 use super::pace::Pace;
+use super::slots::RunSlots;
 use super::state::{HubCmd, HubState, RedisUpdate, TrainingInfo, Viewer};
 use crate::cluster::training::ClusterTraining;
 use crate::guard::Operators;
@@ -40,25 +41,15 @@ pub struct TrainingHub {
     pub(super) keep_dir: Option<PathBuf>,
     /// The room this run belongs to (`class` for `/ws/training` without one).
     pub room: String,
+    /// The pool of runs every room shares.
+    pub(super) slots: Arc<RunSlots>,
 }
 
 impl TrainingHub {
     /// The room `class`: the one `/ws/training` always had, kept beside a directory store and
     /// shared by a cluster's nodes.
-    pub fn class(
-        sup: Arc<Supervisor>,
-        stop: CancellationToken,
-        cluster: Option<Arc<ClusterTraining>>,
-        models: Arc<ModelCatalog>,
-        operators: Operators,
-    ) -> Arc<Self> {
-        let keep_dir = sup.cfg.store.dir().map(|d| d.to_path_buf());
-        let parts = HubParts {
-            sup,
-            stop,
-            models,
-            operators,
-        };
+    pub fn class(parts: HubParts, cluster: Option<Arc<ClusterTraining>>) -> Arc<Self> {
+        let keep_dir = parts.sup.cfg.store.dir().map(|d| d.to_path_buf());
         Self::new(parts, CLASS_ROOM, cluster, keep_dir)
     }
 
@@ -78,6 +69,7 @@ impl TrainingHub {
             stop,
             models,
             operators,
+            slots,
         } = parts;
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let pace = Pace::load(keep_dir.as_ref().map(|d| d.join(PACE_FILE)).as_deref());
@@ -93,6 +85,7 @@ impl TrainingHub {
             operators,
             keep_dir,
             room: room.to_owned(),
+            slots,
         })
     }
 
@@ -207,4 +200,5 @@ pub struct HubParts {
     pub stop: CancellationToken,
     pub models: Arc<ModelCatalog>,
     pub operators: Operators,
+    pub slots: Arc<RunSlots>,
 }

@@ -4,7 +4,8 @@
 //! room is one training run's lifecycle (`hub.rs`, `actor.rs`), many times.
 //!
 //! Bounded: at most `--max-rooms` rooms besides `class`; a room with no viewer and no run is
-//! closed after `--room-idle-secs`. Rooms other than `class` live on this server only: in a
+//! closed after `--room-idle-secs`. At most `--max-training-runs` of them train at once
+//! (`slots.rs`): a start beyond waits in a queue, its room told its place. Rooms other than `class` live on this server only: in a
 //! cluster they are refused (one lease per room is not built yet), and their runs end with the
 //! server (`class`'s run alone is kept in `training-run.json`).
 
@@ -51,6 +52,8 @@ pub enum RoomRefusal {
 #[derive(Serialize)]
 pub struct RoomRow {
     pub room: String,
+    /// Its start's place in the pool's queue (from 1), while it waits for a slot.
+    pub queued: Option<usize>,
     #[serde(flatten)]
     pub info: TrainingInfo,
 }
@@ -120,6 +123,7 @@ impl Rooms {
     pub fn list(&self) -> Vec<RoomRow> {
         let row = |h: &TrainingHub| RoomRow {
             room: h.room.clone(),
+            queued: self.parts.slots.position(&h.room),
             info: h.info(),
         };
         let mut rows = vec![row(&self.class)];
@@ -127,16 +131,39 @@ impl Rooms {
         rows
     }
 
-    /// Closes rooms that stayed without viewers and without a run for `--room-idle-secs`,
-    /// every few seconds until the server stops.
-    pub async fn close_idle(self: Arc<Self>) {
+    /// Until the server stops: frees the training slots of rooms whose run ended and starts the
+    /// queue's next (every quarter second), and closes rooms that stayed without viewers and
+    /// without a run for `--room-idle-secs` (checked every few seconds).
+    pub async fn look_after(self: Arc<Self>) {
         let every =
             (self.idle_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
-        let mut tick = tokio::time::interval(every);
+        let mut idle_tick = tokio::time::interval(every);
+        let mut slot_tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
-                _ = tick.tick() => self.close_idle_now(Instant::now()),
+                _ = slot_tick.tick() => self.settle_slots(),
+                _ = idle_tick.tick() => self.close_idle_now(Instant::now()),
                 _ = self.parts.stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Hands freed slots to the queue's head; when the queue moved, every room still waiting is
+    /// told its new place.
+    fn settle_slots(&self) {
+        let training = |room: &str| self.find(room).is_some_and(|h| h.is_training());
+        let (ready, waiting) = self.parts.slots.settle(training);
+        if ready.is_empty() {
+            return;
+        }
+        for q in ready {
+            info!(room = %q.room, "a training slot is free: the queued run starts");
+            // A room closed meanwhile drops its start; the slot frees at the next checks.
+            let _ = q.to.try_send(q.start);
+        }
+        for (i, room) in waiting.iter().enumerate() {
+            if let Some(hub) = self.find(room) {
+                hub.tell_queued(i + 1);
             }
         }
     }

@@ -22,6 +22,8 @@ mod learn;
 mod lesson;
 #[path = "bench_parts/relay.rs"]
 mod relay;
+#[path = "bench_parts/rooms.rs"]
+mod rooms;
 #[path = "bench_parts/sessions.rs"]
 mod sessions;
 
@@ -872,6 +874,9 @@ async fn main() {
     if want("cluster") {
         cluster::cluster(&mut r).await;
     }
+    if want("rooms") {
+        rooms::rooms(&mut r).await;
+    }
     // Long runs, only when asked for by name: the lesson through the stack (about 15 minutes),
     // and the offline trainer alone (about an hour, at most 2¼ hours by its caps).
     if only.iter().any(|o| o == "learn") {
@@ -897,7 +902,7 @@ async fn main() {
 }
 
 /// Every section `scripts/bench` knows; the last three run only when named.
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "world",
     "decision",
     "dqn",
@@ -910,6 +915,7 @@ const SECTIONS: [&str; 15] = [
     "detail",
     "sessions",
     "cluster",
+    "rooms",
     "learn",
     "learn-demo",
     "learn-offline",
@@ -920,7 +926,7 @@ const USAGE: &str = "usage: scripts/bench [SECTION...]
 Measures this project's speed and memory figures on this machine, prints a table and writes
 target/bench/latest.json. With no section, every section but the long ones runs (a few minutes).
 
-sections: world decision dqn relay idle start crash training scale detail sessions cluster
+sections: world decision dqn relay idle start crash training scale detail sessions cluster rooms
 long ones, only when named: learn (the lesson presets through the whole stack, about 15 minutes),
   learn-demo (the 1-minute demo alone, about 3 minutes), learn-offline (about an hour)
 
