@@ -160,17 +160,24 @@ struct Followed {
 async fn watch(lb: String, link: String, until: Instant) -> (u64, Vec<String>) {
     let (mut frames, mut failures) = (0, Vec::new());
     let mut last_frame = Instant::now();
-    let silent = |last: &mut Instant, failures: &mut Vec<String>| {
+    // What the watcher saw last besides frames, to say where a silence happened.
+    let mut last_other = String::from("nothing yet");
+    let silent = |last: &mut Instant, failures: &mut Vec<String>, connected: bool, other: &str| {
         if last.elapsed() > MAX_WATCHER_SILENCE {
+            let at = if connected {
+                "connected"
+            } else {
+                "while (re)connecting"
+            };
             failures.push(format!(
-                "a watcher went {:?} without a frame",
+                "a watcher went {:?} without a frame, {at}; last other message: {other}",
                 last.elapsed()
             ));
             *last = Instant::now();
         }
     };
     while Instant::now() < until {
-        silent(&mut last_frame, &mut failures);
+        silent(&mut last_frame, &mut failures, false, &last_other);
         let Ok(mut w) = Ws::connect(&format!("ws://{lb}/ws?watch={link}")).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -184,11 +191,14 @@ async fn watch(lb: String, link: String, until: Instant) -> (u64, Vec<String>) {
                 Ok(v) if v["type"] == "error" && v["code"] != "store_unavailable" => {
                     failures.push(format!("a watcher was told: {v}"));
                 }
-                Ok(_) => {}
+                Ok(v) => last_other = v.to_string().chars().take(160).collect(),
                 Err(e) if e.to_string().starts_with("timeout") => {
-                    silent(&mut last_frame, &mut failures)
+                    silent(&mut last_frame, &mut failures, true, &last_other)
                 }
-                Err(_) => break,
+                Err(e) => {
+                    last_other = format!("connection ended: {e} {:?}", w.closed);
+                    break;
+                }
             }
             w.seen.clear();
             if Instant::now() >= until {

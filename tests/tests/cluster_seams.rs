@@ -155,6 +155,53 @@ async fn a_watcher_of_a_detached_session_waits_and_follows_its_resume_elsewhere(
     assert_eq!(u["episode"], 1, "{u}");
 }
 
+/// A watcher waiting on node 3 for a session that runs elsewhere, whose owner then resumes it on
+/// node 3 itself: the watcher keeps seeing its frames. (Found by the cluster's chaos run: such a
+/// watcher stayed subscribed to the session's channel, where nobody published any more — a node
+/// does not answer its own requests — and saw nothing for as long as the session stayed there.
+/// Now the node asks it to reconnect, 1012, and it comes back as a watcher of the live session.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_keeps_its_frames_when_the_session_moves_onto_its_node() {
+    let redis = Redis::start();
+    let nodes = start_nodes(&redis, 3, &[]);
+    let mut owner = Ws::connect(&nodes[0].url("/ws")).await.unwrap();
+    let c = owner.expect("connected", T).await;
+    let (token, link) = (
+        c["resume_token"].as_str().unwrap().to_owned(),
+        c["watch_token"].as_str().unwrap().to_owned(),
+    );
+    owner.send(json!({"command":"set_speed","speed":10})).await;
+    owner.send(json!({"command":"play"})).await;
+    let watch_url = nodes[2].url(&format!("/ws?watch={link}"));
+    let mut w = Ws::connect(&watch_url).await.unwrap();
+    w.expect("connected", T).await;
+    w.expect_where("frames through Redis", T, |m| {
+        m["type"] == "state_update" && m["step"].as_u64() > Some(1)
+    })
+    .await;
+    // The owner's duplicated tab lands on node 3: it takes the session there.
+    let mut moved = Ws::connect(&nodes[2].url(&format!("/ws?resume={token}")))
+        .await
+        .unwrap();
+    assert_eq!(moved.expect("connected", T).await["resumed"], true);
+    moved.send(json!({"command":"set_speed","speed":10})).await;
+    moved.send(json!({"command":"play"})).await;
+    // The watcher, asked to reconnect (as a browser's page does at once), sees the session play
+    // on: frames for three seconds, from the node it is on.
+    let mut w = match w.expect_close(T).await {
+        1012 => Ws::connect(&watch_url).await.unwrap(),
+        other => panic!("the watcher was closed with {other}"),
+    };
+    w.expect("connected", T).await;
+    let (frames, closed) = frames_for(&mut w, 3.0).await;
+    assert_eq!(closed, None);
+    assert!(
+        frames.len() >= 200,
+        "{} frames in 3 s at speed 10",
+        frames.len()
+    );
+}
+
 /// Two resumes of one session on one node at once (a duplicated tab — sessionStorage is copied —
 /// or a double reconnect): both claim it in Redis, one task keeps it with the newest claim, the
 /// later connection takes over (4001 to the earlier) and keeps playing; the session is never

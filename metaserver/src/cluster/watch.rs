@@ -263,10 +263,32 @@ impl WatchRelay {
     }
 }
 
+impl WatchRelay {
+    /// Session `id` is live here now (its owner resumed on this node) while some of this node's
+    /// watchers still wait for it on its channel — where no node publishes it any more, since a
+    /// node does not answer its own requests. They are asked to reconnect (1012), and come back
+    /// as watchers of the live session. Found by the cluster's chaos run: such a watcher saw no
+    /// frame for as long as the session stayed here.
+    fn hand_back_remote_watchers(&self, id: &str) {
+        let Some(r) = self.remote.lock().remove(id) else {
+            return;
+        };
+        for c in &r.watchers {
+            c.close(close::SERVICE_RESTART, "the session moved here: reconnect");
+        }
+        self.metrics
+            .watchers
+            .fetch_sub(r.watchers.len() as i64, Relaxed);
+        let _ = self.subscribe_tx.send(Subscription::Remove(id.to_owned()));
+        info!(session = %id, watchers = r.watchers.len(), "the session is live here now: its watchers here reconnect to it");
+    }
+}
+
 impl WatchElsewhere for WatchRelay {
     /// Should a session live here publish its frames now, and greet a node that started
     /// watching? (Asked by its task every flush tick.)
     fn watched(&self, id: &str) -> Watched {
+        self.hand_back_remote_watchers(id);
         let mut all = self.requested.lock();
         let Some(r) = all.get_mut(id) else {
             return Watched {
