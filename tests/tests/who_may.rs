@@ -243,6 +243,15 @@ async fn a_detach_the_store_refuses_is_kept_and_retried() {
             assert_eq!(pending(&s), 0.0, "no longer pending once resumed");
             mend_store();
         }
+        // Put the resumed session away (in a mended store) before the next round breaks the
+        // store again: its detach must not become a second pending write there.
+        back.ws.close(None).await.ok();
+        s.wait_for("the resumed session put away", T, |s| {
+            let live = s.get_json("/api/status")["sessions"]
+                .as_array()
+                .map(Vec::len);
+            live == Some(0) && pending(s) == 0.0
+        });
     }
     drop(s);
     let _ = std::fs::remove_dir_all(store.parent().unwrap());

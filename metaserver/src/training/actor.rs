@@ -34,6 +34,9 @@ impl TrainingHub {
         let mut worker: Option<TrainingWorker> = None;
         let mut budget = RestartBudget::new(RestartPolicy::of(&self.sup.cfg));
         if let Some(left) = self.take_run_file() {
+            // The run the previous server left holds a slot of the pool from the start (it runs
+            // either way: nothing is queued yet when the server starts).
+            let _ = self.slots.try_take(&self.room);
             let reason = "server restarted";
             worker = self.resume_after_restart(left, &mut budget, reason).await;
         }
