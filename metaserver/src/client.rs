@@ -79,6 +79,12 @@ impl Client {
         self.out.is_closed()
     }
 
+    /// Refuses for now: an `error` saying why, then close 1013 (try again later) once written.
+    pub fn try_again_later(&self, code: ErrorCode, message: impl Into<String>, reason: &str) {
+        self.send(&ServerMessage::error(code, message));
+        self.close(close::TRY_AGAIN_LATER, reason);
+    }
+
     /// Closes the connection with a code after the queued frames are written.
     pub fn close(&self, code: u16, reason: &str) {
         let mut c = self.close.lock();

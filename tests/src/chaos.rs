@@ -83,6 +83,35 @@ pub const MAX_RSS_GROWTH_MIB: f64 = 32.0;
 /// checkpoint load, plus the episodes taken back (each of at most 200 steps, well under a second).
 pub const MAX_TRAINING_GAP: Duration = Duration::from_secs(9 + 3);
 
+/// What failed in a chaos run, collected check by check; it passed when nothing did. Shared by the
+/// one-machine and the cluster runs, and by their tests and `scripts/chaos`.
+#[derive(Default)]
+pub struct Verdict(Vec<String>);
+
+impl Verdict {
+    pub fn check(&mut self, ok: bool, what: String) {
+        if !ok {
+            self.0.push(what);
+        }
+    }
+
+    /// What every chaos run asks first: no session lost (with the reasons), no continuity
+    /// violation (with examples).
+    pub fn nothing_lost(&mut self, lost: (usize, &[String]), violations: (usize, &[String])) {
+        let what = format!("{} session(s) lost: {:?}", lost.0, lost.1);
+        self.check(lost.0 == 0, what);
+        let what = format!(
+            "{} continuity violation(s): {:?}",
+            violations.0, violations.1
+        );
+        self.check(violations.0 == 0, what);
+    }
+
+    pub fn failures(self) -> Vec<String> {
+        self.0
+    }
+}
+
 impl ChaosReport {
     /// The one verdict of a chaos run, for the test and for `scripts/chaos`: what failed, or
     /// nothing. Nothing is lost (sessions, frames beyond what the hits cost, continuity, dropped
@@ -90,41 +119,26 @@ impl ChaosReport {
     /// learning: it completed episodes, never fell silent longer than [`MAX_TRAINING_GAP`], and
     /// no restart took back more than `checkpoint_every` + 1 episodes.
     pub fn failures(&self, cfg: &ChaosConfig) -> Vec<String> {
-        let mut f = Vec::new();
-        let mut check = |ok: bool, what: String| {
-            if !ok {
-                f.push(what);
-            }
-        };
-        check(
-            self.sessions_lost == 0,
-            format!(
-                "{} session(s) lost: {:?}",
-                self.sessions_lost, self.lost_reasons
-            ),
+        let mut v = Verdict::default();
+        v.nothing_lost(
+            (self.sessions_lost, &self.lost_reasons),
+            (self.continuity_violations, &self.violation_examples),
         );
-        check(
-            self.continuity_violations == 0,
-            format!(
-                "{} continuity violation(s): {:?}",
-                self.continuity_violations, self.violation_examples
-            ),
-        );
-        check(
+        v.check(
             self.frames as f64 >= 0.8 * self.frames_expected,
             format!(
                 "{} frames, fewer than 80 % of the {:.0} expected",
                 self.frames, self.frames_expected
             ),
         );
-        check(
+        v.check(
             self.longest_gap_ms <= MAX_GAP.as_secs_f64() * 1e3,
             format!(
                 "a session went {:.0} ms without a frame",
                 self.longest_gap_ms
             ),
         );
-        check(
+        v.check(
             self.resumes == self.connections_dropped,
             format!(
                 "{} of {} dropped connections came back",
@@ -140,49 +154,49 @@ impl ChaosReport {
             / cfg.kill_every.as_secs_f64())
             * (1.0 - cfg.drop_share);
         let hits = self.sigkills + self.sigstops;
-        check(
+        v.check(
             hits as f64 >= 0.25 * ticks,
             format!("the killer hit {hits} times in {ticks:.0} chances"),
         );
-        check(
+        v.check(
             cfg.drop_share == 0.0 || self.connections_dropped > 0,
             "no connection was dropped".into(),
         );
-        check(
+        v.check(
             hits == 0 || self.worker_restarted_seen > 0,
             "no session saw `worker_restarted`".into(),
         );
         let grew = self.metaserver_rss_after_mib - self.metaserver_rss_before_mib;
-        check(
+        v.check(
             grew <= MAX_RSS_GROWTH_MIB,
             format!("the metaserver grew by {grew:.1} MiB"),
         );
-        check(
+        v.check(
             self.training_episodes_completed > 0,
             "the training run completed no episode".into(),
         );
-        check(
+        v.check(
             self.training_longest_gap_ms <= MAX_TRAINING_GAP.as_secs_f64() * 1e3,
             format!(
                 "the training run went {:.0} ms without an episode",
                 self.training_longest_gap_ms
             ),
         );
-        check(
+        v.check(
             self.training_most_lost_in_a_restart <= TRAINING_CHECKPOINT_EVERY + 1,
             format!(
                 "a training restart took back {} episodes",
                 self.training_most_lost_in_a_restart
             ),
         );
-        check(
+        v.check(
             self.training_restarts >= self.training_hits.min(1),
             format!(
                 "the training worker was hit {} times and no restart was told",
                 self.training_hits
             ),
         );
-        f
+        v.failures()
     }
 }
 

@@ -14,6 +14,7 @@
 //! (4001 to the first) and keep it. A watcher never takes a session over: an owner closed with
 //! 4001 that did not duplicate itself is a loss.
 
+use crate::chaos::Verdict;
 use crate::cluster::{follows, node_opts, rewind, Haproxy, Redis};
 use crate::{free_port, Server, Ws};
 use rand::{Rng, SeedableRng};
@@ -78,35 +79,20 @@ impl ClusterChaosReport {
     /// duplicated tabs exercised, a drain rewinds nothing, and a kill at most one flush interval
     /// (250 ms = 12.5 frames at speed 5) plus the write in flight.
     pub fn failures(&self) -> Vec<String> {
-        let mut f = Vec::new();
-        let mut check = |ok: bool, what: String| {
-            if !ok {
-                f.push(what);
-            }
-        };
+        let mut v = Verdict::default();
         let max = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
-        check(
-            self.sessions_lost == 0,
-            format!(
-                "{} session(s) lost: {:?}",
-                self.sessions_lost, self.lost_reasons
-            ),
+        v.nothing_lost(
+            (self.sessions_lost, &self.lost_reasons),
+            (self.continuity_violations, &self.violation_examples),
         );
-        check(
-            self.continuity_violations == 0,
-            format!(
-                "{} continuity violation(s): {:?}",
-                self.continuity_violations, self.violation_examples
-            ),
-        );
-        check(
+        v.check(
             self.watcher_failures == 0,
             format!(
                 "{} watcher failure(s): {:?}",
                 self.watcher_failures, self.watcher_failure_reasons
             ),
         );
-        check(
+        v.check(
             self.kills + self.drains > 0 && self.resumes > 0,
             format!(
                 "{} hits, {} resumes: nothing was exercised",
@@ -114,30 +100,30 @@ impl ClusterChaosReport {
                 self.resumes
             ),
         );
-        check(self.duplicates > 0, "no duplicated tab".into());
-        check(
+        v.check(self.duplicates > 0, "no duplicated tab".into());
+        v.check(
             self.frames > 0 && self.watcher_frames > 0,
             "no frames".into(),
         );
-        check(
+        v.check(
             max(&self.rewind_frames_drain) == 0,
             format!(
                 "a drain took back {} frames",
                 max(&self.rewind_frames_drain)
             ),
         );
-        check(
+        v.check(
             max(&self.rewind_frames_kill) <= 20,
             format!("a kill took back {} frames", max(&self.rewind_frames_kill)),
         );
-        check(
+        v.check(
             max(&self.rewind_frames_duplicate) <= 40,
             format!(
                 "a duplicated tab took back {} frames",
                 max(&self.rewind_frames_duplicate)
             ),
         );
-        f
+        v.failures()
     }
 }
 

@@ -92,11 +92,8 @@ impl SessionTask {
         self.prune_watchers();
         let most = self.sessions.cfg.max_watchers;
         if self.watchers.len() >= most {
-            c.send(&ServerMessage::error(
-                ErrorCode::TooManyWatchers,
-                format!("this session already has {most} watchers, the most allowed"),
-            ));
-            c.close(close::TRY_AGAIN_LATER, "too many watchers");
+            let why = format!("this session already has {most} watchers, the most allowed");
+            c.try_again_later(ErrorCode::TooManyWatchers, why, "too many watchers");
             return;
         }
         if let Some(base) = &self.connected {

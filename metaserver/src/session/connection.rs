@@ -118,11 +118,8 @@ fn start_or_join(
         Claim::Joined(watching) => Some(watching),
         Claim::Busy(a) => {
             let client = a.into_client();
-            client.send(&ServerMessage::error(
-                ErrorCode::RateLimited,
-                "too many connections are joining this session at once; try again",
-            ));
-            client.close(close::TRY_AGAIN_LATER, "session busy");
+            let why = "too many connections are joining this session at once; try again";
+            client.try_again_later(ErrorCode::RateLimited, why, "session busy");
             None
         }
         Claim::Full(a) => {
@@ -184,11 +181,12 @@ async fn lookup_stored(sessions: &Sessions, watch: bool, hash: TokenHash) -> Sto
 /// The store is down: the browser keeps its token and tries again later (nothing is lost by
 /// handing it a fresh session instead).
 fn refuse_unavailable(client: &Client) {
-    client.send(&ServerMessage::error(
+    let why = "sessions cannot be resumed right now (the session store is unreachable); retrying";
+    client.try_again_later(
         ErrorCode::StoreUnavailable,
-        "sessions cannot be resumed right now (the session store is unreachable); retrying",
-    ));
-    client.close(close::TRY_AGAIN_LATER, "session store unavailable");
+        why,
+        "session store unavailable",
+    );
 }
 
 /// A browser on `/ws`: with a resume token that leads back, its session; otherwise a fresh one
@@ -277,14 +275,10 @@ pub async fn open_watcher(
     // Watchers have a cap of their own, whatever they watch (--max-watchers-total).
     let watchers = sessions.metrics.watchers.load(Relaxed).max(0) as usize;
     if watchers >= sessions.cfg.max_watchers_total {
-        client.send(&ServerMessage::error(
-            ErrorCode::TooManyWatchers,
-            format!(
-                "this server already has {} watchers, the most it allows; try again later",
-                sessions.cfg.max_watchers_total
-            ),
-        ));
-        client.close(close::TRY_AGAIN_LATER, "too many watchers");
+        let most = sessions.cfg.max_watchers_total;
+        let why =
+            format!("this server already has {most} watchers, the most it allows; try again later");
+        client.try_again_later(ErrorCode::TooManyWatchers, why, "too many watchers");
         return None;
     }
     if plausible_token(watch_token) {
@@ -358,11 +352,8 @@ pub fn redispatch(sessions: &Arc<Sessions>, pending: Vec<Attach>) {
                 Attach::Watcher(c) => {
                     // The watcher's link is not known here: it opens it again and finds the
                     // session's freshly stored copy.
-                    c.send(&ServerMessage::error(
-                        ErrorCode::UnknownWatchLink,
-                        "the session was just put away; open the link again",
-                    ));
-                    c.close(close::TRY_AGAIN_LATER, "session moved");
+                    let why = "the session was just put away; open the link again";
+                    c.try_again_later(ErrorCode::UnknownWatchLink, why, "session moved");
                 }
             }
         });

@@ -5,14 +5,14 @@
 use super::elsewhere::WatchElsewhere;
 use super::registry::LiveSessions;
 use super::store::SessionStore;
-use crate::client::{close, Client};
+use crate::client::Client;
 use crate::config::Config;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::model_catalog::ModelCatalog;
 use crate::workers::pool::WarmPool;
 use crate::workers::supervisor::Supervisor;
-use ipc_proto::browser::{ErrorCode, ServerMessage};
+use ipc_proto::browser::ErrorCode;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -50,14 +50,9 @@ impl Sessions {
     /// `--max-sessions` worker processes run already: the browser is told so and closed with 1013.
     pub fn refuse_full(&self, client: &Client) {
         self.metrics.sessions_refused.fetch_add(1, Relaxed);
-        client.send(&ServerMessage::error(
-            ErrorCode::TooManySessions,
-            format!(
-                "the server is at its limit of {} sessions; try again later",
-                self.cfg.max_sessions
-            ),
-        ));
-        client.close(close::TRY_AGAIN_LATER, "too many sessions");
+        let most = self.cfg.max_sessions;
+        let why = format!("the server is at its limit of {most} sessions; try again later");
+        client.try_again_later(ErrorCode::TooManySessions, why, "too many sessions");
     }
 
     /// Sessions put away in the store and not live here (for `/metrics` and `/api/status`).

@@ -19,11 +19,8 @@ pub async fn viewer(socket: WebSocket, hub: Arc<TrainingHub>, operator: bool) {
     let fps = Some(cfg.viewer_fps);
     let (client, stream) = client::start(socket, cfg.client_queue, fps, metrics.clone());
     let Some(mut v) = hub.join(client.clone(), operator) else {
-        client.send(&ServerMessage::error(
-            ErrorCode::TooManySessions,
-            "too many training viewers; try again later",
-        ));
-        client.close(client::close::TRY_AGAIN_LATER, "too many viewers");
+        let why = "too many training viewers; try again later";
+        client.try_again_later(ErrorCode::TooManySessions, why, "too many viewers");
         return;
     };
     // Late joiners catch up at once from the mirror (on a cluster follower, first brought up to
