@@ -56,6 +56,9 @@ pub struct Config {
     /// A room with no viewer and no run is closed after this long (seconds).
     #[arg(long, default_value_t = 3600)]
     pub room_idle_secs: u64,
+    /// Finished training runs kept for `GET /api/runs` and the class board (the newest).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_runs_kept: u64,
     /// Most `state_update` frames per second sent to each training viewer; when a run produces
     /// more (step_delay 0), the newest replaces one not yet sent.
     #[arg(long, default_value_t = 60.0)]

@@ -18,6 +18,7 @@ use crate::session::sessions::Sessions;
 use crate::session::store::SessionStore;
 use crate::training::hub::{HubParts, TrainingHub};
 use crate::training::rooms::Rooms;
+use crate::training::runs::RunLog;
 use crate::training::slots::RunSlots;
 use crate::workers::pool::WarmPool;
 use crate::workers::supervisor::{check_workers_dir, Supervisor};
@@ -105,6 +106,7 @@ fn build(
         models: models.clone(),
         operators: operators.clone(),
         slots: Arc::new(RunSlots::new(runs)),
+        runs: Arc::new(RunLog::new(cfg.max_runs_kept as usize)),
     };
     let class = TrainingHub::class(parts.clone(), cluster.clone().map(ClusterTraining::new));
     let rooms = Rooms::new(class.clone(), parts, cluster.is_some());

@@ -3,10 +3,11 @@
 import { InferenceView } from './inference.js';
 import { TrainingView } from './training.js';
 import { OperatorView } from './operator.js';
+import { BoardView } from './board.js';
 import { setupTeacher } from './auth.js';
 
 const $ = (id) => document.getElementById(id);
-const TABS = ['inference', 'training', 'operator'];
+const TABS = ['inference', 'training', 'board', 'operator'];
 window.hamlet = { conn: {}, notices: [] };
 
 const app = {
@@ -39,8 +40,9 @@ const app = {
     if (tab === 'inference') this.inference.start();
     if (tab === 'training') this.training.start();
     if (tab === 'operator') this.operator.start(); else this.operator.stop();
+    if (tab === 'board') this.board.start(); else this.board.stop();
     const s = this.conn[tab]; if (s) this.setConn(tab, s);
-    else if (tab === 'operator') { $('conn').dataset.state = 'idle'; $('conn').textContent = 'Operator view'; }
+    else if (tab === 'operator' || tab === 'board') { $('conn').dataset.state = 'idle'; $('conn').textContent = tab === 'board' ? 'Class board' : 'Operator view'; }
     const q = new URLSearchParams(location.search);
     history.replaceState(null, '', `${q.toString() ? `?${q}` : location.pathname}#${tab}`);
   },
@@ -105,6 +107,7 @@ async function main() {
   app.inference = new InferenceView(app);
   app.training = new TrainingView(app);
   app.operator = new OperatorView(app);
+  app.board = new BoardView(app);
   // For the browser tests (and the curious, in the console): the views themselves.
   window.hamlet.views = { inference: app.inference, training: app.training };
   setupKeys();

@@ -60,12 +60,12 @@ export function ticks(lo, hi, n = 5) {
   return out;
 }
 
-const fmt = (v) => (Math.abs(v) >= 1000 ? `${(v / 1000).toFixed(Math.abs(v) >= 10000 ? 0 : 1)}k` : Math.abs(v) >= 10 || v === 0 ? v.toFixed(0) : v.toPrecision(2));
+export const fmt = (v) => (Math.abs(v) >= 1000 ? `${(v / 1000).toFixed(Math.abs(v) >= 10000 ? 0 : 1)}k` : Math.abs(v) >= 10 || v === 0 ? v.toFixed(0) : v.toPrecision(2));
 
 /// Places label boxes without overlap: each label keeps its wanted y if free, else moves to the
 /// nearest free place within the chart (or is dropped when there is none). Boxes are
 /// [x0, y0, x1, y1].
-class Labels {
+export class Labels {
   constructor(ctx, bounds, px) { this.ctx = ctx; this.bounds = bounds; this.px = px; this.boxes = []; this.placed = []; }
   overlaps(b) { return this.boxes.some((o) => b[0] < o[2] && b[2] > o[0] && b[1] < o[3] && b[3] > o[1]); }
   /// Reserve a box nothing else may cover (the plot's own marks, say).
@@ -94,7 +94,7 @@ class Labels {
 
 /// Prepares a canvas drawn at its displayed size: the context, its size and the label size, all in
 /// device pixels.
-function begin(canvas) {
+export function begin(canvas) {
   const ctx = canvas.getContext('2d'), t = theme(), dpr = window.devicePixelRatio || 1;
   const W = canvas.width, H = canvas.height, px = Math.round(labelPx() * dpr);
   ctx.clearRect(0, 0, W, H); ctx.fillStyle = t.card; ctx.fillRect(0, 0, W, H);
@@ -103,7 +103,7 @@ function begin(canvas) {
 }
 
 /// Records what a chart drew (label boxes in CSS pixels of the canvas) for tests.
-function record(canvas, labels, extra) {
+export function record(canvas, labels, extra) {
   const scale = canvas.getBoundingClientRect().width / Math.max(1, canvas.width);
   canvas.dataset.labels = JSON.stringify(labels.placed.map((l) => ({ text: l.text, box: l.box.map((v) => +(v * scale).toFixed(1)) })));
   Object.assign(canvas.dataset, extra);

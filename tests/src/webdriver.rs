@@ -219,3 +219,37 @@ impl Drop for Browser {
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
+
+/// The lowest WCAG contrast ratio of any visible text element against its effective background,
+/// and which element it is. What the eye gets: each ancestor's background composited from the
+/// canvas down with its alpha and the opacity of its group (the product of the `opacity` of it and
+/// its ancestors), then the text's colour composited onto that with its own alpha and the same
+/// opacity — so faint text (`rgba(…, 0.4)`, `opacity: 0.5`) is judged as it looks.
+pub const LOWEST_CONTRAST: &str = r#"
+    const lum = (c) => { const [r, g, b] = c.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+                         return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+    const rgba = (s) => { const v = (s.match(/[\d.]+/g) || []).map(Number); return [v.slice(0, 3), v.length >= 4 ? v[3] : 1]; };
+    const over = (c, a, under) => c.map((v, i) => v * a + under[i] * (1 - a));
+    const seen = (el) => {
+        const chain = []; for (let e = el; e; e = e.parentElement) chain.unshift(e);
+        let bg = [255, 255, 255], opacity = 1;
+        for (const e of chain) {
+            const st = getComputedStyle(e);
+            opacity *= Number(st.opacity);
+            const [c, a] = rgba(st.backgroundColor);
+            if (c.length === 3) bg = over(c, a * opacity, bg);
+        }
+        const [fg, a] = rgba(getComputedStyle(el).color);
+        return [over(fg, a * opacity, bg), bg];
+    };
+    let worst = { ratio: 99, what: '' };
+    for (const el of document.querySelectorAll('body *')) {
+        if (!el.offsetParent || el.closest('[hidden]')) continue;
+        const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+        if (!own) continue;
+        const [fg, bg] = seen(el);
+        const [a, b] = [lum(fg), lum(bg)];
+        const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+        if (ratio < worst.ratio) worst = { ratio, what: el.tagName + '#' + el.id + ' ' + el.textContent.trim().slice(0, 30) };
+    }
+    return worst;"#;

@@ -82,6 +82,45 @@ async fn two_rooms_train_at_once_each_with_its_own_run_history_and_model() {
     );
     assert_eq!(room(&s, "red")["episodes_completed"], 30);
     assert_eq!(room(&s, "blue")["episodes_completed"], 20);
+    // The board's view of each room: its state and its run, labelled by what differs from the
+    // defaults (the seed and the model's name are not learning settings).
+    let red_room = room(&s, "red");
+    assert_eq!(red_room["state"], "complete");
+    assert_eq!(red_room["run"]["episodes"], 30);
+    assert_eq!(
+        red_room["run"]["differences"],
+        json!({"num_episodes": 30, "max_steps": 50, "batch_size": 8})
+    );
+    let evals: Vec<u64> = red_room["run"]["curve"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["episode"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        evals,
+        [10, 20, 30],
+        "one greedy evaluation every 10 episodes"
+    );
+    assert_eq!(room(&s, "class")["state"], "idle");
+    assert!(room(&s, "class")["run"].is_null());
+    // Finished runs, for the board: room, outcome, model, seed, best and curve.
+    let runs = s.get_json("/api/runs");
+    assert_eq!(runs["count"], 2, "{runs}");
+    for (name, episodes, seed) in [("red", 30, 1), ("blue", 20, 2)] {
+        let r = runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["room"] == name)
+            .unwrap_or_else(|| panic!("no finished run of {name}: {runs}"));
+        assert_eq!(r["outcome"], "completed");
+        assert_eq!(r["episodes"], episodes);
+        assert_eq!(r["seed"], seed);
+        assert_eq!(r["model_saved"], format!("{name}-run.onnx"));
+        assert!(r["best"]["steps"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(r["curve"].as_array().unwrap().len(), episodes / 10);
+    }
     assert_eq!(s.get_json("/api/rooms")["rooms"][0]["room"], "class");
     // A room's unnamed model is named after the room.
     let mut green = viewer(&s, "green").await;
@@ -202,6 +241,13 @@ async fn starts_beyond_the_pool_wait_in_a_queue_and_start_when_a_slot_frees() {
     assert_eq!(room(&s, "b")["queued"], 1);
     assert_eq!(room(&s, "c")["queued"], 2);
     assert_eq!(room(&s, "b")["is_training"], false);
+    assert_eq!(
+        (
+            room(&s, "a")["state"].as_str(),
+            room(&s, "b")["state"].as_str()
+        ),
+        (Some("training"), Some("queued"))
+    );
     // c changes its mind, then queues again: at the back.
     c.send(json!({"command":"stop"})).await;
     c.expect("training_status", T).await;
@@ -219,4 +265,16 @@ async fn starts_beyond_the_pool_wait_in_a_queue_and_start_when_a_slot_frees() {
     assert_eq!(c.expect("training_started", T).await["config"]["seed"], 3);
     c.send(json!({"command":"stop"})).await;
     c.expect("training_complete", LONG).await;
+    // Three stopped runs, in the order they finished.
+    let runs = s.get_json("/api/runs")["runs"].clone();
+    let finished: Vec<(&str, &str)> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["room"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        finished,
+        [("a", "stopped"), ("b", "stopped"), ("c", "stopped")]
+    );
 }

@@ -146,6 +146,13 @@ pub(super) async fn rooms(State(s): State<Arc<ServerState>>, h: HeaderMap) -> Re
     guard::cors(&s.cfg.allowed_origins, &h, body.into_response())
 }
 
+/// Finished runs of every room, oldest first (the newest `--max-runs-kept`).
+pub(super) async fn runs(State(s): State<Arc<ServerState>>, h: HeaderMap) -> Response {
+    let runs = s.rooms.finished_runs();
+    let body = json!({"count": runs.len(), "runs": runs, "max_runs_kept": s.cfg.max_runs_kept});
+    guard::cors(&s.cfg.allowed_origins, &h, Json(body).into_response())
+}
+
 pub(super) async fn training_history(
     State(s): State<Arc<ServerState>>,
     Query(q): Query<RoomQuery>,

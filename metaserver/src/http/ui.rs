@@ -52,6 +52,16 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../ui/inside.js"),
     ),
     (
+        "board.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/board.js"),
+    ),
+    (
+        "boardchart.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/boardchart.js"),
+    ),
+    (
         "charts.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../ui/charts.js"),

@@ -4,6 +4,7 @@
 
 use super::history::RunHistory;
 use super::hub::TrainingHub;
+use super::runs::{Outcome, RunRow};
 use super::state::{episode_being_run, RedisUpdate, RunState};
 use crate::outqueue::Delivery;
 use ipc_proto::browser::{ErrorCode, ServerMessage, TrainingRestarted};
@@ -105,8 +106,15 @@ impl TrainingHub {
                 s.run = RunState::Completed;
                 s.checkpoint = None;
                 s.pace.stop();
+                let outcome = match (c.competent, c.stopped) {
+                    (true, _) => Outcome::Competent,
+                    (false, true) => Outcome::Stopped,
+                    (false, false) => Outcome::Completed,
+                };
+                let row = RunRow::of(&self.room, &s.history, s.status.best);
                 let pace = s.pace.clone();
                 drop(s);
+                self.runs.record(row, outcome, c.model_saved.clone());
                 // Small and rare (once a run): written where it is learned.
                 pace.save(self.pace_file().as_ref());
             }
@@ -116,14 +124,16 @@ impl TrainingHub {
 
     pub(super) fn fail_run(&self, reason: String) {
         self.tell_redis(RedisUpdate::Finished);
-        {
+        let row = {
             let mut s = self.state.lock();
             s.status.is_training = false;
             s.status.paused = false;
             s.run = RunState::Failed;
             s.last_error = Some(reason.clone());
             s.checkpoint = None;
-        }
+            RunRow::of(&self.room, &s.history, s.status.best)
+        };
+        self.runs.record(row, Outcome::Failed, None);
         warn!(%reason, "training run failed");
         self.announce(&ServerMessage::error(
             ErrorCode::TrainingFailed,

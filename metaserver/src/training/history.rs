@@ -8,6 +8,7 @@ use hamlet_env::{World, N_ACTIONS};
 use ipc_proto::browser::{EndReason, EpisodeComplete};
 use ipc_proto::training::TrainingConfig;
 use serde::Serialize;
+use std::time::Instant;
 
 /// Most episode rows in one answer.
 pub const MAX_ROWS: usize = 2000;
@@ -74,6 +75,18 @@ pub struct RunHistory {
     pub config: Option<TrainingConfig>,
     episodes: Vec<EpisodeRow>,
     evaluations: Vec<EvaluationRow>,
+    /// When this server saw the run start (for its time to competence).
+    started: Option<Instant>,
+    /// The first greedy evaluation that was competent, and when.
+    competent: Option<Competence>,
+}
+
+/// When a run first became competent (rooms.md: a greedy evaluation that survives `max_steps`
+/// with return ≥ 1000): after how many episodes, and how many seconds after it started here.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Competence {
+    pub episode: u32,
+    pub seconds: f64,
 }
 
 /// What the endpoint answers for one run.
@@ -91,8 +104,27 @@ impl RunHistory {
     pub fn new(config: TrainingConfig) -> Self {
         RunHistory {
             config: Some(config),
+            started: Some(Instant::now()),
             ..RunHistory::default()
         }
+    }
+
+    pub fn evaluations(&self) -> &[EvaluationRow] {
+        &self.evaluations
+    }
+
+    /// Episodes recorded (the last one's number).
+    pub fn episodes_done(&self) -> u32 {
+        self.episodes.last().map_or(0, |r| r.episode)
+    }
+
+    pub fn competence(&self) -> Option<Competence> {
+        self.competent
+    }
+
+    /// Seconds since the run started here.
+    pub fn seconds(&self) -> f64 {
+        self.started.map_or(0.0, |t| t.elapsed().as_secs_f64())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -128,6 +160,16 @@ impl RunHistory {
             steps,
             reward,
         });
+        let competent = self
+            .config
+            .as_ref()
+            .is_some_and(|c| c.is_competent(steps, reward));
+        if competent && self.competent.is_none() {
+            self.competent = Some(Competence {
+                episode,
+                seconds: self.seconds(),
+            });
+        }
     }
 
     pub fn view(&self) -> HistoryView {

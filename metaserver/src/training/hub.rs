@@ -5,6 +5,7 @@
 
 use super::history::{HistoryView, RunHistory};
 use super::pace::Pace;
+use super::runs::{RunLog, RunRow};
 use super::slots::RunSlots;
 use super::state::{HubCmd, HubState, RedisUpdate, TrainingInfo, Viewer};
 use crate::cluster::training::ClusterTraining;
@@ -43,6 +44,8 @@ pub struct TrainingHub {
     pub room: String,
     /// The pool of runs every room shares.
     pub(super) slots: Arc<RunSlots>,
+    /// Where a finished run is recorded for the class board.
+    pub(super) runs: Arc<RunLog>,
 }
 
 impl TrainingHub {
@@ -70,6 +73,7 @@ impl TrainingHub {
             models,
             operators,
             slots,
+            runs,
         } = parts;
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let pace = Pace::load(keep_dir.as_ref().map(|d| d.join(PACE_FILE)).as_deref());
@@ -86,6 +90,7 @@ impl TrainingHub {
             keep_dir,
             room: room.to_owned(),
             slots,
+            runs,
         })
     }
 
@@ -120,6 +125,17 @@ impl TrainingHub {
 
     pub fn info(&self) -> TrainingInfo {
         self.state.lock().info()
+    }
+
+    /// The status row and, once a run has started here, that run as the board shows it.
+    pub fn board_view(&self) -> (TrainingInfo, Option<RunRow>) {
+        let s = self.state.lock();
+        let run = s
+            .history
+            .config
+            .is_some()
+            .then(|| RunRow::of(&self.room, &s.history, s.status.best));
+        (s.info(), run)
     }
 
     /// This node's part in a cluster's run (`None` on one machine).
@@ -201,4 +217,5 @@ pub struct HubParts {
     pub models: Arc<ModelCatalog>,
     pub operators: Operators,
     pub slots: Arc<RunSlots>,
+    pub runs: Arc<RunLog>,
 }

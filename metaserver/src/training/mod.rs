@@ -19,6 +19,7 @@ pub mod pace;
 pub mod relay;
 pub mod rooms;
 pub mod run_file;
+pub mod runs;
 pub mod slots;
 pub mod state;
 pub mod viewer;

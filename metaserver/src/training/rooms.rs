@@ -10,7 +10,8 @@
 //! server (`class`'s run alone is kept in `training-run.json`).
 
 use super::hub::{HubParts, TrainingHub, CLASS_ROOM};
-use super::state::TrainingInfo;
+use super::runs::RunRow;
+use super::state::RunState;
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -52,10 +53,61 @@ pub enum RoomRefusal {
 #[derive(Serialize)]
 pub struct RoomRow {
     pub room: String,
+    pub state: RoomState,
     /// Its start's place in the pool's queue (from 1), while it waits for a slot.
     pub queued: Option<usize>,
-    #[serde(flatten)]
-    pub info: TrainingInfo,
+    pub is_training: bool,
+    pub episodes_completed: u32,
+    pub total_episodes: u32,
+    pub viewers: usize,
+    pub worker_pid: Option<u32>,
+    pub restarts: u32,
+    pub last_error: Option<String>,
+    /// The current (or last) run, as the board compares runs: `None` before the room's first.
+    pub run: Option<RunRow>,
+}
+
+/// Where a room is (rooms.md), for the board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomState {
+    /// No run yet, or its start was withdrawn.
+    Idle,
+    /// Its start waits for a slot in the pool.
+    Queued,
+    Training,
+    Paused,
+    /// Its last run finished (completed, competent or stopped).
+    Complete,
+    /// Its last run failed.
+    Failed,
+}
+
+impl RoomRow {
+    fn of(hub: &TrainingHub, queued: Option<usize>) -> RoomRow {
+        let (info, run) = hub.board_view();
+        let state = match (queued, info.state, info.paused) {
+            (Some(_), _, _) => RoomState::Queued,
+            (None, RunState::Running, true) => RoomState::Paused,
+            (None, RunState::Running, false) => RoomState::Training,
+            (None, RunState::Completed, _) => RoomState::Complete,
+            (None, RunState::Failed, _) => RoomState::Failed,
+            (None, RunState::Idle, _) => RoomState::Idle,
+        };
+        RoomRow {
+            room: hub.room.clone(),
+            state,
+            queued,
+            is_training: info.is_training,
+            episodes_completed: info.episodes_completed,
+            total_episodes: info.total_episodes,
+            viewers: info.viewers,
+            worker_pid: info.worker_pid,
+            restarts: info.restarts,
+            last_error: info.last_error,
+            run,
+        }
+    }
 }
 
 impl Rooms {
@@ -121,11 +173,7 @@ impl Rooms {
 
     /// Every room, `class` first.
     pub fn list(&self) -> Vec<RoomRow> {
-        let row = |h: &TrainingHub| RoomRow {
-            room: h.room.clone(),
-            queued: self.parts.slots.position(&h.room),
-            info: h.info(),
-        };
+        let row = |h: &TrainingHub| RoomRow::of(h, self.parts.slots.position(&h.room));
         let mut rows = vec![row(&self.class)];
         rows.extend(self.others.lock().values().map(|r| row(&r.hub)));
         rows
@@ -190,6 +238,11 @@ impl Rooms {
             }
             !idle
         });
+    }
+
+    /// Finished runs of every room, oldest first.
+    pub fn finished_runs(&self) -> Vec<super::runs::FinishedRun> {
+        self.parts.runs.list()
     }
 
     /// Waits for every room's hub to end (after the server's stop).

@@ -1,0 +1,175 @@
+//! Class experiments in a real headless Chromium (issue 33): the class board comparing the rooms'
+//! finished runs at a projector's 1920×1080, and "Try it yourself" from a watch link.
+
+use hamlet_tests::webdriver::{Browser, LOWEST_CONTRAST};
+use hamlet_tests::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const W: Duration = Duration::from_secs(30);
+const LONG: Duration = Duration::from_secs(120);
+
+fn artifacts() -> std::path::PathBuf {
+    root().join("target/test-artifacts")
+}
+
+/// A short run in `room` with this learning rate and seed, waited for to its end.
+async fn train(s: &Server, room: &str, learning_rate: f64, seed: u64) {
+    let mut v = Ws::connect(&s.url(&format!("/ws/training?room={room}")))
+        .await
+        .unwrap();
+    v.expect("training_status", T).await;
+    v.send(
+        json!({"command":"start_training","num_episodes":30,"max_steps":150,"batch_size":16,
+                  "step_delay":0,"show_every":1000,"seed":seed,"learning_rate":learning_rate,
+                  "eval_every":5}),
+    )
+    .await;
+    v.expect("training_complete", LONG).await;
+}
+
+/// The three groups' best evaluations, ranked as the board must: competent first, then longer
+/// survival, then higher return (computed here from `/api/runs`, not by the page's code).
+fn expected_ranking(runs: &Value) -> Vec<String> {
+    let mut best: Vec<(String, u64, f64)> = Vec::new();
+    for r in runs["runs"].as_array().unwrap() {
+        let room = r["room"].as_str().unwrap().to_owned();
+        let (steps, ret) = (
+            r["best"]["steps"].as_u64().unwrap(),
+            r["best"]["return"].as_f64().unwrap(),
+        );
+        match best.iter_mut().find(|b| b.0 == room) {
+            Some(b) if (steps, ret) > (b.1, b.2) => *b = (room, steps, ret),
+            Some(_) => {}
+            None => best.push((room, steps, ret)),
+        }
+    }
+    best.sort_by(|a, b| (b.1, b.2).partial_cmp(&(a.1, a.2)).unwrap());
+    best.into_iter().map(|b| b.0).collect()
+}
+
+/// Three rooms, each with one learning rate (one of them run with two seeds): the board overlays
+/// their curves, a band for the room with two seeds, labelled by the one setting that changed and
+/// coloured by it, ranked as the runs came out; its choices survive a reload through the URL;
+/// every label is inside the chart and none overlaps another; text keeps its contrast.
+#[test]
+fn the_class_board_compares_three_rooms_at_a_projectors_size() {
+    let s = Server::start_with(ServerOpts {
+        args: vec!["--max-training-runs".into(), "2".into()],
+        ..Default::default()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        tokio::join!(train(&s, "slow", 0.0002, 1), train(&s, "medium", 0.001, 2),);
+        tokio::join!(train(&s, "fast", 0.005, 3), train(&s, "slow", 0.0002, 4));
+    });
+    let runs = s.get_json("/api/runs");
+    assert_eq!(runs["count"], 4, "{runs}");
+    let b = Browser::start().expect("headless Chromium");
+    b.set_size(1920, 1080).unwrap();
+    b.goto(&format!("http://{}/?present=1#board", s.addr))
+        .unwrap();
+    b.wait_for(
+        "the board's three groups",
+        W,
+        "document.getElementById('b-chart').dataset.groups === '3'",
+    )
+    .unwrap();
+    let board = b.eval("return window.hamlet.board").unwrap();
+    assert_eq!(board["knob"], "learning_rate", "{board}");
+    assert!(
+        board["shared"]
+            .as_str()
+            .unwrap()
+            .contains("num_episodes 30"),
+        "what all runs share is said once: {board}"
+    );
+    let ranked: Vec<String> = serde_json::from_value(board["ranked"].clone()).unwrap();
+    assert_eq!(ranked, expected_ranking(&runs));
+    // Each curve's end label names its one change, with its best value beside its last.
+    let labels: Vec<Value> = serde_json::from_str(
+        b.eval("return document.getElementById('b-chart').dataset.labels")
+            .unwrap()
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let ends: Vec<&Value> = labels
+        .iter()
+        .filter(|l| l["text"].as_str().unwrap().contains("learning_rate"))
+        .collect();
+    let medium = ends
+        .iter()
+        .find(|l| l["text"].as_str().unwrap().starts_with("medium"));
+    assert!(
+        medium.is_some_and(|l| l["text"].as_str().unwrap().contains("0.001 (default)")),
+        "the room that kept the default says so: {ends:?}"
+    );
+    assert_eq!(ends.len(), 3, "{labels:?}");
+    for l in &ends {
+        let t = l["text"].as_str().unwrap();
+        assert!(t.contains("best") && t.contains("last"), "{t}");
+    }
+    let size = b
+        .eval("const r = document.getElementById('b-chart').getBoundingClientRect(); return [r.width, r.height]")
+        .unwrap();
+    let (cw, ch) = (size[0].as_f64().unwrap(), size[1].as_f64().unwrap());
+    assert!(cw >= 1600.0, "the chart spans the projector's width: {cw}");
+    let boxes: Vec<[f64; 4]> = labels
+        .iter()
+        .map(|l| serde_json::from_value(l["box"].clone()).unwrap())
+        .collect();
+    for (i, a) in boxes.iter().enumerate() {
+        assert!(
+            a[0] >= 0.0 && a[1] >= 0.0 && a[2] <= cw + 0.5 && a[3] <= ch + 0.5,
+            "{a:?} leaves the chart"
+        );
+        assert!(
+            a[3] - a[1] >= 20.0,
+            "a label too small for a projector: {a:?}"
+        );
+        for c in &boxes[i + 1..] {
+            let overlap = a[0] < c[2] && a[2] > c[0] && a[1] < c[3] && a[3] > c[1];
+            assert!(!overlap, "labels overlap: {a:?} {c:?}");
+        }
+    }
+    // The leaderboard: one row per group, in the ranking's order, and the class's empty room.
+    let rows = b
+        .eval("return [...document.querySelectorAll('#b-table tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
+        .unwrap();
+    let rooms: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[1].as_str().unwrap())
+        .collect();
+    let mut want: Vec<&str> = ranked.iter().map(String::as_str).collect();
+    want.push("class");
+    assert_eq!(rooms, want);
+    let slow = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r[1] == "slow")
+        .unwrap();
+    assert_eq!(
+        slow[7], "2",
+        "the two seeds of one room are one group: {slow}"
+    );
+    let worst = b.eval(LOWEST_CONTRAST).unwrap();
+    assert!(worst["ratio"].as_f64().unwrap() >= 4.5, "{worst}");
+    assert_eq!(b.eval("return window.hamletErrors").unwrap(), json!([]));
+    b.screenshot(&artifacts().join("class-board.png")).unwrap();
+    // The board's choices are in its URL: a reload (or a link) shows the same board.
+    b.eval("const m = document.getElementById('b-metric'); m.value = 'reward'; m.dispatchEvent(new Event('change')); return true")
+        .unwrap();
+    let url = b.eval("return location.href").unwrap();
+    assert!(url.as_str().unwrap().contains("metric=reward"), "{url}");
+    b.goto(url.as_str().unwrap()).unwrap();
+    b.wait_for(
+        "the reloaded board",
+        W,
+        "document.getElementById('b-chart').dataset.metric === 'reward' && document.getElementById('b-metric').value === 'reward'",
+    )
+    .unwrap();
+}
