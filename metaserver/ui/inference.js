@@ -30,6 +30,9 @@ export class InferenceView {
     // A watch link (?watch=…) shows someone else's session read-only; otherwise this tab's own
     // session, resumed with the token kept per tab (a reload or a dropped connection comes back).
     this.watch = new URLSearchParams(location.search).get('watch');
+    // "Try it yourself" (?fork=…): a session of this tab's own from where the watched one is; once
+    // connected it is this tab's session like any other (the URL forgets the fork).
+    this.fork = this.watch ? null : new URLSearchParams(location.search).get('fork');
     this.socket = new Socket(() => this.path(), {
       onMessage: (m) => this.onMessage(m),
       onState: (s, code, reason) => this.app.setConn('inference', s, code, reason),
@@ -71,6 +74,7 @@ export class InferenceView {
 
   path() {
     if (this.watch) return `/ws?watch=${encodeURIComponent(this.watch)}`;
+    if (this.fork) return `/ws?fork=${encodeURIComponent(this.fork)}`;
     const token = sessionStorage.getItem(TOKEN);
     return token ? `/ws?resume=${encodeURIComponent(token)}` : '/ws';
   }
@@ -102,7 +106,19 @@ export class InferenceView {
     document.body.classList.add('watching');
     this.state.readOnly = true; this.state.watching = m.watching;
     $('watch-banner').hidden = false;
-    $('watch-banner').textContent = `Watching session ${m.watching.slice(0, 8)} (view only): its owner controls it; you see what they see. “What if…?” works here too.`;
+    $('watch-banner').textContent = `Watching session ${m.watching.slice(0, 8)} (view only): its owner controls it; you see what they see. “What if…?” works here too. `;
+    const mine = document.createElement('button');
+    mine.id = 'btn-fork'; mine.className = 'primary'; mine.textContent = 'Try it yourself';
+    mine.title = 'Your own copy of this session from this very step, paused: the original is not touched';
+    mine.onclick = () => { location.href = `/?fork=${encodeURIComponent(this.watch)}`; };
+    $('watch-banner').append(mine);
+  }
+
+  /// A fork's `connected`: the tab's own session from now on; its first frame says where it began.
+  forked() {
+    this.fork = null; this.announceFork = true;
+    const q = new URLSearchParams(location.search); q.delete('fork');
+    history.replaceState(null, '', `${q.toString() ? `?${q}` : location.pathname}${location.hash}`);
   }
 
   /// The page's URL carries model and speed, so a link reproduces what the teacher shows.
@@ -201,6 +217,7 @@ export class InferenceView {
         this.setPlaying(m.playing);
         if (m.read_only) break;
         if (m.resume_token) sessionStorage.setItem(TOKEN, m.resume_token);
+        if (this.fork) this.forked();
         this.watchToken = m.watch_token; $('btn-share').hidden = !m.watch_token;
         // A resumed session is as it was; a new one takes the model and speed the URL names.
         if (m.resumed) this.announceResume = true; else this.applyUrl();
@@ -210,6 +227,13 @@ export class InferenceView {
       case 'session_status': Object.assign(this.state, { speed: m.speed, model: m.model }); this.setPlaying(m.playing); break;
       case 'episode_start': this.trail = []; this.state.episode = m.episode; if (m.model_name) this.state.model = m.model_name; break;
       case 'state_update':
+        if (this.announceFork) {
+          this.announceFork = false;
+          const note = $('resumed-note');
+          note.textContent = `Your own copy, from episode ${m.episode}, step ${m.step} — paused. Press ▶ Play or Step →; the session you watched is not touched.`;
+          note.hidden = false; this.state.forkedAt = { episode: m.episode, step: m.step };
+          clearTimeout(this.resumeTimer); this.resumeTimer = setTimeout(() => { note.hidden = true; }, 10000);
+        }
         if (this.announceResume) {
           this.announceResume = false;
           const note = $('resumed-note');

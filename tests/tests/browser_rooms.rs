@@ -173,3 +173,66 @@ fn the_class_board_compares_three_rooms_at_a_projectors_size() {
     )
     .unwrap();
 }
+
+/// "Try it yourself" on a watch link's page: the tab gets a session of its own at the watched
+/// step, paused, with every control; its steps do not move the original; a reload keeps the fork
+/// (not a second one).
+#[test]
+fn try_it_yourself_from_a_watch_link_forks_the_session_at_the_watched_step() {
+    let s = Server::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut owner, watch) = rt.block_on(async {
+        let mut owner = Ws::connect(&s.url("/ws")).await.unwrap();
+        let c = owner.expect("connected", T).await;
+        owner.expect("state_update", T).await;
+        for _ in 0..5 {
+            owner.send(json!({"command":"step"})).await;
+            owner.expect("state_update", T).await;
+        }
+        (owner, c["watch_token"].as_str().unwrap().to_owned())
+    });
+    let b = Browser::start().expect("headless Chromium");
+    b.goto(&format!("http://{}/?watch={watch}", s.addr))
+        .unwrap();
+    b.wait_for(
+        "the watched session's frame",
+        W,
+        "window.hamlet.inference.readOnly && window.hamlet.inference.step === 5",
+    )
+    .unwrap();
+    b.click("#btn-fork").unwrap();
+    b.wait_for(
+        "the tab's own copy at step 5",
+        W,
+        "window.hamlet.inference.connected && !window.hamlet.inference.readOnly && window.hamlet.inference.forkedAt \
+         && window.hamlet.inference.forkedAt.step === 5 && !location.search.includes('fork') \
+         && !document.body.classList.contains('watching')",
+    )
+    .unwrap();
+    let note = b
+        .eval("return document.getElementById('resumed-note').textContent")
+        .unwrap();
+    assert!(note.as_str().unwrap().contains("step 5"), "{note}");
+    b.screenshot(&artifacts().join("try-it-yourself.png"))
+        .unwrap();
+    b.click("#btn-step").unwrap();
+    b.wait_for(
+        "the fork's own step",
+        W,
+        "window.hamlet.inference.step === 6",
+    )
+    .unwrap();
+    rt.block_on(async {
+        owner.send(json!({"command":"status"})).await;
+        assert_eq!(owner.expect("session_status", T).await["step"], 5);
+    });
+    // A reload comes back to the fork where it was (its token is the tab's now).
+    b.goto(&format!("http://{}/", s.addr)).unwrap();
+    b.wait_for(
+        "the fork resumed at step 6",
+        W,
+        "window.hamlet.inference.connected && window.hamlet.inference.resumedAt && window.hamlet.inference.resumedAt.step === 6",
+    )
+    .unwrap();
+    assert_eq!(b.eval("return window.hamletErrors").unwrap(), json!([]));
+}

@@ -331,7 +331,7 @@ impl WatchElsewhere for WatchRelay {
         // Asked by the subscriber once the channel is subscribed, so no greeting is missed.
         Watching {
             id: id.to_owned(),
-            probes: None,
+            asks: None,
         }
     }
 

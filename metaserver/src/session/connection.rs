@@ -5,7 +5,7 @@
 //! or on another cluster node through `cluster/watch.rs`.
 
 use super::identity::{Identity, OwnerConn, Restored};
-use super::registry::{too_many_probes, Attach, Claim, ProbeAsk, Watching};
+use super::registry::{too_many_probes, Attach, Claim, ProbeAsk, SessionAsk, Watching};
 use super::sessions::Sessions;
 use super::store::{Lookup, SessionStore, StoreError, StoredSession};
 use super::task::SessionTask;
@@ -27,6 +27,8 @@ use tracing::warn;
 pub struct WsQuery {
     pub resume: Option<String>,
     pub watch: Option<String>,
+    /// A watch token: a new session of one's own from where that session is (`fork.rs`).
+    pub fork: Option<String>,
 }
 
 /// One `/ws` connection: an owner (fresh or resuming) or a watcher. Returns when the browser has
@@ -40,7 +42,10 @@ pub async fn run(socket: WebSocket, sessions: Arc<Sessions>, query: WsQuery) {
     let (tx, rx) = mpsc::channel(32);
     let rate = sessions.cfg.client_rate;
     let parse = command_parser(&sessions);
-    open_owner(&sessions, client.clone(), rx, query.resume).await;
+    match query.fork {
+        Some(watched) => super::fork::open_fork(&sessions, client.clone(), rx, &watched).await,
+        None => open_owner(&sessions, client.clone(), rx, query.resume).await,
+    }
     client::read_loop(stream, client, rate, tx, parse).await;
 }
 
@@ -73,11 +78,11 @@ async fn watch(
                 watcher_status(&sessions, &watching.id)
             }
             InferenceRequest::Probe(probe) => {
-                let ask = ProbeAsk {
+                let ask = SessionAsk::Probe(ProbeAsk {
                     client: client.clone(),
                     probe,
-                };
-                match watching.probes.as_ref().map(|p| p.try_send(ask)) {
+                });
+                match watching.asks.as_ref().map(|p| p.try_send(ask)) {
                     Some(Ok(())) => continue,
                     Some(Err(_)) => too_many_probes(),
                     None => ServerMessage::error(
@@ -108,7 +113,7 @@ fn watcher_status(sessions: &Sessions, id: &str) -> ServerMessage {
 
 /// Starts a session task for `ident` unless one is live already; either way `first` reaches it.
 /// Returns how a watcher reaches the session; `None` (after telling the browser) when it cannot.
-fn start_or_join(
+pub(super) fn start_or_join(
     sessions: &Arc<Sessions>,
     ident: Identity,
     restored: Restored,
@@ -144,7 +149,7 @@ fn start_or_join(
 }
 
 /// What a lookup in the store found.
-enum StoreLookup {
+pub(super) enum StoreLookup {
     Session(Box<StoredSession>),
     Nothing,
     /// The store cannot answer now (a cluster's Redis is down): the session may well exist.
@@ -180,7 +185,7 @@ async fn lookup_stored(sessions: &Sessions, watch: bool, hash: TokenHash) -> Sto
 
 /// The store is down: the browser keeps its token and tries again later (nothing is lost by
 /// handing it a fresh session instead).
-fn refuse_unavailable(client: &Client) {
+pub(super) fn refuse_unavailable(client: &Client) {
     let why = "sessions cannot be resumed right now (the session store is unreachable); retrying";
     client.try_again_later(
         ErrorCode::StoreUnavailable,
@@ -310,7 +315,7 @@ pub async fn open_watcher(
 /// The stored session a watch link names. In a cluster a session started a moment ago on another
 /// node reaches Redis with its first write (within one flush interval): a link opened that soon
 /// is looked up again.
-async fn lookup_watched(sessions: &Sessions, hash: TokenHash) -> StoreLookup {
+pub(super) async fn lookup_watched(sessions: &Sessions, hash: TokenHash) -> StoreLookup {
     let tries = if sessions.in_cluster() { 4 } else { 1 };
     let pause = Duration::from_millis(sessions.cfg.snapshot_flush_ms.max(50));
     let mut found = StoreLookup::Nothing;

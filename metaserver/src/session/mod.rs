@@ -1,7 +1,7 @@
 //! Inference sessions (`/ws`, sessions.md): each browser's private world and agent in a worker
 //! process of its own, surviving its worker, its connection and this server.
 //!
-//! Reading order: [`connection`] (a `/ws` connection finds its session) → [`registry`] (the live
+//! Reading order: [`connection`] (a `/ws` connection finds its session; [`fork`] starts one from another's) → [`registry`] (the live
 //! sessions and the claim rule) → [`task`] (one session's life) with [`browsers`], [`worker`] and
 //! [`persist`] (what the task does with its browsers, its worker process and the store) →
 //! [`store`] and [`dir_store`] (where sessions outlive their connection). [`sessions`] holds the
@@ -12,6 +12,7 @@ pub mod browsers;
 pub mod connection;
 pub mod dir_store;
 pub mod elsewhere;
+pub mod fork;
 pub mod identity;
 pub mod persist;
 pub mod registry;

@@ -9,12 +9,12 @@
 use crate::client::Client;
 use crate::tokens::TokenHash;
 use ipc_proto::browser::SessionStatus;
-use ipc_proto::inference::Probe;
+use ipc_proto::inference::{Probe, SessionSnapshot};
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::identity::{Identity, OwnerConn};
 
@@ -100,6 +100,14 @@ pub struct ProbeAsk {
     pub probe: Probe,
 }
 
+/// What a session's other connections ask of its task.
+pub enum SessionAsk {
+    /// A watcher's `probe`, answered to it alone.
+    Probe(ProbeAsk),
+    /// A fork (`/ws?fork=`): the session's snapshot as it is now (`None` before its first step).
+    Snapshot(oneshot::Sender<Option<SessionSnapshot>>),
+}
+
 /// The answer to a probe that cannot be queued.
 pub fn too_many_probes() -> ipc_proto::browser::ServerMessage {
     ipc_proto::browser::ServerMessage::error(
@@ -108,17 +116,17 @@ pub fn too_many_probes() -> ipc_proto::browser::ServerMessage {
     )
 }
 
-/// How a watcher reaches the session it watches: its id, and where its probes go (`None`: the
+/// How a watcher reaches the session it watches: its id, and where its asks go (`None`: the
 /// session runs on another node, where a probe cannot reach from here).
 pub struct Watching {
     pub id: String,
-    pub probes: Option<mpsc::Sender<ProbeAsk>>,
+    pub asks: Option<mpsc::Sender<SessionAsk>>,
 }
 
-/// A session's task's inboxes: connections that join it, and probes from its watchers.
+/// A session's task's inboxes: connections that join it, and what others ask of it.
 pub struct Inbox {
     pub attach: mpsc::Receiver<Attach>,
-    pub probes: mpsc::Receiver<ProbeAsk>,
+    pub asks: mpsc::Receiver<SessionAsk>,
 }
 
 /// What [`LiveSessions::start_or_join`] came to.
@@ -142,7 +150,7 @@ pub enum Claim {
 struct LiveSession {
     watch: TokenHash,
     attach: mpsc::Sender<Attach>,
-    probes: mpsc::Sender<ProbeAsk>,
+    asks: mpsc::Sender<SessionAsk>,
     row: SessionInfo,
 }
 
@@ -150,15 +158,15 @@ impl LiveSession {
     fn watching(&self) -> Watching {
         Watching {
             id: self.row.id.clone(),
-            probes: Some(self.probes.clone()),
+            asks: Some(self.asks.clone()),
         }
     }
 }
 
 /// How many connections may wait in a session's attach queue.
 const ATTACH_QUEUE: usize = 16;
-/// Watchers' probes waiting for a session's task.
-const PROBE_QUEUE: usize = 32;
+/// Watchers' probes (and forks' asks) waiting for a session's task.
+const ASK_QUEUE: usize = 32;
 
 /// The sessions with a task in this process.
 pub struct LiveSessions {
@@ -193,18 +201,18 @@ impl LiveSessions {
             return Claim::Full(first);
         };
         let (attach_tx, attach) = mpsc::channel(ATTACH_QUEUE);
-        let (probe_tx, probes) = mpsc::channel(PROBE_QUEUE);
+        let (ask_tx, asks) = mpsc::channel(ASK_QUEUE);
         let live = LiveSession {
             watch: ident.watch_hash.clone(),
             attach: attach_tx,
-            probes: probe_tx,
+            asks: ask_tx,
             row: SessionInfo::new(&ident.id, self.max_steps),
         };
         let watching = live.watching();
         map.insert(ident.token_hash.clone(), live);
         Claim::Start {
             watching,
-            inbox: Inbox { attach, probes },
+            inbox: Inbox { attach, asks },
             permit,
             first,
         }

@@ -14,7 +14,7 @@
 //! remains, until its token brings it back or the resume window ends.
 
 use super::identity::{Identity, OwnerConn, Restored};
-use super::registry::{Attach, Inbox};
+use super::registry::{Attach, Inbox, SessionAsk};
 use super::sessions::Sessions;
 use crate::client::{close, Client, Incoming};
 use crate::metrics::RestartReason;
@@ -266,7 +266,14 @@ impl SessionTask {
                 }
                 _ => self.owner_gone(),
             },
-            Some(ask) = self.inbox.probes.recv() => { self.ask_probe(w, ask.client, ask.probe); NextStep::Continue }
+            Some(ask) = self.inbox.asks.recv() => {
+                match ask {
+                    SessionAsk::Probe(p) => self.ask_probe(w, p.client, p.probe),
+                    // The snapshot of the last frame sent: where the watched browsers are.
+                    SessionAsk::Snapshot(tx) => { let _ = tx.send(self.snapshot.clone()); }
+                }
+                NextStep::Continue
+            }
             ev = w.recv() => match ev {
                 LinkEvent::Event(ev) => { self.on_event(ev); NextStep::Continue }
                 LinkEvent::Ended(end) => NextStep::Replace(Replacement::after(w, end).await),
