@@ -6,6 +6,7 @@
 
 use hamlet_onnx::catalog;
 use ipc_proto::browser::ModelDetails;
+use ipc_proto::training::SNAPSHOT_INFIX;
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,6 +29,9 @@ pub struct Listing {
     pub refused: Vec<RefusedModel>,
     /// What a new session loads: `--default-model` if listed, else `catalog::pick_default`.
     pub default: Option<String>,
+    /// The time machine's snapshots of training runs (`STEM.snap-eNNNNN.onnx`), sorted: usable
+    /// models, loaded by name like any other, but not offered in the models list.
+    pub snapshots: Vec<String>,
 }
 
 /// A `.onnx` file that is not a usable model, and why (naming the file, never a path).
@@ -88,7 +92,11 @@ impl ModelCatalog {
     /// Is `name` offered, refused, or unknown (then a rescan is started)?
     pub fn lookup(&self, name: &str) -> ModelLookup {
         let l = self.listing.read();
-        if l.names.iter().any(|n| n == name) {
+        if l.names.iter().any(|n| n == name)
+            || l.snapshots
+                .binary_search_by(|n| n.as_str().cmp(name))
+                .is_ok()
+        {
             return ModelLookup::Offered;
         }
         if let Some(r) = l.refused.iter().find(|r| r.name == name) {
@@ -165,6 +173,10 @@ impl ModelCatalog {
                 }),
             }
         }
+        let (snapshots, details): (Vec<ModelDetails>, Vec<ModelDetails>) = details
+            .into_iter()
+            .partition(|d| d.name.contains(SNAPSHOT_INFIX));
+        let snapshots = snapshots.into_iter().map(|d| d.name).collect();
         let names: Vec<String> = details.iter().map(|d| d.name.clone()).collect();
         let default = self
             .configured_default
@@ -176,7 +188,31 @@ impl ModelCatalog {
             details,
             refused,
             default,
+            snapshots,
         }
+    }
+
+    /// Deletes the snapshots of all but the newest `keep` runs (a run's age: its newest
+    /// snapshot's). Blocking: run it on the blocking pool.
+    pub fn prune_snapshots(&self, keep: usize) {
+        let mut runs: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
+        for name in catalog::list(&self.dir) {
+            let Some((stem, _)) = name.split_once(SNAPSHOT_INFIX) else {
+                continue;
+            };
+            let mtime = file_version(&self.dir.join(&name)).map_or(0, |v| v.1);
+            let run = runs.entry(stem.to_owned()).or_default();
+            run.0 = run.0.max(mtime);
+            run.1.push(name);
+        }
+        let mut by_age: Vec<(u64, Vec<String>)> = runs.into_values().collect();
+        by_age.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, files) in by_age.into_iter().skip(keep) {
+            for f in files {
+                let _ = std::fs::remove_file(self.dir.join(&f));
+            }
+        }
+        self.wake.notify_one();
     }
 }
 

@@ -7,6 +7,7 @@ import { drawEndings, drawLine, fitCanvas, theme } from './charts.js';
 import { buildMeters, renderMeters } from './meters.js';
 import { buildQBars, renderQBars } from './qbars.js';
 import { TrainForm } from './trainform.js';
+import { TimeMachine } from './timemachine.js';
 import { adminToken, controlToken, setControlToken } from './auth.js';
 
 const $ = (id) => document.getElementById(id);
@@ -38,6 +39,7 @@ export class TrainingView {
     });
     window.hamlet.training = this.state;
     this.form = new TrainForm((msg) => this.send(msg));
+    this.timeMachine = new TimeMachine(this.room || 'class');
     this.form.load();
     buildMeters($('t-meters'), 'tm'); buildQBars($('t-qvalues'), 'tq');
     this.bind();

@@ -236,3 +236,93 @@ fn try_it_yourself_from_a_watch_link_forks_the_session_at_the_watched_step() {
     .unwrap();
     assert_eq!(b.eval("return window.hamletErrors").unwrap(), json!([]));
 }
+
+/// The time machine on a room's page: its snapshots listed, three played side by side from the
+/// same start (the untrained network and the trained ones go different ways), one step slider
+/// and Play moving every view.
+#[test]
+fn the_time_machine_plays_snapshots_side_by_side_on_one_slider() {
+    let s = Server::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut v = Ws::connect(&s.url("/ws/training?room=tm")).await.unwrap();
+        v.expect("training_status", T).await;
+        v.send(
+            json!({"command":"start_training","num_episodes":40,"max_steps":120,"batch_size":16,
+                      "step_delay":0,"show_every":1000,"seed":5,"eval_every":10}),
+        )
+        .await;
+        v.expect("training_complete", LONG).await;
+    });
+    let b = Browser::start().expect("headless Chromium");
+    b.set_size(1600, 1000).unwrap();
+    b.goto(&format!("http://{}/?room=tm#training", s.addr))
+        .unwrap();
+    b.wait_for(
+        "the training view",
+        W,
+        "window.hamlet.training && window.hamlet.training.connected",
+    )
+    .unwrap();
+    b.click("#tm-load").unwrap();
+    b.wait_for(
+        "the run's ten snapshots",
+        W,
+        "document.querySelectorAll('#tm-list input').length === 10",
+    )
+    .unwrap();
+    let ticked = b
+        .eval("return document.querySelectorAll('#tm-list input:checked').length")
+        .unwrap();
+    assert_eq!(ticked, 3, "the first, the middle and the best are offered");
+    b.click("#tm-play").unwrap();
+    b.wait_for(
+        "three recorded episodes",
+        Duration::from_secs(60),
+        "window.hamlet.timeMachine.views.length === 3 && window.hamlet.timeMachine.views.every(x => x.ended !== null)",
+    )
+    .unwrap();
+    let views = b.eval("return window.hamlet.timeMachine.views").unwrap();
+    let paths: Vec<&Value> = views
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["path"])
+        .collect();
+    assert_eq!(paths[0][0], paths[2][0], "the same start");
+    assert_ne!(
+        paths[0], paths[2],
+        "the untrained and the best network went the same way"
+    );
+    // One slider moves every view.
+    b.eval("const s = document.getElementById('tm-step'); s.value = '12'; s.dispatchEvent(new Event('input')); return true")
+        .unwrap();
+    let captions = b
+        .eval(
+            "return [...document.querySelectorAll('.tm-view figcaption')].map(c => c.textContent)",
+        )
+        .unwrap();
+    for (c, v) in captions
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(views.as_array().unwrap())
+    {
+        let c = c.as_str().unwrap();
+        let ended = v["ended"].as_u64().unwrap();
+        if ended > 12 {
+            assert!(c.contains("step 12,"), "{c}");
+        } else {
+            assert!(c.contains(&format!("at step {ended}")), "{c}");
+        }
+    }
+    b.click("#tm-run").unwrap();
+    b.wait_for(
+        "Play moving the slider",
+        W,
+        "window.hamlet.timeMachine.k >= 20",
+    )
+    .unwrap();
+    b.screenshot(&artifacts().join("time-machine.png")).unwrap();
+    assert_eq!(b.eval("return window.hamletErrors").unwrap(), json!([]));
+}

@@ -278,3 +278,95 @@ async fn starts_beyond_the_pool_wait_in_a_queue_and_start_when_a_slot_frees() {
         [("a", "stopped"), ("b", "stopped"), ("c", "stopped")]
     );
 }
+
+/// Plays `model` greedily from the fixed start in a fresh session for `steps` steps (or to the
+/// episode's end); the actions it took.
+async fn play(s: &Server, model: &str, steps: usize) -> Vec<Value> {
+    let mut ws = Ws::connect(&s.url("/ws")).await.unwrap();
+    ws.expect("connected", T).await;
+    let first = ws.expect("state_update", T).await;
+    assert_eq!(first["step"], 0);
+    ws.send(json!({"command":"load_model","model":model})).await;
+    assert_eq!(ws.expect("model_loaded", T).await["model"], model);
+    let mut actions = Vec::new();
+    for _ in 0..steps {
+        ws.send(json!({"command":"step"})).await;
+        let f = ws.expect("state_update", T).await;
+        actions.push(json!([f["action"], f["agents"]]));
+        if f["done"] == true {
+            break;
+        }
+    }
+    actions
+}
+
+/// The time machine (rooms.md): a run keeps its first network and one every `snapshot_period`
+/// episodes as loadable models, listed with its best; they are not offered as models; played
+/// from the same start, the first and the last go different ways (and one snapshot played twice
+/// goes the same way); only the newest `--max-snapshot-runs` runs keep their snapshots.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runs_snapshots_are_listed_loadable_and_play_their_own_way() {
+    let s = Server::start_with(ServerOpts {
+        args: vec!["--max-snapshot-runs".into(), "1".into()],
+        ..Default::default()
+    });
+    let mut v = viewer(&s, "tm").await;
+    v.send(
+        json!({"command":"start_training","num_episodes":40,"max_steps":120,"batch_size":16,
+                  "step_delay":0,"show_every":1000,"seed":5,"model_name":"tm-run","eval_every":10}),
+    )
+    .await;
+    v.expect("training_complete", LONG).await;
+    let snaps = s.get_json("/api/rooms/tm/snapshots");
+    let list = snaps["snapshots"].as_array().unwrap().clone();
+    let got: Vec<(u64, &str)> = list
+        .iter()
+        .map(|s| (s["episode"].as_u64().unwrap(), s["kind"].as_str().unwrap()))
+        .collect();
+    let best_episode = got.last().unwrap().0;
+    let mut want: Vec<(u64, &str)> = vec![(0, "first")];
+    want.extend((1..=8).map(|k| (k * 5, "every")));
+    want.push((best_episode, "best"));
+    assert_eq!(
+        got, want,
+        "eight spread over 40 episodes, the first, the best"
+    );
+    assert_eq!(list.last().unwrap()["model"], "tm-run.onnx");
+    let offered = s.get_json("/api/models")["models"].to_string();
+    assert!(
+        !offered.contains(".snap-e"),
+        "snapshots offered as models: {offered}"
+    );
+    // Side by side from the same start: the untrained and the trained network differ.
+    let model = |i: usize| list[i]["model"].as_str().unwrap().to_owned();
+    let (first, last) = (model(0), model(8));
+    let (a, b, c) = tokio::join!(
+        play(&s, &first, 60),
+        play(&s, &last, 60),
+        play(&s, &last, 60)
+    );
+    assert_eq!(b, c, "one snapshot, one start: one trajectory");
+    assert_ne!(a, b, "the first and the last snapshot went the same way");
+    // A second run: with --max-snapshot-runs 1 the first run's snapshots are deleted.
+    let mut w = viewer(&s, "tm2").await;
+    w.send(
+        json!({"command":"start_training","num_episodes":8,"max_steps":50,"batch_size":8,
+                  "step_delay":0,"show_every":1000,"seed":6,"model_name":"tm2-run"}),
+    )
+    .await;
+    w.expect("training_complete", LONG).await;
+    s.wait_for("the first run's snapshots pruned", T, |s| {
+        let l = s.get_json("/api/rooms/tm/snapshots")["snapshots"].clone();
+        l.as_array().unwrap().len() == 1
+    });
+    assert_eq!(
+        s.get_json("/api/rooms/tm2/snapshots")["snapshots"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10,
+        "the newest run keeps its eight, its first and its best"
+    );
+    assert_eq!(s.get("/api/rooms/nobody/snapshots").0, 404);
+    assert_eq!(s.get("/api/rooms/..%2F/snapshots").0, 400);
+}

@@ -79,7 +79,7 @@ pub fn train(setup: RunSetup, ctl: Arc<RunCtl>, out: Outbox, models: PathBuf) {
                 .spawn_scoped(scope, move || replay(ctl, &out, delay))
                 .expect("spawn the replay thread");
         }
-        let end = train_loop(&mut tr, &ctl, &out, &ckpt, resumed);
+        let end = train_loop(&mut tr, &ctl, &out, &ckpt, resumed, &models);
         // A completed run's last replay plays out before `training_complete`; the scope waits
         // for it (a stop has already cut it short).
         ctl.finish();
@@ -103,9 +103,19 @@ pub fn train(setup: RunSetup, ctl: Arc<RunCtl>, out: Outbox, models: PathBuf) {
 }
 
 /// Episodes until the run is complete, competent (if it stops there) or told to end.
-fn train_loop(tr: &mut Trainer, ctl: &RunCtl, out: &Outbox, ckpt: &Path, resumed: bool) -> RunEnd {
+fn train_loop(
+    tr: &mut Trainer,
+    ctl: &RunCtl,
+    out: &Outbox,
+    ckpt: &Path,
+    resumed: bool,
+    models: &Path,
+) -> RunEnd {
     let c = tr.state.config.clone();
     let panic_at = fault_episode().filter(|_| !resumed);
+    if tr.state.episodes_done == 0 {
+        save_snapshot(tr, models); // the untrained network: where the time machine starts
+    }
     while tr.state.episodes_done < c.num_episodes {
         let ep = tr.state.episodes_done + 1;
         if panic_at == Some(ep) {
@@ -122,6 +132,9 @@ fn train_loop(tr: &mut Trainer, ctl: &RunCtl, out: &Outbox, ckpt: &Path, resumed
                 "a greedy evaluation is competent: the run stops"
             );
             return RunEnd::Competent;
+        }
+        if ep.is_multiple_of(c.snapshot_period()) {
+            save_snapshot(tr, models);
         }
         if ep.is_multiple_of(c.checkpoint_every.max(1)) {
             save_checkpoint(tr, ckpt, out);
@@ -242,6 +255,20 @@ fn save_checkpoint(tr: &Trainer, ckpt: &Path, out: &Outbox) {
             path: ckpt.display().to_string(),
         }),
         Err(e) => warn!(error = %e, "checkpoint failed"),
+    }
+}
+
+/// The time machine's snapshot of the network as it is now (when the run keeps them): an ordinary
+/// model file beside the others, named after the run and the episodes done. A failed write loses
+/// one snapshot, never the run.
+fn save_snapshot(tr: &Trainer, models: &Path) {
+    let episode = tr.state.episodes_done;
+    let Some(name) = tr.state.config.snapshot_file(episode) else {
+        return;
+    };
+    let facts = TrainingFacts::from_state(&tr.state);
+    if let Err(e) = write_model(&tr.state.online, &facts, &models.join(&name)) {
+        warn!(error = %e, snapshot = %name, "snapshot not written");
     }
 }
 

@@ -191,9 +191,36 @@ pub struct TrainingConfig {
     pub stop_when_competent: bool,
     #[serde(default)]
     pub pacing: Pacing,
+    /// Episodes between the time machine's snapshots of the network (0: eight spread over the
+    /// run); the first network and the best are kept too.
+    #[serde(default)]
+    pub snapshot_every: u32,
+    /// Where the run's snapshots go: the stem of their model files (`STEM.snap-eNNNNN.onnx`),
+    /// chosen by the metaserver when the run starts (never by a client); `None`: none are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<String>,
 }
 
+/// What a snapshot's model file name has between the run's stem and its episode: never in a name
+/// a client chooses, so snapshots are told apart from the models offered.
+pub const SNAPSHOT_INFIX: &str = ".snap-e";
+
 impl TrainingConfig {
+    /// Episodes between snapshots (the time machine): `snapshot_every`, or an eighth of the run.
+    pub fn snapshot_period(&self) -> u32 {
+        match self.snapshot_every {
+            0 => self.num_episodes.div_ceil(8).max(1),
+            n => n,
+        }
+    }
+
+    /// The file name of the snapshot taken after `episode` episodes, when the run keeps them.
+    pub fn snapshot_file(&self, episode: u32) -> Option<String> {
+        let stem = self.snapshots.as_deref()?;
+        let name = format!("{stem}{SNAPSHOT_INFIX}{episode:05}.onnx");
+        crate::names::is_plain_model_name(&name).then_some(name)
+    }
+
     /// Is a greedy evaluation of `steps` and `reward` competent under this configuration?
     pub fn is_competent(&self, steps: u32, reward: f64) -> bool {
         steps >= self.max_steps && reward >= COMPETENT_RETURN
@@ -226,6 +253,8 @@ impl Default for TrainingConfig {
             eval_every: 10,
             stop_when_competent: false,
             pacing: Pacing::Run,
+            snapshot_every: 0,
+            snapshots: None,
         }
     }
 }

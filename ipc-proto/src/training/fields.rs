@@ -25,6 +25,7 @@ pub mod limits {
     pub const N_STEP: (u32, u32) = (1, 20);
     pub const TRAIN_EVERY: (u32, u32) = (1, 64);
     pub const EVAL_EVERY: (u32, u32) = (1, 100_000);
+    pub const SNAPSHOT_EVERY: (u32, u32) = (0, 100_000);
     /// Longest model name a client may choose (without `.onnx`).
     pub const MODEL_NAME_LEN: usize = 64;
 }
@@ -168,6 +169,9 @@ const TABLE: &[Field] = &[
     int!("eval_every", eval_every, limits::EVAL_EVERY, "Test every N episodes", true,
          "Every N episodes the agent plays one episode with no random moves; the best of these \
           tests is the model that is saved."),
+    int!("snapshot_every", snapshot_every, limits::SNAPSHOT_EVERY, "Snapshot every N episodes", true,
+         "The time machine keeps the network every N episodes (0: eight times over the run), plus \
+          the first and the best, so the class can play them side by side."),
     int!("checkpoint_every", checkpoint_every, limits::CHECKPOINT_EVERY, "Checkpoint every N episodes", true,
          "How often the run is saved, so a crash loses at most this many episodes."),
     choice!("td_target", td_target, TdTarget, "Learning target", true,
@@ -301,14 +305,15 @@ fn model_stem(v: &Value) -> Result<String, FieldError> {
     };
     let stem = s.strip_suffix(".onnx").unwrap_or(s);
     let plain = stem.len() <= limits::MODEL_NAME_LEN
-        && crate::names::is_plain_model_name(&format!("{stem}.onnx"));
+        && crate::names::is_plain_model_name(&format!("{stem}.onnx"))
+        && !stem.contains(super::config::SNAPSHOT_INFIX);
     if plain {
         Ok(stem.to_owned())
     } else {
         let shown: String = s.chars().filter(|c| !c.is_control()).take(60).collect();
         Err(FieldError::new(
             ErrorCode::InvalidModelName,
-            format!("`{shown}` is not a plain model name (letters, digits, `._-`)"),
+            format!("`{shown}` is not a plain model name (letters, digits, `._-`, and not `.snap-e`, which names snapshots)"),
         ))
     }
 }

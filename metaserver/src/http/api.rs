@@ -6,7 +6,7 @@ use crate::guard;
 use crate::training::hub::TrainingHub;
 use crate::training::rooms::{RoomRefusal, Rooms};
 use crate::validate;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -150,6 +150,29 @@ pub(super) async fn rooms(State(s): State<Arc<ServerState>>, h: HeaderMap) -> Re
 pub(super) async fn runs(State(s): State<Arc<ServerState>>, h: HeaderMap) -> Response {
     let runs = s.rooms.finished_runs();
     let body = json!({"count": runs.len(), "runs": runs, "max_runs_kept": s.cfg.max_runs_kept});
+    guard::cors(&s.cfg.allowed_origins, &h, Json(body).into_response())
+}
+
+/// The time machine's networks of a room's current (or last) run: `GET /api/rooms/{room}/snapshots`.
+pub(super) async fn snapshots(
+    State(s): State<Arc<ServerState>>,
+    Path(room): Path<String>,
+    h: HeaderMap,
+) -> Response {
+    let q = RoomQuery { room: Some(room) };
+    let hub = match q.hub(&s.rooms, false) {
+        Ok(hub) => hub,
+        Err(refused) => return refused.into_response(),
+    };
+    let listing = s.sessions.models.rescan().await;
+    let (run, snapshots) = match hub.snapshot_run() {
+        Some((stem, best)) => {
+            let list = crate::training::snapshots::of_run(&listing, &stem, best);
+            (Some(stem), list)
+        }
+        None => (None, Vec::new()),
+    };
+    let body = json!({"room": hub.room, "run": run, "snapshots": snapshots});
     guard::cors(&s.cfg.allowed_origins, &h, Json(body).into_response())
 }
 

@@ -24,6 +24,7 @@ pub fn router(state: Arc<ServerState>, hosts: HostRule) -> Router {
         .route("/api/training/history", get(api::training_history))
         .route("/api/rooms", get(api::rooms))
         .route("/api/runs", get(api::runs))
+        .route("/api/rooms/{room}/snapshots", get(api::snapshots))
         .route("/api/ready", get(api::ready))
         .route("/api/workers", get(operator::workers))
         .route("/api/workers/{id}/restart", post(operator::restart_worker))

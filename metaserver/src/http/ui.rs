@@ -62,6 +62,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../ui/boardchart.js"),
     ),
     (
+        "timemachine.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/timemachine.js"),
+    ),
+    (
         "charts.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../ui/charts.js"),

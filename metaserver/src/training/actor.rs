@@ -151,7 +151,7 @@ impl TrainingHub {
             }
         }
         *budget = RestartBudget::new(RestartPolicy::of(&self.sup.cfg));
-        let config = self.named_for_room(config);
+        let config = self.named(config);
         self.begin_run(&config, &v);
         if let Some(w) = worker.as_ref() {
             let _ = w.send(ToTraining::Start {
@@ -180,14 +180,16 @@ impl TrainingHub {
         self.announce(&m);
     }
 
-    /// A room's unnamed model is called after the room (rooms.md: `ROOM-…`), so the class can
-    /// tell whose agent it is; the class's own runs keep the worker's `dqn-…` names.
-    fn named_for_room(&self, mut config: Box<TrainingConfig>) -> Box<TrainingConfig> {
+    /// Names what the run writes. A room's unnamed model is called after the room (rooms.md:
+    /// `ROOM-…`), so the class can tell whose agent it is; the class's own runs keep the worker's
+    /// `dqn-…` names. Every run's time-machine snapshots are named after its room, start and seed.
+    fn named(&self, mut config: Box<TrainingConfig>) -> Box<TrainingConfig> {
+        let (net, seed) = (config.network.as_str(), config.seed);
+        let stamp = crate::clock::now_secs();
         if self.room != super::hub::CLASS_ROOM && config.model_name.is_none() {
-            let (net, seed) = (config.network.as_str(), config.seed);
-            let stamp = crate::clock::now_secs();
             config.model_name = Some(format!("{}-dqn-{net}-s{seed}-{stamp}", self.room));
         }
+        config.snapshots = Some(format!("{}-{stamp}-s{seed}", self.room));
         config
     }
 

@@ -115,6 +115,7 @@ impl TrainingHub {
                 let pace = s.pace.clone();
                 drop(s);
                 self.runs.record(row, outcome, c.model_saved.clone());
+                self.prune_snapshots();
                 // Small and rare (once a run): written where it is learned.
                 pace.save(self.pace_file().as_ref());
             }
@@ -134,6 +135,7 @@ impl TrainingHub {
             RunRow::of(&self.room, &s.history, s.status.best)
         };
         self.runs.record(row, Outcome::Failed, None);
+        self.prune_snapshots();
         warn!(%reason, "training run failed");
         self.announce(&ServerMessage::error(
             ErrorCode::TrainingFailed,

@@ -127,6 +127,30 @@ impl TrainingHub {
         self.state.lock().info()
     }
 
+    /// The stem of the current (or last) run's snapshots, and its saved best (episode, model)
+    /// when it has finished.
+    pub fn snapshot_run(&self) -> Option<(String, Option<(u32, String)>)> {
+        let stem = self
+            .state
+            .lock()
+            .history
+            .config
+            .as_ref()?
+            .snapshots
+            .clone()?;
+        let best = self.runs.with_snapshots(&stem).and_then(|r| {
+            let episode = r.run.best.map(|b| b.episode)?;
+            Some((episode, r.model_saved?))
+        });
+        Some((stem, best))
+    }
+
+    /// Keeps the snapshots of the newest `--max-snapshot-runs` runs only (on the blocking pool).
+    pub(super) fn prune_snapshots(&self) {
+        let (models, keep) = (self.models.clone(), self.sup.cfg.max_snapshot_runs as usize);
+        tokio::task::spawn_blocking(move || models.prune_snapshots(keep));
+    }
+
     /// The status row and, once a run has started here, that run as the board shows it.
     pub fn board_view(&self) -> (TrainingInfo, Option<RunRow>) {
         let s = self.state.lock();

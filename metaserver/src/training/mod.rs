@@ -21,6 +21,7 @@ pub mod rooms;
 pub mod run_file;
 pub mod runs;
 pub mod slots;
+pub mod snapshots;
 pub mod state;
 pub mod viewer;
 pub mod worker;

@@ -17,9 +17,11 @@ pub const CURVE_POINTS: usize = 120;
 
 /// Settings that change how a run is shown or named, not what it learns: never a run's label.
 /// The seed is reported on its own (runs that differ by seed only are one experiment, a band).
-const NOT_A_KNOB: [&str; 6] = [
+const NOT_A_KNOB: [&str; 8] = [
     "seed",
     "model_name",
+    "snapshots",
+    "snapshot_every",
     "show_every",
     "step_delay",
     "pacing",
@@ -58,6 +60,8 @@ pub struct RunRow {
     pub seconds: f64,
     /// Greedy evaluations, at most [`CURVE_POINTS`].
     pub curve: Vec<EvaluationRow>,
+    /// The stem of its time-machine snapshots (`GET /api/rooms/{room}/snapshots`).
+    pub snapshots: Option<String>,
 }
 
 impl RunRow {
@@ -79,6 +83,7 @@ impl RunRow {
             competent: h.competence(),
             seconds: h.seconds(),
             curve: thin(h.evaluations(), CURVE_POINTS),
+            snapshots: config.snapshots.clone(),
         }
     }
 }
@@ -123,6 +128,16 @@ impl RunLog {
         while kept.1.len() > self.max {
             kept.1.pop_front();
         }
+    }
+
+    /// The newest kept run whose snapshots have this stem.
+    pub fn with_snapshots(&self, stem: &str) -> Option<FinishedRun> {
+        let kept = self.kept.lock();
+        kept.1
+            .iter()
+            .rev()
+            .find(|r| r.run.snapshots.as_deref() == Some(stem))
+            .cloned()
     }
 
     /// The kept runs, oldest first.
