@@ -206,7 +206,7 @@ impl ModelCatalog {
             run.1.push(name);
         }
         let mut by_age: Vec<(u64, Vec<String>)> = runs.into_values().collect();
-        by_age.sort_by(|a, b| b.0.cmp(&a.0));
+        by_age.sort_by_key(|r| std::cmp::Reverse(r.0));
         for (_, files) in by_age.into_iter().skip(keep) {
             for f in files {
                 let _ = std::fs::remove_file(self.dir.join(&f));
