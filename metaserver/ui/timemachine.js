@@ -16,10 +16,25 @@ export class TimeMachine {
   constructor(room) {
     this.room = room; this.views = []; this.k = 0; this.timer = null;
     window.hamlet.timeMachine = { snapshots: [], views: [] };
-    $('tm-load').onclick = () => this.list();
+    $('btn-tm').onclick = () => this.open();
+    $('tm-close').onclick = () => this.shut();
+    document.addEventListener('keydown', (e) => { if (e.key === 'Escape' && !$('tm').hidden) this.shut(); });
     $('tm-play').onclick = () => this.playSideBySide();
     $('tm-step').oninput = (e) => this.show(Number(e.target.value));
     $('tm-run').onclick = () => this.toggleRun();
+  }
+
+  /// Opens the time machine over the page with this run's snapshots.
+  open() {
+    $('tm').hidden = false; $('tm-close').focus();
+    this.list();
+  }
+
+  /// Closes it: the sessions it opened are let go.
+  shut() {
+    if (this.timer) this.toggleRun();
+    this.close(); $('tm').hidden = true; $('tm-views').replaceChildren(); $('tm-controls').hidden = true;
+    $('btn-tm').focus();
   }
 
   /// The run's snapshots, offered as checkboxes (the first, the middle one and the best ticked).

@@ -264,7 +264,7 @@ fn the_time_machine_plays_snapshots_side_by_side_on_one_slider() {
         "window.hamlet.training && window.hamlet.training.connected",
     )
     .unwrap();
-    b.click("#tm-load").unwrap();
+    b.click("#btn-tm").unwrap();
     b.wait_for(
         "the run's ten snapshots",
         W,
@@ -324,5 +324,10 @@ fn the_time_machine_plays_snapshots_side_by_side_on_one_slider() {
     )
     .unwrap();
     b.screenshot(&artifacts().join("time-machine.png")).unwrap();
+    // Closing lets its sessions go.
+    b.click("#tm-close").unwrap();
+    s.wait_for("the time machine's sessions let go", W, |s| {
+        s.get_json("/api/status")["sessions_attached"] == 0
+    });
     assert_eq!(b.eval("return window.hamletErrors").unwrap(), json!([]));
 }
