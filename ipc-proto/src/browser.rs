@@ -469,6 +469,21 @@ impl ServerMessage {
         matches!(self, ServerMessage::StateUpdate(_))
     }
 
+    /// [`to_json`](Self::to_json) with `"room"` first when a room is given (rooms.md: every
+    /// `/ws/training` message says its room; clients of the original ignore it). `queued` names
+    /// its room already.
+    pub fn to_json_in(&self, room: Option<&str>) -> String {
+        let json = self.to_json();
+        match room {
+            Some(room) if !matches!(self, ServerMessage::Queued(_)) => {
+                let name = serde_json::to_string(room).expect("a string serialises");
+                // `json` is an object that starts with its `"type"`: `{"type":…}`.
+                format!("{{\"room\":{name},{}", &json[1..])
+            }
+            _ => json,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         // Serialising our own types cannot fail: no maps with non-string keys, no NaN (serde_json
         // writes `null` for non-finite floats rather than failing).

@@ -250,3 +250,19 @@ fn an_encoded_frame_keeps_no_spare_capacity() {
     assert!(json.len() < 2048, "a plain frame is small: {}", json.len());
     assert_eq!(json.capacity(), json.len());
 }
+
+/// A training room's messages say their room first; `queued` names it once, as it always did.
+#[test]
+fn a_rooms_messages_carry_the_room() {
+    use ipc_proto::browser::{Queued, ServerMessage};
+    let m = ServerMessage::Paused {};
+    let v: serde_json::Value = serde_json::from_str(&m.to_json_in(Some("red"))).unwrap();
+    assert_eq!(v, serde_json::json!({"room": "red", "type": "paused"}));
+    assert_eq!(m.to_json_in(None), m.to_json());
+    let q = ServerMessage::Queued(Queued {
+        room: "red".into(),
+        position: 2,
+    });
+    let text = q.to_json_in(Some("red"));
+    assert_eq!(text.matches("\"room\"").count(), 1, "{text}");
+}

@@ -36,6 +36,8 @@ pub struct Client {
     metrics: Arc<Metrics>,
     /// At most one `state_update` per this period (training viewers, `--viewer-fps`).
     pace: Option<Duration>,
+    /// A training viewer's room: every message encoded here says it.
+    room: Option<Arc<str>>,
 }
 
 impl Client {
@@ -45,10 +47,17 @@ impl Client {
         self.relay(m, Instant::now())
     }
 
+    /// This client, its messages marked with `room` (a `/ws/training` viewer's).
+    pub fn in_room(mut self, room: &str) -> Client {
+        self.room = Some(Arc::from(room));
+        self
+    }
+
     /// Queues a worker's message that reached the relay at `arrived` (the relay-latency clock
     /// starts there, before encoding).
     pub fn relay(&self, m: &ServerMessage, arrived: Instant) -> bool {
-        self.send_encoded(Utf8Bytes::from(m.to_json()), Delivery::of(m), arrived)
+        let text = m.to_json_in(self.room.as_deref());
+        self.send_encoded(Utf8Bytes::from(text), Delivery::of(m), arrived)
     }
 
     /// Queues an already encoded frame (frames are encoded once for every viewer).
@@ -114,6 +123,7 @@ pub fn start(
         close: Arc::new(Mutex::new(None)),
         metrics,
         pace,
+        room: None,
     };
     tokio::spawn(writer(sink, client.clone()));
     (client, stream)

@@ -51,6 +51,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .run(sessions.sup.clone(), stop.clone()),
     );
     let hub_task = tokio::spawn(state.training.clone().run());
+    state.rooms.reopen_kept();
     tokio::spawn(state.rooms.clone().look_after());
     tokio::spawn(expire_detached(sessions.clone()));
     if let Some(c) = cluster {

@@ -67,6 +67,11 @@ async fn two_rooms_train_at_once_each_with_its_own_run_history_and_model() {
             .count()
     };
     assert_eq!((episodes(&red), episodes(&blue)), (30, 20));
+    // Every message says its room.
+    for (v, name) in [(&red, "red"), (&blue, "blue"), (&class, "class")] {
+        let stray: Vec<&Value> = v.seen.iter().filter(|m| m["room"] != name).collect();
+        assert!(stray.is_empty(), "{name}'s viewer got: {stray:?}");
+    }
     assert!(
         class.next(Duration::from_millis(300)).await.is_err(),
         "the class room heard another room's run: {:?}",
@@ -369,4 +374,53 @@ async fn a_runs_snapshots_are_listed_loadable_and_play_their_own_way() {
     );
     assert_eq!(s.get("/api/rooms/nobody/snapshots").0, 404);
     assert_eq!(s.get("/api/rooms/..%2F/snapshots").0, 400);
+}
+
+/// A room's run in progress when the server stops (SIGTERM) is kept beside the store and resumed
+/// from its checkpoint by the next server, in its own room; a room without a run is not kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rooms_run_survives_a_server_restart() {
+    let store = temp_dir("room-restart").join("state");
+    let mut s = Server::start_with(ServerOpts::on_store(&store, &[]));
+    let mut red = viewer(&s, "red").await;
+    let _blue = viewer(&s, "blue").await;
+    red.send(
+        json!({"command":"start_training","num_episodes":100000,"max_steps":60,"batch_size":8,
+                    "step_delay":0,"show_every":1000,"checkpoint_every":1,"seed":6}),
+    )
+    .await;
+    red.expect_where("episode 5", LONG, |v| {
+        v["type"] == "episode_complete" && v["episode"] == 5
+    })
+    .await;
+    let stopping = tokio::task::spawn_blocking(move || {
+        let code = s.terminate();
+        (code, s)
+    });
+    assert_eq!(red.expect_close(T).await, 1012);
+    let (code, old) = stopping.await.unwrap();
+    assert_eq!(code, Some(0));
+    let s2 = Server::start_with(ServerOpts::on_store(&store, &[]));
+    let rooms: Vec<String> = s2.get_json("/api/rooms")["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["room"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(rooms, ["class", "red"], "only the room with a run is kept");
+    let mut back = Ws::connect(&s2.url("/ws/training?room=red")).await.unwrap();
+    back.expect("training_status", T).await;
+    let r = back.expect("training_restarted", LONG).await;
+    assert_eq!(r["reason"], "server restarted");
+    let from = r["resumed_from_episode"].as_u64().unwrap();
+    assert!(from >= 5, "{r}");
+    let next = back.expect("episode_complete", LONG).await;
+    assert_eq!(
+        (next["episode"].as_u64().unwrap(), next["room"].as_str()),
+        (from + 1, Some("red"))
+    );
+    assert_eq!(room(&s2, "red")["state"], "training");
+    assert_eq!(room(&s2, "class")["is_training"], false);
+    drop((back, s2, old));
+    let _ = std::fs::remove_dir_all(store.parent().unwrap());
 }

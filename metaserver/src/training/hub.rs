@@ -56,9 +56,16 @@ impl TrainingHub {
         Self::new(parts, CLASS_ROOM, cluster, keep_dir)
     }
 
-    /// Another room: this server only, and not kept across a restart.
+    /// Another room: this server only. Beside a directory store its run in progress is kept in
+    /// `rooms/NAME/` there when the server stops, and resumed by the next one.
     pub fn room(parts: HubParts, room: &str) -> Arc<Self> {
-        Self::new(parts, room, None, None)
+        let keep_dir = parts
+            .sup
+            .cfg
+            .store
+            .dir()
+            .map(|d| d.join(ROOMS_DIR).join(room));
+        Self::new(parts, room, None, keep_dir)
     }
 
     fn new(
@@ -76,7 +83,7 @@ impl TrainingHub {
             runs,
         } = parts;
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
-        let pace = Pace::load(keep_dir.as_ref().map(|d| d.join(PACE_FILE)).as_deref());
+        let pace = Pace::load(pace_file(&sup, keep_dir.as_deref()).as_deref());
         Arc::new(TrainingHub {
             sup,
             state: Mutex::new(HubState::new(pace)),
@@ -94,6 +101,11 @@ impl TrainingHub {
         })
     }
 
+    /// Where this hub keeps what outlives the server (`None`: nothing is kept).
+    pub(super) fn keep_dir(&self) -> Option<&std::path::Path> {
+        self.keep_dir.as_deref()
+    }
+
     /// The actor's queue; taken once, by the actor.
     pub(super) fn take_commands(&self) -> Option<mpsc::Receiver<HubCmd>> {
         self.cmd_rx.lock().take()
@@ -101,7 +113,7 @@ impl TrainingHub {
 
     /// Where the measured training pace is kept.
     pub(super) fn pace_file(&self) -> Option<PathBuf> {
-        self.keep_dir.as_ref().map(|d| d.join(PACE_FILE))
+        pace_file(&self.sup, self.keep_dir.as_deref())
     }
 
     /// The current (or last) run's history and the one before it.
@@ -175,7 +187,7 @@ impl TrainingHub {
     /// Encodes once, queues for every viewer (and, on a cluster's holder, publishes it once for
     /// the other nodes' viewers); viewers that are hopelessly behind are dropped.
     pub(super) fn broadcast(&self, m: &ServerMessage, delivery: Delivery, arrived: Instant) {
-        let text = Utf8Bytes::from(m.to_json());
+        let text = Utf8Bytes::from(m.to_json_in(Some(&self.room)));
         if let Some(ct) = &self.cluster {
             ct.publish(&text);
         }
@@ -198,7 +210,7 @@ impl TrainingHub {
         let ServerMessage::TrainingStarted(t) = m else {
             return self.broadcast(m, Delivery::of(m), arrived);
         };
-        let text = Utf8Bytes::from(m.to_json());
+        let text = Utf8Bytes::from(m.to_json_in(Some(&self.room)));
         if let Some(ct) = &self.cluster {
             ct.publish(&text);
         }
@@ -226,8 +238,17 @@ impl TrainingHub {
     }
 }
 
-/// The measured pace, kept beside a directory store.
+/// The measured pace, kept beside a directory store (one for every room: it is the machine's).
 const PACE_FILE: &str = "training-pace.json";
+
+/// Where rooms other than `class` keep a run in progress, inside a directory store's directory.
+pub const ROOMS_DIR: &str = "rooms";
+
+/// The pace file, for a hub that keeps anything (`keep_dir`): beside the directory store.
+fn pace_file(sup: &Supervisor, keep_dir: Option<&std::path::Path>) -> Option<PathBuf> {
+    keep_dir?;
+    sup.cfg.store.dir().map(|d| d.join(PACE_FILE))
+}
 
 /// The room of `/ws/training` without `?room=`: what clients of the original use.
 pub const CLASS_ROOM: &str = "class";

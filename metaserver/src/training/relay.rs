@@ -67,7 +67,11 @@ impl TrainingHub {
             ServerMessage::StateUpdate(_) => self.remote_frame_delivery(),
             _ => Delivery::Always,
         };
-        self.broadcast_local(Utf8Bytes::from(m.to_json()), delivery, Instant::now());
+        self.broadcast_local(
+            Utf8Bytes::from(m.to_json_in(Some(&self.room))),
+            delivery,
+            Instant::now(),
+        );
     }
 
     /// The holder's frames arrive as text, without the worker's word on their order; the run's

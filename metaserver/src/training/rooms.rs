@@ -5,11 +5,13 @@
 //!
 //! Bounded: at most `--max-rooms` rooms besides `class`; a room with no viewer and no run is
 //! closed after `--room-idle-secs`. At most `--max-training-runs` of them train at once
-//! (`slots.rs`): a start beyond waits in a queue, its room told its place. Rooms other than `class` live on this server only: in a
-//! cluster they are refused (one lease per room is not built yet), and their runs end with the
-//! server (`class`'s run alone is kept in `training-run.json`).
+//! (`slots.rs`): a start beyond waits in a queue, its room told its place. Rooms other than
+//! `class` live on this server only: in a cluster they are refused (one lease per room is not
+//! built yet). Beside a directory store, a room's run in progress outlives the server as
+//! `class`'s does: kept in `rooms/NAME/training-run.json`, its room reopened at start.
 
-use super::hub::{HubParts, TrainingHub, CLASS_ROOM};
+use super::hub::{HubParts, TrainingHub, CLASS_ROOM, ROOMS_DIR};
+use super::run_file::RUN_FILE;
 use super::runs::RunRow;
 use super::state::RunState;
 use parking_lot::Mutex;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub struct Rooms {
     class: Arc<TrainingHub>,
@@ -171,6 +173,33 @@ impl Rooms {
         self.others.lock().get(name).map(|r| r.hub.clone())
     }
 
+    /// Opens the rooms whose run the previous server kept (`rooms/NAME/` beside a directory
+    /// store): each resumes its run as `class` does. Called once, before serving.
+    pub fn reopen_kept(&self) {
+        let Some(dir) = self.parts.sup.cfg.store.dir().map(|d| d.join(ROOMS_DIR)) else {
+            return;
+        };
+        if self.in_cluster {
+            return;
+        }
+        let names = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok());
+        for name in names {
+            let kept = dir.join(&name).join(RUN_FILE).is_file();
+            if kept && crate::validate::room_name(&name).is_some() {
+                match self.join(&name) {
+                    Ok(_) => info!(room = %name, "training room reopened to resume its run"),
+                    Err(e) => {
+                        warn!(room = %name, refusal = ?e, "a kept training room was not reopened")
+                    }
+                }
+            }
+        }
+    }
+
     /// Every room, `class` first.
     pub fn list(&self) -> Vec<RoomRow> {
         let row = |h: &TrainingHub| RoomRow::of(h, self.parts.slots.position(&h.room));
@@ -235,6 +264,10 @@ impl Rooms {
             if idle {
                 info!(room = %name, "training room closed after staying idle");
                 r.stop.cancel();
+                // Its directory, if it kept a run once (empty since the run was taken back).
+                if let Some(d) = r.hub.keep_dir() {
+                    let _ = std::fs::remove_dir(d);
+                }
             }
             !idle
         });

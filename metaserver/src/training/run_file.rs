@@ -13,9 +13,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tracing::{info, warn};
 
+/// The run a stopping server leaves for the next, in its hub's `keep_dir`.
+pub const RUN_FILE: &str = "training-run.json";
+
 impl TrainingHub {
     fn run_file(&self) -> Option<PathBuf> {
-        self.keep_dir.as_ref().map(|d| d.join("training-run.json"))
+        self.keep_dir.as_ref().map(|d| d.join(RUN_FILE))
     }
 
     /// The run as another server would continue it (`None` before a run has a configuration).
@@ -44,6 +47,10 @@ impl TrainingHub {
         let Some(path) = self.run_file() else {
             return;
         };
+        if let Some(dir) = path.parent() {
+            // A room's own directory (`rooms/NAME/`) is made when it first keeps a run.
+            let _ = std::fs::create_dir_all(dir);
+        }
         let bytes = serde_json::to_vec_pretty(&record).expect("a record serialises");
         match hamlet_onnx::write_atomic(&path, &bytes) {
             Ok(()) => info!(

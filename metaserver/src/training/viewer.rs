@@ -18,6 +18,7 @@ pub async fn viewer(socket: WebSocket, hub: Arc<TrainingHub>, operator: bool) {
     let metrics: Arc<Metrics> = hub.sup.metrics.clone();
     let fps = Some(cfg.viewer_fps);
     let (client, stream) = client::start(socket, cfg.client_queue, fps, metrics.clone());
+    let client = client.in_room(&hub.room);
     let Some(mut v) = hub.join(client.clone(), operator) else {
         let why = "too many training viewers; try again later";
         client.try_again_later(ErrorCode::TooManySessions, why, "too many viewers");
