@@ -150,19 +150,43 @@ async fn two_rooms_train_at_once_each_with_its_own_run_history_and_model() {
     }
 }
 
+/// The last episode a viewer has seen completed.
+fn last_episode(v: &Ws) -> u64 {
+    v.seen
+        .iter()
+        .filter(|m| m["type"] == "episode_complete")
+        .filter_map(|m| m["episode"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Three rooms train at once (a pool of three), a fourth waits with its place; `kill -9` of one
+/// room's worker resumes that room from its checkpoint while the other two never notice — their
+/// episodes keep coming through the crash, and no `training_restarted` reaches them; when a run
+/// ends, the fourth starts.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_in_one_room_is_that_rooms_alone() {
     let s = pool_of(3);
-    let (mut a, mut b) = (viewer(&s, "a").await, viewer(&s, "b").await);
-    a.send(start(100_000, 1, "a-run")).await;
-    b.send(start(100_000, 2, "b-run")).await;
-    a.expect("training_started", T).await;
-    b.expect("training_started", T).await;
+    let mut rooms = Vec::new();
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        let mut v = viewer(&s, name).await;
+        v.send(start(100_000, i as u32 + 1, &format!("{name}-run")))
+            .await;
+        v.expect("training_started", T).await;
+        rooms.push(v);
+    }
+    let mut d = viewer(&s, "d").await;
+    d.send(start(100_000, 4, "d-run")).await;
+    assert_eq!(d.expect("queued", T).await["position"], 1);
+    let [mut a, mut b, mut c] = <[Ws; 3]>::try_from(rooms).ok().unwrap();
     a.expect_where("episode 3", LONG, |m| {
         m["type"] == "episode_complete" && m["episode"].as_u64() >= Some(3)
     })
     .await;
-    b.expect("episode_complete", LONG).await;
+    for v in [&mut b, &mut c] {
+        v.expect("episode_complete", LONG).await;
+    }
+    let before = (last_episode(&b), last_episode(&c));
     let pid = room(&s, "a")["worker_pid"].as_u64().unwrap() as u32;
     signal(pid, Signal::SIGKILL);
     let back = a.expect("training_restarted", LONG).await;
@@ -171,18 +195,29 @@ async fn a_crash_in_one_room_is_that_rooms_alone() {
         "{back}"
     );
     a.expect("episode_complete", LONG).await;
-    // Room b went on throughout, and was told of no restart.
-    b.seen.clear();
-    for _ in 0..3 {
-        b.expect("episode_complete", LONG).await;
+    // Rooms b and c went on through a's crash and restart, and were told of no restart.
+    for v in [&mut b, &mut c] {
+        v.expect("episode_complete", LONG).await;
     }
+    let after = (last_episode(&b), last_episode(&c));
     assert!(
-        !b.seen.iter().any(|m| m["type"] == "training_restarted"),
-        "room b heard room a's restart"
+        after.0 > before.0 && after.1 > before.1,
+        "{before:?} → {after:?}"
     );
-    assert_eq!(room(&s, "b")["restarts"], 0);
+    for (v, name) in [(&b, "b"), (&c, "c")] {
+        assert!(
+            !v.seen.iter().any(|m| m["type"] == "training_restarted"),
+            "room {name} heard room a's restart"
+        );
+        assert_eq!(room(&s, name)["restarts"], 0);
+    }
     assert_eq!(room(&s, "a")["restarts"], 1);
-    for v in [&mut a, &mut b] {
+    assert_eq!(room(&s, "d")["state"], "queued");
+    // A slot frees: the fourth room's run starts.
+    c.send(json!({"command":"stop"})).await;
+    c.expect("training_complete", LONG).await;
+    assert_eq!(d.expect("training_started", T).await["config"]["seed"], 4);
+    for v in [&mut a, &mut b, &mut d] {
         v.send(json!({"command":"stop"})).await;
         v.expect("training_complete", LONG).await;
     }

@@ -431,7 +431,7 @@ async fn the_training_config_table_matches_what_start_training_accepts() {
             assert!(lo <= hi, "{f}");
         }
     }
-    assert_eq!(fields.len(), 23, "every start_training field: {fields:?}");
+    assert_eq!(fields.len(), 24, "every start_training field: {fields:?}");
     start["num_episodes"] = json!(1);
     start["max_steps"] = json!(5);
     let mut a = Ws::connect(&s.url("/ws/training")).await.unwrap();

@@ -5,9 +5,10 @@
 //! or on another cluster node through `cluster/watch.rs`.
 
 use super::identity::{Identity, OwnerConn, Restored};
+use super::lookup::{lookup_stored, lookup_watched, refuse_unavailable, StoreLookup};
 use super::registry::{too_many_probes, Attach, Claim, ProbeAsk, SessionAsk, Watching};
 use super::sessions::Sessions;
-use super::store::{Lookup, SessionStore, StoreError, StoredSession};
+use super::store::StoredSession;
 use super::task::SessionTask;
 use crate::client::{self, close, Client, Incoming};
 use crate::tokens::{new_token, plausible_token, TokenHash};
@@ -18,9 +19,7 @@ use ipc_proto::browser::{ErrorCode, ServerMessage};
 use ipc_proto::inference::SessionCommand;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::warn;
 
 /// Where a `/ws` connection wants to go (its query string).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -43,7 +42,12 @@ pub async fn run(socket: WebSocket, sessions: Arc<Sessions>, query: WsQuery) {
     let rate = sessions.cfg.client_rate;
     let parse = command_parser(&sessions);
     match query.fork {
-        Some(watched) => super::fork::open_fork(&sessions, client.clone(), rx, &watched).await,
+        Some(watched) => {
+            let forked = super::fork::open_fork(&sessions, client.clone(), rx, &watched).await;
+            if let Some((ident, restored, conn)) = forked {
+                start_or_join(&sessions, ident, restored, Attach::Owner(conn));
+            }
+        }
         None => open_owner(&sessions, client.clone(), rx, query.resume).await,
     }
     client::read_loop(stream, client, rate, tx, parse).await;
@@ -113,7 +117,7 @@ fn watcher_status(sessions: &Sessions, id: &str) -> ServerMessage {
 
 /// Starts a session task for `ident` unless one is live already; either way `first` reaches it.
 /// Returns how a watcher reaches the session; `None` (after telling the browser) when it cannot.
-pub(super) fn start_or_join(
+fn start_or_join(
     sessions: &Arc<Sessions>,
     ident: Identity,
     restored: Restored,
@@ -146,52 +150,6 @@ pub(super) fn start_or_join(
             Some(watching)
         }
     }
-}
-
-/// What a lookup in the store found.
-pub(super) enum StoreLookup {
-    Session(Box<StoredSession>),
-    Nothing,
-    /// The store cannot answer now (a cluster's Redis is down): the session may well exist.
-    Unavailable,
-}
-
-/// The stored session `hash` names: claimed for this process (its epoch raised) by its resume
-/// token's hash; only read, never claimed, by its watch token's hash (cluster.md: only the
-/// owner's token claims a session).
-async fn lookup_stored(sessions: &Sessions, watch: bool, hash: TokenHash) -> StoreLookup {
-    let store = sessions.store.clone();
-    let find = move |s: &dyn SessionStore| {
-        if watch {
-            s.get_by_watch(&hash)
-        } else {
-            s.claim(Lookup::Token(&hash))
-        }
-    };
-    match tokio::task::spawn_blocking(move || find(store.as_ref())).await {
-        Ok(Ok(Some(s))) => StoreLookup::Session(Box::new(s)),
-        Ok(Ok(None)) => StoreLookup::Nothing,
-        Ok(Err(StoreError::Unavailable(e))) => {
-            warn!(error = %e, "session store unavailable for a resume");
-            StoreLookup::Unavailable
-        }
-        Ok(Err(e)) => {
-            warn!(error = %e, "session store lookup failed");
-            StoreLookup::Nothing
-        }
-        Err(_) => StoreLookup::Nothing,
-    }
-}
-
-/// The store is down: the browser keeps its token and tries again later (nothing is lost by
-/// handing it a fresh session instead).
-pub(super) fn refuse_unavailable(client: &Client) {
-    let why = "sessions cannot be resumed right now (the session store is unreachable); retrying";
-    client.try_again_later(
-        ErrorCode::StoreUnavailable,
-        why,
-        "session store unavailable",
-    );
 }
 
 /// A browser on `/ws`: with a resume token that leads back, its session; otherwise a fresh one
@@ -310,25 +268,6 @@ pub async fn open_watcher(
     ));
     client.close(close::POLICY, "unknown watch link");
     None
-}
-
-/// The stored session a watch link names. In a cluster a session started a moment ago on another
-/// node reaches Redis with its first write (within one flush interval): a link opened that soon
-/// is looked up again.
-pub(super) async fn lookup_watched(sessions: &Sessions, hash: TokenHash) -> StoreLookup {
-    let tries = if sessions.in_cluster() { 4 } else { 1 };
-    let pause = Duration::from_millis(sessions.cfg.snapshot_flush_ms.max(50));
-    let mut found = StoreLookup::Nothing;
-    for i in 0..tries {
-        if i > 0 {
-            tokio::time::sleep(pause).await;
-        }
-        found = lookup_stored(sessions, true, hash.clone()).await;
-        if !matches!(found, StoreLookup::Nothing) {
-            break;
-        }
-    }
-    found
 }
 
 /// A watcher of a session that is not live here. On one machine its task starts (for its

@@ -7,9 +7,9 @@
 //! frame it last sent (the one its watchers see); otherwise — on another cluster node, or put away
 //! — its copy in the store (written at most `--snapshot-flush-ms` after it changed).
 
-use super::connection::{lookup_watched, refuse_unavailable, start_or_join, StoreLookup};
 use super::identity::{Identity, OwnerCommands, OwnerConn, Restored};
-use super::registry::{Attach, SessionAsk};
+use super::lookup::{lookup_watched, refuse_unavailable, StoreLookup};
+use super::registry::SessionAsk;
 use super::sessions::Sessions;
 use crate::client::{close, Client};
 use crate::tokens::{new_token, plausible_token, TokenHash};
@@ -33,23 +33,28 @@ enum Watched {
     Nothing,
 }
 
-/// A browser on `/ws?fork=…`: its own new session from the watched one's state, or — when the
-/// link leads nowhere — an `unknown_watch_link` error and close 1008, as for a watch link.
+/// A browser on `/ws?fork=…`: who its own new session is, what it starts from (the watched
+/// one's state) and its connection, for the caller to start; `None` (after an
+/// `unknown_watch_link` error and close 1008, as for a watch link) when the link leads nowhere.
 pub async fn open_fork(
     sessions: &Arc<Sessions>,
     client: Client,
     commands: OwnerCommands,
     watch_token: &str,
-) {
+) -> Option<(Identity, Restored, OwnerConn)> {
     let snapshot = match watched(sessions, watch_token).await {
         Watched::Found(s) => s,
-        Watched::Unavailable => return refuse_unavailable(&client),
+        Watched::Unavailable => {
+            refuse_unavailable(&client);
+            return None;
+        }
         Watched::Nothing => {
             client.send(&ServerMessage::error(
                 ErrorCode::UnknownWatchLink,
                 "this link leads to no session to start from (it has ended or expired)",
             ));
-            return client.close(close::POLICY, "unknown watch link");
+            client.close(close::POLICY, "unknown watch link");
+            return None;
         }
     };
     let token = new_token();
@@ -68,7 +73,7 @@ pub async fn open_fork(
         claimed: None,
     };
     sessions.metrics.sessions_started.fetch_add(1, Relaxed);
-    start_or_join(sessions, ident, restored, Attach::Owner(conn));
+    Some((ident, restored, conn))
 }
 
 /// The watched session's state, from its live task or from the store.

@@ -4,7 +4,7 @@
 //! Reading order: [`connection`] (a `/ws` connection finds its session; [`fork`] starts one from another's) → [`registry`] (the live
 //! sessions and the claim rule) → [`task`] (one session's life) with [`browsers`], [`worker`] and
 //! [`persist`] (what the task does with its browsers, its worker process and the store) →
-//! [`store`] and [`dir_store`] (where sessions outlive their connection). [`sessions`] holds the
+//! [`store`] and [`dir_store`] (where sessions outlive their connection). [`lookup`] finds sessions in the store; [`sessions`] holds the
 //! handles they share; [`identity`] who a session is; [`watcher_view`] a stored session as a
 //! watcher first sees it; [`elsewhere`] watching across a cluster's nodes (implemented there).
 
@@ -14,6 +14,7 @@ pub mod dir_store;
 pub mod elsewhere;
 pub mod fork;
 pub mod identity;
+pub mod lookup;
 pub mod persist;
 pub mod registry;
 pub mod sessions;
