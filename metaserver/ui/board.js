@@ -105,6 +105,9 @@ export class BoardView {
 
   start() {
     if (this.timer) return;
+    // A cluster has the class's room only (rooms across nodes are not built yet).
+    const cluster = Boolean(window.hamlet.status?.cluster);
+    $('b-own').hidden = cluster; $('b-cluster').hidden = !cluster;
     this.timer = setInterval(() => this.poll(), POLL_MS);
     // The defaults first (labels name a default a group kept), then the rooms.
     fetch('/api/training/config').then((r) => r.json()).then((c) => { this.defaults = c.defaults; })
@@ -113,10 +116,13 @@ export class BoardView {
   stop() { clearInterval(this.timer); this.timer = null; }
 
   async poll() {
+    // Finished runs do not change: each is fetched once (`?after=` the newest one held).
+    const after = this.data.runs.length ? this.data.runs[this.data.runs.length - 1].id : 0;
     try {
-      const [rooms, runs] = await Promise.all([fetch('/api/rooms'), fetch('/api/runs')].map((p) => p.then((r) => r.json())));
-      this.data = { rooms: rooms.rooms, runs: runs.runs };
+      const [rooms, runs] = await Promise.all([fetch('/api/rooms'), fetch(`/api/runs?after=${after}`)].map((p) => p.then((r) => r.json())));
+      this.data = { rooms: rooms.rooms, runs: this.data.runs.concat(runs.runs).slice(-runs.max_runs_kept) };
     } catch (e) { $('b-note').textContent = 'The server does not answer /api/rooms and /api/runs; retrying…'; return; }
+    this.polls = (this.polls ?? 0) + 1;
     this.draw();
   }
 
@@ -140,7 +146,7 @@ export class BoardView {
     $('b-note').textContent = [shared && `All runs: ${shared}.`, knob && `Colour: ${knob}, low (blue) to high (orange).`,
       'Bands: the lowest to the highest run of a room that ran several seeds.'].filter(Boolean).join(' ');
     this.table(ranked);
-    window.hamlet.board = { groups: shown.map((g) => g.label), ranked: ranked.map((g) => g.room), knob, shared };
+    window.hamlet.board = { groups: shown.map((g) => g.label), ranked: ranked.map((g) => g.room), knob, shared, polls: this.polls };
   }
 
   table(ranked) {

@@ -133,7 +133,10 @@ fn the_class_board_compares_three_rooms_at_a_projectors_size() {
             assert!(!overlap, "labels overlap: {a:?} {c:?}");
         }
     }
-    // The leaderboard: one row per group, in the ranking's order, and the class's empty room.
+    // The leaderboard: one row per group, in the ranking's order, and the class's empty room —
+    // also after the board polled again (it asks only for runs it does not hold).
+    b.wait_for("a second poll", W, "window.hamlet.board.polls >= 2")
+        .unwrap();
     let rows = b
         .eval("return [...document.querySelectorAll('#b-table tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
         .unwrap();

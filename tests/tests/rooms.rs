@@ -317,6 +317,16 @@ async fn starts_beyond_the_pool_wait_in_a_queue_and_start_when_a_slot_frees() {
         finished,
         [("a", "stopped"), ("b", "stopped"), ("c", "stopped")]
     );
+    // A board that polls asks only for the runs after the newest it holds.
+    let first = runs[0]["id"].as_u64().unwrap();
+    let later = s.get_json(&format!("/api/runs?after={first}"))["runs"].clone();
+    let rooms: Vec<&str> = later
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["room"].as_str().unwrap())
+        .collect();
+    assert_eq!(rooms, ["b", "c"]);
 }
 
 /// Plays `model` greedily from the fixed start in a fresh session for `steps` steps (or to the

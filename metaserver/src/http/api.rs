@@ -147,8 +147,25 @@ pub(super) async fn rooms(State(s): State<Arc<ServerState>>, h: HeaderMap) -> Re
 }
 
 /// Finished runs of every room, oldest first (the newest `--max-runs-kept`).
-pub(super) async fn runs(State(s): State<Arc<ServerState>>, h: HeaderMap) -> Response {
-    let runs = s.rooms.finished_runs();
+/// `?after=ID` of `GET /api/runs`: only the runs that finished since (a board that polls fetches
+/// each run once).
+#[derive(serde::Deserialize)]
+pub(super) struct RunsQuery {
+    after: Option<u64>,
+}
+
+pub(super) async fn runs(
+    State(s): State<Arc<ServerState>>,
+    Query(q): Query<RunsQuery>,
+    h: HeaderMap,
+) -> Response {
+    let after = q.after.unwrap_or(0);
+    let runs: Vec<_> = s
+        .rooms
+        .finished_runs()
+        .into_iter()
+        .filter(|r| r.id > after)
+        .collect();
     let body = json!({"count": runs.len(), "runs": runs, "max_runs_kept": s.cfg.max_runs_kept});
     guard::cors(&s.cfg.allowed_origins, &h, Json(body).into_response())
 }
