@@ -61,7 +61,7 @@ pub struct Config {
     pub max_runs_kept: u64,
     /// Training runs whose time-machine snapshots are kept in the models directory (the newest;
     /// each run keeps about ten networks).
-    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub max_snapshot_runs: u64,
     /// Most `state_update` frames per second sent to each training viewer; when a run produces
     /// more (step_delay 0), the newest replaces one not yet sent.

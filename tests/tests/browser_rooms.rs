@@ -334,3 +334,43 @@ fn the_time_machine_plays_snapshots_side_by_side_on_one_slider() {
     });
     assert_eq!(b.eval("return window.hamletErrors").unwrap(), json!([]));
 }
+
+/// The teacher's view of every room: on the server's own machine (an operator) the board has a
+/// Stop button on a room that trains, and it stops that room's run with its model saved.
+#[test]
+fn a_teacher_stops_a_rooms_run_from_the_board() {
+    let s = Server::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut v = rt.block_on(async {
+        let mut v = Ws::connect(&s.url("/ws/training?room=long")).await.unwrap();
+        v.expect("training_status", T).await;
+        v.send(
+            json!({"command":"start_training","num_episodes":100000,"max_steps":60,
+                      "batch_size":8,"step_delay":0,"show_every":1000,"seed":2,"eval_every":2}),
+        )
+        .await;
+        v.expect("evaluation", LONG).await;
+        v
+    });
+    let b = Browser::start().expect("headless Chromium");
+    b.goto(&format!("http://{}/#board", s.addr)).unwrap();
+    b.wait_for(
+        "the training room's Stop button",
+        W,
+        "[...document.querySelectorAll('#b-table tbody tr')].some(r => r.cells[1].textContent === 'long' && r.querySelector('button'))",
+    )
+    .unwrap();
+    b.eval("[...document.querySelectorAll('#b-table tbody tr')].find(r => r.cells[1].textContent === 'long').querySelector('button').click(); return true")
+        .unwrap();
+    rt.block_on(async {
+        let done = v.expect("training_complete", LONG).await;
+        assert_eq!(done["stopped"], true, "{done}");
+        assert!(done["model_saved"].as_str().is_some(), "{done}");
+    });
+    b.wait_for(
+        "the stopped run on the board",
+        W,
+        "[...document.querySelectorAll('#b-table tbody tr')].some(r => r.cells[1].textContent === 'long' && r.cells[3].textContent === 'finished' && !r.querySelector('button'))",
+    )
+    .unwrap();
+}
