@@ -96,11 +96,8 @@ fn build(
     let models = ModelCatalog::open(cfg.models_dir.clone(), cfg.default_model.clone());
     let operators = Operators::new(cfg.admin_token.clone(), cfg.loopback_is_operator);
     let store = open_store(&cfg, cluster.as_ref())?;
-    // In a cluster the one run is shared by the nodes (the lease decides): no local pool.
-    let runs = match cluster {
-        Some(_) => usize::MAX,
-        None => cfg.max_training_runs(),
-    };
+    // In a cluster each node trains at most its own share of runs (the leases decide which).
+    let runs = cfg.max_training_runs();
     let parts = HubParts {
         sup: sup.clone(),
         stop: stop.clone(),
@@ -109,8 +106,9 @@ fn build(
         slots: Arc::new(RunSlots::new(runs)),
         runs: Arc::new(RunLog::new(cfg.max_runs_kept as usize)),
     };
-    let class = TrainingHub::class(parts.clone(), cluster.clone().map(ClusterTraining::new));
-    let rooms = Rooms::new(class.clone(), parts, cluster.is_some());
+    let class_run = cluster.clone().map(|c| ClusterTraining::new(c, None));
+    let class = TrainingHub::class(parts.clone(), class_run);
+    let rooms = Rooms::new(class.clone(), parts, cluster.clone());
     // A cluster node's watchers of sessions that run elsewhere, relayed through Redis.
     let relay = cluster.clone().map(|c| {
         let relay = WatchRelay::new(c, metrics.clone());
@@ -210,18 +208,9 @@ fn start_cluster_tasks(state: &ServerState, c: Arc<Cluster>) {
     let dir = sessions.cfg.models_dir.clone();
     let models = sessions.models.clone();
     tokio::spawn(crate::cluster::models::sync(c, dir, models, stop.clone()));
-    let Some(cluster_run) = training.cluster_run() else {
-        return;
-    };
-    tokio::spawn(cluster_run.clone().publisher());
-    tokio::spawn(training.clone().sharer(cluster_run.clone()));
-    tokio::spawn(training.clone().lease_keeper(cluster_run.clone()));
-    let (frames_to, commands_to) = (training.clone(), training);
-    tokio::spawn(cluster_run.subscriber(
-        move |text| frames_to.relay_remote(text),
-        move |c| commands_to.remote_command(c),
-        stop,
-    ));
+    if let Some(cluster_run) = training.cluster_run() {
+        crate::training::cluster::start_tasks(&training, cluster_run, stop);
+    }
 }
 
 /// Forgets detached sessions whose resume window has passed, and the oldest beyond

@@ -105,9 +105,6 @@ export class BoardView {
 
   start() {
     if (this.timer) return;
-    // A cluster has the class's room only (rooms across nodes are not built yet).
-    const cluster = Boolean(window.hamlet.status?.cluster);
-    $('b-own').hidden = cluster; $('b-cluster').hidden = !cluster;
     this.timer = setInterval(() => this.poll(), POLL_MS);
     // The defaults first (labels name a default a group kept), then the rooms.
     fetch('/api/training/config').then((r) => r.json()).then((c) => { this.defaults = c.defaults; })

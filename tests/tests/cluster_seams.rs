@@ -416,8 +416,8 @@ async fn every_write_of_the_run_is_fenced_by_the_lease() {
     use metaserver::cluster::Cluster;
     use metaserver::resumable::ResumableRun;
     let redis = Redis::start();
-    let stale = ClusterTraining::new(Cluster::new(&redis.url(), "stale".into()).unwrap());
-    let fresh = ClusterTraining::new(Cluster::new(&redis.url(), "fresh".into()).unwrap());
+    let stale = ClusterTraining::new(Cluster::new(&redis.url(), "stale".into()).unwrap(), None);
+    let fresh = ClusterTraining::new(Cluster::new(&redis.url(), "fresh".into()).unwrap(), None);
     let run = ResumableRun {
         config: ipc_proto::training::TrainingConfig::default(),
         paused: false,

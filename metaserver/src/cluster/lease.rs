@@ -1,6 +1,7 @@
-//! The cluster's training lease (cluster.md): `hamlet:training:lease` = `"{node} {fence}"`, set
-//! only if absent, 5 s to live, renewed every second; the fencing number comes from
-//! `INCR hamlet:training:epoch`. Only the holder runs `worker-training`.
+//! A training run's lease (cluster.md): `hamlet:training:lease` = `"{node} {fence}"` for the
+//! class's run — `hamlet:room:{name}:lease` for room NAME's (rooms.md: one lease per room) — set
+//! only if absent, 5 s to live, renewed every second; the fencing number comes from the same
+//! scope's `epoch` (`INCR`). Only the holder runs the run's `worker-training`.
 //!
 //! **Architecture Invariant: every write of the run is fenced by the lease.** Each write the
 //! holder makes ([`Lease::write_run`], [`Lease::write_key`]) is one Lua script that first checks
@@ -55,14 +56,19 @@ if ARGV[2] == '' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2],
 return 1
 "#;
 
-/// A key of the training run in Redis (`hamlet:training:{name}`).
-pub fn channel(name: &str) -> String {
-    key(&format!("training:{name}"))
+/// The keys of the class's run: `hamlet:training:…`.
+pub const CLASS_SCOPE: &str = "training";
+
+/// The keys of room NAME's run: `hamlet:room:NAME:…`.
+pub fn room_scope(room: &str) -> String {
+    format!("room:{room}")
 }
 
 /// This node's hold on the training lease, and the writes it fences.
 pub struct Lease {
     cluster: Arc<Cluster>,
+    /// Whose run: [`CLASS_SCOPE`] or a [`room_scope`].
+    scope: String,
     /// Our fencing number while we hold the lease.
     fence: Mutex<Option<u64>>,
     acquire: redis::Script,
@@ -73,9 +79,10 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub fn new(cluster: Arc<Cluster>) -> Lease {
+    pub fn new(cluster: Arc<Cluster>, scope: &str) -> Lease {
         Lease {
             cluster,
+            scope: scope.to_owned(),
             fence: Mutex::new(None),
             acquire: redis::Script::new(ACQUIRE),
             renew: redis::Script::new(RENEW),
@@ -83,6 +90,11 @@ impl Lease {
             fenced: redis::Script::new(FENCED_WRITE),
             fenced_set: redis::Script::new(FENCED_SET),
         }
+    }
+
+    /// A key of this run in Redis (`hamlet:{scope}:{name}`).
+    pub fn key(&self, name: &str) -> String {
+        key(&format!("{}:{name}", self.scope))
     }
 
     /// Our fencing number, while we hold the lease.
@@ -101,14 +113,14 @@ impl Lease {
     /// Takes the lease if nobody holds it: our fencing number, or `None` if another node has it.
     pub async fn acquire(&self) -> Result<Option<u64>, ClusterError> {
         let mut inv = self.acquire.prepare_invoke();
-        inv.key(channel("lease"))
-            .key(channel("epoch"))
+        inv.key(self.key("lease"))
+            .key(self.key("epoch"))
             .arg(&self.cluster.node_id)
             .arg(LEASE_TTL_MS);
         let fence: Option<u64> = self.cluster.script(inv).await?;
         if let Some(f) = fence {
             *self.fence.lock() = Some(f);
-            info!(node = %self.cluster.node_id, fence = f, "training lease taken");
+            info!(node = %self.cluster.node_id, scope = %self.scope, fence = f, "training lease taken");
         }
         Ok(fence)
     }
@@ -119,13 +131,13 @@ impl Lease {
             return Ok(false);
         };
         let mut inv = self.renew.prepare_invoke();
-        inv.key(channel("lease"))
+        inv.key(self.key("lease"))
             .arg(self.lease_value(fence))
             .arg(LEASE_TTL_MS);
         let ours: i64 = self.cluster.script(inv).await?;
         if ours == 0 {
             *self.fence.lock() = None;
-            warn!(node = %self.cluster.node_id, fence, "training lease lost to another node");
+            warn!(node = %self.cluster.node_id, scope = %self.scope, fence, "training lease lost to another node");
         }
         Ok(ours == 1)
     }
@@ -136,7 +148,7 @@ impl Lease {
             return;
         };
         let mut inv = self.release.prepare_invoke();
-        inv.key(channel("lease")).arg(self.lease_value(fence));
+        inv.key(self.key("lease")).arg(self.lease_value(fence));
         let r: Result<i64, _> = self.cluster.script(inv).await;
         if let Err(e) = r {
             warn!(error = %e, "could not release the training lease; it expires by itself");
@@ -150,8 +162,8 @@ impl Lease {
             return false;
         };
         let mut inv = self.fenced.prepare_invoke();
-        inv.key(channel("lease"))
-            .key(channel("run"))
+        inv.key(self.key("lease"))
+            .key(self.key("run"))
             .arg(self.lease_value(fence))
             .arg(fence);
         for (f, v) in fields {
@@ -166,8 +178,8 @@ impl Lease {
             return false;
         };
         let mut inv = self.fenced_set.prepare_invoke();
-        inv.key(channel("lease"))
-            .key(channel(name))
+        inv.key(self.key("lease"))
+            .key(self.key(name))
             .arg(self.lease_value(fence))
             .arg(value);
         self.fenced_outcome(fence, name, self.cluster.script::<i64>(inv).await)

@@ -13,7 +13,8 @@
 //!   the run's control token, whose hash is in `hamlet:training:control`) and forwarded as a typed
 //!   command on `hamlet:training:commands`.
 
-use super::lease::{channel, Lease};
+use super::key;
+use super::lease::{room_scope, Lease, CLASS_SCOPE};
 use super::{Cluster, ClusterError};
 use crate::resumable::ResumableRun;
 use crate::tokens::TokenHash;
@@ -37,6 +38,17 @@ pub struct AbandonedRun {
     pub checkpoint: Option<Vec<u8>>,
 }
 
+/// The set of rooms (besides the class) with a run recorded in the cluster.
+const ROOMS_KEY: &str = "rooms";
+
+/// The rooms with a run somewhere in the cluster: every node opens them, so that when a run's
+/// holder is lost another node can take it over.
+pub async fn rooms_with_runs(cluster: &Cluster) -> Result<Vec<String>, ClusterError> {
+    cluster
+        .cmd(redis::cmd("SMEMBERS").arg(key(ROOMS_KEY)))
+        .await
+}
+
 /// A command forwarded to the holder.
 #[derive(Debug, Serialize, Deserialize)]
 struct Forwarded {
@@ -46,6 +58,9 @@ struct Forwarded {
 /// This node's part in the cluster's training run.
 pub struct ClusterTraining {
     cluster: Arc<Cluster>,
+    /// The room whose run this is (`None`: the class's), listed in `hamlet:rooms` while it has a
+    /// run so that every node opens the room and may take the run over.
+    room: Option<String>,
     /// This node's hold on the lease; every write of the run goes through it.
     pub lease: Lease,
     frames: mpsc::Sender<String>,
@@ -53,10 +68,13 @@ pub struct ClusterTraining {
 }
 
 impl ClusterTraining {
-    pub fn new(cluster: Arc<Cluster>) -> Arc<ClusterTraining> {
+    /// The class's run (`room` `None`) or room NAME's, each with its own lease and keys.
+    pub fn new(cluster: Arc<Cluster>, room: Option<&str>) -> Arc<ClusterTraining> {
         let (frames, rx) = mpsc::channel(PUBLISH_QUEUE);
+        let scope = room.map_or(CLASS_SCOPE.to_owned(), room_scope);
         Arc::new(ClusterTraining {
-            lease: Lease::new(cluster.clone()),
+            lease: Lease::new(cluster.clone(), &scope),
+            room: room.map(str::to_owned),
             cluster,
             frames,
             frames_rx: Mutex::new(Some(rx)),
@@ -74,7 +92,24 @@ impl ClusterTraining {
         if let Some(h) = &run.control_hash {
             self.lease.write_key("control", h.hex()).await;
         }
-        self.lease.write_run(vec![("meta", meta)]).await
+        let written = self.lease.write_run(vec![("meta", meta)]).await;
+        if written {
+            self.list_room(true).await;
+        }
+        written
+    }
+
+    /// Lists (or unlists) this room in `hamlet:rooms`, the rooms with a run in the cluster.
+    async fn list_room(&self, listed: bool) {
+        let Some(room) = &self.room else { return };
+        let cmd = if listed { "SADD" } else { "SREM" };
+        let r = self
+            .cluster
+            .cmd::<()>(redis::cmd(cmd).arg(key(ROOMS_KEY)).arg(room))
+            .await;
+        if let Err(e) = r {
+            warn!(error = %e, room = %room, "could not list the room in redis");
+        }
     }
 
     /// Records a checkpoint with the run's description.
@@ -93,13 +128,14 @@ impl ClusterTraining {
     pub async fn finish_run(&self) {
         self.lease.write_run(Vec::new()).await;
         self.lease.write_key("control", "").await;
+        self.list_room(false).await;
         self.lease.release().await;
     }
 
     /// A run recorded in Redis whose holder is gone, taken over by this node (which now holds
     /// the lease). `Ok(None)`: no run, or someone holds it.
     pub async fn take_abandoned(&self) -> Result<Option<AbandonedRun>, ClusterError> {
-        let (run, lease) = (channel("run"), channel("lease"));
+        let (run, lease) = (self.lease.key("run"), self.lease.key("lease"));
         let (meta, held): (Option<Vec<u8>>, bool) = self
             .cluster
             .call(|mut c| async move {
@@ -124,7 +160,7 @@ impl ClusterTraining {
         let Some(fence) = self.lease.acquire().await? else {
             return Ok(None);
         };
-        let run = channel("run");
+        let run = self.lease.key("run");
         let checkpoint: Option<Vec<u8>> = self
             .cluster
             .cmd(redis::cmd("HGET").arg(run).arg("checkpoint"))
@@ -138,21 +174,21 @@ impl ClusterTraining {
 
     /// Is a run recorded in the cluster (held or waiting for a holder)?
     pub async fn run_exists(&self) -> Result<bool, ClusterError> {
-        let run = channel("run");
+        let run = self.lease.key("run");
         self.cluster.cmd(redis::cmd("EXISTS").arg(run)).await
     }
 
     /// May a viewer holding `token` control the cluster's run? (Redis keeps only its hash;
     /// compared in constant time.)
     pub async fn token_controls(&self, token: &str) -> Result<bool, ClusterError> {
-        let k = channel("control");
+        let k = self.lease.key("control");
         let stored: Option<String> = self.cluster.cmd(redis::cmd("GET").arg(k)).await?;
         Ok(stored.is_some_and(|h| ipc_proto::handshake::secret_eq(TokenHash::of(token).hex(), &h)))
     }
 
     /// Is there anything of a run in Redis — a record or a holder's lease?
     pub async fn run_or_lease_exists(&self) -> Result<bool, ClusterError> {
-        let (run, lease) = (channel("run"), channel("lease"));
+        let (run, lease) = (self.lease.key("run"), self.lease.key("lease"));
         let n: u64 = self
             .cluster
             .cmd(redis::cmd("EXISTS").arg(run).arg(lease))
@@ -163,7 +199,7 @@ impl ClusterTraining {
     /// Sends a checked command to the holder.
     pub async fn forward(&self, control: RunControl) -> Result<(), ClusterError> {
         let body = serde_json::to_string(&Forwarded { control }).expect("serialises");
-        let ch = channel("commands");
+        let ch = self.lease.key("commands");
         self.cluster
             .cmd::<()>(redis::cmd("PUBLISH").arg(ch).arg(body))
             .await
@@ -175,7 +211,7 @@ impl ClusterTraining {
     }
 
     pub async fn status(&self) -> Result<Option<String>, ClusterError> {
-        let k = channel("status");
+        let k = self.lease.key("status");
         self.cluster.cmd(redis::cmd("GET").arg(k)).await
     }
 
@@ -188,13 +224,17 @@ impl ClusterTraining {
         }
     }
 
-    /// Publishes queued frames, one `PUBLISH` each, until the queue closes.
-    pub async fn publisher(self: Arc<Self>) {
+    /// Publishes queued frames, one `PUBLISH` each, until `stop`.
+    pub async fn publisher(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         let Some(mut rx) = self.frames_rx.lock().take() else {
             return;
         };
-        let ch = channel("frames");
-        while let Some(frame) = rx.recv().await {
+        let ch = self.lease.key("frames");
+        loop {
+            let frame = tokio::select! {
+                f = rx.recv() => match f { Some(f) => f, None => return },
+                _ = stop.cancelled() => return,
+            };
             let ch = ch.clone();
             let _ = self
                 .cluster
@@ -234,10 +274,10 @@ impl ClusterTraining {
         on_command: &impl Fn(RunControl),
     ) -> redis::RedisResult<()> {
         let mut ps = self.cluster.client().get_async_pubsub().await?;
-        ps.subscribe(channel("frames")).await?;
-        ps.subscribe(channel("commands")).await?;
+        ps.subscribe(self.lease.key("frames")).await?;
+        ps.subscribe(self.lease.key("commands")).await?;
         let mut messages = ps.on_message();
-        let frames = channel("frames");
+        let frames = self.lease.key("frames");
         while let Some(m) = messages.next().await {
             let Ok(payload) = m.get_payload::<String>() else {
                 continue;

@@ -107,7 +107,7 @@ pub(super) struct RoomQuery {
 impl RoomQuery {
     /// The room's hub — created when `create` (a viewer arriving) — or the HTTP answer saying
     /// why not: 400 for a name outside the rule, 404 for no such room, 503 when every room is
-    /// taken, 409 on a cluster node.
+    /// taken.
     pub(super) fn hub(&self, rooms: &Rooms, create: bool) -> Result<Arc<TrainingHub>, Refusal> {
         let Some(given) = self.room.as_deref() else {
             return Ok(rooms.class().clone());
@@ -125,10 +125,6 @@ impl RoomQuery {
             RoomRefusal::Full(n) => {
                 let why = format!("all {n} training rooms are in use; try again later");
                 (StatusCode::SERVICE_UNAVAILABLE, why)
-            }
-            RoomRefusal::InACluster => {
-                let why = "a cluster has the room 'class' only (connect without ?room=)";
-                (StatusCode::CONFLICT, why.into())
             }
         })
     }

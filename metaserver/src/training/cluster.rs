@@ -15,7 +15,22 @@ use ipc_proto::browser::{ErrorCode, ServerMessage};
 use ipc_proto::training::{RunControl, ToTraining};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+/// Starts a hub's part in the cluster — publishing its frames, telling Redis its run, keeping
+/// or taking over its lease, relaying the holder's frames and commands — until `stop`.
+pub fn start_tasks(hub: &Arc<TrainingHub>, ct: Arc<ClusterTraining>, stop: CancellationToken) {
+    tokio::spawn(ct.clone().publisher(stop.clone()));
+    tokio::spawn(hub.clone().sharer(ct.clone()));
+    tokio::spawn(hub.clone().lease_keeper(ct.clone()));
+    let (frames_to, commands_to) = (hub.clone(), hub.clone());
+    tokio::spawn(ct.subscriber(
+        move |text| frames_to.relay_remote(text),
+        move |c| commands_to.remote_command(c),
+        stop,
+    ));
+}
 
 /// Updates for Redis waiting for the sharer.
 const TO_REDIS_QUEUE: usize = 256;
@@ -34,7 +49,12 @@ impl TrainingHub {
     pub async fn sharer(self: Arc<Self>, ct: Arc<ClusterTraining>) {
         let (tx, mut rx) = mpsc::channel(TO_REDIS_QUEUE);
         *self.to_redis.lock() = Some(tx);
-        while let Some(what) = rx.recv().await {
+        loop {
+            // A closed room's updates end with it (the server's stop is its stop's parent).
+            let what = tokio::select! {
+                w = rx.recv() => match w { Some(w) => w, None => return },
+                _ = self.stop.cancelled() => return,
+            };
             let status = || serde_json::to_string(&self.status()).expect("serialises");
             match what {
                 RedisUpdate::Status => ct.set_status(status()).await,
@@ -75,11 +95,15 @@ impl TrainingHub {
                     Err(_) if !unreachable => Some(HubCmd::LeaseReachable(false)),
                     Err(_) => None,
                 }
-            } else {
+            } else if self.slots.has_free(&self.room) {
+                // A run whose holder is gone is taken over only with a free training slot:
+                // otherwise it waits, queued behind this node's runs, for one to end.
                 match ct.take_abandoned().await {
                     Ok(Some(run)) => Some(HubCmd::Adopt(Box::new(run))),
                     _ => None,
                 }
+            } else {
+                None
             };
             match &cmd {
                 Some(HubCmd::LeaseReachable(r)) => unreachable = !*r,
@@ -153,6 +177,8 @@ impl TrainingHub {
 
     /// Cluster: a run taken over from a lost holder continues here from its last checkpoint.
     async fn adopt(&self, run: AbandonedRun, budget: &mut RestartBudget) -> Option<TrainingWorker> {
+        // The slot was free a moment ago (`lease_keeper`); it is this run's now.
+        let _ = self.slots.try_take(&self.room);
         let checkpoint = match run.checkpoint {
             Some(bytes) => {
                 let name = format!("cluster-{}.ckpt", run.fence);

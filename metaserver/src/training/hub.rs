@@ -56,16 +56,17 @@ impl TrainingHub {
         Self::new(parts, CLASS_ROOM, cluster, keep_dir)
     }
 
-    /// Another room: this server only. Beside a directory store its run in progress is kept in
-    /// `rooms/NAME/` there when the server stops, and resumed by the next one.
-    pub fn room(parts: HubParts, room: &str) -> Arc<Self> {
+    /// Another room: on one server, beside a directory store, its run in progress is kept in
+    /// `rooms/NAME/` there when the server stops and resumed by the next one; in a cluster
+    /// (`cluster`: the room's own lease and keys) Redis keeps it, as it keeps the class's.
+    pub fn room(parts: HubParts, room: &str, cluster: Option<Arc<ClusterTraining>>) -> Arc<Self> {
         let keep_dir = parts
             .sup
             .cfg
             .store
             .dir()
             .map(|d| d.join(ROOMS_DIR).join(room));
-        Self::new(parts, room, None, keep_dir)
+        Self::new(parts, room, cluster, keep_dir)
     }
 
     fn new(

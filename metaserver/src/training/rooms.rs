@@ -5,15 +5,22 @@
 //!
 //! Bounded: at most `--max-rooms` rooms besides `class`; a room with no viewer and no run is
 //! closed after `--room-idle-secs`. At most `--max-training-runs` of them train at once
-//! (`slots.rs`): a start beyond waits in a queue, its room told its place. Rooms other than
-//! `class` live on this server only: in a cluster they are refused (one lease per room is not
-//! built yet). Beside a directory store, a room's run in progress outlives the server as
-//! `class`'s does: kept in `rooms/NAME/training-run.json`, its room reopened at start.
+//! (`slots.rs`): a start beyond waits in a queue, its room told its place. Beside a directory
+//! store, a room's run in progress outlives the server as `class`'s does: kept in
+//! `rooms/NAME/training-run.json`, its room reopened at start.
+//!
+//! In a cluster every room is what `class` is there (cluster.md, per room): its own lease, fence
+//! and keys (`hamlet:room:NAME:…`), its frames relayed to its viewers on every node. Rooms with a
+//! run are listed in `hamlet:rooms`, and every node opens them: when a run's holder is lost, a
+//! node with a free training slot takes the run over from its checkpoint (a node without one
+//! waits until one of its own runs ends).
 
 use super::hub::{HubParts, TrainingHub, CLASS_ROOM, ROOMS_DIR};
 use super::run_file::RUN_FILE;
 use super::runs::RunRow;
 use super::state::RunState;
+use crate::cluster::training::ClusterTraining;
+use crate::cluster::Cluster;
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -23,14 +30,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+/// How often a cluster node looks for rooms with a run it has not opened.
+const DISCOVER_EVERY: Duration = Duration::from_secs(2);
+
 pub struct Rooms {
     class: Arc<TrainingHub>,
     others: Mutex<BTreeMap<String, Room>>,
     parts: HubParts,
     max_rooms: usize,
     idle_after: Duration,
-    /// A cluster node: rooms besides `class` are refused.
-    in_cluster: bool,
+    /// A cluster node's link to Redis (`None` on one machine).
+    cluster: Option<Arc<Cluster>>,
 }
 
 struct Room {
@@ -47,8 +57,6 @@ struct Room {
 pub enum RoomRefusal {
     /// All `--max-rooms` rooms exist.
     Full(usize),
-    /// This server is a cluster node.
-    InACluster,
 }
 
 /// One room as `GET /api/rooms` lists it.
@@ -113,7 +121,11 @@ impl RoomRow {
 }
 
 impl Rooms {
-    pub fn new(class: Arc<TrainingHub>, parts: HubParts, in_cluster: bool) -> Arc<Rooms> {
+    pub fn new(
+        class: Arc<TrainingHub>,
+        parts: HubParts,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Arc<Rooms> {
         let cfg = &parts.sup.cfg;
         Arc::new(Rooms {
             max_rooms: cfg.max_rooms,
@@ -121,7 +133,7 @@ impl Rooms {
             class,
             others: Mutex::new(BTreeMap::new()),
             parts,
-            in_cluster,
+            cluster,
         })
     }
 
@@ -133,9 +145,6 @@ impl Rooms {
     pub fn join(&self, name: &str) -> Result<Arc<TrainingHub>, RoomRefusal> {
         if name == CLASS_ROOM {
             return Ok(self.class.clone());
-        }
-        if self.in_cluster {
-            return Err(RoomRefusal::InACluster);
         }
         let mut rooms = self.others.lock();
         if let Some(r) = rooms.get_mut(name) {
@@ -150,7 +159,14 @@ impl Rooms {
             stop: stop.clone(),
             ..self.parts.clone()
         };
-        let hub = TrainingHub::room(parts, name);
+        let run = self
+            .cluster
+            .clone()
+            .map(|c| ClusterTraining::new(c, Some(name)));
+        let hub = TrainingHub::room(parts, name, run.clone());
+        if let Some(run) = run {
+            super::cluster::start_tasks(&hub, run, stop.clone());
+        }
         let task = tokio::spawn(hub.clone().run());
         info!(room = name, "training room opened");
         rooms.insert(
@@ -179,7 +195,7 @@ impl Rooms {
         let Some(dir) = self.parts.sup.cfg.store.dir().map(|d| d.join(ROOMS_DIR)) else {
             return;
         };
-        if self.in_cluster {
+        if self.cluster.is_some() {
             return;
         }
         let names = std::fs::read_dir(&dir)
@@ -216,11 +232,31 @@ impl Rooms {
             (self.idle_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
         let mut idle_tick = tokio::time::interval(every);
         let mut slot_tick = tokio::time::interval(Duration::from_millis(250));
+        let mut cluster_tick = tokio::time::interval(DISCOVER_EVERY);
         loop {
             tokio::select! {
                 _ = slot_tick.tick() => self.settle_slots(),
                 _ = idle_tick.tick() => self.close_idle_now(Instant::now()),
+                _ = cluster_tick.tick(), if self.cluster.is_some() => self.open_cluster_rooms().await,
                 _ = self.parts.stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Cluster: opens every room that has a run somewhere in the cluster, so that this node can
+    /// relay it and take it over if its holder is lost.
+    async fn open_cluster_rooms(&self) {
+        let Some(c) = &self.cluster else { return };
+        let Ok(names) = crate::cluster::training::rooms_with_runs(c).await else {
+            return;
+        };
+        for name in names {
+            let known = self.others.lock().contains_key(&name);
+            if known || crate::validate::room_name(&name).is_none() {
+                continue;
+            }
+            if let Err(e) = self.join(&name) {
+                warn!(room = %name, refusal = ?e, "a cluster room with a run was not opened here");
             }
         }
     }
@@ -228,7 +264,12 @@ impl Rooms {
     /// Hands freed slots to the queue's head; when the queue moved, every room still waiting is
     /// told its new place.
     fn settle_slots(&self) {
-        let training = |room: &str| self.find(room).is_some_and(|h| h.is_training());
+        // A slot is this node's: a run whose worker runs here (in a cluster, the lease holder's).
+        let training = |room: &str| {
+            self.find(room).is_some_and(|h| {
+                h.is_training() && (h.cluster_run().is_none() || h.is_cluster_holder())
+            })
+        };
         let (ready, waiting) = self.parts.slots.settle(training);
         if ready.is_empty() {
             return;

@@ -54,6 +54,13 @@ impl RunSlots {
         false
     }
 
+    /// Would [`try_take`](Self::try_take) give `room` a slot now?
+    pub fn has_free(&self, room: &str) -> bool {
+        let s = self.s.lock();
+        s.holders.contains_key(room)
+            || (s.holders.len() < self.max && !s.queue.iter().any(|q| q.room != room))
+    }
+
     /// Queues a room's start (replacing one it had queued); its place, from 1.
     pub(super) fn enqueue(&self, q: Queued) -> usize {
         let mut s = self.s.lock();

@@ -1,0 +1,116 @@
+//! Rooms across a cluster (rooms.md, "Beyond one machine"), for real: a `redis-server` on a free
+//! loopback port and two metaserver nodes, each allowed one training run at a time.
+
+use hamlet_tests::cluster::*;
+use hamlet_tests::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn viewer(node: &Server, room: &str) -> (Ws, Value) {
+    let mut v = Ws::connect(&node.url(&format!("/ws/training?room={room}")))
+        .await
+        .unwrap();
+    let st = v.expect("training_status", T).await;
+    (v, st)
+}
+
+fn start(seed: u64) -> Value {
+    json!({"command":"start_training","num_episodes":100000,"max_steps":40,"batch_size":8,
+           "step_delay":0,"show_every":1000,"checkpoint_every":2,"seed":seed})
+}
+
+fn worker_pid(node: &Server, room: &str) -> Option<u64> {
+    let rooms = node.get_json("/api/rooms")["rooms"].clone();
+    let r = rooms
+        .as_array()?
+        .iter()
+        .find(|r| r["room"] == room)?
+        .clone();
+    r["worker_pid"].as_u64()
+}
+
+/// Two rooms train on two nodes with one slot each, every room's frames reaching its viewers on
+/// both nodes under its own lease. The node running room red dies: red's lease expires and its
+/// run waits — node 2's one slot is blue's — until blue's run ends; then node 2 takes red over
+/// from its checkpoint, and red's viewer on node 2 goes on watching it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_nodes_room_moves_to_the_other_node_when_it_has_a_slot() {
+    let redis = Redis::start();
+    let mut nodes = start_nodes(&redis, 2, &["--max-training-runs", "1"]);
+    let (mut red1, _) = viewer(&nodes[0], "red").await;
+    red1.send(start(1)).await;
+    red1.expect("training_started", T).await;
+    let (mut blue2, _) = viewer(&nodes[1], "blue").await;
+    blue2.send(start(2)).await;
+    blue2.expect("training_started", T).await;
+    // Red's viewer on node 2 is served red's run, from node 1.
+    let (mut red2, st) = viewer(&nodes[1], "red").await;
+    assert_eq!(st["is_training"], true, "{st}");
+    red2.expect_where("red's episode 6", LONG, |m| {
+        m["type"] == "episode_complete" && m["episode"].as_u64() >= Some(6)
+    })
+    .await;
+    let stray: Vec<&Value> = red2.seen.iter().filter(|m| m["room"] != "red").collect();
+    assert!(
+        stray.is_empty(),
+        "red's viewer got another room's: {stray:?}"
+    );
+    // Each room under its own lease, each run on its own node.
+    for (room, holder) in [("red", "node1"), ("blue", "node2")] {
+        let lease = redis.cmd(&["GET", &format!("hamlet:room:{room}:lease")]);
+        assert!(lease.starts_with(&format!("{holder} ")), "{room}: {lease}");
+    }
+    assert!(worker_pid(&nodes[0], "red").is_some() && worker_pid(&nodes[1], "red").is_none());
+    assert_eq!(
+        redis.cmd(&["SMEMBERS", "hamlet:rooms"]).lines().count(),
+        2,
+        "both rooms are listed with a run"
+    );
+    let seen_before = red2
+        .seen
+        .iter()
+        .filter(|m| m["type"] == "episode_complete")
+        .filter_map(|m| m["episode"].as_u64())
+        .max()
+        .unwrap();
+    nodes[0].kill9();
+    // Red's lease expires (5 s) and nobody takes it: node 2's only slot is blue's. Watched for
+    // four of node 2's lease checks (one a second) after it expired.
+    let lease_gone = |r: &Redis| r.cmd(&["EXISTS", "hamlet:room:red:lease"]).trim() == "0";
+    let t0 = Instant::now();
+    while !lease_gone(&redis) {
+        assert!(t0.elapsed() < LONG, "red's lease never expired");
+        blue2.expect("episode_complete", LONG).await;
+    }
+    let gone_at = Instant::now();
+    while gone_at.elapsed() < Duration::from_secs(4) {
+        blue2.expect("episode_complete", LONG).await;
+        assert!(lease_gone(&redis), "red was taken over without a free slot");
+    }
+    assert!(
+        !red2.seen.iter().any(|m| m["type"] == "training_restarted"),
+        "red restarted while node 2 had no slot"
+    );
+    // Blue's run ends: node 2's slot is free, and red resumes there from its checkpoint.
+    blue2.send(json!({"command":"stop"})).await;
+    blue2.expect("training_complete", LONG).await;
+    let r = red2.expect("training_restarted", LONG).await;
+    assert_eq!(r["reason"], "node lost", "{r}");
+    let from = r["resumed_from_episode"].as_u64().unwrap();
+    assert!(
+        from >= 4 && from + 3 >= seen_before,
+        "resumed from {from}, had seen {seen_before}"
+    );
+    let next = red2.expect("episode_complete", LONG).await;
+    assert_eq!(next["episode"].as_u64(), Some(from + 1));
+    assert!(worker_pid(&nodes[1], "red").is_some());
+    let lease = redis.cmd(&["GET", "hamlet:room:red:lease"]);
+    assert!(lease.starts_with("node2 "), "{lease}");
+    red2.send(json!({"command":"stop"})).await;
+    red2.expect("training_complete", LONG).await;
+    nodes[1].wait_for("the finished rooms unlisted", T, |_| {
+        redis.cmd(&["SMEMBERS", "hamlet:rooms"]).trim().is_empty()
+    });
+}
