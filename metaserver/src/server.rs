@@ -193,13 +193,14 @@ fn start_cluster_tasks(state: &ServerState, c: Arc<Cluster>) {
     info!(node = %c.node_id, "cluster node (sessions, models and training shared through redis)");
     let (sessions, training) = (state.sessions.clone(), state.training.clone());
     let me = {
-        let (sessions, training) = (sessions.clone(), training.clone());
+        let (sessions, training, rooms) = (sessions.clone(), training.clone(), state.rooms.clone());
         move || crate::cluster::NodeRow {
             id: sessions.cfg.node_id(),
             sessions: sessions.live.len(),
             training_viewers: training.info().viewers,
             ready: !sessions.drain.is_draining(),
             training_holder: training.is_cluster_holder(),
+            free_training_slots: rooms.free_training_slots(),
             heartbeat_ms: crate::clock::now_ms(),
         }
     };
@@ -207,7 +208,19 @@ fn start_cluster_tasks(state: &ServerState, c: Arc<Cluster>) {
     tokio::spawn(c.clone().heartbeats(me, stop.clone()));
     let dir = sessions.cfg.models_dir.clone();
     let models = sessions.models.clone();
-    tokio::spawn(crate::cluster::models::sync(c, dir, models, stop.clone()));
+    tokio::spawn(crate::cluster::models::sync(
+        c.clone(),
+        dir,
+        models,
+        stop.clone(),
+    ));
+    let rooms = state.rooms.clone();
+    let starts = crate::cluster::training::forwarded_starts(
+        c,
+        move |s| rooms.take_forwarded(s),
+        stop.clone(),
+    );
+    tokio::spawn(starts);
     if let Some(cluster_run) = training.cluster_run() {
         crate::training::cluster::start_tasks(&training, cluster_run, stop);
     }

@@ -34,6 +34,12 @@ impl TokenHash {
         ipc_proto::handshake::secret_eq(&self.0, &other.0)
     }
 
+    /// A hash read back as hex (from Redis): 64 lowercase hex digits, else `None`.
+    pub fn from_hex(hex: &str) -> Option<TokenHash> {
+        let ok = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        ok.then(|| TokenHash(hex.to_owned()))
+    }
+
     /// The hash as hex (a file or key name; not a secret).
     pub fn hex(&self) -> &str {
         &self.0

@@ -17,7 +17,12 @@ async fn viewer(node: &Server, room: &str) -> (Ws, Value) {
 }
 
 fn start(seed: u64) -> Value {
-    json!({"command":"start_training","num_episodes":100000,"max_steps":40,"batch_size":8,
+    start_of(seed, 100_000)
+}
+
+/// A start of `episodes` episodes (students — not operators — may start at most 5000).
+fn start_of(seed: u64, episodes: u32) -> Value {
+    json!({"command":"start_training","num_episodes":episodes,"max_steps":40,"batch_size":8,
            "step_delay":0,"show_every":1000,"checkpoint_every":2,"seed":seed})
 }
 
@@ -113,4 +118,71 @@ async fn a_lost_nodes_room_moves_to_the_other_node_when_it_has_a_slot() {
     nodes[1].wait_for("the finished rooms unlisted", T, |_| {
         redis.cmd(&["SMEMBERS", "hamlet:rooms"]).trim().is_empty()
     });
+}
+
+/// A start on a node without a free slot runs on a node that has one (the least loaded); its
+/// starter, on the first node, gets the run's control token and controls it from there; with
+/// every slot taken, a start waits in its node's queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_without_a_slot_here_runs_where_there_is_one() {
+    let redis = Redis::start();
+    let args = [
+        "--max-training-runs",
+        "1",
+        "--loopback-is-operator",
+        "false",
+    ];
+    let nodes = start_nodes(&redis, 2, &args);
+    let (mut a, _) = viewer(&nodes[0], "a").await;
+    a.send(start_of(1, 5000)).await;
+    a.expect("training_started", T).await;
+    // Node 1's heartbeat says it has no slot left, node 2's that it has one.
+    nodes[0].wait_for("the nodes' free slots", T, |n| {
+        let rows = n.get_json("/api/status")["cluster"]["nodes"].clone();
+        let free = |id: &str| {
+            let r = rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["id"] == id)
+                .cloned();
+            r.and_then(|r| r["free_training_slots"].as_u64())
+        };
+        free("node1") == Some(0) && free("node2") == Some(1)
+    });
+    let (mut b, _) = viewer(&nodes[0], "b").await;
+    b.send(start_of(2, 5000)).await;
+    let started = b.expect("training_started", T).await;
+    let token = started["control_token"]
+        .as_str()
+        .expect("the starter's control token, from its own node")
+        .to_owned();
+    assert!(worker_pid(&nodes[1], "b").is_some() && worker_pid(&nodes[0], "b").is_none());
+    let lease = redis.cmd(&["GET", "hamlet:room:b:lease"]);
+    assert!(lease.starts_with("node2 "), "{lease}");
+    // Its token controls the run from node 1 (not an operator there); no token does not.
+    b.send(json!({"command":"pause"})).await;
+    assert_eq!(b.expect("error", T).await["code"], "not_run_owner");
+    b.send(json!({"command":"pause","control_token":token}))
+        .await;
+    b.expect("paused", T).await;
+    // Both slots taken: a third start waits in its node's queue.
+    let (mut c, _) = viewer(&nodes[0], "c").await;
+    c.send(start_of(3, 5000)).await;
+    assert_eq!(c.expect("queued", T).await["position"], 1);
+    b.send(json!({"command":"stop","control_token":token}))
+        .await;
+    b.expect("training_complete", LONG).await;
+    let a_token = a
+        .seen
+        .iter()
+        .find(|m| m["type"] == "training_started")
+        .unwrap()["control_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    a.send(json!({"command":"stop","control_token":a_token}))
+        .await;
+    a.expect("training_complete", LONG).await;
+    c.expect("training_started", LONG).await;
 }

@@ -41,6 +41,34 @@ pub fn key(rest: &str) -> String {
     format!("{PREFIX}{rest}")
 }
 
+/// One pub/sub subscription's run, until its connection is lost.
+pub type Subscribed<'a> = futures_util::future::BoxFuture<'a, redis::RedisResult<()>>;
+
+/// Keeps a pub/sub subscription going until `stop`: `subscribe()` runs it until its connection
+/// is lost, and it is run again after a backoff from 100 ms, doubling up to 2 s. `what` names it
+/// in the log. (The one resubscribe loop of the watch relay, every training run's frames and
+/// commands, and forwarded starts.)
+pub async fn resubscribing<'b>(
+    what: &str,
+    mut subscribe: impl FnMut() -> Subscribed<'b>,
+    stop: &CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            r = subscribe() => if let Err(e) = r {
+                warn!(error = %e, what, "subscription lost; resubscribing");
+            },
+            _ = stop.cancelled() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// The longest a Redis call may take before the node treats Redis as unavailable. A node must
 /// notice a lost Redis well within the training lease (5 s) and never stall a browser for long.
 const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -67,6 +95,9 @@ pub struct NodeRow {
     pub ready: bool,
     /// Holds the training lease.
     pub training_holder: bool,
+    /// Training runs this node could start now (a start on a node without one goes here).
+    #[serde(default)]
+    pub free_training_slots: usize,
     pub heartbeat_ms: u64,
 }
 

@@ -15,15 +15,14 @@
 
 use super::key;
 use super::lease::{room_scope, Lease, CLASS_SCOPE};
-use super::{Cluster, ClusterError};
+use super::{resubscribing, Cluster, ClusterError, Subscribed};
 use crate::resumable::ResumableRun;
 use crate::tokens::TokenHash;
 use futures_util::StreamExt;
-use ipc_proto::training::RunControl;
+use ipc_proto::training::{RunControl, TrainingConfig};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -47,6 +46,54 @@ pub async fn rooms_with_runs(cluster: &Cluster) -> Result<Vec<String>, ClusterEr
     cluster
         .cmd(redis::cmd("SMEMBERS").arg(key(ROOMS_KEY)))
         .await
+}
+
+/// A start forwarded to a node with a free training slot, on its `hamlet:node:{id}:starts`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ForwardedStart {
+    pub room: String,
+    pub config: TrainingConfig,
+    /// The hash of the control token the starter's node gave its starter (hex).
+    pub control_hash: Option<String>,
+}
+
+fn starts_channel(node: &str) -> String {
+    key(&format!("node:{node}:starts"))
+}
+
+/// Until `stop`: the starts other nodes forward to this one, checked as a browser's would be,
+/// to `on_start` (subscribed again after every lost connection, with backoff).
+pub async fn forwarded_starts(
+    cluster: Arc<Cluster>,
+    on_start: impl Fn(ForwardedStart) + Send + Sync,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let (cluster, on_start) = (&*cluster, &on_start);
+    let once = || -> Subscribed<'_> { Box::pin(subscribe_starts(cluster, on_start)) };
+    resubscribing("forwarded starts", once, &stop).await;
+}
+
+async fn subscribe_starts(
+    cluster: &Cluster,
+    on_start: &(impl Fn(ForwardedStart) + Sync),
+) -> redis::RedisResult<()> {
+    let mut ps = cluster.client().get_async_pubsub().await?;
+    ps.subscribe(starts_channel(&cluster.node_id)).await?;
+    let mut messages = ps.on_message();
+    while let Some(m) = messages.next().await {
+        let Ok(payload) = m.get_payload::<String>() else {
+            continue;
+        };
+        match serde_json::from_str::<ForwardedStart>(&payload) {
+            Ok(s)
+                if crate::validate::room_name(&s.room).is_some() && s.config.validate().is_ok() =>
+            {
+                on_start(s)
+            }
+            _ => warn!("a forwarded start that is not a valid one; dropped"),
+        }
+    }
+    Err((redis::ErrorKind::Io, "subscription ended").into())
 }
 
 /// A command forwarded to the holder.
@@ -79,6 +126,29 @@ impl ClusterTraining {
             frames,
             frames_rx: Mutex::new(Some(rx)),
         })
+    }
+
+    /// The least loaded other node that is ready and has a free training slot (as of the last
+    /// heartbeats).
+    pub fn node_with_free_slot(&self) -> Option<String> {
+        self.cluster
+            .nodes()
+            .into_iter()
+            .filter(|n| n.id != self.cluster.node_id && n.ready && n.free_training_slots > 0)
+            .max_by_key(|n| n.free_training_slots)
+            .map(|n| n.id)
+    }
+
+    /// Sends a start to `node` (which has a free slot).
+    pub async fn forward_start(
+        &self,
+        node: &str,
+        start: &ForwardedStart,
+    ) -> Result<(), ClusterError> {
+        let body = serde_json::to_string(start).expect("a start serialises");
+        self.cluster
+            .cmd::<()>(redis::cmd("PUBLISH").arg(starts_channel(node)).arg(body))
+            .await
     }
 
     /// Does this node hold the lease (and run the worker)?
@@ -224,6 +294,14 @@ impl ClusterTraining {
         }
     }
 
+    /// Queues a notice for the room's viewers on the other nodes, holder or not (a forwarded
+    /// start waiting for a slot here: its starter is on another node).
+    pub fn publish_notice(&self, text: &str) {
+        let _ = self
+            .frames
+            .try_send(format!("{}\n{text}", self.cluster.node_id));
+    }
+
     /// Publishes queued frames, one `PUBLISH` each, until `stop`.
     pub async fn publisher(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         let Some(mut rx) = self.frames_rx.lock().take() else {
@@ -247,31 +325,19 @@ impl ClusterTraining {
     /// frames from other nodes go to `on_frame`, commands to `on_command`.
     pub async fn subscriber(
         self: Arc<Self>,
-        on_frame: impl Fn(&str),
-        on_command: impl Fn(RunControl),
+        on_frame: impl Fn(&str) + Send + Sync,
+        on_command: impl Fn(RunControl) + Send + Sync,
         stop: tokio_util::sync::CancellationToken,
     ) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let session = self.subscribe_once(&on_frame, &on_command);
-            tokio::select! {
-                r = session => if let Err(e) = r {
-                    warn!(error = %e, "training subscription lost; resubscribing");
-                },
-                _ = stop.cancelled() => return,
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.cancelled() => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        }
+        let (me, on_frame, on_command) = (&*self, &on_frame, &on_command);
+        let once = || -> Subscribed<'_> { Box::pin(me.subscribe_once(on_frame, on_command)) };
+        resubscribing("training", once, &stop).await;
     }
 
     async fn subscribe_once(
         &self,
-        on_frame: &impl Fn(&str),
-        on_command: &impl Fn(RunControl),
+        on_frame: &(impl Fn(&str) + Sync),
+        on_command: &(impl Fn(RunControl) + Sync),
     ) -> redis::RedisResult<()> {
         let mut ps = self.cluster.client().get_async_pubsub().await?;
         ps.subscribe(self.lease.key("frames")).await?;

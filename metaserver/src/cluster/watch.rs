@@ -205,29 +205,20 @@ impl WatchRelay {
     /// here (subscribed and unsubscribed as watchers come and go). Again after a lost
     /// connection, with backoff.
     async fn subscriber(self: Arc<Self>, stop: CancellationToken) {
-        let Some(mut changes) = self.subscribe_rx.lock().take() else {
+        let Some(changes) = self.subscribe_rx.lock().take() else {
             return;
         };
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            tokio::select! {
-                r = self.subscribe_once(&mut changes) => if let Err(e) = r {
-                    warn!(error = %e, "watch subscription lost; resubscribing");
-                },
-                _ = stop.cancelled() => return,
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.cancelled() => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        }
+        // Each subscription takes the changes while it runs (one at a time).
+        let (me, changes) = (&*self, &tokio::sync::Mutex::new(changes));
+        let once = || -> super::Subscribed<'_> { Box::pin(me.subscribe_once(changes)) };
+        super::resubscribing("watch", once, &stop).await;
     }
 
     async fn subscribe_once(
         &self,
-        changes: &mut mpsc::UnboundedReceiver<Subscription>,
+        changes: &tokio::sync::Mutex<mpsc::UnboundedReceiver<Subscription>>,
     ) -> redis::RedisResult<()> {
+        let mut changes = changes.lock().await;
         let ps = self.cluster.client().get_async_pubsub().await?;
         let (mut sink, mut stream) = ps.split();
         sink.subscribe(requests_channel()).await?;

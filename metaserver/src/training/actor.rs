@@ -7,6 +7,7 @@ use super::slots::Queued;
 use super::state::{HubCmd, RedisUpdate, RunState, TrainingWorker, Viewer};
 use crate::client;
 use crate::metrics::RestartReason;
+use crate::tokens::TokenHash;
 use crate::workers::budget::{RestartBudget, RestartPolicy};
 use crate::workers::registry::WorkerControl;
 use crate::workers::replacement::Replacement;
@@ -60,6 +61,9 @@ impl TrainingHub {
     ) {
         match cmd {
             HubCmd::Start(config, v) => self.start_run(worker, budget, config, v).await,
+            HubCmd::StartForwarded(config, hash) => {
+                self.start_forwarded(worker, budget, config, hash).await
+            }
             HubCmd::Control(c, v, token) => self.on_control(worker.as_ref(), c, &v, token),
             HubCmd::TakeControl(v) => self.take_control(&v),
             HubCmd::Operator(WorkerControl::Restart) => {
@@ -133,6 +137,9 @@ impl TrainingHub {
             return;
         }
         if !self.slots.try_take(&self.room) {
+            if self.forward_start(&config, &v).await {
+                return;
+            }
             return self.wait_for_slot(config, v);
         }
         if worker.as_ref().is_none_or(|w| !w.is_usable()) {
@@ -171,19 +178,23 @@ impl TrainingHub {
         self.tell_queued(position);
     }
 
-    /// Tells the room's viewers their run's place in the queue.
+    /// Tells the room's viewers — on every node: the start may have been forwarded here from
+    /// another — their run's place in the queue.
     pub(super) fn tell_queued(&self, position: usize) {
         let m = ServerMessage::Queued(ipc_proto::browser::Queued {
             room: self.room.clone(),
             position: u32::try_from(position).unwrap_or(u32::MAX),
         });
         self.announce(&m);
+        if let Some(ct) = self.cluster.as_ref().filter(|ct| !ct.is_holder()) {
+            ct.publish_notice(&m.to_json_in(Some(&self.room)));
+        }
     }
 
     /// Names what the run writes. A room's unnamed model is called after the room (rooms.md:
     /// `ROOM-…`), so the class can tell whose agent it is; the class's own runs keep the worker's
     /// `dqn-…` names. Every run's time-machine snapshots are named after its room, start and seed.
-    fn named(&self, mut config: Box<TrainingConfig>) -> Box<TrainingConfig> {
+    pub(super) fn named(&self, mut config: Box<TrainingConfig>) -> Box<TrainingConfig> {
         let (net, seed) = (config.network.as_str(), config.seed);
         let stamp = crate::clock::now_secs();
         if self.room != super::hub::CLASS_ROOM && config.model_name.is_none() {
@@ -218,6 +229,23 @@ impl TrainingHub {
 
     /// The hub's state for a run starting now, owned by `v`.
     fn begin_run(&self, config: &TrainingConfig, v: &Viewer) {
+        self.reset_for_run(config);
+        self.grant_control_to_starter(v);
+        self.run_begun(config);
+    }
+
+    /// The hub's state for a run another node forwarded here: its starter is there, and only
+    /// the hash of the starter's control token is here.
+    pub(super) fn begin_forwarded_run(&self, config: &TrainingConfig, hash: Option<TokenHash>) {
+        self.reset_for_run(config);
+        {
+            let mut s = self.state.lock();
+            (s.owner, s.control_token, s.control_hash) = (None, None, hash);
+        }
+        self.run_begun(config);
+    }
+
+    fn reset_for_run(&self, config: &TrainingConfig) {
         {
             let mut s = self.state.lock();
             s.status.is_training = true;
@@ -231,7 +259,9 @@ impl TrainingHub {
             s.run = RunState::Running;
             (s.lease_paused, s.user_paused) = (false, false);
         }
-        self.grant_control_to_starter(v);
+    }
+
+    fn run_begun(&self, config: &TrainingConfig) {
         info!(
             episodes = config.num_episodes,
             network = config.network.as_str(),

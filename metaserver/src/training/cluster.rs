@@ -144,6 +144,7 @@ impl TrainingHub {
             }
             HubCmd::LeaseReachable(reachable) => self.on_lease_reachable(worker, reachable),
             HubCmd::Start(..)
+            | HubCmd::StartForwarded(..)
             | HubCmd::Control(..)
             | HubCmd::TakeControl(_)
             | HubCmd::Operator(_) => {}

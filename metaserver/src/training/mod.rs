@@ -13,6 +13,7 @@ pub mod actor;
 pub mod cluster;
 pub mod control;
 pub mod events;
+pub mod forward;
 pub mod history;
 pub mod hub;
 pub mod pace;

@@ -38,6 +38,8 @@ fn checked_remote_frame(text: &str) -> Option<ServerMessage> {
         | ServerMessage::Paused {}
         | ServerMessage::Resumed {}
         | ServerMessage::Error(_) => true,
+        // A forwarded start waiting for a slot on the node it went to (`forward.rs`).
+        ServerMessage::Queued(q) => crate::validate::room_name(&q.room).is_some(),
         _ => false,
     };
     ok.then_some(m)
@@ -60,7 +62,11 @@ impl TrainingHub {
         };
         self.mirror(&m);
         if let ServerMessage::TrainingStarted(_) = m {
-            // Started elsewhere: nobody here owns it.
+            // Started elsewhere: nobody here owns it — unless this node forwarded the start
+            // (`forward.rs`): then its starter is here, and gets its control token now.
+            if self.state.lock().control_token.is_some() {
+                return self.announce_start(&m, Instant::now());
+            }
             self.state.lock().owner = None;
         }
         let delivery = match m {

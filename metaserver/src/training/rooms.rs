@@ -18,6 +18,7 @@
 use super::hub::{HubParts, TrainingHub, CLASS_ROOM, ROOMS_DIR};
 use super::run_file::RUN_FILE;
 use super::runs::RunRow;
+use super::state::HubCmd;
 use super::state::RunState;
 use crate::cluster::training::ClusterTraining;
 use crate::cluster::Cluster;
@@ -214,6 +215,26 @@ impl Rooms {
                 }
             }
         }
+    }
+
+    /// Cluster: a start another node forwarded here (it had no free slot): to its room, opened
+    /// here if need be.
+    pub fn take_forwarded(&self, start: crate::cluster::training::ForwardedStart) {
+        let hub = match self.join(&start.room) {
+            Ok(hub) => hub,
+            Err(e) => {
+                return warn!(room = %start.room, refusal = ?e, "a forwarded start was dropped")
+            }
+        };
+        let cmd = HubCmd::StartForwarded(Box::new(start.config), start.control_hash);
+        if hub.cmd_tx.try_send(cmd).is_err() {
+            warn!(room = %start.room, "a forwarded start was dropped: the room is busy");
+        }
+    }
+
+    /// Training runs this node could start now.
+    pub fn free_training_slots(&self) -> usize {
+        self.parts.slots.free()
     }
 
     /// Every room, `class` first.

@@ -54,6 +54,16 @@ impl RunSlots {
         false
     }
 
+    /// Slots free for a new run (none while starts wait).
+    pub fn free(&self) -> usize {
+        let s = self.s.lock();
+        if s.queue.is_empty() {
+            self.max.saturating_sub(s.holders.len())
+        } else {
+            0
+        }
+    }
+
     /// Would [`try_take`](Self::try_take) give `room` a slot now?
     pub fn has_free(&self, room: &str) -> bool {
         let s = self.s.lock();

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 /// What the hub's actor is asked to do (by viewers, operators and the cluster).
 pub(super) enum HubCmd {
     Start(Box<TrainingConfig>, Viewer),
+    /// Cluster: a start another node had no slot for, with its starter's control-token hash.
+    StartForwarded(Box<TrainingConfig>, Option<String>),
     /// Run control, with the control token the message carried (if any).
     Control(RunControl, Viewer, Option<String>),
     /// An operator takes control of the run (a new control token).
