@@ -186,3 +186,36 @@ async fn a_start_without_a_slot_here_runs_where_there_is_one() {
     a.expect("training_complete", LONG).await;
     c.expect("training_started", LONG).await;
 }
+
+/// With every slot taken, a start waits in its node's queue; when a slot frees on another node
+/// first, the waiting start moves there and runs, its starter keeping control.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queued_start_moves_to_the_node_whose_slot_frees_first() {
+    let redis = Redis::start();
+    let nodes = start_nodes(&redis, 2, &["--max-training-runs", "1"]);
+    let (mut a, _) = viewer(&nodes[0], "a").await;
+    a.send(start(1)).await;
+    a.expect("training_started", T).await;
+    let (mut b, _) = viewer(&nodes[1], "b").await;
+    b.send(start(2)).await;
+    b.expect("training_started", T).await;
+    nodes[0].wait_for("no free slot anywhere", T, |n| {
+        let rows = n.get_json("/api/status")["cluster"]["nodes"].clone();
+        let rows = rows.as_array().unwrap().clone();
+        rows.len() == 2 && rows.iter().all(|r| r["free_training_slots"] == 0)
+    });
+    let (mut c, _) = viewer(&nodes[0], "c").await;
+    c.send(start(3)).await;
+    assert_eq!(c.expect("queued", T).await["position"], 1);
+    // Node 2's run ends first: c moves there (node 1's run goes on).
+    b.send(json!({"command":"stop"})).await;
+    b.expect("training_complete", LONG).await;
+    let started = c.expect("training_started", T).await;
+    assert!(started["control_token"].is_string(), "{started}");
+    assert!(worker_pid(&nodes[1], "c").is_some() && worker_pid(&nodes[0], "c").is_none());
+    assert!(worker_pid(&nodes[0], "a").is_some());
+    for v in [&mut a, &mut c] {
+        v.send(json!({"command":"stop"})).await;
+        v.expect("training_complete", LONG).await;
+    }
+}

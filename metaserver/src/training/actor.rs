@@ -64,6 +64,7 @@ impl TrainingHub {
             HubCmd::StartForwarded(config, hash) => {
                 self.start_forwarded(worker, budget, config, hash).await
             }
+            HubCmd::MoveQueued(start) => self.move_queued(*start).await,
             HubCmd::Control(c, v, token) => self.on_control(worker.as_ref(), c, &v, token),
             HubCmd::TakeControl(v) => self.take_control(&v),
             HubCmd::Operator(WorkerControl::Restart) => {

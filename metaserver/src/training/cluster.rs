@@ -145,6 +145,7 @@ impl TrainingHub {
             HubCmd::LeaseReachable(reachable) => self.on_lease_reachable(worker, reachable),
             HubCmd::Start(..)
             | HubCmd::StartForwarded(..)
+            | HubCmd::MoveQueued(_)
             | HubCmd::Control(..)
             | HubCmd::TakeControl(_)
             | HubCmd::Operator(_) => {}

@@ -2,7 +2,8 @@
 //! "Beyond one machine"). The receiving node makes the run's control token for its starter, as if
 //! it ran the run, and sends only the token's hash along; the node with the slot starts the run
 //! under the room's lease, and its `training_started` reaches the starter through the room's
-//! channel, where the starter's node hands the starter its token.
+//! channel, where the starter's node hands the starter its token. A start already waiting in a
+//! node's queue moves the same way when another node's slot frees first.
 
 use super::hub::TrainingHub;
 use super::slots::Queued;
@@ -20,18 +21,31 @@ impl TrainingHub {
         let Some(ct) = &self.cluster else {
             return false;
         };
-        let Some(node) = ct.node_with_free_slot() else {
+        if ct.node_with_free_slot().is_none() {
             return false;
-        };
+        }
         // The room's lease was taken for this start (`may_start_in_cluster`): it is the other
         // node's to take now.
         ct.lease.release().await;
         self.grant_control_to_starter(v);
         let control_hash = self.state.lock().control_hash.clone();
+        self.send_start(config, control_hash.map(|h| h.hex().to_owned()))
+            .await
+    }
+
+    /// Sends a start (with its starter's control-token hash) to the other node with the most
+    /// free slots; false if there is none or Redis cannot take it.
+    async fn send_start(&self, config: &TrainingConfig, control_hash: Option<String>) -> bool {
+        let Some(ct) = &self.cluster else {
+            return false;
+        };
+        let Some(node) = ct.node_with_free_slot() else {
+            return false;
+        };
         let start = ForwardedStart {
             room: self.room.clone(),
             config: config.clone(),
-            control_hash: control_hash.map(|h| h.hex().to_owned()),
+            control_hash,
         };
         match ct.forward_start(&node, &start).await {
             Ok(()) => {
@@ -42,6 +56,20 @@ impl TrainingHub {
                 warn!(error = %e, "could not forward a start; it waits here");
                 false
             }
+        }
+    }
+
+    /// A start waiting in this node's queue while another node has a free slot (`rooms.rs`):
+    /// it goes there; if it cannot, it is back at the head of the queue.
+    pub(super) async fn move_queued(&self, start: HubCmd) {
+        let moved = match &start {
+            HubCmd::Start(config, v) => self.forward_start(config, v).await,
+            HubCmd::StartForwarded(config, hash) => self.send_start(config, hash.clone()).await,
+            _ => true,
+        };
+        if !moved {
+            let (to, room) = (self.cmd_tx.clone(), self.room.clone());
+            self.slots.push_front(Queued { room, to, start });
         }
     }
 

@@ -293,7 +293,7 @@ impl Rooms {
         };
         let (ready, waiting) = self.parts.slots.settle(training);
         if ready.is_empty() {
-            return;
+            return self.move_queue_head();
         }
         for q in ready {
             info!(room = %q.room, "a training slot is free: the queued run starts");
@@ -304,6 +304,23 @@ impl Rooms {
             if let Some(hub) = self.find(room) {
                 hub.tell_queued(i + 1);
             }
+        }
+    }
+
+    /// Cluster: while starts wait here and another node has a free slot, the queue's head moves
+    /// there (one a check: heartbeats are up to a second old).
+    fn move_queue_head(&self) {
+        let Some(c) = &self.cluster else { return };
+        let elsewhere = c
+            .nodes()
+            .iter()
+            .any(|n| n.id != c.node_id && n.ready && n.free_training_slots > 0);
+        if !elsewhere {
+            return;
+        }
+        if let Some(q) = self.parts.slots.take_head() {
+            info!(room = %q.room, "a queued start moves to another node's free slot");
+            let _ = q.to.try_send(HubCmd::MoveQueued(Box::new(q.start)));
         }
     }
 

@@ -71,6 +71,16 @@ impl RunSlots {
             || (s.holders.len() < self.max && !s.queue.iter().any(|q| q.room != room))
     }
 
+    /// Takes the start at the queue's head (to move it to another node's free slot).
+    pub(super) fn take_head(&self) -> Option<Queued> {
+        self.s.lock().queue.pop_front()
+    }
+
+    /// Puts a start back at the queue's head (it could not move).
+    pub(super) fn push_front(&self, q: Queued) {
+        self.s.lock().queue.push_front(q);
+    }
+
     /// Queues a room's start (replacing one it had queued); its place, from 1.
     pub(super) fn enqueue(&self, q: Queued) -> usize {
         let mut s = self.s.lock();

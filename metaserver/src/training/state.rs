@@ -17,6 +17,8 @@ pub(super) enum HubCmd {
     Start(Box<TrainingConfig>, Viewer),
     /// Cluster: a start another node had no slot for, with its starter's control-token hash.
     StartForwarded(Box<TrainingConfig>, Option<String>),
+    /// Cluster: a queued start (`Start` or `StartForwarded`) to move to another node's free slot.
+    MoveQueued(Box<HubCmd>),
     /// Run control, with the control token the message carried (if any).
     Control(RunControl, Viewer, Option<String>),
     /// An operator takes control of the run (a new control token).
