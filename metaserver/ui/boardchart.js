@@ -2,7 +2,7 @@
 // and where a group ran several seeds, a band from the lowest to the highest run — each labelled
 // at its end with what it changed and its best value beside its last. Labels never overlap (the
 // charts' own placer); what was drawn is left in the canvas's dataset for tests.
-import { begin, ema, fmt, Labels, record, robustRange, ticks } from './charts.js';
+import { begin, drawAxes, ema, fmt, Labels, record, robustRange, ticks } from './charts.js';
 
 /// Per episode of a group's runs: the mean, lowest and highest value and how many runs had it.
 export function bandOf(runs, metric) {
@@ -44,14 +44,8 @@ export function drawBoard(canvas, groups, { metric, smooth, cap }) {
   const X = (x) => left + (x - x0) / (x1 - x0) * (right - left);
   const Y = (y) => bottom - (Math.max(lo, Math.min(hi, y)) - lo) / (hi - lo) * (bottom - top);
   const L = new Labels(ctx, [0, 0, W, H], px); L.bgColor = t.card;
-  ctx.strokeStyle = t.grid; ctx.lineWidth = 1;
-  for (const v of yt) {
-    ctx.beginPath(); ctx.moveTo(left, Y(v)); ctx.lineTo(right, Y(v)); ctx.stroke();
-    L.put(fmt(v), left - px * 0.3, Y(v), { align: 'right', color: t.muted, bg: false });
-  }
-  L.put(`episode ${x0}`, left, H - px * 0.8, { color: t.muted, bg: false });
-  L.put(`episode ${x1}`, right, H - px * 0.8, { align: 'right', color: t.muted, bg: false });
-  L.put(metric === 'steps' ? 'steps survived (test episodes)' : 'return (test episodes)', (left + right) / 2, H - px * 0.8, { align: 'center', color: t.muted, bg: false });
+  drawAxes({ ctx, t, L, px, H }, { yt, Y, left, right, xLabel: 'episode', x0, x1 });
+  L.put(metric === 'steps' ? 'steps survived (test episodes)' : 'return (test episodes)', (left + right) / 2, H - px * 0.75, { align: 'center', color: t.muted, bg: false });
   const finals = [];
   for (const [i, { g, band }] of drawn.entries()) {
     const bx = band.map((p) => X(p.x));

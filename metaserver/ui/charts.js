@@ -109,6 +109,17 @@ export function record(canvas, labels, extra) {
   Object.assign(canvas.dataset, extra);
 }
 
+/// Axes: y ticks with faint grid lines and their values, x from the first to the last point.
+export function drawAxes({ ctx, t, L, px, H }, { yt, Y, left, right, xLabel, x0, x1 }) {
+  ctx.strokeStyle = t.grid; ctx.lineWidth = 1;
+  for (const v of yt) {
+    ctx.beginPath(); ctx.moveTo(left, Y(v)); ctx.lineTo(right, Y(v)); ctx.stroke();
+    L.put(fmt(v), left - px * 0.3, Y(v), { align: 'right', color: t.muted, bg: false });
+  }
+  L.put(`${xLabel} ${x0}`, left, H - px * 0.75, { color: t.muted, bg: false });
+  L.put(`${xLabel} ${x1}`, right, H - px * 0.75, { align: 'right', color: t.muted, bg: false });
+}
+
 /// A line chart. `series`: [{ xs, ys, color, label, smooth (EMA weight, or null for none),
 /// faint }]; `refs`: dashed reference lines [{ value, label }]; `fixed`: a y-range that is not
 /// scaled (e.g. [0, cap] for survival); `empty`: what the chart will show.
@@ -137,14 +148,7 @@ export function drawLine(canvas, { series = [], refs = [], fixed, title = '', un
   const X = (x) => left + (x - x0) / (x1 - x0) * (right - left);
   const Y = (y) => bottom - (Math.max(lo, Math.min(hi, y)) - lo) / (hi - lo) * (bottom - top);
   const L = new Labels(ctx, [0, 0, W, H], px); L.bgColor = t.card;
-  // Axes: y ticks with faint grid lines, x from the first to the last episode.
-  ctx.strokeStyle = t.grid; ctx.lineWidth = 1;
-  for (const v of yt) {
-    ctx.beginPath(); ctx.moveTo(left, Y(v)); ctx.lineTo(right, Y(v)); ctx.stroke();
-    L.put(fmt(v), left - px * 0.3, Y(v), { align: 'right', color: t.muted, bg: false });
-  }
-  L.put(`${xLabel} ${x0}`, left, H - px * 0.75, { color: t.muted, bg: false });
-  L.put(`${xLabel} ${x1}`, right, H - px * 0.75, { align: 'right', color: t.muted, bg: false });
+  drawAxes({ ctx, t, L, px, H }, { yt, Y, left, right, xLabel, x0, x1 });
   const line = (xs, ys, style, width, dash = []) => {
     ctx.strokeStyle = style; ctx.lineWidth = width; ctx.setLineDash(dash); ctx.beginPath();
     ys.forEach((y, i) => (i ? ctx.lineTo(X(xs[i]), Y(y)) : ctx.moveTo(X(xs[i]), Y(y)))); ctx.stroke(); ctx.setLineDash([]);

@@ -2,6 +2,7 @@
 //! talk to it over real HTTP and WebSockets, and clean up every process on drop.
 
 pub mod chaos;
+pub mod play;
 pub mod webdriver;
 
 use anyhow::{anyhow, bail, Context, Result};

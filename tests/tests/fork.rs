@@ -1,35 +1,10 @@
 //! End-to-end: `/ws?fork=WATCH_TOKEN` (rooms.md, "Fork") — a session of one's own from where a
 //! watched session is, which never moves the original. Real metaserver, real workers.
 
+use hamlet_tests::play::{essence, open_session, step};
 use hamlet_tests::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
-
-async fn open_session(s: &Server, query: &str) -> (Ws, Value) {
-    let mut ws = Ws::connect(&s.url(&format!("/ws{query}"))).await.unwrap();
-    let c = ws.expect("connected", T).await;
-    (ws, c)
-}
-
-async fn step(ws: &mut Ws, n: usize) -> Vec<Value> {
-    let mut frames = Vec::new();
-    for _ in 0..n {
-        ws.send(json!({"command":"step"})).await;
-        frames.push(ws.expect("state_update", T).await);
-    }
-    frames
-}
-
-/// What two frames of the same state share.
-fn essence(f: &Value) -> Value {
-    json!([
-        f["episode"],
-        f["step"],
-        f["agents"],
-        f["agent_meters"],
-        f["cumulative_reward"]
-    ])
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fork_starts_at_the_watched_step_and_never_moves_the_original() {

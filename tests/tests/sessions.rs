@@ -1,6 +1,7 @@
 //! Sessions that outlive their connection and their server; read-only watch links
 //! (sessions.md, "What is tested"). Real metaserver, real workers, a real store directory.
 
+use hamlet_tests::play::{essence, open_session, step};
 use hamlet_tests::*;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -9,34 +10,6 @@ use std::time::Duration;
 /// A store directory outside any one server's temporary directory, so a second server can use it.
 fn shared_store(tag: &str) -> PathBuf {
     temp_dir(tag).join("state")
-}
-
-/// Steps a paused session `n` times; the frames it got.
-async fn step(ws: &mut Ws, n: usize) -> Vec<Value> {
-    let mut frames = Vec::new();
-    for _ in 0..n {
-        ws.send(json!({"command":"step"})).await;
-        frames.push(ws.expect("state_update", T).await);
-    }
-    frames
-}
-
-/// What must be equal between two runs of the same trajectory.
-fn essence(f: &Value) -> Value {
-    json!([
-        f["episode"],
-        f["step"],
-        f["agents"],
-        f["agent_meters"],
-        f["reward"],
-        f["cumulative_reward"]
-    ])
-}
-
-async fn open_session(s: &Server, query: &str) -> (Ws, Value) {
-    let mut ws = Ws::connect(&s.url(&format!("/ws{query}"))).await.unwrap();
-    let c = ws.expect("connected", T).await;
-    (ws, c)
 }
 
 #[tokio::test(flavor = "multi_thread")]

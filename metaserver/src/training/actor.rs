@@ -141,40 +141,53 @@ impl TrainingHub {
             if self.forward_start(&config, &v).await {
                 return;
             }
-            return self.wait_for_slot(config, v);
+            return self.wait_for_slot(HubCmd::Start(config, v));
         }
+        let begin = |c: &TrainingConfig| self.begin_run(c, &v);
+        if let Err(e) = self.launch(worker, budget, config, begin).await {
+            v.client.send(&ServerMessage::error(
+                ErrorCode::TrainingFailed,
+                format!("cannot start the training worker: {e}"),
+            ));
+        }
+    }
+
+    /// Gives the run to the worker (spawned if need be), `begin` having set the hub's state for
+    /// it; `Err`: the worker could not start (a cluster lease taken for this start is let go).
+    pub(super) async fn launch(
+        &self,
+        worker: &mut Option<TrainingWorker>,
+        budget: &mut RestartBudget,
+        config: Box<TrainingConfig>,
+        begin: impl FnOnce(&TrainingConfig),
+    ) -> Result<(), String> {
         if worker.as_ref().is_none_or(|w| !w.is_usable()) {
             match self.spawn_worker().await {
                 Ok(w) => *worker = Some(w),
                 Err(e) => {
-                    v.client.send(&ServerMessage::error(
-                        ErrorCode::TrainingFailed,
-                        format!("cannot start the training worker: {e}"),
-                    ));
                     if let Some(ct) = &self.cluster {
                         ct.lease.release().await;
                     }
-                    return;
+                    return Err(e.to_string());
                 }
             }
         }
         *budget = RestartBudget::new(RestartPolicy::of(&self.sup.cfg));
         let config = self.named(config);
-        self.begin_run(&config, &v);
+        begin(&config);
         if let Some(w) = worker.as_ref() {
             let _ = w.send(ToTraining::Start {
                 config,
                 paused: false,
             });
         }
+        Ok(())
     }
 
-    /// Every training slot is taken: the start waits in the pool's queue, and the room is told
-    /// its place (`rooms.rs` hands it back when a slot frees).
-    fn wait_for_slot(&self, config: Box<TrainingConfig>, v: Viewer) {
-        let to = self.cmd_tx.clone();
-        let room = self.room.clone();
-        let start = HubCmd::Start(config, v);
+    /// Every training slot is taken: the start (`Start` or `StartForwarded`) waits in the pool's
+    /// queue, and the room is told its place (`rooms.rs` hands it back when a slot frees).
+    pub(super) fn wait_for_slot(&self, start: HubCmd) {
+        let (to, room) = (self.cmd_tx.clone(), self.room.clone());
         let position = self.slots.enqueue(Queued { room, to, start });
         self.tell_queued(position);
     }

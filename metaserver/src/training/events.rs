@@ -114,13 +114,18 @@ impl TrainingHub {
                 let row = RunRow::of(&self.room, &s.history, s.status.best);
                 let pace = s.pace.clone();
                 drop(s);
-                self.runs.record(row, outcome, c.model_saved.clone());
-                self.prune_snapshots();
+                self.record_finished(row, outcome, c.model_saved.clone());
                 // Small and rare (once a run): written where it is learned.
                 pace.save(self.pace_file().as_ref());
             }
             _ => {}
         }
+    }
+
+    /// A run ended: kept for the board, and older runs' snapshots let go.
+    fn record_finished(&self, row: RunRow, outcome: Outcome, model: Option<String>) {
+        self.runs.record(row, outcome, model);
+        self.prune_snapshots();
     }
 
     pub(super) fn fail_run(&self, reason: String) {
@@ -134,8 +139,7 @@ impl TrainingHub {
             s.checkpoint = None;
             RunRow::of(&self.room, &s.history, s.status.best)
         };
-        self.runs.record(row, Outcome::Failed, None);
-        self.prune_snapshots();
+        self.record_finished(row, Outcome::Failed, None);
         warn!(%reason, "training run failed");
         self.announce(&ServerMessage::error(
             ErrorCode::TrainingFailed,

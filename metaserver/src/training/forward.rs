@@ -10,8 +10,8 @@ use super::slots::Queued;
 use super::state::{HubCmd, TrainingWorker, Viewer};
 use crate::cluster::training::ForwardedStart;
 use crate::tokens::TokenHash;
-use crate::workers::budget::{RestartBudget, RestartPolicy};
-use ipc_proto::training::{ToTraining, TrainingConfig};
+use crate::workers::budget::RestartBudget;
+use ipc_proto::training::TrainingConfig;
 use tracing::{info, warn};
 
 impl TrainingHub {
@@ -90,10 +90,7 @@ impl TrainingHub {
             return;
         }
         if !self.slots.try_take(&self.room) {
-            let (to, room) = (self.cmd_tx.clone(), self.room.clone());
-            let start = HubCmd::StartForwarded(config, control_hash);
-            let position = self.slots.enqueue(Queued { room, to, start });
-            return self.tell_queued(position);
+            return self.wait_for_slot(HubCmd::StartForwarded(config, control_hash));
         }
         let free = matches!(ct.run_exists().await, Ok(false))
             && matches!(ct.lease.acquire().await, Ok(Some(_)));
@@ -101,25 +98,10 @@ impl TrainingHub {
             warn!(room = %self.room, "a forwarded start found the room's run taken; dropped");
             return;
         }
-        if worker.as_ref().is_none_or(|w| !w.is_usable()) {
-            match self.spawn_worker().await {
-                Ok(w) => *worker = Some(w),
-                Err(e) => {
-                    warn!(error = %e, "cannot start the training worker for a forwarded start");
-                    ct.lease.release().await;
-                    return;
-                }
-            }
-        }
-        *budget = RestartBudget::new(RestartPolicy::of(&self.sup.cfg));
-        let config = self.named(config);
         let hash = control_hash.as_deref().and_then(TokenHash::from_hex);
-        self.begin_forwarded_run(&config, hash);
-        if let Some(w) = worker.as_ref() {
-            let _ = w.send(ToTraining::Start {
-                config,
-                paused: false,
-            });
+        let begin = |c: &TrainingConfig| self.begin_forwarded_run(c, hash);
+        if let Err(e) = self.launch(worker, budget, config, begin).await {
+            warn!(error = %e, "cannot start the training worker for a forwarded start");
         }
     }
 }

@@ -1,0 +1,34 @@
+//! A `/ws` session as the end-to-end tests drive it: opened, stepped while paused, and the part of
+//! a frame that two runs of the same trajectory must share.
+
+use crate::{Server, Ws, T};
+use serde_json::{json, Value};
+
+/// Opens `/ws{query}` and waits for its `connected`.
+pub async fn open_session(s: &Server, query: &str) -> (Ws, Value) {
+    let mut ws = Ws::connect(&s.url(&format!("/ws{query}"))).await.unwrap();
+    let c = ws.expect("connected", T).await;
+    (ws, c)
+}
+
+/// Steps a paused session `n` times; the frames it got.
+pub async fn step(ws: &mut Ws, n: usize) -> Vec<Value> {
+    let mut frames = Vec::new();
+    for _ in 0..n {
+        ws.send(json!({"command":"step"})).await;
+        frames.push(ws.expect("state_update", T).await);
+    }
+    frames
+}
+
+/// What must be equal between two runs of the same trajectory.
+pub fn essence(f: &Value) -> Value {
+    json!([
+        f["episode"],
+        f["step"],
+        f["agents"],
+        f["agent_meters"],
+        f["reward"],
+        f["cumulative_reward"]
+    ])
+}
