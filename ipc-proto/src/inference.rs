@@ -152,9 +152,9 @@ pub enum FromInference {
     /// in BENCHMARKS.md). Use [`FromInference::for_browser`] to make one and
     /// [`FromInference::into_browser`] to read one.
     State(Box<StateUpdate>),
-    /// One step of a playing session: its frame and its snapshot in one message (the step that
-    /// ends an episode is sent as `State`, `episode_complete`, `Snapshot` instead — see
-    /// [`SteppedFrame`]).
+    /// One step of a playing session: its frame and what it changed in the session, in one
+    /// message (the step that ends an episode is sent as `State`, `episode_complete`, `Snapshot`
+    /// instead — see [`SteppedFrame`]).
     Stepped(Box<SteppedFrame>),
     /// The session's state after a step or state change.
     Snapshot(Box<SessionSnapshot>),
@@ -193,22 +193,77 @@ impl FromInference {
         }
     }
 
-    /// The session snapshot this carries, if any.
+    /// The whole session snapshot this carries, if any (a `Stepped` carries only what the step
+    /// changed: see [`SessionSnapshot::follow`]).
     pub fn snapshot(&self) -> Option<&SessionSnapshot> {
         match self {
             FromInference::Snapshot(s) => Some(s),
-            FromInference::Stepped(s) => Some(&s.snapshot),
             _ => None,
         }
     }
 }
 
-/// One step of a playing session in one message: the snapshot a replacement worker would resume
-/// from, and the few facts of the step that the snapshot does not hold. The `state_update` is
-/// rendered from them by whoever shows it (the metaserver): every other field of the frame — the
-/// grid, the affordances, the names — is the same in every frame, and building, encoding and
-/// decoding it twice per step (a ~1 KB message and a snapshot beside it) was most of a worker's
-/// and much of the metaserver's work per frame at 256 sessions (BENCHMARKS.md, issue 19).
+/// What a step changes in a session: the world, the episode's reward so far, the action and its
+/// reward, the random-number state — and the commands applied, since a `step` command is applied
+/// by a step. Everything else in a [`SessionSnapshot`] (its id, model, speed, settings) stays as
+/// the last snapshot before the step said.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepProgress {
+    pub world: WorldSnapshot,
+    pub episode: u32,
+    pub cumulative_reward: f64,
+    pub last_action: Option<u8>,
+    pub last_reward: f64,
+    pub rng: hamlet_env::rng::SessionRng,
+    pub commands_applied: u64,
+}
+
+impl SessionSnapshot {
+    /// The part of the snapshot a step changes.
+    pub fn progress(&self) -> StepProgress {
+        StepProgress {
+            world: self.world,
+            episode: self.episode,
+            cumulative_reward: self.cumulative_reward,
+            last_action: self.last_action,
+            last_reward: self.last_reward,
+            rng: self.rng,
+            commands_applied: self.commands_applied,
+        }
+    }
+
+    /// The session after a step that was not the episode's last (so it is still running).
+    pub fn advance(&mut self, p: &StepProgress) {
+        self.world = p.world;
+        self.episode = p.episode;
+        self.cumulative_reward = p.cumulative_reward;
+        self.last_action = p.last_action;
+        self.last_reward = p.last_reward;
+        self.rng = p.rng;
+        self.commands_applied = p.commands_applied;
+        self.phase = EpisodePhase::Running;
+    }
+
+    /// Follows the worker's messages in order: a `Snapshot` replaces this one, a `Stepped`
+    /// advances it. True when `ev` changed it.
+    pub fn follow(&mut self, ev: &FromInference) -> bool {
+        match ev {
+            FromInference::Snapshot(s) => *self = (**s).clone(),
+            FromInference::Stepped(s) => self.advance(&s.progress),
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// One step of a playing session in one message: what the step changed in the session (so a
+/// replacement worker can resume from it) and the few facts of the step the session does not hold.
+/// The `state_update` is rendered from them by whoever shows it (the metaserver): every other
+/// field of the frame — the grid, the affordances, the names — is the same in every frame, and
+/// building, encoding and decoding it twice per step (a ~1 KB message and a snapshot beside it)
+/// was most of a worker's and much of the metaserver's work per frame at 256 sessions
+/// (BENCHMARKS.md, issue 19). For the same reason it carries no whole snapshot: the session's id
+/// and model name, cloned and encoded in every step, never change in one (issue 34).
 ///
 /// The step that ends an episode is not sent this way: its snapshot must come after the
 /// `episode_complete`, so a worker that dies between the two is replaced from the step before,
@@ -217,7 +272,7 @@ impl FromInference {
 pub struct SteppedFrame {
     /// The session after the step: the world, the episode, the action, its reward and the
     /// cumulative reward the frame shows.
-    pub snapshot: SessionSnapshot,
+    pub progress: StepProgress,
     pub done: bool,
     pub q_values: Option<Vec<f32>>,
     pub explored: Option<bool>,
@@ -225,16 +280,16 @@ pub struct SteppedFrame {
 }
 
 impl SteppedFrame {
-    /// The `state_update` this step shows, and the snapshot.
-    pub fn into_parts(self) -> (StateUpdate, SessionSnapshot) {
-        let s = self.snapshot;
+    /// The `state_update` this step shows, and what the step changed.
+    pub fn into_parts(self) -> (StateUpdate, StepProgress) {
+        let p = self.progress;
         let frame = hamlet_env::wire::state_update(
-            &hamlet_env::World::restore(&s.world),
+            &hamlet_env::World::restore(&p.world),
             hamlet_env::wire::FrameFacts {
-                episode: s.episode,
-                action: s.last_action,
-                reward: s.last_reward,
-                cumulative_reward: s.cumulative_reward,
+                episode: p.episode,
+                action: p.last_action,
+                reward: p.last_reward,
+                cumulative_reward: p.cumulative_reward,
                 done: self.done,
                 q_values: self.q_values,
                 heat_map: None,
@@ -242,7 +297,7 @@ impl SteppedFrame {
                 activations: self.activations,
             },
         );
-        (frame, s)
+        (frame, p)
     }
 }
 
@@ -305,16 +360,21 @@ mod tests {
                     activations: None,
                 },
             );
+            let snapshot = snapshot_of(&w, 4, cumulative, action, out.reward);
             let stepped = SteppedFrame {
-                snapshot: snapshot_of(&w, 4, cumulative, action, out.reward),
+                progress: snapshot.progress(),
                 done: out.done,
                 q_values: Some(q),
                 explored,
                 activations: None,
             };
-            let (got, snapshot) = stepped.clone().into_parts();
+            let (got, progress) = stepped.clone().into_parts();
             assert_eq!(got, want, "step {}", i + 1);
-            assert_eq!(snapshot, stepped.snapshot);
+            let mut followed = snapshot_of(&World::new(), 1, 0.0, 0, 0.0);
+            followed.phase = EpisodePhase::Ended;
+            assert!(followed.follow(&FromInference::Stepped(Box::new(stepped))));
+            assert_eq!(followed, snapshot, "a followed snapshot is the step's");
+            assert_eq!(progress, snapshot.progress());
             if out.done {
                 break;
             }

@@ -3,6 +3,7 @@
 
 use crate::{Server, Ws, T};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 /// Opens `/ws{query}` and waits for its `connected`.
 pub async fn open_session(s: &Server, query: &str) -> (Ws, Value) {
@@ -31,4 +32,25 @@ pub fn essence(f: &Value) -> Value {
         f["reward"],
         f["cumulative_reward"]
     ])
+}
+
+/// The pid of the worker that runs session `sid`.
+pub fn worker_pid_of(s: &Server, sid: &Value) -> u32 {
+    let ws = s.workers();
+    let w = ws
+        .iter()
+        .find(|w| w["session"] == *sid)
+        .unwrap_or_else(|| panic!("no worker for {sid}: {ws:?}"));
+    w["pid"].as_u64().unwrap() as u32
+}
+
+/// Reads until nothing has come for `quiet`; the `state_update`s read, in order.
+pub async fn drain_frames(ws: &mut Ws, quiet: Duration) -> Vec<Value> {
+    let mut frames = Vec::new();
+    while let Ok(v) = ws.next(quiet).await {
+        if v["type"] == "state_update" {
+            frames.push(v);
+        }
+    }
+    frames
 }

@@ -1,19 +1,11 @@
 //! End-to-end supervision: crashes, hangs, crash loops, operator restarts, and the metaserver's own
 //! death, all with real processes and signals.
 
+use hamlet_tests::play::worker_pid_of;
 use hamlet_tests::*;
 use nix::sys::signal::Signal;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
-
-fn worker_pid_of(s: &Server, sid: &Value) -> u32 {
-    let ws = s.workers();
-    let w = ws
-        .iter()
-        .find(|w| w["session"] == *sid)
-        .unwrap_or_else(|| panic!("no worker for {sid}: {ws:?}"));
-    w["pid"].as_u64().unwrap() as u32
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_episode_continues_the_same_episode() {

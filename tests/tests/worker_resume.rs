@@ -4,9 +4,12 @@
 
 use hamlet_tests::DirectWorker;
 use ipc_proto::browser::ServerMessage;
-use ipc_proto::inference::{SessionCommand, SessionSnapshot, SessionStart, ToInference};
+use ipc_proto::inference::{
+    FromInference, SessionCommand, SessionSnapshot, SessionStart, ToInference,
+};
 
-struct Worker(DirectWorker);
+/// A worker, and its session as its messages describe it (a step sends only what it changed).
+struct Worker(DirectWorker, Option<SessionSnapshot>);
 
 impl Worker {
     async fn start(&mut self, snapshot: Option<SessionSnapshot>) {
@@ -21,11 +24,29 @@ impl Worker {
         self.0.send(ToInference::Start(Box::new(start))).await;
     }
 
+    /// The session after `event`, when it changed it.
+    fn follow(&mut self, event: &FromInference) -> Option<&SessionSnapshot> {
+        let changed = match (&mut self.1, event) {
+            (None, FromInference::Snapshot(s)) => {
+                self.1 = Some((**s).clone());
+                true
+            }
+            (Some(s), e) => s.follow(e),
+            (None, _) => false,
+        };
+        if changed {
+            self.1.as_ref()
+        } else {
+            None
+        }
+    }
+
     /// Sends command number `seq` and waits for the snapshot that says it was applied.
     async fn command(&mut self, seq: u64, command: SessionCommand) {
         self.0.send(ToInference::Command { seq, command }).await;
         loop {
-            if self.0.recv().await.snapshot().map(|s| s.commands_applied) == Some(seq) {
+            let event = self.0.recv().await;
+            if self.follow(&event).map(|s| s.commands_applied) == Some(seq) {
                 return;
             }
         }
@@ -44,7 +65,7 @@ impl Worker {
         let mut frame = None;
         loop {
             let event = self.0.recv().await;
-            let snapshot = event.snapshot().cloned();
+            let snapshot = self.follow(&event).cloned();
             if let Some(m @ ServerMessage::StateUpdate(_)) = event.into_browser() {
                 frame = Some(serde_json::from_str(&m.to_json()).unwrap());
             }
@@ -76,7 +97,7 @@ async fn kill_9_then_resume_from_the_last_snapshot_continues_identically() {
     hamlet_dqn::export::write_model(&t.state.online, &facts, &models.join("m.onnx")).unwrap();
 
     // Reference: one worker, 40 uninterrupted steps (stopping at the episode's end if it comes).
-    let mut c = Worker(DirectWorker::spawn(&models).await);
+    let mut c = Worker(DirectWorker::spawn(&models).await, None);
     c.start(None).await;
     let mut reference = Vec::new();
     for seq in 1..=40 {
@@ -94,7 +115,7 @@ async fn kill_9_then_resume_from_the_last_snapshot_continues_identically() {
     let cut = n / 2;
 
     // Worker A: the first half, then kill -9.
-    let mut a = Worker(DirectWorker::spawn(&models).await);
+    let mut a = Worker(DirectWorker::spawn(&models).await, None);
     a.start(None).await;
     let mut last = None;
     for seq in 1..=cut {
@@ -110,7 +131,7 @@ async fn kill_9_then_resume_from_the_last_snapshot_continues_identically() {
     let snap = last.unwrap();
     assert_eq!(snap.world.step as u64, cut);
     assert_eq!(snap.commands_applied, cut);
-    let mut b = Worker(DirectWorker::spawn(&models).await);
+    let mut b = Worker(DirectWorker::spawn(&models).await, None);
     b.start(Some(snap)).await;
     for seq in cut + 1..=n {
         let (f, _) = b.step(seq).await;
@@ -138,7 +159,7 @@ async fn a_resumed_session_draws_the_same_random_numbers() {
     let facts = hamlet_dqn::export::TrainingFacts::from_state(&t.state);
     hamlet_dqn::export::write_model(&t.state.online, &facts, &models.join("m.onnx")).unwrap();
     async fn configured(models: &std::path::Path) -> Worker {
-        let mut w = Worker(DirectWorker::spawn(models).await);
+        let mut w = Worker(DirectWorker::spawn(models).await, None);
         w.start(None).await;
         w.command(1, SessionCommand::SetEpsilon { epsilon: 0.5 })
             .await;
@@ -175,7 +196,7 @@ async fn a_resumed_session_draws_the_same_random_numbers() {
         last = Some(s);
     }
     a.0.kill9().await;
-    let mut b = Worker(DirectWorker::spawn(&models).await);
+    let mut b = Worker(DirectWorker::spawn(&models).await, None);
     b.start(last).await;
     for seq in cut..3 + N {
         let (f, _) = b.step(seq).await;

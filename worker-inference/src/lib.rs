@@ -2,8 +2,12 @@
 //!
 //! - [`policy`]: ONNX Runtime via `ort`, model checks, greedy action.
 //! - [`session`]: the session rules of protocol.md, as pure state transitions.
-//! - [`runner`]: the process loop (socket, clock, signals).
+//! - [`runner`]: the process loop (socket, clocks, signals) and the steps computed ahead.
+//! - [`clock`]: the step clock, a periodic `timerfd`.
+//! - [`profile`]: where a paced step's CPU goes, for `scripts/bench scale`.
 
+pub mod clock;
 pub mod policy;
+pub mod profile;
 pub mod runner;
 pub mod session;

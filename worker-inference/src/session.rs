@@ -12,7 +12,7 @@ use ipc_proto::browser::{
 };
 use ipc_proto::inference::{
     EpisodePhase, FromInference, Probe, SessionCommand, SessionSnapshot, SessionStart, StartMode,
-    SteppedFrame, MAX_SPEED, MIN_SPEED,
+    StepProgress, SteppedFrame, MAX_SPEED, MIN_SPEED,
 };
 use ipc_proto::wire::Activations;
 use std::path::PathBuf;
@@ -47,6 +47,23 @@ pub struct Session {
 }
 
 type Out = Vec<FromInference>;
+
+/// The session as it was between two steps, so steps computed ahead of the clock can be taken
+/// back (see [`crate::runner`]): what a step changes, and whether play goes on (a step whose
+/// network fails stops it).
+#[derive(Debug, Clone, Copy)]
+pub struct Checkpoint {
+    progress: StepProgress,
+    phase: EpisodePhase,
+    playing: bool,
+}
+
+impl Checkpoint {
+    /// The episode's step at this point.
+    pub fn step(&self) -> u32 {
+        self.progress.world.step
+    }
+}
 
 fn msg(m: ServerMessage) -> FromInference {
     FromInference::for_browser(m)
@@ -205,6 +222,47 @@ impl Session {
         self.playing && self.phase == EpisodePhase::Running
     }
 
+    /// What a step changes, as it is now.
+    fn progress(&self) -> StepProgress {
+        StepProgress {
+            world: self.world.snapshot(),
+            episode: self.episode,
+            cumulative_reward: self.cumulative,
+            last_action: self.last_action,
+            last_reward: self.last_reward,
+            rng: self.rng,
+            commands_applied: self.commands_applied,
+        }
+    }
+
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            progress: self.progress(),
+            phase: self.phase,
+            playing: self.playing,
+        }
+    }
+
+    /// Takes the session back to `c`; its settings and model are untouched (only steps came
+    /// after `c`, never a command).
+    pub fn rewind(&mut self, c: &Checkpoint) {
+        let p = &c.progress;
+        self.world = World::restore(&p.world);
+        self.episode = p.episode;
+        self.cumulative = p.cumulative_reward;
+        self.last_action = p.last_action;
+        self.last_reward = p.last_reward;
+        self.rng = p.rng;
+        self.commands_applied = p.commands_applied;
+        self.phase = c.phase;
+        self.playing = c.playing;
+    }
+
+    /// The episode's current step.
+    pub fn step(&self) -> u32 {
+        self.world.steps()
+    }
+
     pub fn snapshot(&self) -> SessionSnapshot {
         SessionSnapshot {
             session_id: self.id.clone(),
@@ -342,7 +400,7 @@ impl Session {
         self.last_action = Some(action);
         self.last_reward = r.reward;
         self.report_step(SteppedFrame {
-            snapshot: self.snapshot(),
+            progress: self.progress(),
             done: r.done,
             q_values: Some(q.to_vec()),
             // Said only once ε-greedy play is on, so greedy frames stay as small as before.

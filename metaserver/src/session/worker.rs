@@ -11,7 +11,7 @@ use crate::workers::replacement::{Replacement, Turn};
 use crate::workers::supervisor::WORKER_QUEUE;
 use ipc_proto::browser::{ErrorCode, ServerMessage, WorkerRestarted};
 use ipc_proto::inference::{
-    FromInference, SessionCommand, SessionSnapshot, SessionStart, ToInference,
+    FromInference, SessionCommand, SessionSnapshot, SessionStart, StepProgress, ToInference,
 };
 use ipc_proto::link::SendError;
 use ipc_proto::WorkerKind;
@@ -186,9 +186,9 @@ impl SessionTask {
             FromInference::Message(m) => self.fan_out(&m, Instant::now()),
             FromInference::State(u) => self.fan_out(&ServerMessage::StateUpdate(u), Instant::now()),
             FromInference::Stepped(s) => {
-                let (frame, snapshot) = s.into_parts();
+                let (frame, progress) = s.into_parts();
                 self.fan_out(&ServerMessage::StateUpdate(Box::new(frame)), Instant::now());
-                self.on_snapshot(snapshot);
+                self.on_progress(&progress);
             }
             FromInference::Snapshot(s) => self.on_snapshot(*s),
             FromInference::Probed { id, answer } => self.answer_probe(id, answer),
@@ -196,6 +196,30 @@ impl SessionTask {
             FromInference::Fatal { reason } => {
                 warn!(session = %self.id(), %reason, "worker reported a fatal error")
             }
+        }
+    }
+
+    /// A step: what it changed, applied to the last snapshot (a worker sends one before its
+    /// first step, so there always is one).
+    fn on_progress(&mut self, p: &StepProgress) {
+        let Some(s) = self.snapshot.as_mut() else {
+            warn!(session = %self.id(), "a step before the session's first snapshot: not kept");
+            return;
+        };
+        s.advance(p);
+        self.sessions.live.update_row(&self.ident.token_hash, |i| {
+            i.episode = p.episode;
+            i.step = p.world.step;
+            i.cumulative_reward = p.cumulative_reward;
+        });
+        self.confirm_applied(p.commands_applied);
+        self.dirty = true;
+    }
+
+    /// Commands up to `applied` need no replay to a replacement worker any more.
+    fn confirm_applied(&mut self, applied: u64) {
+        while self.unacked.front().is_some_and(|(seq, _)| *seq <= applied) {
+            self.unacked.pop_front();
         }
     }
 
@@ -211,10 +235,7 @@ impl SessionTask {
             i.speed = s.speed;
             i.cumulative_reward = s.cumulative_reward;
         });
-        let applied = s.commands_applied;
-        while self.unacked.front().is_some_and(|(seq, _)| *seq <= applied) {
-            self.unacked.pop_front();
-        }
+        self.confirm_applied(s.commands_applied);
         self.snapshot = Some(s);
         self.dirty = true;
     }

@@ -4,6 +4,9 @@
 //! noise stated there (measured by repeated runs on the project's machine). Each ratio is guarded
 //! beside an absolute figure of the same run (a ratio alone would pass if both its sides slowed).
 //!
+//! A figure may also carry a `target` (a goal an issue set, e.g. issue 34's 60 µs per paced step):
+//! then it fails when it misses the target too, however close it is to its committed value.
+//!
 //! It fails closed: a guarded section that ran is judged, and a missing or unreadable baseline, a
 //! missing key or a figure that is not a finite number is a failure, never a pass. Every figure
 //! judged is printed, with its limit.
@@ -41,7 +44,8 @@ impl Guard {
         }
     }
 
-    fn committed(&self, key: &str) -> Result<(f64, f64), String> {
+    /// The committed value, its noise and its target, if it has one.
+    fn committed(&self, key: &str) -> Result<(f64, f64, Option<f64>), String> {
         let b = self.baseline.as_ref().map_err(Clone::clone)?;
         let f = &b[key];
         let number = |field: &str| {
@@ -50,24 +54,41 @@ impl Guard {
                 .filter(|x| x.is_finite())
                 .ok_or_else(|| format!("the baseline has no finite `{key}.{field}`"))
         };
-        Ok((number("value")?, number("noise")?))
+        let target = match f.get("target") {
+            None => None,
+            Some(_) => Some(number("target")?),
+        };
+        Ok((number("value")?, number("noise")?, target))
     }
 
     /// Judges one figure: `what` names it, `now` is this run's value.
     pub fn judge(&mut self, key: &str, what: &str, better: Better, now: f64) {
-        let verdict = self.committed(key).and_then(|(value, noise)| {
-            let (ok, rule) = match better {
+        let verdict = self.committed(key).and_then(|(value, noise, target)| {
+            let (limit, mut rule) = match better {
                 Better::Lower => {
                     let limit = value * (1.0 + noise);
                     (
-                        now <= limit,
-                        format!("≤ {limit:.3} ({value} + {:.0} %)", noise * 100.0),
+                        limit,
+                        format!("{limit:.3} ({value} + {:.0} %)", noise * 100.0),
                     )
                 }
                 Better::Higher => {
                     let limit = value - noise;
-                    (now >= limit, format!("≥ {limit:.3} ({value} − {noise})"))
+                    (limit, format!("{limit:.3} ({value} − {noise})"))
                 }
+            };
+            // The stricter of the committed limit and the target.
+            let limit = match (better, target) {
+                (_, None) => limit,
+                (Better::Lower, Some(t)) => limit.min(t),
+                (Better::Higher, Some(t)) => limit.max(t),
+            };
+            if let Some(t) = target {
+                rule = format!("{rule}, target {t}");
+            }
+            let (ok, rule) = match better {
+                Better::Lower => (now <= limit, format!("≤ {rule}")),
+                Better::Higher => (now >= limit, format!("≥ {rule}")),
             };
             // A NaN compares false with everything: it fails both ways.
             if now.is_finite() && ok {
@@ -145,6 +166,24 @@ mod tests {
         assert_eq!(g.finish(true), 1);
         let mut g = guard(BASE);
         g.judge("pace", "pace", Better::Higher, 49.0);
+        assert_eq!(g.finish(true), 1);
+    }
+
+    #[test]
+    fn a_figure_within_noise_that_misses_its_target_fails() {
+        let base = r#"{"us": {"value": 50, "noise": 0.3, "target": 60}, "pace": {"value": 95, "noise": 10, "target": 90}}"#;
+        let mut g = guard(base);
+        g.judge("us", "us", Better::Lower, 59.0);
+        g.judge("pace", "pace", Better::Higher, 91.0);
+        assert_eq!(g.finish(true), 0);
+        let mut g = guard(base);
+        g.judge("us", "us", Better::Lower, 61.0);
+        assert_eq!(g.finish(true), 1, "within 30 % of 50 but over 60");
+        let mut g = guard(base);
+        g.judge("pace", "pace", Better::Higher, 89.0);
+        assert_eq!(g.finish(true), 1, "within 10 of 95 but under 90");
+        let mut g = guard(r#"{"us": {"value": 50, "noise": 0.3, "target": "60"}}"#);
+        g.judge("us", "a target that is not a number", Better::Lower, 1.0);
         assert_eq!(g.finish(true), 1);
     }
 
