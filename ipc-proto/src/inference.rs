@@ -62,7 +62,8 @@ pub enum EpisodePhase {
 }
 
 /// Everything a replacement worker needs to continue a session where its predecessor stopped.
-/// Sent after every step (and every state change).
+/// Sent after every state change and an episode's last step; other steps send what they changed
+/// ([`StepProgress`]), which the metaserver applies to the last snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionSnapshot {
     pub session_id: String,
@@ -134,6 +135,22 @@ pub enum ToInference {
         id: u64,
         probe: Probe,
     },
+    /// Compute the session's next steps ahead and send them as one [`FromInference::Ahead`]
+    /// (issue 34: the metaserver releases them to the browsers at the session's pace). `epoch` is
+    /// the last `TakeBack`'s (0 before any); `released`: how many entries the metaserver has
+    /// shown, which the worker need no longer be able to take back.
+    Produce {
+        epoch: u64,
+        released: u64,
+    },
+    /// Return the session to just after entry number `released` (entries count from 1 since the
+    /// worker started), forgetting every later one, and number the next batches with `epoch`.
+    /// Sent before every command and probe while steps may have been computed past the last one
+    /// shown, so each acts on the step the browser last saw.
+    TakeBack {
+        epoch: u64,
+        released: u64,
+    },
     /// Exit cleanly.
     Shutdown,
 }
@@ -158,6 +175,8 @@ pub enum FromInference {
     Stepped(Box<SteppedFrame>),
     /// The session's state after a step or state change.
     Snapshot(Box<SessionSnapshot>),
+    /// The answer to `Produce`: steps computed ahead, not yet for the browser.
+    Ahead(Box<StepsAhead>),
     Pong {
         seq: u64,
     },
@@ -201,6 +220,28 @@ impl FromInference {
             _ => None,
         }
     }
+}
+
+/// Entries of a playing session computed ahead of the browser, in order (issue 34).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepsAhead {
+    /// The `Produce`'s epoch: a batch computed before a take-back is not shown.
+    pub epoch: u64,
+    /// The number of the first entry.
+    pub first: u64,
+    /// Empty when the session does not play (it was paused meanwhile).
+    pub entries: Vec<PacedEntry>,
+}
+
+/// One step (or an episode's start) computed ahead, with when to show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PacedEntry {
+    /// How long after the previous entry this one is due, µs: the step period, or the pause
+    /// between episodes.
+    pub wait_us: u64,
+    /// Its messages, as the worker would have sent them at once (a `Stepped`; an episode's last
+    /// step, its frame, end and snapshot; an episode's start, its messages).
+    pub events: Vec<FromInference>,
 }
 
 /// What a step changes in a session: the world, the episode's reward so far, the action and its

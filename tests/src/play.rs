@@ -44,6 +44,15 @@ pub fn worker_pid_of(s: &Server, sid: &Value) -> u32 {
     w["pid"].as_u64().unwrap() as u32
 }
 
+/// The last `state_update` `ws` received.
+pub fn last_frame(ws: &Ws) -> &Value {
+    ws.seen
+        .iter()
+        .rev()
+        .find(|v| v["type"] == "state_update")
+        .expect("a state_update was received")
+}
+
 /// Reads until nothing has come for `quiet`; the `state_update`s read, in order.
 pub async fn drain_frames(ws: &mut Ws, quiet: Duration) -> Vec<Value> {
     let mut frames = Vec::new();

@@ -1,10 +1,11 @@
-//! End-to-end: steps computed ahead of the clock (issue 34; worker-inference's `runner`). At speed
-//! 10 a worker computes ten steps per wake and sends one per tick; whatever the browser does, it
-//! acts on the step it last saw, never on one computed ahead — pause then step, a probe, a speed
-//! change, a `kill -9` — and a session that ran ahead goes exactly the way one stepped by hand
-//! goes. Real metaserver, real workers, ε-greedy play so the random numbers must follow too.
+//! End-to-end: steps computed ahead (issue 34; worker-inference's `ahead.rs`, the metaserver's
+//! `session/pacer.rs`). At speed 10 a worker computes ten steps at a time and the metaserver
+//! releases one per period; whatever the browser does, it acts on the step it last saw, never on
+//! one computed ahead — pause then step, a probe, a speed change, a `kill -9` — and a session that
+//! ran ahead goes exactly the way one stepped by hand goes. Real metaserver, real workers,
+//! ε-greedy play so the random numbers must follow too.
 
-use hamlet_tests::play::{drain_frames, essence, open_session, step, worker_pid_of};
+use hamlet_tests::play::{drain_frames, essence, last_frame, open_session, step, worker_pid_of};
 use hamlet_tests::*;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -35,19 +36,17 @@ async fn until_step(ws: &mut Ws, n: u64) -> Value {
     .await
 }
 
-/// Pauses and returns the last frame the browser got (those still in flight included).
-async fn pause(ws: &mut Ws) -> Value {
+/// Pauses; returns the last frame the browser got and the session's status right after the pause.
+/// No frame comes after that status: the pause took effect at once, steps computed ahead and
+/// not yet shown were never shown.
+async fn pause(ws: &mut Ws) -> (Value, Value) {
     ws.send(json!({"command":"pause"})).await;
-    let frames = drain_frames(ws, QUIET).await;
-    let last = frames.last().cloned();
-    last.unwrap_or_else(|| {
-        ws.seen
-            .iter()
-            .rev()
-            .find(|v| v["type"] == "state_update")
-            .unwrap()
-            .clone()
-    })
+    ws.send(json!({"command":"status"})).await;
+    let status = ws.expect("session_status", T).await;
+    let seen = last_frame(ws).clone();
+    let after = drain_frames(ws, QUIET).await;
+    assert!(after.is_empty(), "frames after the pause: {after:?}");
+    (seen, status)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -56,9 +55,7 @@ async fn pause_then_step_continues_from_the_frame_the_browser_saw() {
     let (mut ws, _) = playing(&s).await;
     until_step(&mut ws, 25).await;
     for round in 0..3 {
-        let seen = pause(&mut ws).await;
-        ws.send(json!({"command":"status"})).await;
-        let status = ws.expect("session_status", T).await;
+        let (seen, status) = pause(&mut ws).await;
         assert_eq!(status["step"], seen["step"], "round {round}: {status}");
         let next = step(&mut ws, 1).await.remove(0);
         assert_eq!(
@@ -71,12 +68,7 @@ async fn pause_then_step_continues_from_the_frame_the_browser_saw() {
         until_step(&mut ws, step_of(&next) + 12).await;
         ws.send(json!({"command":"probe"})).await;
         let probed = ws.expect("probe_result", T).await;
-        let last = ws
-            .seen
-            .iter()
-            .rev()
-            .find(|v| v["type"] == "state_update")
-            .unwrap();
+        let last = last_frame(&ws);
         let meters = last["agent_meters"].as_object().unwrap().values().next();
         assert_eq!(
             Some(&probed["meters"]),
@@ -110,7 +102,7 @@ async fn after_a_kill_9_the_session_goes_on_from_the_frame_the_browser_saw() {
     }
     // Paused, then killed: the replacement starts at the frame seen, and a step is the next one.
     until_step(&mut ws, step_of(&first) + 15).await;
-    let seen = pause(&mut ws).await;
+    let (seen, _) = pause(&mut ws).await;
     signal(worker_pid_of(&s, &c["session_id"]), Signal::SIGKILL);
     let r = ws.expect("worker_restarted", T).await;
     assert_eq!(r["resumed_step"], seen["step"], "{r}");
@@ -141,31 +133,50 @@ async fn a_session_that_ran_ahead_goes_the_way_one_stepped_by_hand_goes() {
     let watch = c["watch_token"].as_str().unwrap();
     let (mut by_hand, _) = open_session(&s, &format!("?fork={watch}")).await;
     by_hand.expect("state_update", T).await;
-    // Played at speed 10, with what makes a worker take back its steps computed ahead on the way:
-    // speed changes and probes.
+    // Played at speed 10, with what makes steps computed ahead be taken back on the way: probes,
+    // speed changes, and a change of ε, which changes the trajectory from the step it meets.
     ahead.send(json!({"command":"set_speed","speed":10})).await;
     ahead.seen.clear();
     ahead.send(json!({"command":"play"})).await;
-    for (i, at) in [20u64, 45, 70].into_iter().enumerate() {
+    for (i, at) in [20u64, 35, 50, 70].into_iter().enumerate() {
         until_step(&mut ahead, at).await;
-        if i == 1 {
-            ahead.send(json!({"command":"set_speed","speed":9})).await;
-            ahead.send(json!({"command":"set_speed","speed":10})).await;
-        } else {
-            ahead.send(json!({"command":"probe"})).await;
-        }
+        let command = match i {
+            1 => json!({"command":"set_epsilon","epsilon":0.9}),
+            2 => json!({"command":"set_speed","speed":9}),
+            3 => json!({"command":"set_speed","speed":10}),
+            _ => json!({"command":"probe"}),
+        };
+        ahead.send(command).await;
     }
     until_step(&mut ahead, 90).await;
     pause(&mut ahead).await;
-    let played: Vec<Value> = ahead
+    // The frames before the answer to the change of ε were played with 0.3, the rest with 0.9.
+    let changed = ahead
         .seen
         .iter()
-        .filter(|v| v["type"] == "state_update")
-        .cloned()
-        .collect();
-    assert!(played.len() >= 90, "{} frames", played.len());
-    let stepped = step(&mut by_hand, played.len()).await;
+        .position(|v| v["type"] == "settings" && v["epsilon"] == 0.9)
+        .expect("the change of ε answered");
+    let frames = |seen: &[Value]| -> Vec<Value> {
+        let update = |v: &&Value| v["type"] == "state_update";
+        seen.iter().filter(update).cloned().collect()
+    };
+    let (before, after) = (
+        frames(&ahead.seen[..changed]),
+        frames(&ahead.seen[changed..]),
+    );
+    assert!(
+        before.len() >= 35 && after.len() >= 40,
+        "{} + {} frames",
+        before.len(),
+        after.len()
+    );
+    let mut stepped = step(&mut by_hand, before.len()).await;
+    by_hand
+        .send(json!({"command":"set_epsilon","epsilon":0.9}))
+        .await;
+    stepped.extend(step(&mut by_hand, after.len()).await);
+    let played = [before, after].concat();
     let explored = played.iter().filter(|f| f["explored"] == true).count();
-    assert!(explored >= 10, "ε 0.3 explored {explored} times");
+    assert!(explored >= 30, "ε 0.3 then 0.9 explored {explored} times");
     assert_eq!(trajectory(&played), trajectory(&stepped));
 }

@@ -1,7 +1,7 @@
 //! Sessions that outlive their connection and their server; read-only watch links
 //! (sessions.md, "What is tested"). Real metaserver, real workers, a real store directory.
 
-use hamlet_tests::play::{essence, open_session, step};
+use hamlet_tests::play::{essence, last_frame, open_session, step};
 use hamlet_tests::*;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -177,12 +177,7 @@ async fn sigterm_and_restart_resume_all_sixteen_playing_sessions_at_their_step()
     let mut last_steps = Vec::new();
     for (ws, _, _) in &mut sessions {
         assert_eq!(ws.expect_close(T).await, 1012);
-        let last = ws
-            .seen
-            .iter()
-            .rev()
-            .find(|v| v["type"] == "state_update")
-            .unwrap();
+        let last = last_frame(ws);
         last_steps.push((last["episode"].clone(), last["step"].clone()));
     }
     let (code, old) = stopping.await.unwrap();

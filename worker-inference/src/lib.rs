@@ -2,11 +2,11 @@
 //!
 //! - [`policy`]: ONNX Runtime via `ort`, model checks, greedy action.
 //! - [`session`]: the session rules of protocol.md, as pure state transitions.
-//! - [`runner`]: the process loop (socket, clocks, signals) and the steps computed ahead.
-//! - [`clock`]: the step clock, a periodic `timerfd`.
-//! - [`profile`]: where a paced step's CPU goes, for `scripts/bench scale`.
+//! - [`ahead`]: a playing session's steps, computed in batches for the metaserver to pace out.
+//! - [`runner`]: the process loop (socket, signals).
+//! - [`profile`]: where a step's CPU goes, for `scripts/bench scale`.
 
-pub mod clock;
+pub mod ahead;
 pub mod policy;
 pub mod profile;
 pub mod runner;

@@ -1,14 +1,14 @@
-//! Where a worker's CPU goes in a paced step — waking, inference, sending — for `scripts/bench
-//! scale` (issue 34). Off unless the environment names a directory in [`ENV_PROFILE_DIR`]; then
-//! the worker reads its thread's CPU clock four times per step (four more system calls, so a
-//! profiled step costs a little more than an unprofiled one) and rewrites `DIR/PID.json` at most
-//! every quarter second with its running totals:
+//! Where a worker's CPU goes per step computed for a playing session — waking, inference,
+//! sending — for `scripts/bench scale` (issue 34). Off unless the environment names a directory
+//! in [`ENV_PROFILE_DIR`]; then the worker reads its thread's CPU clock four times per batch of
+//! steps (four more system calls, so a profiled worker costs a little more than an unprofiled
+//! one) and rewrites `DIR/PID.json` at most every quarter second with its running totals:
 //! `{"steps":N,"wake_ns":…,"inference_ns":…,"send_ns":…}`.
 //!
-//! - wake: from the end of the previous iteration to the step's start — the kernel's wake, tokio's
-//!   driver, the timer's read.
-//! - inference: the step itself — the network, the world, the steps computed ahead.
-//! - send: encoding the step's messages and writing them to the socket.
+//! - wake: from the end of the previous loop iteration to the start of the batch — the kernel's
+//!   wake, tokio's driver, reading the metaserver's `Produce`.
+//! - inference: computing the batch — the network, the world, the checkpoints.
+//! - send: encoding the batch and writing it to the socket.
 
 use nix::time::{clock_gettime, ClockId};
 use std::path::PathBuf;
@@ -26,6 +26,8 @@ pub struct StepProfile {
     inference: Duration,
     send: Duration,
     steps: u64,
+    /// Steps computed in this iteration, counted once they are sent.
+    pending: u64,
     written: Instant,
 }
 
@@ -46,6 +48,7 @@ impl StepProfile {
             inference: Duration::ZERO,
             send: Duration::ZERO,
             steps: 0,
+            pending: 0,
             written: Instant::now(),
         }
     }
@@ -65,7 +68,7 @@ impl StepProfile {
         }
     }
 
-    /// The step clock woke the loop.
+    /// A `Produce` woke the loop.
     pub fn woke(&mut self) {
         if self.file.is_some() {
             let d = self.lap();
@@ -73,20 +76,23 @@ impl StepProfile {
         }
     }
 
-    /// The step's messages are ready.
-    pub fn computed(&mut self) {
+    /// The batch of `steps` is computed.
+    pub fn computed(&mut self, steps: usize) {
         if self.file.is_some() {
             let d = self.lap();
             self.inference += d;
+            self.pending = steps as u64;
         }
     }
 
-    /// The step's messages are on the socket.
+    /// The iteration's messages are on the socket.
     pub fn sent(&mut self) {
         let Some(file) = &self.file else { return };
-        let sent = thread_cpu().saturating_sub(self.mark);
-        self.send += sent;
-        self.steps += 1;
+        if self.pending == 0 {
+            return;
+        }
+        self.send += thread_cpu().saturating_sub(self.mark);
+        self.steps += std::mem::take(&mut self.pending);
         if self.written.elapsed() >= WRITE_EVERY {
             self.written = Instant::now();
             let json = format!(

@@ -223,7 +223,10 @@ impl SessionTask {
         }
         self.last_probe += 1;
         let id = self.last_probe;
-        if w.send(ToInference::Probe { id, probe }).is_ok() {
+        let sent = self
+            .take_back(w)
+            .and_then(|()| w.send(ToInference::Probe { id, probe }));
+        if sent.is_ok() {
             self.probes.insert(id, client);
         } else {
             client.send(&too_many_probes());

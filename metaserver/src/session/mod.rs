@@ -2,8 +2,9 @@
 //! process of its own, surviving its worker, its connection and this server.
 //!
 //! Reading order: [`connection`] (a `/ws` connection finds its session; [`fork`] starts one from another's) → [`registry`] (the live
-//! sessions and the claim rule) → [`task`] (one session's life) with [`browsers`], [`worker`] and
-//! [`persist`] (what the task does with its browsers, its worker process and the store) →
+//! sessions and the claim rule) → [`task`] (one session's life) with [`browsers`], [`worker`],
+//! [`pacer`] and [`persist`] (what the task does with its browsers, its worker process, the steps
+//! the worker computed ahead and the store) →
 //! [`store`] and [`dir_store`] (where sessions outlive their connection). [`lookup`] finds sessions in the store; [`sessions`] holds the
 //! handles they share; [`identity`] who a session is; [`watcher_view`] a stored session as a
 //! watcher first sees it; [`elsewhere`] watching across a cluster's nodes (implemented there).
@@ -15,6 +16,7 @@ pub mod elsewhere;
 pub mod fork;
 pub mod identity;
 pub mod lookup;
+pub mod pacer;
 pub mod persist;
 pub mod registry;
 pub mod sessions;

@@ -2,8 +2,8 @@
 //! read-only watchers, and its snapshot in the session store. This file holds the task's state and
 //! its life; `browsers.rs`, `worker.rs` and `persist.rs` hold what it does with each.
 //!
-//! **Architecture Invariant: sessions survive their worker.** The worker sends a snapshot with
-//! every step; when it dies (crash, `kill -9`, hang, a frame that is not a valid message) a
+//! **Architecture Invariant: sessions survive their worker.** The session's snapshot follows
+//! every step released to its browsers (`pacer.rs`); when it dies (crash, `kill -9`, hang, a frame that is not a valid message) a
 //! replacement is started from the last snapshot and the browsers are told `worker_restarted`.
 //! The connections are closed only when the restart budget is spent (`error`, then close 1011).
 //!
@@ -14,6 +14,7 @@
 //! remains, until its token brings it back or the resume window ends.
 
 use super::identity::{Identity, OwnerConn, Restored};
+use super::pacer::Pacer;
 use super::registry::{Attach, Inbox, SessionAsk};
 use super::sessions::Sessions;
 use crate::client::{close, Client, Incoming};
@@ -79,7 +80,10 @@ pub struct SessionTask {
     pub(super) owner: Option<OwnerConn>,
     pub(super) watchers: Vec<Client>,
     pub(super) inbox: Inbox,
+    /// The session as of the last step released to its browsers.
     pub(super) snapshot: Option<SessionSnapshot>,
+    /// The steps its worker computed ahead, released one per period.
+    pub(super) pacer: Pacer,
     /// The last ≤ [`RECENT_EPISODES`] episode ends, for `connected` after a reload.
     pub(super) recent: VecDeque<EpisodeSummary>,
     /// Probes sent to the worker and not yet answered: who asked.
@@ -153,6 +157,7 @@ impl SessionTask {
             watchers: Vec::new(),
             inbox,
             snapshot: restored.snapshot,
+            pacer: Pacer::new(),
             recent: restored.recent.into_iter().collect(),
             probes: HashMap::new(),
             last_probe: 0,
@@ -275,9 +280,10 @@ impl SessionTask {
                 NextStep::Continue
             }
             ev = w.recv() => match ev {
-                LinkEvent::Event(ev) => { self.on_event(ev); NextStep::Continue }
+                LinkEvent::Event(ev) => { self.on_worker_event(w, ev); NextStep::Continue }
                 LinkEvent::Ended(end) => NextStep::Replace(Replacement::after(w, end).await),
             },
+            _ = self.pacer.timer(), if self.pacer.has_due() => { self.release_due(w); NextStep::Continue }
             Some(a) = self.inbox.attach.recv() => { self.attach(a); NextStep::Continue }
             Some(WorkerControl::Restart) = self.control_rx.recv() => {
                 let text = "restarted by an operator";

@@ -11,7 +11,8 @@ use crate::workers::replacement::{Replacement, Turn};
 use crate::workers::supervisor::WORKER_QUEUE;
 use ipc_proto::browser::{ErrorCode, ServerMessage, WorkerRestarted};
 use ipc_proto::inference::{
-    FromInference, SessionCommand, SessionSnapshot, SessionStart, StepProgress, ToInference,
+    EpisodePhase, FromInference, SessionCommand, SessionSnapshot, SessionStart, StepProgress,
+    ToInference,
 };
 use ipc_proto::link::SendError;
 use ipc_proto::WorkerKind;
@@ -50,6 +51,8 @@ impl SessionTask {
                 continue;
             }
             self.adopt(&w, replacing.as_ref());
+            // A new worker has computed nothing ahead, and counts its steps from 0.
+            self.pacer.reset();
             return Some(w);
         }
     }
@@ -143,13 +146,59 @@ impl SessionTask {
         self.announced = true;
     }
 
+    /// Before a command or a probe: the worker takes back the steps computed past the last one
+    /// released, so what follows acts on the step the browsers last saw.
+    pub(super) fn take_back(&mut self, w: &InferenceWorker) -> Result<(), SendError> {
+        let Some(m) = self.pacer.take_back() else {
+            return Ok(());
+        };
+        w.send(m)?;
+        self.pacer.took_back();
+        Ok(())
+    }
+
+    /// Asks the worker for more steps when the session plays (or is between episodes) and the
+    /// pacer runs low.
+    fn keep_paced(&mut self, w: &InferenceWorker) {
+        let wanted = self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.playing || s.phase == EpisodePhase::Ended);
+        if let Some(m) = self.pacer.ask(wanted) {
+            if w.send(m).is_err() {
+                self.pacer.not_asked();
+            }
+        }
+    }
+
+    /// A message from the worker: steps computed ahead go to the pacer, the rest is handled now.
+    pub(super) fn on_worker_event(&mut self, w: &InferenceWorker, ev: FromInference) {
+        match ev {
+            FromInference::Ahead(a) => self.pacer.accept(*a),
+            ev => self.on_event(ev),
+        }
+        self.keep_paced(w);
+    }
+
+    /// The pacer's timer fired: the next step is shown.
+    pub(super) fn release_due(&mut self, w: &InferenceWorker) {
+        if let Some(events) = self.pacer.release(tokio::time::Instant::now()) {
+            for ev in events {
+                self.on_event(ev);
+            }
+        }
+        self.keep_paced(w);
+    }
+
     /// Numbers an owner's command and queues it for the worker (kept until a snapshot confirms it).
     pub(super) fn forward(&mut self, w: &InferenceWorker, cmd: SessionCommand) {
         self.last_seq += 1;
         let seq = self.last_seq;
-        let sent = w.send(ToInference::Command {
-            seq,
-            command: cmd.clone(),
+        let sent = self.take_back(w).and_then(|()| {
+            w.send(ToInference::Command {
+                seq,
+                command: cmd.clone(),
+            })
         });
         if sent.is_ok() && cmd != SessionCommand::Status {
             if self.unacked.len() == MAX_UNACKED {
@@ -192,7 +241,9 @@ impl SessionTask {
             }
             FromInference::Snapshot(s) => self.on_snapshot(*s),
             FromInference::Probed { id, answer } => self.answer_probe(id, answer),
-            FromInference::Pong { .. } | FromInference::Ready => {}
+            // Steps computed ahead reach the pacer first (`on_worker_event`); these are a retiring
+            // worker's, never shown: the session stays at the last step released.
+            FromInference::Pong { .. } | FromInference::Ready | FromInference::Ahead(_) => {}
             FromInference::Fatal { reason } => {
                 warn!(session = %self.id(), %reason, "worker reported a fatal error")
             }
@@ -237,6 +288,7 @@ impl SessionTask {
         });
         self.confirm_applied(s.commands_applied);
         self.snapshot = Some(s);
+        self.pacer.session_changed();
         self.dirty = true;
     }
 

@@ -804,6 +804,9 @@ async fn main() {
         let what = "256 sessions at speed 10: frames/s per session";
         let per = figures.per_session_256;
         guard.judge("pace_256_per_session", what, guard::Better::Higher, per);
+        let what = "256 sessions at speed 10: pace, share of one session's alone";
+        let share = figures.pace_share_256;
+        guard.judge("pace_256_share", what, guard::Better::Higher, share);
         let what = "100 sessions at speed 10: worker CPU per paced step, µs";
         let us = figures.worker_us_per_step_100;
         guard.judge("worker_us_per_step_100", what, Lower, us);

@@ -64,31 +64,27 @@ impl Guard {
     /// Judges one figure: `what` names it, `now` is this run's value.
     pub fn judge(&mut self, key: &str, what: &str, better: Better, now: f64) {
         let verdict = self.committed(key).and_then(|(value, noise, target)| {
-            let (limit, mut rule) = match better {
-                Better::Lower => {
-                    let limit = value * (1.0 + noise);
-                    (
-                        limit,
-                        format!("{limit:.3} ({value} + {:.0} %)", noise * 100.0),
-                    )
-                }
-                Better::Higher => {
-                    let limit = value - noise;
-                    (limit, format!("{limit:.3} ({value} − {noise})"))
-                }
+            let (committed, why) = match better {
+                Better::Lower => (
+                    value * (1.0 + noise),
+                    format!("{value} + {:.0} %", noise * 100.0),
+                ),
+                Better::Higher => (value - noise, format!("{value} − {noise}")),
             };
             // The stricter of the committed limit and the target.
-            let limit = match (better, target) {
-                (_, None) => limit,
-                (Better::Lower, Some(t)) => limit.min(t),
-                (Better::Higher, Some(t)) => limit.max(t),
+            let (limit, why) = match (better, target) {
+                (Better::Lower, Some(t)) if t < committed => {
+                    (t, format!("the target; {why} is {committed:.3}"))
+                }
+                (Better::Higher, Some(t)) if t > committed => {
+                    (t, format!("the target; {why} is {committed:.3}"))
+                }
+                (_, Some(t)) => (committed, format!("{why}; target {t}")),
+                (_, None) => (committed, why),
             };
-            if let Some(t) = target {
-                rule = format!("{rule}, target {t}");
-            }
             let (ok, rule) = match better {
-                Better::Lower => (now <= limit, format!("≤ {rule}")),
-                Better::Higher => (now >= limit, format!("≥ {rule}")),
+                Better::Lower => (now <= limit, format!("≤ {limit:.3} ({why})")),
+                Better::Higher => (now >= limit, format!("≥ {limit:.3} ({why})")),
             };
             // A NaN compares false with everything: it fails both ways.
             if now.is_finite() && ok {

@@ -13,6 +13,9 @@ use worker_inference::profile::ENV_PROFILE_DIR;
 pub struct Scale {
     /// Frames per session per second with 256 sessions.
     pub per_session_256: f64,
+    /// The same, as a share of one session's alone: of the pace a session keeps when the machine
+    /// has nothing else to do (100 steps a second less the pauses between episodes).
+    pub pace_share_256: f64,
     /// Worker CPU per paced step with 100 sessions, µs.
     pub worker_us_per_step_100: f64,
 }
@@ -25,8 +28,10 @@ pub async fn scale(r: &mut Report) -> Scale {
     let mut clients: Vec<Ws> = Vec::new();
     let mut figures = Scale {
         per_session_256: f64::NAN,
+        pace_share_256: f64::NAN,
         worker_us_per_step_100: f64::NAN,
     };
+    let mut per_session_1 = f64::NAN;
     for n in [1usize, 16, 64, 100, 256] {
         s.open_playing(&mut clients, n).await;
         // Let every session reach its pace, then measure 5 s.
@@ -45,8 +50,12 @@ pub async fn scale(r: &mut Report) -> Scale {
         // Each frame is one step of one worker.
         let worker_us_per_step = w.workers_cores * 1e6 / fps;
         match n {
+            1 => per_session_1 = per,
             100 => figures.worker_us_per_step_100 = worker_us_per_step,
-            256 => figures.per_session_256 = per,
+            256 => {
+                figures.per_session_256 = per;
+                figures.pace_share_256 = per / per_session_1;
+            }
             _ => {}
         }
         r.add(
@@ -59,6 +68,13 @@ pub async fn scale(r: &mut Report) -> Scale {
     }
     drop(clients);
     drop(s);
+    r.add(
+        "scale_pace_share_256",
+        "256 sessions' pace, share of one session's alone",
+        format!("{:.1} %", figures.pace_share_256 * 100.0),
+        "frames/s per session at 256 ÷ at 1",
+        json!(figures.pace_share_256),
+    );
     split(r).await;
     figures
 }
@@ -111,8 +127,9 @@ fn sum_totals(dir: &Path, pids: &[u32]) -> [f64; 4] {
 }
 
 /// The same load on a server whose workers profile their steps: µs per step waking, in inference
-/// and sending. A separate pass, because profiling reads the thread's CPU clock four times a step
-/// and would inflate the unprofiled figures above.
+/// and sending (a worker wakes, computes and sends once per batch of steps; each is divided by
+/// the batch's steps). A separate pass, because profiling reads the thread's CPU clock and
+/// writes a file, and would inflate the unprofiled figures above.
 async fn split(r: &mut Report) {
     let dir = temp_dir("worker-profile");
     let mut opts = ServerOpts::default_model(&["--max-sessions", "300"]);
@@ -134,7 +151,7 @@ async fn split(r: &mut Report) {
             &format!("scale_split_{n}"),
             &format!("{n:>3} sessions, a profiled step: wake | inference | send"),
             format!("{wake:.1} | {inference:.1} | {send:.1} µs"),
-            &format!("of {whole:.0} µs of worker CPU a step (the rest: the loop, the episode clock, commands); {steps:.0} steps"),
+            &format!("of {whole:.0} µs of worker CPU a step, profiled (the rest: pings, other messages, profiling itself); {steps:.0} steps"),
             json!({"sessions": n, "wake_us": wake, "inference_us": inference, "send_us": send, "whole_us": whole, "steps": steps}),
         );
     }
