@@ -1,5 +1,11 @@
 //! One browser session's rules (protocol.md `/ws`), with no I/O: every method returns the events
-//! to send. The [`crate::runner`] owns the socket and the clock.
+//! to send. The [`crate::runner`] owns the socket; the metaserver keeps the time.
+//!
+//! This file holds the session, its start and its frames; [`play`] its steps; [`commands`] what
+//! the browser asks of it.
+
+mod commands;
+mod play;
 
 use crate::policy::{Policy, Runtime};
 use hamlet_env::rng::SessionRng;
@@ -7,12 +13,11 @@ use hamlet_env::wire::{state_update, FrameFacts};
 use hamlet_env::World;
 use hamlet_onnx::catalog;
 use ipc_proto::browser::{
-    Connected, EndReason, EpisodeEnd, EpisodeStart, ErrorCode, ErrorMsg, ModelLoaded, Position,
-    ProbeResult, ServerMessage, SessionStatus, Settings,
+    Connected, EndReason, EpisodeEnd, EpisodeStart, ErrorCode, ServerMessage,
 };
 use ipc_proto::inference::{
-    EpisodePhase, FromInference, Probe, SessionCommand, SessionSnapshot, SessionStart, StartMode,
-    StepProgress, SteppedFrame, MAX_SPEED, MIN_SPEED,
+    EpisodePhase, FromInference, SessionSnapshot, SessionStart, StartMode, StepProgress, MAX_SPEED,
+    MIN_SPEED,
 };
 use ipc_proto::wire::Activations;
 use std::path::PathBuf;
@@ -48,9 +53,9 @@ pub struct Session {
 
 type Out = Vec<FromInference>;
 
-/// The session as it was between two steps, so steps computed ahead of the clock can be taken
-/// back (see [`crate::runner`]): what a step changes, and whether play goes on (a step whose
-/// network fails stops it).
+/// The session as it was between two steps, so steps computed ahead can be taken back (see
+/// [`crate::ahead`]): what a step changes, and whether play goes on (a step whose network fails
+/// stops it).
 #[derive(Debug, Clone, Copy)]
 pub struct Checkpoint {
     progress: StepProgress,
@@ -157,27 +162,7 @@ impl Session {
             },
         };
         if start.announce {
-            out.insert(
-                0,
-                msg(ServerMessage::Connected(Connected {
-                    available_models: catalog::list(&s.models_dir),
-                    session_id: s.id.clone(),
-                    model: s.model_name(),
-                    playing: s.playing,
-                    speed: s.speed,
-                    max_steps: s.max_steps,
-                    resume_token: None,
-                    watch_token: None,
-                    resumed: None,
-                    resume_error: None,
-                    watching: None,
-                    read_only: None,
-                    epsilon: s.epsilon,
-                    start_mode: s.start,
-                    detail: s.detail,
-                    recent_episodes: Vec::new(), // the metaserver keeps them
-                })),
-            );
+            out.insert(0, s.connected());
         }
         if !fresh && start.announce {
             // Back from the session store: the page draws the world at once, without a step.
@@ -195,6 +180,29 @@ impl Session {
         }
         out.push(s.snapshot_event());
         (s, out)
+    }
+
+    /// `connected` for a browser that has not seen this worker (the metaserver adds the tokens
+    /// and the recent episodes it keeps).
+    fn connected(&self) -> FromInference {
+        msg(ServerMessage::Connected(Connected {
+            available_models: catalog::list(&self.models_dir),
+            session_id: self.id.clone(),
+            model: self.model_name(),
+            playing: self.playing,
+            speed: self.speed,
+            max_steps: self.max_steps,
+            resume_token: None,
+            watch_token: None,
+            resumed: None,
+            resume_error: None,
+            watching: None,
+            read_only: None,
+            epsilon: self.epsilon,
+            start_mode: self.start,
+            detail: self.detail,
+            recent_episodes: Vec::new(),
+        }))
     }
 
     pub fn model_name(&self) -> Option<String> {
@@ -217,7 +225,7 @@ impl Session {
         BASE_EPISODE_GAP.div_f64(self.speed)
     }
 
-    /// True when the clock should drive steps.
+    /// True while the session plays an episode: there are steps to compute.
     pub fn wants_steps(&self) -> bool {
         self.playing && self.phase == EpisodePhase::Running
     }
@@ -374,224 +382,5 @@ impl Session {
             meter,
         })));
         self.phase = EpisodePhase::Ended;
-    }
-
-    /// One greedy step of the agent.
-    pub fn step_once(&mut self) -> Out {
-        if self.phase != EpisodePhase::Running {
-            return Vec::new();
-        }
-        let (q, activations) = match self.evaluate_current() {
-            Ok(x) => x,
-            Err(failure) => return failure,
-        };
-        let (action, explored) = self.choose(&q);
-        let activations = activations.map(|mut a| {
-            if let Some(p) = self.policy.as_ref() {
-                a.top = p.strongest(&a.h2, action as usize, 8);
-            }
-            a
-        });
-        let r = self
-            .world
-            .step_id(i64::from(action))
-            .expect("argmax of 5 Q-values is 0..5");
-        self.cumulative += r.reward;
-        self.last_action = Some(action);
-        self.last_reward = r.reward;
-        self.report_step(SteppedFrame {
-            progress: self.progress(),
-            done: r.done,
-            q_values: Some(q.to_vec()),
-            // Said only once ε-greedy play is on, so greedy frames stay as small as before.
-            explored: (self.epsilon > 0.0).then_some(explored),
-            activations,
-        })
-    }
-
-    /// The policy's Q-values (and activations, when asked for) in the current state; when it has
-    /// none, the messages that say so (and play stops).
-    fn evaluate_current(
-        &mut self,
-    ) -> Result<([f32; hamlet_env::N_ACTIONS], Option<Activations>), Out> {
-        let obs = self.world.observation();
-        let detail = self.detail;
-        let failure = match self.policy.as_mut().map(|p| p.evaluate(&obs, detail)) {
-            Some(Ok(x)) => return Ok(x),
-            Some(Err(e)) => err(e.code(), e.to_string()),
-            None => err(
-                ErrorCode::ModelNotFound,
-                "no model loaded: choose one with load_model",
-            ),
-        };
-        self.playing = false;
-        Err(vec![failure, self.snapshot_event()])
-    }
-
-    /// The messages of a step just taken: usually one (`Stepped`: the frame's facts and the
-    /// snapshot); for an episode's last step the frame, its end, then the snapshot (see
-    /// `SteppedFrame` for why).
-    fn report_step(&mut self, step: SteppedFrame) -> Out {
-        let end = if step.done {
-            Some(EndReason::MeterDepleted)
-        } else if self.world.steps() >= self.max_steps {
-            Some(EndReason::MaxSteps)
-        } else {
-            None
-        };
-        let Some(reason) = end else {
-            return vec![FromInference::Stepped(Box::new(step))];
-        };
-        let (frame, _) = step.into_parts();
-        let mut out = vec![FromInference::State(Box::new(frame))];
-        self.end_episode(reason, &mut out);
-        out.push(self.snapshot_event());
-        out
-    }
-
-    /// ε-greedy: with probability ε a random action (the session's RNG, drawn only when ε > 0, so
-    /// greedy play consumes no numbers), else the largest Q-value. (action, explored).
-    fn choose(&mut self, q: &[f32; hamlet_env::N_ACTIONS]) -> (u8, bool) {
-        if self.epsilon > 0.0 && self.rng.next_f64() < self.epsilon {
-            (self.rng.below(hamlet_env::N_ACTIONS) as u8, true)
-        } else {
-            (hamlet_env::argmax(q) as u8, false)
-        }
-    }
-
-    /// Handles command number `seq`; the snapshots it produces say it was applied.
-    pub fn handle_numbered(&mut self, seq: u64, cmd: SessionCommand) -> Out {
-        self.commands_applied = self.commands_applied.max(seq);
-        self.handle(cmd)
-    }
-
-    pub fn handle(&mut self, cmd: SessionCommand) -> Out {
-        let mut out = Vec::new();
-        match cmd {
-            SessionCommand::Play => self.playing = true,
-            SessionCommand::Pause => self.playing = false,
-            SessionCommand::Step => {
-                if !self.playing {
-                    return match self.phase {
-                        EpisodePhase::Running => self.step_once(),
-                        // Stepping between episodes begins the next one at once.
-                        EpisodePhase::Ended => self.start_next_episode(),
-                    };
-                }
-            }
-            SessionCommand::Reset => {
-                if self.phase == EpisodePhase::Running {
-                    self.end_episode(EndReason::Reset, &mut out);
-                }
-                out.extend(self.start_next_episode());
-                return out;
-            }
-            SessionCommand::SetSpeed { speed } => {
-                self.speed = clamp_speed(speed);
-                out.push(self.settings());
-            }
-            SessionCommand::SetEpsilon { epsilon } => {
-                self.epsilon = epsilon.clamp(0.0, 1.0);
-                out.push(self.settings());
-            }
-            SessionCommand::SetStart { mode } => {
-                self.start = mode;
-                out.push(self.settings());
-            }
-            SessionCommand::SetDetail { activations } => {
-                if activations && !self.policy.as_ref().is_some_and(|p| p.has_activations()) {
-                    self.detail = false;
-                    out.push(no_activations(self.model_name().as_deref()));
-                } else {
-                    self.detail = activations;
-                }
-                out.push(self.settings());
-            }
-            SessionCommand::LoadModel { model } => return self.load_model(&model),
-            SessionCommand::Status => {
-                out.push(msg(ServerMessage::SessionStatus(SessionStatus {
-                    session_id: self.id.clone(),
-                    model: self.model_name(),
-                    playing: self.playing,
-                    speed: self.speed,
-                    max_steps: self.max_steps,
-                    episode: self.episode,
-                    step: self.world.steps(),
-                    cumulative_reward: self.cumulative,
-                })));
-                return out;
-            }
-        }
-        out.push(self.snapshot_event());
-        out
-    }
-
-    /// The teaching settings, for the owner and every watcher (protocol.md `settings`).
-    fn settings(&self) -> FromInference {
-        msg(ServerMessage::Settings(Settings {
-            speed: self.speed,
-            epsilon: self.epsilon,
-            start_mode: self.start,
-            detail: self.detail,
-        }))
-    }
-
-    /// "What if": the model's choice in the current state edited as `p` says. Nothing of the
-    /// session changes (its world, episode, RNG and play state), so a probe never alters what
-    /// the session does next.
-    pub fn probe(&mut self, p: &Probe) -> Result<Box<ProbeResult>, ErrorMsg> {
-        let mut world = self.world;
-        for &(meter, v) in &p.meters {
-            world = hamlet_env::wire::with_wire_meter(&world, meter, v);
-        }
-        if let Some(at) = p.position {
-            let mut s = world.snapshot();
-            (s.x, s.y) = (at.x, at.y);
-            world = World::restore(&s);
-        }
-        let failed = |code: ErrorCode, message: String| ErrorMsg { message, code };
-        let Some(policy) = self.policy.as_mut() else {
-            return Err(failed(ErrorCode::ModelNotFound, "no model loaded".into()));
-        };
-        let detail = policy.has_activations();
-        let (q, activations) = policy
-            .evaluate(&world.observation(), detail)
-            .map_err(|e| failed(e.code(), e.to_string()))?;
-        let action = hamlet_env::argmax(&q) as u8;
-        let activations = activations.map(|mut a| {
-            a.top = policy.strongest(&a.h2, action as usize, 8);
-            a
-        });
-        let (x, y) = world.position();
-        Ok(Box::new(ProbeResult {
-            q_values: q.to_vec(),
-            action,
-            activations,
-            meters: hamlet_env::wire::wire_meters(&world),
-            position: Position { x, y },
-        }))
-    }
-
-    fn load_model(&mut self, name: &str) -> Out {
-        match Policy::load(self.rt, &self.models_dir, name) {
-            Ok(p) => {
-                let lost_detail = self.detail && !p.has_activations();
-                self.policy = Some(p);
-                if lost_detail {
-                    self.detail = false;
-                }
-                let details = catalog::details(&self.models_dir, name).ok();
-                let mut out = vec![msg(ServerMessage::ModelLoaded(ModelLoaded {
-                    model: name.to_owned(),
-                    details,
-                }))];
-                if lost_detail {
-                    out.push(no_activations(Some(name)));
-                }
-                out.push(self.snapshot_event());
-                out
-            }
-            Err(e) => vec![err(e.code(), e.to_string())],
-        }
     }
 }
