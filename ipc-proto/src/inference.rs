@@ -211,15 +211,6 @@ impl FromInference {
             _ => None,
         }
     }
-
-    /// The whole session snapshot this carries, if any (a `Stepped` carries only what the step
-    /// changed: see [`SessionSnapshot::follow`]).
-    pub fn snapshot(&self) -> Option<&SessionSnapshot> {
-        match self {
-            FromInference::Snapshot(s) => Some(s),
-            _ => None,
-        }
-    }
 }
 
 /// Entries of a playing session computed ahead of the browser, in order (issue 34).

@@ -16,6 +16,14 @@ async fn viewer(node: &Server, room: &str) -> (Ws, Value) {
     (v, st)
 }
 
+/// A viewer of `room` on `node` that starts a run there (seed `seed`) and sees it start.
+async fn running(node: &Server, room: &str, seed: u64) -> Ws {
+    let (mut v, _) = viewer(node, room).await;
+    v.send(start(seed)).await;
+    v.expect("training_started", T).await;
+    v
+}
+
 fn start(seed: u64) -> Value {
     start_of(seed, 100_000)
 }
@@ -44,12 +52,8 @@ fn worker_pid(node: &Server, room: &str) -> Option<u64> {
 async fn a_lost_nodes_room_moves_to_the_other_node_when_it_has_a_slot() {
     let redis = Redis::start();
     let mut nodes = start_nodes(&redis, 2, &["--max-training-runs", "1"]);
-    let (mut red1, _) = viewer(&nodes[0], "red").await;
-    red1.send(start(1)).await;
-    red1.expect("training_started", T).await;
-    let (mut blue2, _) = viewer(&nodes[1], "blue").await;
-    blue2.send(start(2)).await;
-    blue2.expect("training_started", T).await;
+    let _red1 = running(&nodes[0], "red", 1).await;
+    let mut blue2 = running(&nodes[1], "blue", 2).await;
     // Red's viewer on node 2 is served red's run, from node 1.
     let (mut red2, st) = viewer(&nodes[1], "red").await;
     assert_eq!(st["is_training"], true, "{st}");
@@ -193,12 +197,8 @@ async fn a_start_without_a_slot_here_runs_where_there_is_one() {
 async fn a_queued_start_moves_to_the_node_whose_slot_frees_first() {
     let redis = Redis::start();
     let nodes = start_nodes(&redis, 2, &["--max-training-runs", "1"]);
-    let (mut a, _) = viewer(&nodes[0], "a").await;
-    a.send(start(1)).await;
-    a.expect("training_started", T).await;
-    let (mut b, _) = viewer(&nodes[1], "b").await;
-    b.send(start(2)).await;
-    b.expect("training_started", T).await;
+    let mut a = running(&nodes[0], "a", 1).await;
+    let mut b = running(&nodes[1], "b", 2).await;
     nodes[0].wait_for("no free slot anywhere", T, |n| {
         let rows = n.get_json("/api/status")["cluster"]["nodes"].clone();
         let rows = rows.as_array().unwrap().clone();

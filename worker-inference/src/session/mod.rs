@@ -225,11 +225,6 @@ impl Session {
         BASE_EPISODE_GAP.div_f64(self.speed)
     }
 
-    /// True while the session plays an episode: there are steps to compute.
-    pub fn wants_steps(&self) -> bool {
-        self.playing && self.phase == EpisodePhase::Running
-    }
-
     /// What a step changes, as it is now.
     fn progress(&self) -> StepProgress {
         StepProgress {
