@@ -1,10 +1,11 @@
-//! The embedded session store: a directory (mode 0700) with one file per session, named by the
-//! SHA-256 of its resume token and written atomically (`hamlet_onnx::write_atomic`).
+//! The embedded session store: a directory (mode 0700) with two copies per session, named by the
+//! SHA-256 of its resume token and rewritten in place, one after the other (`slot_file`).
 //!
 //! Each session has a lock of its own, so writes of different sessions proceed at once; the index
 //! (for lookups by watch token, listings and expiry) is locked only around memory, never across
 //! disk I/O, so `/api/status` never waits on a write.
 
+use super::slot_file::{self, CopyAt, Slot};
 use super::store::{Put, SessionStore, StoreError, StoredRow, StoredSession};
 use crate::tokens::TokenHash;
 use parking_lot::Mutex;
@@ -24,11 +25,13 @@ struct IndexEntry {
     episode: u32,
     step: u32,
     saved_at_ms: u64,
+    /// The session's newest copy on disk: the next write goes to the other one.
+    newest: CopyAt,
 }
 
-/// The embedded store: `DIR/<sha256 of token>.session`, JSON, written by the project's one atomic
-/// writer (`hamlet_onnx::write_atomic`: temporary file, fsync, rename, fsync of the directory — a
-/// crash or power cut leaves the old or the new copy, never half of one). The directory is 0700.
+/// The embedded store: `DIR/<sha256 of token>.{a,b}.session`, JSON in two copies rewritten in
+/// place by turns, each with a number and a checksum (`slot_file`: a crash or power cut leaves the
+/// newest copy or the one before it, never half of one). The directory is 0700, the files 0600.
 ///
 /// Each session has its own lock, held across its epoch check and its file I/O, so two writers
 /// of one session are ordered and a removal never deletes a newer owner's file; the index (for
@@ -66,31 +69,72 @@ impl DirStore {
             writers: Mutex::new(HashMap::new()),
             slow,
         };
+        let (mut stems, mut legacy) = (Vec::new(), Vec::new());
         for entry in fs::read_dir(dir)?.flatten() {
             let path = entry.path();
-            // Interrupted writes (`hamlet_onnx::write_atomic`'s temporary files) are litter.
-            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Interrupted writes of the store before copies (`hamlet_onnx::write_atomic`'s
+            // temporary files) are litter.
+            if name.starts_with(".tmp-") {
                 let _ = fs::remove_file(&path);
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "session") {
-                continue;
-            }
-            match read_entry(&path) {
-                Ok(s) => {
-                    store.index.lock().insert(s.token.clone(), index_entry(&s));
+            } else if let Some(stem) = slot_file::stem_of(&name) {
+                if !stems.iter().any(|s| s == stem) {
+                    stems.push(stem.to_string());
                 }
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "dropping an unreadable session file");
-                    let _ = fs::remove_file(&path);
-                }
+            } else if path.extension().is_some_and(|e| e == "session") {
+                legacy.push(path);
             }
+        }
+        for stem in stems {
+            store.index_copies(&stem);
+        }
+        for path in legacy {
+            store.migrate(&path);
         }
         Ok(store)
     }
 
-    fn path(&self, token: &TokenHash) -> PathBuf {
-        self.dir.join(format!("{}.session", token.hex()))
+    /// Indexes the session whose copies are named `stem`; one with no valid copy is logged and
+    /// removed (it could never be resumed).
+    fn index_copies(&self, stem: &str) {
+        let read = slot_file::newest(&self.dir, stem).map_err(StoreError::from);
+        let parsed = read.and_then(|copy| match copy {
+            Some((at, bytes)) => parse(&bytes).map(|s| Some((at, s))),
+            None => Ok(None),
+        });
+        match parsed {
+            Ok(Some((at, s))) => {
+                self.index
+                    .lock()
+                    .insert(s.token.clone(), index_entry(&s, at));
+            }
+            Ok(None) | Err(_) => {
+                tracing::warn!(session_file = %stem, "dropping a session with no readable copy");
+                let _ = slot_file::remove(&self.dir, stem, Slot::A);
+            }
+        }
+    }
+
+    /// A session file written before the store kept two copies (`HASH.session`, whole JSON):
+    /// rewritten as the first copy, so sessions survive an upgrade of the server. Copies already
+    /// there (a crash after the copy was written, before this file was removed) are kept.
+    fn migrate(&self, path: &Path) {
+        let warn = |e: StoreError| {
+            tracing::warn!(file = %path.display(), error = %e, "dropping an unreadable session file");
+        };
+        match fs::read(path)
+            .map_err(StoreError::from)
+            .and_then(|b| parse(&b))
+        {
+            Ok(s) if self.index.lock().contains_key(&s.token) => {}
+            Ok(s) => {
+                if let Err(e) = self.put(&s) {
+                    warn(e);
+                }
+            }
+            Err(e) => warn(e),
+        }
+        let _ = fs::remove_file(path);
     }
 
     /// The lock of one session's file.
@@ -103,7 +147,7 @@ impl DirStore {
     }
 }
 
-fn index_entry(s: &StoredSession) -> IndexEntry {
+fn index_entry(s: &StoredSession, newest: CopyAt) -> IndexEntry {
     let (episode, step) = s
         .snapshot
         .as_ref()
@@ -115,12 +159,12 @@ fn index_entry(s: &StoredSession) -> IndexEntry {
         episode,
         step,
         saved_at_ms: s.saved_at_ms,
+        newest,
     }
 }
 
-fn read_entry(path: &Path) -> Result<StoredSession, StoreError> {
-    let bytes = fs::read(path)?;
-    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+fn parse(bytes: &[u8]) -> Result<StoredSession, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl SessionStore for DirStore {
@@ -130,15 +174,16 @@ impl SessionStore for DirStore {
         if let Some(d) = self.slow {
             std::thread::sleep(d);
         }
-        let newer = |index: &HashMap<TokenHash, IndexEntry>| {
-            index.get(&s.token).is_some_and(|e| e.epoch > s.epoch)
-        };
-        if newer(&self.index.lock()) {
+        let newest = self.index.lock().get(&s.token).map(|e| (e.epoch, e.newest));
+        if newest.is_some_and(|(epoch, _)| epoch > s.epoch) {
             return Ok(Put::Superseded);
         }
+        let at = newest.map_or(CopyAt::FIRST, |(_, n)| n.next());
         let bytes = serde_json::to_vec(s).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        hamlet_onnx::write_atomic(&self.path(&s.token), &bytes)?;
-        self.index.lock().insert(s.token.clone(), index_entry(s));
+        slot_file::write(&self.dir, s.token.hex(), at, &bytes)?;
+        self.index
+            .lock()
+            .insert(s.token.clone(), index_entry(s, at));
         Ok(Put::Written)
     }
 
@@ -146,10 +191,11 @@ impl SessionStore for DirStore {
         if !self.index.lock().contains_key(token) {
             return Ok(None);
         }
-        match read_entry(&self.path(token)) {
-            Ok(s) => Ok(Some(s)),
-            Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        // Both copies are read, not just the one the index names: a write in progress goes to
+        // the other one, and one finishing meanwhile may have moved the newest.
+        match slot_file::newest(&self.dir, token.hex())? {
+            Some((_, bytes)) => parse(&bytes).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -171,17 +217,15 @@ impl SessionStore for DirStore {
         // deletion.
         let lock = self.writer(token);
         let _one_writer = lock.lock();
-        if self
+        let newest = self
             .index
             .lock()
             .get(token)
-            .is_some_and(|e| e.epoch > epoch)
-        {
-            return Ok(());
-        }
-        match fs::remove_file(self.path(token)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
+            .map(|e| (e.epoch, e.newest.slot));
+        match newest {
+            Some((newer, _)) if newer > epoch => return Ok(()),
+            Some((_, slot)) => slot_file::remove(&self.dir, token.hex(), slot)?,
+            None => {}
         }
         self.index.lock().remove(token);
         self.writers.lock().remove(token);
@@ -268,7 +312,10 @@ mod tests {
         let files: Vec<String> = fs::read_dir(&dir)
             .unwrap()
             .flatten()
-            .map(|e| fs::read_to_string(e.path()).unwrap() + &e.file_name().to_string_lossy())
+            .map(|e| {
+                String::from_utf8_lossy(&fs::read(e.path()).unwrap()).into_owned()
+                    + &e.file_name().to_string_lossy()
+            })
             .collect();
         assert_eq!(files.len(), 1);
         assert!(
@@ -313,15 +360,64 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_file_is_dropped_at_open_not_served() {
+    fn a_session_with_no_valid_copy_is_dropped_at_open_not_served() {
         let dir = temp();
         let store = DirStore::open(&dir).unwrap();
         store.put(&entry("t", 1, 1)).unwrap();
+        store.put(&entry("t", 1, 2)).unwrap();
         drop(store);
-        let path = dir.join(format!("{}.session", TokenHash::of("t").hex()));
-        fs::write(&path, b"{ not json").unwrap();
+        let token = TokenHash::of("t");
+        for slot in [Slot::A, Slot::B] {
+            fs::write(slot_file::path(&dir, token.hex(), slot), b"{ not json").unwrap();
+        }
         let store = DirStore::open(&dir).unwrap();
         assert!(store.get(&TokenHash::of("t")).unwrap().is_none());
-        assert!(!path.exists());
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn writes_take_turns_between_the_copies_and_a_torn_newest_falls_back_to_the_one_before() {
+        let dir = temp();
+        let store = DirStore::open(&dir).unwrap();
+        for saved_at in 1..=3 {
+            store.put(&entry("t", 1, saved_at)).unwrap();
+        }
+        drop(store);
+        // The third write went to A again (A, B, A): tear it, as a kill during it would.
+        let token = TokenHash::of("t");
+        let a = slot_file::path(&dir, token.hex(), Slot::A);
+        let bytes = fs::read(&a).unwrap();
+        fs::write(&a, &bytes[..bytes.len() - 5]).unwrap();
+        let store = DirStore::open(&dir).unwrap();
+        let got = store.get(&TokenHash::of("t")).unwrap().unwrap();
+        assert_eq!(got.saved_at_ms, 2);
+        // The next write goes to the torn copy's slot, not over the good one.
+        store.put(&entry("t", 1, 4)).unwrap();
+        assert_eq!(
+            store.get(&TokenHash::of("t")).unwrap().unwrap().saved_at_ms,
+            4
+        );
+        let b = slot_file::path(&dir, token.hex(), Slot::B);
+        assert_eq!(
+            slot_file::read(&b).unwrap().unwrap().0,
+            2,
+            "B still holds copy 2"
+        );
+    }
+
+    #[test]
+    fn a_file_of_the_store_before_copies_is_resumable_after_an_upgrade() {
+        let dir = temp();
+        fs::create_dir_all(&dir).unwrap();
+        let old = entry("t", 2, 77);
+        let legacy = dir.join(format!("{}.session", TokenHash::of("t").hex()));
+        fs::write(&legacy, serde_json::to_vec(&old).unwrap()).unwrap();
+        let store = DirStore::open(&dir).unwrap();
+        let got = store.get(&TokenHash::of("t")).unwrap().unwrap();
+        assert_eq!((got.epoch, got.saved_at_ms), (2, 77));
+        assert!(!legacy.exists(), "rewritten as a copy, the old file goes");
+        drop(store);
+        let store = DirStore::open(&dir).unwrap();
+        assert_eq!(store.list().len(), 1);
     }
 }
