@@ -107,21 +107,23 @@ impl DirStore {
                 self.index
                     .lock()
                     .insert(s.token.clone(), index_entry(&s, at));
+                return;
             }
-            Ok(None) | Err(_) => {
-                tracing::warn!(session_file = %stem, "dropping a session with no readable copy");
-                let _ = slot_file::remove(&self.dir, stem, Slot::A);
+            Ok(None) => {
+                tracing::warn!(session_file = %stem, "dropping a session with no valid copy")
+            }
+            Err(e) => {
+                tracing::warn!(session_file = %stem, error = %e, "dropping a session whose copy cannot be read")
             }
         }
+        let _ = slot_file::remove(&self.dir, stem, Slot::A);
     }
 
     /// A session file written before the store kept two copies (`HASH.session`, whole JSON):
     /// rewritten as the first copy, so sessions survive an upgrade of the server. Copies already
-    /// there (a crash after the copy was written, before this file was removed) are kept.
+    /// there (a crash after the copy was written, before this file was removed) are kept. A file
+    /// whose copy cannot be written (a full disk) stays for the next start.
     fn migrate(&self, path: &Path) {
-        let warn = |e: StoreError| {
-            tracing::warn!(file = %path.display(), error = %e, "dropping an unreadable session file");
-        };
         match fs::read(path)
             .map_err(StoreError::from)
             .and_then(|b| parse(&b))
@@ -129,10 +131,13 @@ impl DirStore {
             Ok(s) if self.index.lock().contains_key(&s.token) => {}
             Ok(s) => {
                 if let Err(e) = self.put(&s) {
-                    warn(e);
+                    tracing::warn!(file = %path.display(), error = %e, "could not rewrite a session file of the old store; kept for the next start");
+                    return;
                 }
             }
-            Err(e) => warn(e),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "dropping an unreadable session file")
+            }
         }
         let _ = fs::remove_file(path);
     }
