@@ -8,9 +8,10 @@
 //! Why not a new file and a rename per write (`hamlet_onnx::write_atomic`, still used for models
 //! and checkpoints): a playing session is written every `--snapshot-flush-ms`, about 1000 writes a
 //! second at 256 sessions. Measured on this project's machine (ext4 mounted with `discard`), a
-//! create, fsync, rename and fsync of the directory cost 340 µs of CPU per write — allocating the
-//! new file's blocks, freeing and discarding the old one's — against about 65 µs for overwriting
-//! blocks the file already has and `fdatasync` (BENCHMARKS.md, "The session store's writes").
+//! create, fsync, rename and fsync of the directory cost 460–940 µs of CPU per write — allocating
+//! the new file's blocks, freeing and discarding the old one's — against 86–126 µs for
+//! overwriting blocks the file already has and `fdatasync`, encoding included (`scripts/bench
+//! sessions`; BENCHMARKS.md, "The session store's writes").
 //!
 //! A copy is a header and the payload (the session's JSON): magic `HSS1`, the copy's number (u64),
 //! the payload's length (u32) and a CRC-32 of those two and the payload, all little-endian. Bytes
