@@ -128,7 +128,7 @@ pub struct Config {
     #[arg(long)]
     pub checkpoint_dir: Option<PathBuf>,
     /// Where sessions are kept so they outlive their connection and the server: a directory
-    /// (created 0700; one file per session, holding only a hash of its token), or
+    /// (created 0700; two copies per session, holding only a hash of its token), or
     /// `redis://[USER:PASSWORD@]HOST:PORT/DB` (`rediss://` for TLS), which makes this server a
     /// cluster node (cluster.md). A password is never logged or shown; the environment variable
     /// HAMLET_STORE keeps it off the command line.

@@ -1,6 +1,6 @@
 //! Where sessions outlive their connection and their server (sessions.md): one small trait,
-//! [`SessionStore`], implemented by the embedded default (`dir_store.rs`, a directory with one
-//! atomically written file per session) and by a cluster's Redis (`cluster/store.rs`).
+//! [`SessionStore`], implemented by the embedded default (`dir_store.rs`, a directory with two
+//! copies per session, rewritten in place by turns) and by a cluster's Redis (`cluster/store.rs`).
 //!
 //! **Architecture Invariant: the store never sees a token.** Entries are keyed by the SHA-256 of
 //! the resume token ([`TokenHash`]); the watch token is kept only as its hash too. A stolen store
