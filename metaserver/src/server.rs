@@ -16,6 +16,7 @@ use crate::session::elsewhere::WatchElsewhere;
 use crate::session::registry::LiveSessions;
 use crate::session::sessions::Sessions;
 use crate::session::store::SessionStore;
+use crate::session::store_writer::StoreWriter;
 use crate::training::hub::{HubParts, TrainingHub};
 use crate::training::rooms::Rooms;
 use crate::training::runs::RunLog;
@@ -122,6 +123,7 @@ fn build(
         cfg: cfg.clone(),
         metrics,
         sup,
+        writer: StoreWriter::new(store.clone())?,
         store,
         models,
         stop,

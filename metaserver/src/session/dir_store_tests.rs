@@ -144,3 +144,34 @@ fn a_file_of_the_store_before_copies_is_resumable_after_an_upgrade() {
     let store = DirStore::open(&dir).unwrap();
     assert_eq!(store.list().len(), 1);
 }
+
+#[test]
+fn a_round_writes_each_session_once_and_its_copies_still_take_turns() {
+    let dir = temp();
+    let store = DirStore::open(&dir).unwrap();
+    assert!(store.writes_in_rounds());
+    assert_eq!(store.put(&entry("old", 5, 1)).unwrap(), Put::Written);
+    let round = [entry("x", 1, 10), entry("y", 1, 10), entry("old", 4, 10)];
+    let outcomes: Vec<Put> = store
+        .put_round(&round)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(outcomes, [Put::Written, Put::Written, Put::Superseded]);
+    // A second round: each session's next copy goes to its other file.
+    let again = [entry("x", 1, 20), entry("y", 1, 20)];
+    assert!(store.put_round(&again).iter().all(|o| o.is_ok()));
+    for t in ["x", "y"] {
+        for copy in ["a", "b"] {
+            let name = format!("{}.{copy}.session", TokenHash::of(t).hex());
+            assert!(dir.join(&name).exists(), "{t}: copy {copy}");
+        }
+    }
+    // The same session twice in one round: written one after the other, the later one last.
+    let twice = [entry("x", 1, 30), entry("x", 1, 31)];
+    assert!(store.put_round(&twice).iter().all(|o| o.is_ok()));
+    drop(store);
+    let store = DirStore::open(&dir).unwrap();
+    let saved = |t: &str| store.get(&TokenHash::of(t)).unwrap().unwrap().saved_at_ms;
+    assert_eq!((saved("x"), saved("y"), saved("old")), (31, 20, 1));
+}

@@ -1,5 +1,5 @@
-//! A session's snapshot in the store: written in the background while it changes (the relay never
-//! waits for the disk or Redis), written at once when the session is put away — and kept and
+//! A session's snapshot in the store (through `store_writer.rs`): written in the background while
+//! it changes (the relay never waits for the disk or Redis), written at once when the session is put away — and kept and
 //! retried if the store refuses it then — or forgotten when the session is over.
 
 use super::sessions::Sessions;
@@ -62,8 +62,8 @@ impl SessionTask {
         self.written = (Instant::now(), self.sessions.store.generation());
         let (sessions, entry) = (self.sessions.clone(), self.stored(true));
         let outcome = self.write.clone();
-        self.flushing = Some(tokio::task::spawn_blocking(move || {
-            write_entry(&sessions, &entry, &outcome);
+        self.flushing = Some(tokio::spawn(async move {
+            write_entry(&sessions, entry, &outcome).await;
         }));
     }
 
@@ -74,10 +74,7 @@ impl SessionTask {
             let _ = h.await;
         }
         self.dirty = false;
-        let (sessions, entry) = (self.sessions.clone(), self.stored(false));
-        let outcome = self.write.clone();
-        let w = tokio::task::spawn_blocking(move || write_entry(&sessions, &entry, &outcome));
-        w.await.unwrap_or(false)
+        write_entry(&self.sessions, self.stored(false), &self.write).await
     }
 
     /// Puts a detached session away, retrying with backoff while the store refuses the write
@@ -128,23 +125,25 @@ impl SessionTask {
     }
 }
 
-/// One write to the store, timed; its outcome is left in `outcome`. True unless it failed.
-fn write_entry(sessions: &Sessions, entry: &StoredSession, outcome: &WriteOutcome) -> bool {
+/// One write to the store, timed from when it was asked for (a round's wait included); its
+/// outcome is left in `outcome`. True unless it failed.
+async fn write_entry(sessions: &Sessions, entry: StoredSession, outcome: &WriteOutcome) -> bool {
     let t = Instant::now();
-    match sessions.store.put(entry) {
+    let (id, epoch) = (entry.id.clone(), entry.epoch);
+    match sessions.writer.write(entry).await {
         Ok(Put::Written) => {
             sessions.metrics.observe_flush(t.elapsed());
             true
         }
         Ok(Put::Superseded) => {
-            outcome.superseded.store(entry.epoch.max(1), Relaxed);
-            warn!(session = %entry.id, "the stored session has a newer owner; not overwritten");
+            outcome.superseded.store(epoch.max(1), Relaxed);
+            warn!(session = %id, "the stored session has a newer owner; not overwritten");
             true
         }
         Err(e) => {
             outcome.failed.store(true, Relaxed);
             sessions.metrics.store_flush_failures.fetch_add(1, Relaxed);
-            warn!(session = %entry.id, error = %e, "could not write the session to the store");
+            warn!(session = %id, error = %e, "could not write the session to the store");
             false
         }
     }

@@ -5,6 +5,7 @@
 use super::elsewhere::WatchElsewhere;
 use super::registry::LiveSessions;
 use super::store::SessionStore;
+use super::store_writer::StoreWriter;
 use crate::client::Client;
 use crate::config::Config;
 use crate::drain::Drain;
@@ -29,6 +30,8 @@ pub struct Sessions {
     pub live: LiveSessions,
     /// Where sessions outlive their connection and this process.
     pub store: Arc<dyn SessionStore>,
+    /// How live sessions' snapshots reach `store` (in rounds, for the directory).
+    pub writer: StoreWriter,
     /// The models offered, kept fresh off the runtime.
     pub models: Arc<ModelCatalog>,
     /// A cluster node's watchers of sessions that run elsewhere; `None` on one machine.

@@ -1,7 +1,8 @@
 //! A session's file, rewritten in place: two copies, `HASH.a.session` and `HASH.b.session`.
 //!
 //! Each write goes to the copy that does *not* hold the newest snapshot, numbered one past it, and
-//! is made durable (`fdatasync`) before it counts. A reader takes the valid copy with the highest
+//! is made durable before it counts: on its own by `fdatasync` ([`sync`]), or with the rest of its
+//! round by one `syncfs` (`dir_store.rs`, `store_writer.rs`). A reader takes the valid copy with the highest
 //! number; a copy torn by a kill or a power cut fails its checksum and the other one is used, so
 //! a crash leaves the last snapshot written or the one before it, never half of one.
 //!
@@ -10,8 +11,8 @@
 //! second at 256 sessions. Measured on this project's machine (ext4 mounted with `discard`), a
 //! create, fsync, rename and fsync of the directory cost 460–940 µs of CPU per write — allocating
 //! the new file's blocks, freeing and discarding the old one's — against 86–126 µs for
-//! overwriting blocks the file already has and `fdatasync`, encoding included (`scripts/bench
-//! sessions`; BENCHMARKS.md, "The session store's writes").
+//! overwriting blocks the file already has and `fdatasync`, encoding included, and less again in
+//! rounds (`scripts/bench sessions`; BENCHMARKS.md, "The session store's writes").
 //!
 //! A copy is a header and the payload (the session's JSON): magic `HSS1`, the copy's number (u64),
 //! the payload's length (u32) and a CRC-32 of those two and the payload, all little-endian. Bytes
@@ -83,9 +84,25 @@ pub fn stem_of(name: &str) -> Option<&str> {
     stem.strip_suffix(".a").or_else(|| stem.strip_suffix(".b"))
 }
 
-/// Writes `payload` as copy `at.seq` into `at.slot`, durably: `fdatasync`, and when the file is
-/// new, an fsync of the directory too, so its name survives a power cut.
-pub fn write(dir: &Path, stem: &str, at: CopyAt, payload: &[u8]) -> io::Result<()> {
+/// Makes a copy written by [`write_unsynced`] durable on its own: `fdatasync`, and when its file
+/// is new, an fsync of the directory too, so its name survives a power cut.
+pub fn sync(dir: &Path, file: &File, created: bool) -> io::Result<()> {
+    file.sync_data()?;
+    if created {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Writes `payload` as copy `at.seq` into `at.slot`, leaving it in the page cache: the caller
+/// makes it durable (the directory store's rounds: one `syncfs` for all their copies, file names
+/// included). Returns the file, and whether it was created.
+pub fn write_unsynced(
+    dir: &Path,
+    stem: &str,
+    at: CopyAt,
+    payload: &[u8],
+) -> io::Result<(File, bool)> {
     let len = u32::try_from(payload.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a session over 4 GiB"))?;
     let path = path(dir, stem, at.slot);
@@ -108,11 +125,7 @@ pub fn write(dir: &Path, stem: &str, at: CopyAt, payload: &[u8]) -> io::Result<(
     bytes.extend_from_slice(&checksum(at.seq, len, payload).to_le_bytes());
     bytes.extend_from_slice(payload);
     file.write_all_at(&bytes, 0)?;
-    file.sync_data()?;
-    if created {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    Ok((file, created))
 }
 
 fn checksum(seq: u64, len: u32, payload: &[u8]) -> u32 {
@@ -173,6 +186,11 @@ pub fn remove(dir: &Path, stem: &str, newest: Slot) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write(dir: &Path, stem: &str, at: CopyAt, payload: &[u8]) -> io::Result<()> {
+        let (file, created) = write_unsynced(dir, stem, at, payload)?;
+        sync(dir, &file, created)
+    }
 
     fn temp() -> PathBuf {
         let d = std::env::temp_dir().join(format!("hamlet-slots-{}", crate::tokens::new_token()));

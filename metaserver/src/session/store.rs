@@ -9,7 +9,8 @@
 //! The trait is shaped for the cluster store that follows (`cluster.md`): a write carries the
 //! writer's `epoch` and is refused when the stored entry has a newer one (compare-and-set: a node
 //! that lost a session can never overwrite its new owner), and entries expire after a time to
-//! live. Calls block (file or network I/O): async code calls them through `spawn_blocking`.
+//! live. Calls block (file or network I/O): session tasks write through `store_writer.rs`, other
+//! async code calls them through `spawn_blocking`.
 
 use crate::tokens::TokenHash;
 use ipc_proto::inference::SessionSnapshot;
@@ -82,6 +83,19 @@ pub enum Lookup<'a> {
 pub trait SessionStore: Send + Sync + 'static {
     /// Writes `s` unless the stored entry's epoch is newer (then [`Put::Superseded`]).
     fn put(&self, s: &StoredSession) -> Result<Put, StoreError>;
+    /// Writes a round of sessions together: one outcome per entry, in order, each as
+    /// [`SessionStore::put`] would give it. A store that makes a whole round durable at once
+    /// (the directory: one `syncfs`) overrides this; the default writes them one by one.
+    fn put_round(&self, entries: &[StoredSession]) -> Vec<Result<Put, StoreError>> {
+        entries.iter().map(|s| self.put(s)).collect()
+    }
+    /// Whether live sessions' writes are gathered into rounds ([`SessionStore::put_round`], by
+    /// `store_writer.rs`) rather than made one by one, each on a blocking thread of its own.
+    /// True for a store whose cost is per round, not per write; false for one whose writes wait
+    /// on a network (Redis): a round would make each wait for the slowest.
+    fn writes_in_rounds(&self) -> bool {
+        false
+    }
     /// The session whose resume token hashes to `token`.
     fn get(&self, token: &TokenHash) -> Result<Option<StoredSession>, StoreError>;
     /// The session whose watch token hashes to `watch`.

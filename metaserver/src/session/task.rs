@@ -212,8 +212,7 @@ impl SessionTask {
             return NextStep::Over;
         };
         let period = Duration::from_millis(self.sessions.cfg.snapshot_flush_ms.max(10));
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = self.sessions.writer.flush_ticks(period);
         loop {
             match self.next_step(&mut w, &mut tick).await {
                 NextStep::Continue => continue,
