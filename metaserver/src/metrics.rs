@@ -44,6 +44,9 @@ pub struct Metrics {
     pub training_viewers: AtomicI64,
     pub frames_relayed: AtomicU64,
     pub frames_dropped: AtomicU64,
+    /// Steps released so late (`session/pacer.rs`'s `CATCH_UP`) that their session's cadence
+    /// started again: the session fell behind the speed its user set.
+    pub paced_fell_behind: AtomicU64,
     pub clients_overflowed: AtomicU64,
     pub client_errors: AtomicU64,
     /// Connections that came back to their session with its token.
@@ -109,7 +112,7 @@ impl Metrics {
     }
 
     /// The counters of `/metrics` (a flat table: name, help, value).
-    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 10] {
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 11] {
         [
             (
                 "hamlet_sessions_started_total",
@@ -130,6 +133,11 @@ impl Metrics {
                 "hamlet_frames_dropped_total",
                 "state_update frames dropped for slow browsers.",
                 &self.frames_dropped,
+            ),
+            (
+                "hamlet_paced_steps_fell_behind_total",
+                "Steps released more than 50 ms late: the session fell behind its speed.",
+                &self.paced_fell_behind,
             ),
             (
                 "hamlet_clients_overflowed_total",

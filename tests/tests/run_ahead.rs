@@ -2,7 +2,8 @@
 //! `session/pacer.rs`). At speed 10 a worker computes ten steps at a time and the metaserver
 //! releases one per period; whatever the browser does, it acts on the step it last saw, never on
 //! one computed ahead — pause then step, a probe, a speed change, a `kill -9` — and a session that
-//! ran ahead goes exactly the way one stepped by hand goes. Real metaserver, real workers,
+//! ran ahead goes exactly the way one stepped by hand goes; a stall of the server is counted and
+//! loses no step. Real metaserver, real workers,
 //! ε-greedy play so the random numbers must follow too.
 
 use hamlet_tests::play::{drain_frames, essence, last_frame, open_session, step, worker_pid_of};
@@ -109,6 +110,38 @@ async fn after_a_kill_9_the_session_goes_on_from_the_frame_the_browser_saw() {
     let next = step(&mut ws, 1).await.remove(0);
     assert_eq!(step_of(&next), step_of(&seen) + 1);
     assert_eq!(next["episode"], seen["episode"]);
+}
+
+/// The metaserver stalled (SIGSTOP, 300 ms) while a session plays at speed 10: the session falls
+/// behind its speed, `/metrics` counts it, and no step is lost or repeated across the stall (a
+/// stall under `pacer.rs`'s 50 ms is made up instead: its unit tests).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_server_counts_the_session_falling_behind_and_loses_no_step() {
+    const FELL_BEHIND: &str = "hamlet_paced_steps_fell_behind_total";
+    let s = Server::start();
+    let (mut ws, _) = playing(&s).await;
+    let from = until_step(&mut ws, 15).await;
+    let before = s.metric(FELL_BEHIND);
+    signal(s.pid, Signal::SIGSTOP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(s.pid, Signal::SIGCONT);
+    until_step(&mut ws, step_of(&from) + 30).await;
+    assert!(
+        s.metric(FELL_BEHIND) > before,
+        "a 300 ms stall was not counted"
+    );
+    let frames: Vec<&Value> = ws
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "state_update" && v["episode"] == from["episode"])
+        .collect();
+    for pair in frames.windows(2) {
+        assert_eq!(
+            step_of(pair[1]),
+            step_of(pair[0]) + 1,
+            "consecutive frames around the stall"
+        );
+    }
 }
 
 /// What two runs of the same trajectory share, with the action and whether it explored.

@@ -20,6 +20,20 @@ use std::time::Duration;
 use tokio::time::{sleep_until, Instant, Sleep};
 use tracing::warn;
 
+/// A step released later than this after it was due (or later than its own wait, when that is
+/// longer: the pause between episodes) starts the cadence again from now. One released less late
+/// keeps it, and the steps that fell due meanwhile follow at once: a hiccup of the machine is made
+/// up, so the session keeps the speed its user set, but a longer stall is not — no rush of steps
+/// after a freeze. At speed 10 that is five steps; at speed 1 (100 ms a step), none.
+const CATCH_UP: Duration = Duration::from_millis(50);
+
+/// A step released: its messages, and whether the session fell behind its speed with it.
+pub(super) struct Release {
+    pub events: Vec<FromInference>,
+    /// Released more than [`CATCH_UP`] late: the cadence started again from now.
+    pub fell_behind: bool,
+}
+
 pub(super) struct Pacer {
     queue: VecDeque<PacedEntry>,
     /// Entries released since the worker started (the worker numbers its entries the same way).
@@ -118,8 +132,8 @@ impl Pacer {
         self.rearm();
     }
 
-    /// The next entry's messages, if it is due at `now`.
-    pub fn release(&mut self, now: Instant) -> Option<Vec<FromInference>> {
+    /// The next entry, if it is due at `now`.
+    pub fn release(&mut self, now: Instant) -> Option<Release> {
         let due = self.next_due()?;
         if due > now {
             // Woken early: wait again rather than spin on a timer that has fired.
@@ -128,12 +142,16 @@ impl Pacer {
         }
         let entry = self.queue.pop_front()?;
         self.released += 1;
-        // Released more than a period late (the machine was busy, or the batch came late): the
-        // cadence starts again from now, without catching up in a burst.
-        let late = now.duration_since(due) > Duration::from_micros(entry.wait_us);
-        self.last_due = if late { now } else { due };
+        // Late because the machine was busy or the batch came late: made up within `CATCH_UP`,
+        // beyond it the cadence starts again from now.
+        let fell_behind =
+            now.duration_since(due) > CATCH_UP.max(Duration::from_micros(entry.wait_us));
+        self.last_due = if fell_behind { now } else { due };
         self.rearm();
-        Some(entry.events)
+        Some(Release {
+            events: entry.events,
+            fell_behind,
+        })
     }
 
     /// What to ask the worker for now, if anything: more steps while the session plays (or waits
@@ -201,8 +219,8 @@ mod tests {
         }
     }
 
-    fn number(events: Option<Vec<FromInference>>) -> Option<u64> {
-        match events?.as_slice() {
+    fn number(released: Option<Release>) -> Option<u64> {
+        match released?.events.as_slice() {
             [FromInference::Pong { seq }] => Some(*seq),
             other => panic!("{other:?}"),
         }
@@ -237,16 +255,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_late_release_restarts_the_cadence_without_a_burst() {
+    async fn a_hiccup_is_made_up_and_a_longer_stall_restarts_the_cadence() {
         let mut p = Pacer::new();
         let t0 = Instant::now();
         p.ask(true);
         p.accept(batch(0, 1, 10));
         assert_eq!(number(p.release(t0 + PERIOD)), Some(1));
+        // 30 ms late (under `CATCH_UP`): the steps due meanwhile follow at once, then the
+        // cadence goes on where it was.
         let late = t0 + PERIOD * 4;
-        assert_eq!(number(p.release(late)), Some(2));
-        assert_eq!(number(p.release(late + PERIOD / 2)), None, "no catching up");
-        assert_eq!(number(p.release(late + PERIOD)), Some(3));
+        for n in 2..=4 {
+            let r = p.release(late).expect("due");
+            assert!(!r.fell_behind);
+            assert_eq!(number(Some(r)), Some(n));
+        }
+        assert_eq!(number(p.release(late)), None, "caught up");
+        assert_eq!(number(p.release(t0 + PERIOD * 5)), Some(5));
+        // 70 ms late: the cadence starts again from then, with no rush of steps.
+        let stalled = t0 + PERIOD * 13;
+        let r = p.release(stalled).expect("due");
+        assert!(r.fell_behind);
+        assert_eq!(number(Some(r)), Some(6));
+        assert_eq!(
+            number(p.release(stalled + PERIOD / 2)),
+            None,
+            "no catching up"
+        );
+        assert_eq!(number(p.release(stalled + PERIOD)), Some(7));
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,6 +16,7 @@ use ipc_proto::inference::{
 };
 use ipc_proto::link::SendError;
 use ipc_proto::WorkerKind;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -182,8 +183,14 @@ impl SessionTask {
 
     /// The pacer's timer fired: the next step is shown.
     pub(super) fn release_due(&mut self, w: &InferenceWorker) {
-        if let Some(events) = self.pacer.release(tokio::time::Instant::now()) {
-            for ev in events {
+        if let Some(step) = self.pacer.release(tokio::time::Instant::now()) {
+            if step.fell_behind {
+                self.sessions
+                    .metrics
+                    .paced_fell_behind
+                    .fetch_add(1, Relaxed);
+            }
+            for ev in step.events {
                 self.on_event(ev);
             }
         }

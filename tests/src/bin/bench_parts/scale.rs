@@ -9,6 +9,9 @@ use std::path::Path;
 use std::time::Duration;
 use worker_inference::profile::ENV_PROFILE_DIR;
 
+/// The metaserver's count of steps released more than 50 ms late (`session/pacer.rs`).
+const FELL_BEHIND: &str = "hamlet_paced_steps_fell_behind_total";
+
 /// The figures the regression guard judges.
 pub struct Scale {
     /// Frames per session per second with 256 sessions.
@@ -23,7 +26,11 @@ pub struct Scale {
 /// Sessions at speed 10, 1 to 256, then the split of a paced step on a second server.
 pub async fn scale(r: &mut Report) -> Scale {
     let s = Server::start_with(ServerOpts::default_model(&["--max-sessions", "300"]));
-    tokio::time::sleep(Duration::from_secs(1)).await; // warm pool settles: idle baseline
+    // The idle baseline: once the warm pool has its worker, and a second more to settle.
+    s.wait_for("a warm worker", Duration::from_secs(30), |s| {
+        !s.workers().is_empty()
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
     idle_memory(r, &s);
     let mut clients: Vec<Ws> = Vec::new();
     let mut figures = Scale {
@@ -37,7 +44,11 @@ pub async fn scale(r: &mut Report) -> Scale {
         // Let every session reach its pace, then measure 5 s.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let worker_pids = active_workers(&s);
+        let behind0 = s.metric(FELL_BEHIND);
         let w = watch_frames(&mut clients, s.pid, &worker_pids, Duration::from_secs(5)).await;
+        // Steps released so late that their session's cadence started again, per session and
+        // second: how often a session fell behind its speed.
+        let behind = (s.metric(FELL_BEHIND) - behind0) / n as f64 / w.secs;
         let (secs, cpu, frames, mut gaps) = (w.secs, w.cpu_pct, w.frames, w.gaps);
         let p99 = pct(&mut gaps, 0.99);
         let mut pss: Vec<f64> = worker_pids
@@ -62,8 +73,8 @@ pub async fn scale(r: &mut Report) -> Scale {
             &format!("scale_{n}"),
             &format!("{n:>3} sessions at speed 10: frames/s (per session), p99 gap"),
             format!("{fps:.0} ({per:.1}), {p99:.0} ms"),
-            &format!("metaserver {cpu:.0}% CPU, {ms_rss:.0} MiB; workers {:.2} cores ({worker_us_per_step:.0} µs a step), PSS {:.1} MiB each; generator {:.0}% CPU", w.workers_cores, pct(&mut pss, 0.5), w.generator_cpu_pct),
-            json!({"sessions": n, "frames_per_sec": fps, "per_session": per, "p99_gap_ms": p99, "metaserver_cpu_pct": cpu, "metaserver_rss_mib": ms_rss, "workers_cores": w.workers_cores, "worker_us_per_step": worker_us_per_step, "worker_pss_mib_median": pct(&mut pss, 0.5), "generator_cpu_pct": w.generator_cpu_pct}),
+            &format!("metaserver {cpu:.0}% CPU, {ms_rss:.0} MiB; workers {:.2} cores ({worker_us_per_step:.0} µs a step), PSS {:.1} MiB each; generator {:.0}% CPU; fell behind {behind:.2}/s a session", w.workers_cores, pct(&mut pss, 0.5), w.generator_cpu_pct),
+            json!({"sessions": n, "frames_per_sec": fps, "per_session": per, "p99_gap_ms": p99, "metaserver_cpu_pct": cpu, "metaserver_rss_mib": ms_rss, "workers_cores": w.workers_cores, "worker_us_per_step": worker_us_per_step, "worker_pss_mib_median": pct(&mut pss, 0.5), "generator_cpu_pct": w.generator_cpu_pct, "fell_behind_per_session_per_sec": behind}),
         );
     }
     drop(clients);
