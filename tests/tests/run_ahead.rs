@@ -30,6 +30,23 @@ async fn playing(s: &Server) -> (Ws, Value) {
     (ws, c)
 }
 
+/// Every frame the browser got of `frame`'s episode is the step after the one before it: none
+/// skipped or repeated around `what`.
+fn assert_consecutive(ws: &Ws, frame: &Value, what: &str) {
+    let frames: Vec<&Value> = ws
+        .seen
+        .iter()
+        .filter(|v| v["type"] == "state_update" && v["episode"] == frame["episode"])
+        .collect();
+    for pair in frames.windows(2) {
+        assert_eq!(
+            step_of(pair[1]),
+            step_of(pair[0]) + 1,
+            "consecutive frames around {what}"
+        );
+    }
+}
+
 async fn until_step(ws: &mut Ws, n: u64) -> Value {
     ws.expect_where(&format!("step {n}"), T, |v| {
         v["type"] == "state_update" && v["step"].as_u64().is_some_and(|s| s >= n)
@@ -89,18 +106,7 @@ async fn after_a_kill_9_the_session_goes_on_from_the_frame_the_browser_saw() {
     signal(worker_pid_of(&s, &c["session_id"]), Signal::SIGKILL);
     ws.expect("worker_restarted", T).await;
     let first = until_step(&mut ws, 0).await;
-    let frames: Vec<&Value> = ws
-        .seen
-        .iter()
-        .filter(|v| v["type"] == "state_update" && v["episode"] == first["episode"])
-        .collect();
-    for pair in frames.windows(2) {
-        assert_eq!(
-            step_of(pair[1]),
-            step_of(pair[0]) + 1,
-            "consecutive frames around the kill"
-        );
-    }
+    assert_consecutive(&ws, &first, "the kill");
     // Paused, then killed: the replacement starts at the frame seen, and a step is the next one.
     until_step(&mut ws, step_of(&first) + 15).await;
     let (seen, _) = pause(&mut ws).await;
@@ -130,18 +136,7 @@ async fn a_stalled_server_counts_the_session_falling_behind_and_loses_no_step() 
         s.metric(FELL_BEHIND) > before,
         "a 300 ms stall was not counted"
     );
-    let frames: Vec<&Value> = ws
-        .seen
-        .iter()
-        .filter(|v| v["type"] == "state_update" && v["episode"] == from["episode"])
-        .collect();
-    for pair in frames.windows(2) {
-        assert_eq!(
-            step_of(pair[1]),
-            step_of(pair[0]) + 1,
-            "consecutive frames around the stall"
-        );
-    }
+    assert_consecutive(&ws, &from, "the stall");
 }
 
 /// What two runs of the same trajectory share, with the action and whether it explored.
