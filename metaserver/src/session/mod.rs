@@ -5,7 +5,9 @@
 //! sessions and the claim rule) → [`task`] (one session's life) with [`browsers`], [`worker`],
 //! [`pacer`] and [`persist`] (what the task does with its browsers, its worker process, the steps
 //! the worker computed ahead and the store) →
-//! [`store`] and [`dir_store`] (where sessions outlive their connection; [`slot_file`] the directory store's two copies of each; [`store_writer`] how live sessions write to it). [`lookup`] finds sessions in the store; [`sessions`] holds the
+//! [`store`] and [`dir_store`] (where sessions outlive their connection; [`slot_file`] the
+//! directory store's two copies of each; [`store_writer`] how live sessions write to it).
+//! [`lookup`] finds sessions in the store; [`sessions`] holds the
 //! handles they share; [`identity`] who a session is; [`watcher_view`] a stored session as a
 //! watcher first sees it; [`elsewhere`] watching across a cluster's nodes (implemented there).
 

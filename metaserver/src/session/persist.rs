@@ -1,6 +1,7 @@
 //! A session's snapshot in the store (through `store_writer.rs`): written in the background while
-//! it changes (the relay never waits for the disk or Redis), written at once when the session is put away — and kept and
-//! retried if the store refuses it then — or forgotten when the session is over.
+//! it changes (the relay never waits for the disk or Redis), written at once when the session is
+//! put away — and kept and retried if the store refuses it then — or forgotten when the session
+//! is over.
 
 use super::sessions::Sessions;
 use super::store::{Put, StoredSession};

@@ -2,9 +2,9 @@
 //!
 //! Each write goes to the copy that does *not* hold the newest snapshot, numbered one past it, and
 //! is made durable before it counts: on its own by `fdatasync` ([`sync`]), or with the rest of its
-//! round by one `syncfs` (`dir_store.rs`, `store_writer.rs`). A reader takes the valid copy with the highest
-//! number; a copy torn by a kill or a power cut fails its checksum and the other one is used, so
-//! a crash leaves the last snapshot written or the one before it, never half of one.
+//! round by one `syncfs` (`dir_store.rs`, `store_writer.rs`). A reader takes the valid copy with
+//! the highest number; a copy torn by a kill or a power cut fails its checksum and the other one
+//! is used, so a crash leaves the last snapshot written or the one before it, never half of one.
 //!
 //! Why not a new file and a rename per write (`hamlet_onnx::write_atomic`, still used for models
 //! and checkpoints): a playing session is written every `--snapshot-flush-ms`, about 1000 writes a
