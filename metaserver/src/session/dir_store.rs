@@ -8,7 +8,7 @@
 //! write.
 
 use super::slot_file::{self, CopyAt, Slot};
-use super::store::{Put, SessionStore, StoreError, StoredRow, StoredSession};
+use super::store::{one_per_session, Put, SessionStore, StoreError, StoredRow, StoredSession};
 use crate::tokens::TokenHash;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -231,9 +231,7 @@ impl SessionStore for DirStore {
         };
         // A session twice in one round would write both of its copies before either is durable:
         // the second waits for a round of its own (the store writer never sends one).
-        let mut seen = std::collections::HashSet::new();
-        let (round, later): (Vec<_>, Vec<_>) =
-            (0..entries.len()).partition(|i| seen.insert(&entries[*i].token));
+        let (round, later) = one_per_session(0..entries.len(), |i| entries[*i].token.clone());
         let locks: Vec<_> = round
             .iter()
             .map(|i| self.writer(&entries[*i].token))

@@ -79,6 +79,17 @@ pub enum Lookup<'a> {
     Watch(&'a TokenHash),
 }
 
+/// Splits `items` into the first of each session, in order, and the rest. A round holds one write
+/// per session (`store_writer.rs`, `DirStore::put_round`): with two, both of its copies would be
+/// overwritten before either is durable.
+pub fn one_per_session<T>(
+    items: impl IntoIterator<Item = T>,
+    token: impl Fn(&T) -> TokenHash,
+) -> (Vec<T>, Vec<T>) {
+    let mut seen = std::collections::HashSet::new();
+    items.into_iter().partition(|item| seen.insert(token(item)))
+}
+
 /// Durable session state. Implementations: `DirStore`; the Redis store of cluster.md.
 pub trait SessionStore: Send + Sync + 'static {
     /// Writes `s` unless the stored entry's epoch is newer (then [`Put::Superseded`]).

@@ -13,9 +13,7 @@
 //! safe only if one is never overwritten before the other is durable; a second write of a session
 //! waits for the next round.
 
-use super::store::{Put, SessionStore, StoreError, StoredSession};
-use crate::tokens::TokenHash;
-use std::collections::{HashSet, VecDeque};
+use super::store::{one_per_session, Put, SessionStore, StoreError, StoredSession};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -107,36 +105,26 @@ impl StoreWriter {
 /// The `store-writer` thread: a round is what came within [`GATHER`] of its first write, less a
 /// second write of a session already in it (kept for the next round).
 fn write_rounds(store: &dyn SessionStore, mut queue: mpsc::Receiver<Request>) {
-    let mut waiting: VecDeque<Request> = VecDeque::new();
+    let mut waiting: Vec<Request> = Vec::new();
     loop {
         if waiting.is_empty() {
             match queue.blocking_recv() {
-                Some(r) => waiting.push_back(r),
+                Some(r) => waiting.push(r),
                 None => return,
             }
             std::thread::sleep(GATHER);
         }
         while let Ok(r) = queue.try_recv() {
-            waiting.push_back(r);
+            waiting.push(r);
         }
-        let (entries, dones): (Vec<StoredSession>, Vec<_>) = one_per_session(&mut waiting)
-            .into_iter()
-            .map(|r| (r.entry, r.done))
-            .unzip();
+        let (round, rest) = one_per_session(waiting.drain(..), |r| r.entry.token.clone());
+        waiting = rest;
+        let (entries, dones): (Vec<StoredSession>, Vec<_>) =
+            round.into_iter().map(|r| (r.entry, r.done)).unzip();
         for (done, outcome) in dones.into_iter().zip(store.put_round(&entries)) {
             let _ = done.send(outcome);
         }
     }
-}
-
-/// Takes from `waiting`, in order, the first write of each session; the others stay.
-fn one_per_session(waiting: &mut VecDeque<Request>) -> Vec<Request> {
-    let mut seen: HashSet<TokenHash> = HashSet::new();
-    let (round, rest): (Vec<Request>, Vec<Request>) = waiting
-        .drain(..)
-        .partition(|r| seen.insert(r.entry.token.clone()));
-    *waiting = rest.into();
-    round
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::session::store::{StoreError, StoredRow};
+use crate::tokens::TokenHash;
 use parking_lot::Mutex;
 
 /// A store that records, in memory, the writes of each round it is given (a write of its own
